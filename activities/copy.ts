@@ -1,0 +1,266 @@
+/**
+ * Phase 6 (offline), the data copy. `planCopy` cuts the work into units: large tables with an integer
+ * key into key ranges (parallelism and resume inside one table), small tables into batches (a short
+ * history even for thousands of tables). With the source frozen, the workflow runs one `copyUnit`
+ * activity per unit, `jobs` at a time: a finished unit is never copied again, a retried one clears its
+ * table or range first. Without a freeze, `copyAtSnapshot` copies every unit inside one activity at one
+ * exported snapshot (a snapshot dies with its connection, so a crash restarts that copy whole).
+ */
+import { CancelledFailure, Context } from '@temporalio/activity';
+import type { Client } from 'pg';
+import type { MigrationSpec } from '../src/spec';
+import type { CopyPlan, CopyTable, CopyUnit, CopyUnitResult } from '../src/model';
+import { connect, connectionInfo, type ConnectionInfo } from '../src/pg/connect';
+import { countLargeObjects, listTables, type TableInfo } from '../src/pg/catalog';
+import { displayName, ident, qualified } from '../src/pg/sql';
+import { copyTable, type CopyCounters } from '../src/pg/table-copy';
+import { startHeartbeat } from '../src/heartbeat';
+import { activityLogger } from '../src/log';
+
+const MB = 1024 * 1024;
+const MAX_TABLES_PER_BATCH = 200;
+
+export async function planCopy(spec: MigrationSpec): Promise<CopyPlan> {
+  const info = await connectionInfo(spec.source, 'source');
+  const source = await connect(info, 'source');
+  try {
+    const tables = await listTables(source, spec);
+    const units: CopyUnit[] = [];
+    const small: TableInfo[] = [];
+    const batchLimit = spec.copy.batchSmallTablesUpToMB * MB;
+    for (const table of tables) {
+      if (table.splitKey && table.bytes > spec.copy.splitTablesLargerThanMB * MB) {
+        units.push(...(await rangeUnits(source, table, spec)));
+      } else if (table.bytes >= batchLimit / 4) {
+        units.push({ id: `table:${displayName(table)}`, tables: [copyTableOf(table)], bytes: table.bytes });
+      } else {
+        small.push(table);
+      }
+    }
+    units.push(...batchUnits(small, spec.jobs, batchLimit));
+    const perTable: CopyPlan['tables'] = {};
+    for (const table of tables) perTable[displayName(table)] = { bytes: table.bytes, units: 0 };
+    for (const unit of units) for (const t of unit.tables) perTable[displayName(t)]!.units += 1;
+    // Largest first: the long poles start early.
+    units.sort((a, b) => b.bytes - a.bytes);
+    return { units, tables: perTable, largeObjects: await countLargeObjects(source) };
+  } finally {
+    await source.end().catch(() => undefined);
+  }
+}
+
+function copyTableOf(table: TableInfo): CopyTable {
+  return {
+    schema: table.schema,
+    name: table.name,
+    columns: table.columns.map((c) => c.name),
+    binary: table.columns.every((c) => c.binarySafe),
+    bytes: table.bytes,
+  };
+}
+
+/** Even key ranges between min and max of the split key; the first and last are open-ended. */
+async function rangeUnits(source: Client, table: TableInfo, spec: MigrationSpec): Promise<CopyUnit[]> {
+  const key = table.splitKey!;
+  const bounds = (
+    await source.query<{ lo: string | null; hi: string | null }>(
+      `SELECT min(${ident(key)})::text AS lo, max(${ident(key)})::text AS hi FROM ONLY ${qualified(table)}`,
+    )
+  ).rows[0];
+  const count = Math.min(64, Math.max(2, Math.ceil(table.bytes / (spec.copy.splitTablesLargerThanMB * MB)), spec.jobs));
+  if (!bounds?.lo || !bounds.hi) return [{ id: `table:${displayName(table)}`, tables: [copyTableOf(table)], bytes: table.bytes }];
+  const lo = BigInt(bounds.lo);
+  const span = BigInt(bounds.hi) - lo + 1n;
+  const step = span / BigInt(count) > 0n ? span / BigInt(count) : 1n;
+  const units: CopyUnit[] = [];
+  for (let i = 0; i < count; i++) {
+    const from = i === 0 ? null : (lo + step * BigInt(i)).toString();
+    const to = i === count - 1 ? null : (lo + step * BigInt(i + 1)).toString();
+    if (from !== null && to !== null && BigInt(from) >= BigInt(to)) continue;
+    units.push({
+      id: `range:${displayName(table)}:${i + 1}/${count}`,
+      tables: [copyTableOf(table)],
+      range: { key, lo: from, hi: to },
+      bytes: Math.ceil(table.bytes / count),
+    });
+  }
+  return units;
+}
+
+/** Packs small tables into at least `jobs` batches (so they still copy in parallel), each ≤ the limit. */
+function batchUnits(tables: TableInfo[], jobs: number, limitBytes: number): CopyUnit[] {
+  if (tables.length === 0) return [];
+  const total = tables.reduce((sum, t) => sum + t.bytes, 0);
+  const count = Math.min(
+    tables.length,
+    Math.max(jobs, Math.ceil(total / limitBytes), Math.ceil(tables.length / MAX_TABLES_PER_BATCH)),
+  );
+  const bins = Array.from({ length: count }, () => ({ tables: [] as TableInfo[], bytes: 0 }));
+  for (const table of tables) {
+    const lightest = bins.reduce((best, bin) => (bin.bytes < best.bytes || (bin.bytes === best.bytes && bin.tables.length < best.tables.length) ? bin : best));
+    lightest.tables.push(table);
+    lightest.bytes += table.bytes;
+  }
+  return bins
+    .filter((bin) => bin.tables.length > 0)
+    .map((bin, index) => ({
+      id: `batch:${index + 1}/${count}:${displayName(bin.tables[0]!)}`,
+      tables: bin.tables.map(copyTableOf),
+      bytes: bin.bytes,
+    }));
+}
+
+export interface CopyUnitInput {
+  spec: MigrationSpec;
+  unit: CopyUnit;
+}
+
+/** Heartbeat details of a running unit; `completedTables` is the resume checkpoint of a batch. */
+interface UnitProgress {
+  unit: string;
+  table?: string;
+  rows: number;
+  bytes: number;
+  completedTables: CopyUnitResult['tables'];
+}
+
+export async function copyUnit(input: CopyUnitInput): Promise<CopyUnitResult> {
+  const context = Context.current();
+  const previous = context.info.heartbeatDetails as UnitProgress | undefined;
+  const sourceInfo = await connectionInfo(input.spec.source, 'source');
+  const targetInfo = await connectionInfo(input.spec.target, 'target');
+  return runUnit(input.unit, sourceInfo, targetInfo, undefined, previous?.completedTables ?? []);
+}
+
+async function runUnit(
+  unit: CopyUnit,
+  sourceInfo: ConnectionInfo,
+  targetInfo: ConnectionInfo,
+  snapshot: string | undefined,
+  alreadyDone: CopyUnitResult['tables'],
+  onProgress?: (progress: UnitProgress) => void,
+): Promise<CopyUnitResult> {
+  const log = activityLogger('copy');
+  const started = Date.now();
+  const progress: UnitProgress = { unit: unit.id, rows: 0, bytes: 0, completedTables: [...alreadyDone] };
+  const counters: CopyCounters = { rows: 0, bytes: 0 };
+  const details = () => ({ ...progress, rows: counters.rows, bytes: counters.bytes });
+  const heartbeat = onProgress ? undefined : startHeartbeat(details);
+  const report = onProgress ? setInterval(() => onProgress(details()), 2000) : undefined;
+  const signal = heartbeat?.signal ?? Context.current().cancellationSignal;
+  const source = await connect(sourceInfo, 'source', { classify: false, applicationName: 'pgmove copy' });
+  let target: Client | undefined;
+  try {
+    target = await connect(targetInfo, 'target', { classify: false, applicationName: 'pgmove copy' });
+    await source.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`);
+    if (snapshot) await source.query(`SET TRANSACTION SNAPSHOT '${snapshot.replace(/'/g, "''")}'`);
+    const done = new Set(alreadyDone.map((t) => t.table));
+    for (const table of unit.tables) {
+      const name = displayName(table);
+      if (done.has(name)) continue;
+      progress.table = name;
+      counters.rows = 0;
+      counters.bytes = 0;
+      await copyTable(source, target, table, unit.range, counters, signal);
+      progress.completedTables.push({ table: name, rows: counters.rows, bytes: counters.bytes });
+      heartbeat?.beat();
+    }
+    await source.query('COMMIT');
+    const seconds = (Date.now() - started) / 1000;
+    log.info({ unit: unit.id, tables: progress.completedTables.length, seconds }, 'unit copied');
+    return { unitId: unit.id, tables: progress.completedTables, seconds };
+  } catch (error) {
+    if (signal.aborted) throw new CancelledFailure(`copy of ${unit.id} cancelled`);
+    throw error;
+  } finally {
+    heartbeat?.stop();
+    if (report) clearInterval(report);
+    await source.end().catch(() => undefined);
+    await target?.end().catch(() => undefined);
+  }
+}
+
+export interface SnapshotCopyResult {
+  units: CopyUnitResult[];
+  largeObjects: number;
+}
+
+/** Copies every unit at one exported snapshot of the writable source, `jobs` units at a time. */
+export async function copyAtSnapshot(input: { spec: MigrationSpec; plan: CopyPlan }): Promise<SnapshotCopyResult> {
+  const { spec, plan } = input;
+  const sourceInfo = await connectionInfo(spec.source, 'source');
+  const targetInfo = await connectionInfo(spec.target, 'target');
+  const holder = await connect(sourceInfo, 'source', { classify: false, applicationName: 'pgmove snapshot' });
+  const running = new Map<string, UnitProgress>();
+  const finished: CopyUnitResult[] = [];
+  const heartbeat = startHeartbeat(() => ({ unitsDone: finished.length, units: plan.units.length, running: [...running.values()] }));
+  try {
+    await holder.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    const snapshot = (await holder.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
+    const queue = [...plan.units];
+    const worker = async () => {
+      for (let unit = queue.shift(); unit; unit = queue.shift()) {
+        const id = unit.id;
+        finished.push(await runUnit(unit, sourceInfo, targetInfo, snapshot, [], (p) => running.set(id, p)));
+        running.delete(id);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(spec.jobs, plan.units.length) }, worker));
+    const largeObjects = await copyLargeObjectsWith(sourceInfo, targetInfo, snapshot, heartbeat.signal);
+    await holder.query('COMMIT');
+    return { units: finished, largeObjects };
+  } finally {
+    heartbeat.stop();
+    await holder.end().catch(() => undefined);
+  }
+}
+
+const LO_CHUNK = 1 << 20;
+const INV_WRITE = 0x20000;
+
+/** Large objects' contents (their definitions came with pre-data), rewritten whole on every attempt. */
+export async function copyLargeObjects(spec: MigrationSpec): Promise<{ largeObjects: number }> {
+  const sourceInfo = await connectionInfo(spec.source, 'source');
+  const targetInfo = await connectionInfo(spec.target, 'target');
+  const heartbeat = startHeartbeat(() => ({ step: 'large objects' }));
+  try {
+    return { largeObjects: await copyLargeObjectsWith(sourceInfo, targetInfo, undefined, heartbeat.signal) };
+  } finally {
+    heartbeat.stop();
+  }
+}
+
+async function copyLargeObjectsWith(
+  sourceInfo: ConnectionInfo,
+  targetInfo: ConnectionInfo,
+  snapshot: string | undefined,
+  signal: AbortSignal,
+): Promise<number> {
+  const source = await connect(sourceInfo, 'source', { classify: false, applicationName: 'pgmove copy' });
+  const target = await connect(targetInfo, 'target', { classify: false, applicationName: 'pgmove copy' });
+  try {
+    await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    if (snapshot) await source.query(`SET TRANSACTION SNAPSHOT '${snapshot.replace(/'/g, "''")}'`);
+    const oids = (await source.query<{ oid: string }>('SELECT oid::text AS oid FROM pg_largeobject_metadata ORDER BY oid')).rows;
+    await target.query('BEGIN');
+    for (const { oid } of oids) {
+      if (signal.aborted) throw new CancelledFailure('large object copy cancelled');
+      await target.query(
+        `SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_largeobject_metadata WHERE oid = $1::oid) THEN 0 ELSE lo_create($1::oid) END`,
+        [oid],
+      );
+      await target.query('SELECT lo_truncate(lo_open($1::oid, $2), 0)', [oid, INV_WRITE]);
+      for (let offset = 0; ; offset += LO_CHUNK) {
+        const chunk = (await source.query<{ data: Buffer }>('SELECT lo_get($1::oid, $2, $3) AS data', [oid, offset, LO_CHUNK])).rows[0]!.data;
+        if (chunk.length > 0) await target.query('SELECT lo_put($1::oid, $2, $3)', [oid, offset, chunk]);
+        if (chunk.length < LO_CHUNK) break;
+      }
+    }
+    await target.query('COMMIT');
+    await source.query('COMMIT');
+    return oids.length;
+  } finally {
+    await source.end().catch(() => undefined);
+    await target.end().catch(() => undefined);
+  }
+}

@@ -1,0 +1,9 @@
+/** Every activity the worker registers; workflows import this module's types only. */
+export { preflight } from './preflight';
+export { freezeSource, unfreezeSource } from './freeze';
+export { preData } from './pre-data';
+export { planCopy, copyUnit, copyAtSnapshot, copyLargeObjects } from './copy';
+export { postData } from './post-data';
+export { syncSequences } from './sequences';
+export { validate } from './validate';
+export { cleanup } from './cleanup';

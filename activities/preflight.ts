@@ -1,0 +1,288 @@
+/**
+ * Phase 3, pre-flight: read-only checks of both sides before anything is written. Every failed check
+ * carries the exact statement or action that fixes it; any failure ends the migration here with a
+ * non-retryable error.
+ */
+import type { Client } from 'pg';
+import { ApplicationFailure } from '@temporalio/common';
+import { parseSpec, SpecError, type MigrationSpec } from '../src/spec';
+import { connect, connectionInfo, describeEndpoint, type ConnectionInfo } from '../src/pg/connect';
+import { countLargeObjects, listSequences, listTables, serverMajor } from '../src/pg/catalog';
+import { ident } from '../src/pg/sql';
+import { chooseClientTools } from '../src/pg/client-tools';
+import type { PreflightCheck, PreflightReport } from '../src/model';
+import { activityLogger } from '../src/log';
+
+/** Throughput assumed per parallel job for the duration estimate (measured on 2 cores, binary COPY). */
+const ASSUMED_MB_PER_SECOND_PER_JOB = 60;
+
+export interface PreflightResult {
+  spec: MigrationSpec;
+  report: PreflightReport;
+}
+
+export async function preflight(specInput: unknown): Promise<PreflightResult> {
+  const spec = validateSpec(specInput);
+  const log = activityLogger('preflight');
+  const sourceInfo = await connectionInfo(spec.source, 'source');
+  const targetInfo = await connectionInfo(spec.target, 'target');
+  const source = await connect(sourceInfo, 'source');
+  try {
+    const target = await connect(targetInfo, 'target');
+    try {
+      const report = await inspect(spec, source, target, sourceInfo, targetInfo);
+      const failed = report.checks.filter((check) => !check.ok);
+      log.info({ failed: failed.length, tables: report.tables, bytes: report.totalBytes }, 'pre-flight finished');
+      if (failed.length > 0) {
+        const lines = failed.map((c) => `  - ${c.name}: ${c.detail}${c.fix ? `\n      fix: ${c.fix}` : ''}`);
+        throw ApplicationFailure.create({
+          message: `pre-flight failed, nothing was written:\n${lines.join('\n')}`,
+          type: 'PreflightFailed',
+          nonRetryable: true,
+          details: [report],
+        });
+      }
+      return { spec, report };
+    } finally {
+      await target.end().catch(() => undefined);
+    }
+  } finally {
+    await source.end().catch(() => undefined);
+  }
+}
+
+export function validateSpec(specInput: unknown): MigrationSpec {
+  try {
+    return parseSpec(specInput);
+  } catch (error) {
+    if (error instanceof SpecError) throw ApplicationFailure.nonRetryable(error.message, 'BadSpec');
+    throw error;
+  }
+}
+
+async function inspect(
+  spec: MigrationSpec,
+  source: Client,
+  target: Client,
+  sourceInfo: ConnectionInfo,
+  targetInfo: ConnectionInfo,
+): Promise<PreflightReport> {
+  const checks: PreflightCheck[] = [];
+  const notes: string[] = [];
+  const sourceMajor = await serverMajor(source);
+  const targetMajor = await serverMajor(target);
+  const sourceVersion = await scalar(source, 'SHOW server_version');
+  const targetVersion = await scalar(target, 'SHOW server_version');
+
+  checks.push({
+    name: 'versions',
+    ok: targetMajor >= sourceMajor,
+    detail: `source ${sourceVersion}, target ${targetVersion}`,
+    fix: targetMajor >= sourceMajor ? undefined : `use a target of major ${sourceMajor} or newer: PostgreSQL cannot load into an older major`,
+  });
+
+  const tools = await chooseClientTools(sourceMajor, spec.tools.pgBinDir).catch((error: Error) => error);
+  if (tools instanceof Error) {
+    checks.push({ name: 'client tools', ok: false, detail: tools.message });
+  } else {
+    const ok = tools.major >= sourceMajor;
+    checks.push({
+      name: 'client tools',
+      ok,
+      detail: `pg_dump ${tools.version} from ${tools.binDir}`,
+      fix: ok ? undefined : `pg_dump ${tools.major} is older than the source (${sourceMajor}): set tools.pgBinDir to PostgreSQL ${sourceMajor}+ client tools`,
+    });
+  }
+
+  const tables = await listTables(source, spec);
+  const sequences = await listSequences(source, spec);
+  const largeObjects = await countLargeObjects(source);
+  checks.push(...(await sourcePrivilegeChecks(source, spec, sourceInfo, largeObjects)));
+  if (spec.freezeSource) checks.push(...(await freezePrivilegeChecks(source, sourceInfo)));
+  checks.push(await targetEmptyCheck(target, targetInfo));
+  checks.push(...(await targetPrivilegeChecks(target, targetInfo)));
+  checks.push(await extensionCheck(source, target));
+
+  const noPk = tables.filter((t) => !t.hasPrimaryKey).map((t) => `${t.schema}.${t.name}`);
+  if (noPk.length) notes.push(`${noPk.length} table(s) without a primary key (fine offline; online methods need one): ${noPk.slice(0, 10).join(', ')}`);
+  const unlogged = tables.filter((t) => t.unlogged).map((t) => `${t.schema}.${t.name}`);
+  if (unlogged.length) notes.push(`${unlogged.length} unlogged table(s), copied like the others: ${unlogged.slice(0, 10).join(', ')}`);
+  if (largeObjects) notes.push(`${largeObjects} large object(s), copied after the tables`);
+  if (!spec.freezeSource) {
+    notes.push('freezeSource is false: the copy runs at one exported snapshot while the source stays writable; a crash during the copy restarts the whole copy at a new snapshot, and writes after the snapshot are not migrated');
+  }
+
+  const totalBytes = tables.reduce((sum, t) => sum + t.bytes, 0);
+  const parallel = Math.max(1, Math.min(spec.jobs, tables.length));
+  const estimatedSeconds = Math.ceil(totalBytes / (parallel * ASSUMED_MB_PER_SECOND_PER_JOB * 1024 * 1024)) + 5;
+  const methodReason =
+    spec.method === 'dump'
+      ? 'forced by the spec (method: dump)'
+      : 'auto: offline dump (source frozen for the copy) is the method this version supports';
+  const plan = [
+    spec.freezeSource
+      ? `freeze ${describeEndpoint(sourceInfo)} (read-only, CONNECT revoked from application roles, their sessions ended) for the copy`
+      : 'copy at one exported snapshot; the source stays writable',
+    `pre-data schema with pg_dump ${tools instanceof Error ? '?' : tools.version} → ${describeEndpoint(targetInfo)}`,
+    `copy ${tables.length} table(s), ${(totalBytes / 1024 / 1024).toFixed(1)} MB, ${spec.jobs} job(s) in parallel${largeObjects ? `, then ${largeObjects} large object(s)` : ''}`,
+    'post-data (indexes, constraints, triggers) in parallel',
+    `set ${sequences.length} sequence(s) from the source`,
+    `validate row counts${spec.validate.checksums ? ' and checksums' : ''}, sequences and schema objects`,
+  ];
+  const targetExtensions = (await target.query<{ extname: string }>('SELECT extname FROM pg_extension ORDER BY 1')).rows.map((r) => r.extname);
+  return {
+    targetExtensions,
+    sourceVersion,
+    targetVersion,
+    clientTools: tools instanceof Error ? { binDir: '', version: '' } : { binDir: tools.binDir, version: tools.version },
+    method: 'dump',
+    methodReason,
+    tables: tables.length,
+    sequences: sequences.length,
+    largeObjects,
+    totalBytes,
+    estimatedSeconds,
+    checks,
+    notes,
+    plan,
+  };
+}
+
+async function scalar(client: Client, sql: string, params: unknown[] = []): Promise<string> {
+  const result = await client.query(sql, params);
+  const row = result.rows[0] as Record<string, unknown> | undefined;
+  return row ? String(Object.values(row)[0]) : '';
+}
+
+async function sourcePrivilegeChecks(
+  source: Client,
+  spec: MigrationSpec,
+  info: ConnectionInfo,
+  largeObjects: number,
+): Promise<PreflightCheck[]> {
+  const checks: PreflightCheck[] = [];
+  const tables = await listTables(source, spec);
+  const schemas = [...new Set(tables.map((t) => t.schema))];
+  const noUsage = (
+    await source.query<{ s: string }>(`SELECT s FROM unnest($1::text[]) s WHERE NOT has_schema_privilege(s, 'USAGE')`, [schemas])
+  ).rows.map((r) => r.s);
+  const unreadable = (
+    await source.query<{ schema: string; name: string }>(
+      `SELECT schema, name FROM unnest($1::text[], $2::text[]) AS t(schema, name)
+        WHERE NOT has_table_privilege(format('%I.%I', schema, name), 'SELECT')`,
+      [tables.map((t) => t.schema), tables.map((t) => t.name)],
+    )
+  ).rows;
+  const fixes = [
+    ...noUsage.map((s) => `GRANT USAGE ON SCHEMA ${ident(s)} TO ${ident(info.user)};`),
+    ...[...new Set(unreadable.map((t) => t.schema))].map((s) => `GRANT SELECT ON ALL TABLES IN SCHEMA ${ident(s)} TO ${ident(info.user)};`),
+  ];
+  checks.push({
+    name: 'source read privileges',
+    ok: fixes.length === 0,
+    detail: fixes.length === 0 ? `${info.user} can read all ${tables.length} table(s)` : `${info.user} cannot read ${unreadable.length} table(s) / ${noUsage.length} schema(s): ${unreadable.slice(0, 5).map((t) => `${t.schema}.${t.name}`).join(', ')}`,
+    fix: fixes.length ? `on the source, as an owner or superuser: ${fixes.join(' ')}` : undefined,
+  });
+  if (largeObjects > 0) {
+    const readable = await source
+      .query('SELECT count(lo_get(oid, 0, 0)) FROM pg_largeobject_metadata')
+      .then(() => true)
+      .catch(() => false);
+    checks.push({
+      name: 'source large objects',
+      ok: readable,
+      detail: readable ? `${largeObjects} large object(s) readable` : `${info.user} cannot read every large object`,
+      fix: readable ? undefined : `GRANT SELECT ON LARGE OBJECT <oid> TO ${ident(info.user)} for each, or run as their owner`,
+    });
+  }
+  return checks;
+}
+
+async function freezePrivilegeChecks(source: Client, info: ConnectionInfo): Promise<PreflightCheck[]> {
+  const row = (
+    await source.query<{ owner: boolean; superuser: boolean; signal: boolean }>(
+      `SELECT pg_has_role(d.datdba, 'USAGE') AS owner,
+              (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser,
+              pg_has_role('pg_signal_backend', 'USAGE') AS signal
+         FROM pg_database d WHERE d.datname = current_database()`,
+    )
+  ).rows[0];
+  const canAlter = Boolean(row?.owner || row?.superuser);
+  const canSignal = Boolean(row?.signal || row?.superuser);
+  return [
+    {
+      name: 'source freeze privileges',
+      ok: canAlter && canSignal,
+      detail: canAlter && canSignal
+        ? `${info.user} can make ${info.database} read-only and end other sessions`
+        : `${info.user} ${canAlter ? '' : 'does not own the database'}${!canAlter && !canSignal ? ' and ' : ''}${canSignal ? '' : 'cannot end other sessions'}`,
+      fix: canAlter && canSignal
+        ? undefined
+        : `${canAlter ? '' : `ALTER DATABASE ${ident(info.database)} OWNER TO ${ident(info.user)}; `}${canSignal ? '' : `GRANT pg_signal_backend TO ${ident(info.user)}; `}— or set freezeSource: false to copy at a snapshot instead`,
+    },
+  ];
+}
+
+/** Never merge into existing data: the target database must hold no user objects. */
+async function targetEmptyCheck(target: Client, info: ConnectionInfo): Promise<PreflightCheck> {
+  const objects = (
+    await target.query<{ object: string }>(
+      `SELECT format('%s %I.%I', CASE c.relkind WHEN 'r' THEN 'table' WHEN 'v' THEN 'view' WHEN 'S' THEN 'sequence'
+                       WHEN 'm' THEN 'materialized view' WHEN 'p' THEN 'table' WHEN 'f' THEN 'foreign table' ELSE 'relation' END,
+                    n.nspname, c.relname) AS object
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'v', 'S', 'm', 'p', 'f')
+          AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+       UNION ALL
+       SELECT format('schema %I', n.nspname) FROM pg_namespace n
+        WHERE n.nspname NOT IN ('public', 'pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass AND d.objid = n.oid AND d.deptype = 'e')
+       UNION ALL
+       SELECT format('function %s', p.oid::regprocedure) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+       LIMIT 20`,
+    )
+  ).rows.map((r) => r.object);
+  return {
+    name: 'target is empty',
+    ok: objects.length === 0,
+    detail: objects.length === 0 ? `${describeEndpoint(info)} holds no user objects` : `${describeEndpoint(info)} already holds ${objects.slice(0, 5).join(', ')}${objects.length > 5 ? ', …' : ''}`,
+    fix: objects.length === 0 ? undefined : `pgmove never merges into existing data: point target.uri at a new database (CREATE DATABASE ${ident(info.database + '_new')};) or drop these objects`,
+  };
+}
+
+async function targetPrivilegeChecks(target: Client, info: ConnectionInfo): Promise<PreflightCheck[]> {
+  const row = (
+    await target.query<{ create_db: boolean; create_public: boolean }>(
+      `SELECT has_database_privilege(current_database(), 'CREATE') AS create_db,
+              coalesce(has_schema_privilege('public', 'CREATE'), true) AS create_public`,
+    )
+  ).rows[0];
+  const fixes: string[] = [];
+  if (!row?.create_db) fixes.push(`GRANT CREATE ON DATABASE ${ident(info.database)} TO ${ident(info.user)};`);
+  if (!row?.create_public) fixes.push(`GRANT CREATE ON SCHEMA public TO ${ident(info.user)};`);
+  return [
+    {
+      name: 'target write privileges',
+      ok: fixes.length === 0,
+      detail: fixes.length === 0 ? `${info.user} can create schemas and tables` : `${info.user} lacks CREATE privileges on the target`,
+      fix: fixes.length ? `on the target, as an owner or superuser: ${fixes.join(' ')}` : undefined,
+    },
+  ];
+}
+
+async function extensionCheck(source: Client, target: Client): Promise<PreflightCheck> {
+  const used = (await source.query<{ extname: string }>(`SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1`)).rows.map((r) => r.extname);
+  const available = new Set(
+    (await target.query<{ name: string }>('SELECT name FROM pg_available_extensions')).rows.map((r) => r.name),
+  );
+  const missing = used.filter((name) => !available.has(name));
+  return {
+    name: 'extensions',
+    ok: missing.length === 0,
+    detail: missing.length === 0 ? `available on the target: ${used.join(', ') || 'none used'}` : `missing on the target: ${missing.join(', ')}`,
+    fix: missing.length ? `install the packages that provide ${missing.join(', ')} on the target server (e.g. postgresql-<major>-<extension>), or allow them on RDS` : undefined,
+  };
+}

@@ -1,0 +1,183 @@
+/**
+ * Phase 10, validation: per table a row count and an order-independent checksum computed inside each
+ * database (no row data pulled into the worker), sequence values, large objects, and a schema object
+ * comparison. A mismatch fails the migration and names the tables.
+ */
+import type { Client } from 'pg';
+import type { MigrationSpec } from '../src/spec';
+import type { TableValidation, ValidationReport } from '../src/model';
+import { connect, connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
+import { listSequences, listTables } from '../src/pg/catalog';
+import { displayName, qualified, type TableName } from '../src/pg/sql';
+import { startHeartbeat } from '../src/heartbeat';
+import { activityLogger } from '../src/log';
+
+/** Output settings that make row text identical on both servers, whatever their defaults. */
+const NORMALIZE_OUTPUT = [
+  `SET TimeZone = 'UTC'`,
+  `SET DateStyle = 'ISO, YMD'`,
+  `SET IntervalStyle = 'postgres'`,
+  `SET extra_float_digits = 1`,
+  `SET bytea_output = 'hex'`,
+  `SET lc_monetary = 'C'`,
+];
+
+/** Count and sum of the first 64 bits of md5(row text): equal multisets of rows give equal results. */
+export function tableChecksumSql(table: TableName, withChecksum: boolean): string {
+  const checksum = withChecksum
+    ? `, coalesce(sum(('x' || substr(md5(r::text), 1, 16))::bit(64)::bigint::numeric), 0)::text AS checksum`
+    : `, NULL::text AS checksum`;
+  return `SELECT count(*)::bigint AS rows${checksum} FROM ONLY ${qualified(table)} AS r`;
+}
+
+export async function validate(spec: MigrationSpec): Promise<ValidationReport> {
+  const log = activityLogger('validate');
+  const sourceInfo = await connectionInfo(spec.source, 'source');
+  const targetInfo = await connectionInfo(spec.target, 'target');
+  const tables = await withClient(sourceInfo, 'source', (c) => listTables(c, spec));
+  const results: TableValidation[] = [];
+  const heartbeat = startHeartbeat(() => ({ tablesChecked: results.length, tables: tables.length }));
+  try {
+    const queue = [...tables];
+    const worker = async () => {
+      const source = await openNormalized(sourceInfo, 'source');
+      const target = await openNormalized(targetInfo, 'target');
+      try {
+        for (let table = queue.shift(); table; table = queue.shift()) {
+          const sql = tableChecksumSql(table, spec.validate.checksums);
+          const [s, t] = await Promise.all([source.query(sql), target.query(sql)]);
+          const sr = s.rows[0] as { rows: string; checksum: string | null };
+          const tr = t.rows[0] as { rows: string; checksum: string | null };
+          results.push({
+            table: displayName(table),
+            sourceRows: Number(sr.rows),
+            targetRows: Number(tr.rows),
+            sourceChecksum: sr.checksum ?? undefined,
+            targetChecksum: tr.checksum ?? undefined,
+            ok: sr.rows === tr.rows && sr.checksum === tr.checksum,
+          });
+        }
+      } finally {
+        await source.end().catch(() => undefined);
+        await target.end().catch(() => undefined);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, Math.min(spec.jobs, tables.length)) }, worker));
+  } finally {
+    heartbeat.stop();
+  }
+  results.sort((a, b) => a.table.localeCompare(b.table));
+
+  const [sourceSeq, targetSeq] = await Promise.all([
+    withClient(sourceInfo, 'source', (c) => listSequences(c, spec)),
+    withClient(targetInfo, 'target', (c) => listSequences(c, spec)),
+  ]);
+  const targetSeqByName = new Map(targetSeq.map((s) => [displayName(s), s]));
+  const sequences = sourceSeq.map((s) => {
+    const t = targetSeqByName.get(displayName(s));
+    const render = (x?: { lastValue: string; isCalled: boolean }) => (x ? `${x.lastValue}${x.isCalled ? '' : ' (not called)'}` : 'missing');
+    return { sequence: displayName(s), source: render(s), target: render(t), ok: render(s) === render(t) };
+  });
+
+  const [sourceObjects, targetObjects] = await Promise.all([
+    withClient(sourceInfo, 'source', (c) => schemaObjects(c, spec)),
+    withClient(targetInfo, 'target', (c) => schemaObjects(c, spec)),
+  ]);
+  const schemaDifferences = [
+    ...[...sourceObjects].filter((o) => !targetObjects.has(o)).map((o) => `missing on target: ${o}`),
+    ...[...targetObjects].filter((o) => !sourceObjects.has(o)).map((o) => `only on target: ${o}`),
+  ];
+  const [sourceLo, targetLo] = await Promise.all([
+    withClient(sourceInfo, 'source', largeObjectDigest),
+    withClient(targetInfo, 'target', largeObjectDigest),
+  ]);
+  const largeObjects = { source: sourceLo.count, target: targetLo.count, ok: sourceLo.count === targetLo.count && sourceLo.digest === targetLo.digest };
+
+  const badTables = results.filter((r) => !r.ok);
+  const badSequences = sequences.filter((s) => !s.ok);
+  const ok = badTables.length === 0 && badSequences.length === 0 && schemaDifferences.length === 0 && largeObjects.ok;
+  const summary = ok
+    ? `validation passed: ${results.length} table(s) with ${results.reduce((n, r) => n + r.sourceRows, 0)} row(s) equal${spec.validate.checksums ? ' (counts and checksums)' : ' (counts)'}, ${sequences.length} sequence(s) equal, ${sourceObjects.size} schema object(s) present, ${largeObjects.source} large object(s) equal`
+    : [
+        'validation FAILED:',
+        ...badTables.map((r) => `  table ${r.table}: source ${r.sourceRows} rows / target ${r.targetRows} rows${r.sourceChecksum !== r.targetChecksum ? ', checksums differ' : ''}`),
+        ...badSequences.map((s) => `  sequence ${s.sequence}: source ${s.source} / target ${s.target}`),
+        ...schemaDifferences.slice(0, 50).map((d) => `  ${d}`),
+        ...(largeObjects.ok ? [] : [`  large objects: source ${largeObjects.source} / target ${largeObjects.target} (or contents differ)`]),
+      ].join('\n');
+  log.info({ ok, tables: results.length, badTables: badTables.length }, 'validation finished');
+  return { ok, tables: results, sequences, schemaDifferences, largeObjects, summary };
+}
+
+async function openNormalized(info: ConnectionInfo, side: 'source' | 'target'): Promise<Client> {
+  const client = await connect(info, side, { classify: false, applicationName: 'pgmove validate' });
+  for (const sql of NORMALIZE_OUTPUT) await client.query(sql);
+  await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+  return client;
+}
+
+async function largeObjectDigest(client: Client): Promise<{ count: number; digest: string }> {
+  const row = (
+    await client.query<{ n: string; digest: string | null }>(
+      `SELECT count(*) AS n, md5(string_agg(m.oid::text || ':' || md5(lo_get(m.oid)), ',' ORDER BY m.oid)) AS digest FROM pg_largeobject_metadata m`,
+    )
+  ).rows[0];
+  return { count: Number(row?.n ?? 0), digest: row?.digest ?? '' };
+}
+
+/**
+ * Schema objects in scope as comparable strings: relations with their kind, columns with their type,
+ * indexes, constraints, triggers, routines, types. Names and types only: definitions are printed
+ * differently by different majors.
+ */
+async function schemaObjects(client: Client, spec: MigrationSpec): Promise<Set<string>> {
+  const tables = new Set((await listTables(client, spec)).map(displayName));
+  const { include, exclude } = spec;
+  const result = await client.query<{ kind: string; schema: string; rel: string | null; name: string }>(
+    `WITH s AS (
+       SELECT n.oid, n.nspname FROM pg_namespace n
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+          AND (cardinality($1::text[]) = 0 OR n.nspname = ANY($1::text[])) AND NOT n.nspname = ANY($2::text[])),
+     own AS (SELECT objid, classid FROM pg_depend WHERE deptype = 'e')
+     SELECT 'relation:' || c.relkind::text AS kind, s.nspname AS schema, NULL AS rel, c.relname AS name
+       FROM pg_class c JOIN s ON s.oid = c.relnamespace
+      WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'c') AND (c.oid, 'pg_class'::regclass) NOT IN (SELECT objid, classid FROM own)
+     UNION ALL
+     SELECT 'column:' || format_type(a.atttypid, a.atttypmod), s.nspname, c.relname, a.attname
+       FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN s ON s.oid = c.relnamespace
+      WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND a.attnum > 0 AND NOT a.attisdropped
+        AND (c.oid, 'pg_class'::regclass) NOT IN (SELECT objid, classid FROM own)
+     UNION ALL
+     SELECT 'index', s.nspname, t.relname, c.relname
+       FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid JOIN s ON s.oid = c.relnamespace
+      WHERE (t.oid, 'pg_class'::regclass) NOT IN (SELECT objid, classid FROM own)
+     UNION ALL
+     SELECT 'constraint:' || k.contype::text, s.nspname, coalesce(t.relname, ty.typname), k.conname
+       FROM pg_constraint k JOIN s ON s.oid = k.connamespace
+       LEFT JOIN pg_class t ON t.oid = k.conrelid LEFT JOIN pg_type ty ON ty.oid = k.contypid
+      WHERE k.contype <> 'n'
+     UNION ALL
+     SELECT 'trigger', s.nspname, c.relname, g.tgname
+       FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid JOIN s ON s.oid = c.relnamespace WHERE NOT g.tgisinternal
+     UNION ALL
+     SELECT 'routine:' || p.prokind::text, s.nspname, NULL, p.oid::regprocedure::text
+       FROM pg_proc p JOIN s ON s.oid = p.pronamespace
+      WHERE (p.oid, 'pg_proc'::regclass) NOT IN (SELECT objid, classid FROM own)
+     UNION ALL
+     SELECT 'type:' || t.typtype::text, s.nspname, NULL, t.typname
+       FROM pg_type t JOIN s ON s.oid = t.typnamespace
+      WHERE t.typtype IN ('e', 'd', 'r', 'm') AND (t.oid, 'pg_type'::regclass) NOT IN (SELECT objid, classid FROM own)`,
+    [include.schemas, exclude.schemas],
+  );
+  const excludedTables = new Set(exclude.tables);
+  const tableFiltered = include.tables.length > 0 || excludedTables.size > 0;
+  const objects = new Set<string>();
+  for (const row of result.rows) {
+    const relation = row.rel ?? (row.kind.startsWith('relation:r') ? row.name : null);
+    // Only relations the migration covers count when the spec filters tables.
+    if (tableFiltered && relation !== null && row.kind !== 'index' && !tables.has(`${row.schema}.${relation}`) && !row.kind.startsWith('relation:') && !row.kind.startsWith('column:')) continue;
+    if (tableFiltered && (row.kind.startsWith('relation:r') || row.kind.startsWith('column:')) && !tables.has(`${row.schema}.${relation}`)) continue;
+    objects.add(`${row.kind} ${row.schema}.${row.rel ? `${row.rel}.` : ''}${row.name}`);
+  }
+  return objects;
+}

@@ -1,0 +1,73 @@
+/**
+ * `npm run demo`: brings up the embedded stack, loads the sample shop database on the source (once),
+ * gives the target a fresh empty database, migrates it with pgmove while showing progress, and prints
+ * the validation report and where to look next. The stack keeps running.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { STACK_DIR, withTemporalClient } from '../src/cli/connection';
+import { follow } from '../src/cli/follow';
+import { parseSpec, type MigrationSpecInput } from '../src/spec';
+import { TASK_QUEUE, migrationPhaseKey } from '../workflows/messages';
+import { devUp, type StackCluster } from './dev-stack';
+import { adminQuery, runSqlFile, type ClusterHandle } from './lib/pg-cluster';
+import { readFileSync } from 'node:fs';
+
+const DATABASE = 'shop';
+
+function handleOf(cluster: StackCluster): ClusterHandle {
+  return { ...cluster, host: '127.0.0.1', superuser: 'postgres', superuserPassword: readFileSync(cluster.passwordFile, 'utf8').trim() };
+}
+
+export async function runDemo(): Promise<boolean> {
+  const stack = await devUp();
+  const source = handleOf(stack.clusters.source!);
+  const target = handleOf(stack.clusters.target!);
+  const exists = await adminQuery(source, 'postgres', 'SELECT 1 FROM pg_database WHERE datname = $1', [DATABASE]);
+  if (exists.length === 0) {
+    console.log(`loading the sample "${DATABASE}" database into the source (PostgreSQL ${source.major}) …`);
+    await adminQuery(source, 'postgres', `CREATE DATABASE ${DATABASE}`);
+    runSqlFile(source, DATABASE, join(__dirname, 'sample', 'shop.sql'));
+  }
+  // The demo owns its target cluster: each run migrates into a fresh, empty database.
+  await adminQuery(target, 'postgres', `DROP DATABASE IF EXISTS ${DATABASE} WITH (FORCE)`);
+  await adminQuery(target, 'postgres', `CREATE DATABASE ${DATABASE}`);
+
+  const id = `demo-${DATABASE}-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-')}`;
+  const input: MigrationSpecInput = {
+    id,
+    source: { uri: `postgresql://postgres@127.0.0.1:${source.port}/${DATABASE}`, password: `file:${stack.clusters.source!.passwordFile}` },
+    target: { uri: `postgresql://postgres@127.0.0.1:${target.port}/${DATABASE}`, password: `file:${stack.clusters.target!.passwordFile}` },
+    method: 'dump',
+    jobs: 4,
+  };
+  parseSpec(input);
+  const specDir = join(STACK_DIR, 'demo');
+  mkdirSync(specDir, { recursive: true });
+  const specFile = join(specDir, `${id}.yaml`);
+  writeFileSync(specFile, stringify(input));
+  console.log(`spec: ${specFile}\nmigrating ${DATABASE}: PostgreSQL ${source.major} (port ${source.port}) → PostgreSQL ${target.major} (port ${target.port})`);
+
+  const ok = await withTemporalClient(async (client) => {
+    const handle = await client.workflow.start('migrateDatabase', {
+      taskQueue: TASK_QUEUE,
+      workflowId: id,
+      args: [input],
+      staticSummary: `pgmove demo: ${DATABASE} from PostgreSQL ${source.major} to ${target.major}`,
+      typedSearchAttributes: [{ key: migrationPhaseKey, value: 'starting' }],
+    });
+    return follow(handle);
+  });
+  const ui = `http://127.0.0.1:${stack.temporal!.uiPort}/namespaces/default/workflows/${id}`;
+  console.log(`
+Where to look:
+  Web UI:        ${ui}
+  status:        npx pgmove status ${id}
+  with temporal: .tools/venv/bin/temporal workflow query --workflow-id ${id} --type status
+                 .tools/venv/bin/temporal workflow show --workflow-id ${id}
+                 .tools/venv/bin/temporal workflow list --query 'MigrationPhase="completed"'
+  databases:     ${stack.clusters.source!.binDir}/psql -h 127.0.0.1 -p ${target.port} -U postgres ${DATABASE}  (password in ${stack.clusters.target!.passwordFile})
+The stack keeps running; stop it with: npx pgmove dev down`);
+  return ok;
+}

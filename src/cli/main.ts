@@ -1,0 +1,116 @@
+/**
+ * `pgmove` — the operator's CLI. The same workflows can be driven with the plain `temporal` CLI
+ * (see README): this is a convenience that validates specs first and shows progress.
+ */
+import { Command } from 'commander';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
+import { migrationIdFor, SpecError } from '../spec';
+import { loadSpecFile } from '../spec-file';
+import { TASK_QUEUE, abortSignal, migrationPhaseKey } from '../../workflows/messages';
+import { withTemporalClient } from './connection';
+import { follow, describeFailure } from './follow';
+import { renderStatus, snapshot } from './status-view';
+import { runWorker, workerOptionsFromEnv } from '../../worker/main';
+import { devDown, devStatus, devUp } from '../../scripts/dev-stack';
+import { runDemo } from '../../scripts/demo';
+
+const program = new Command();
+program
+  .name('pgmove')
+  .description('Move a PostgreSQL database to a new server as a durable Temporal workflow.')
+  .showHelpAfterError();
+
+program
+  .command('start')
+  .description('validate a migration spec, start the migration and print its workflow id')
+  .requiredOption('-f, --file <spec>', 'migration spec (YAML or JSON)')
+  .option('--wait', 'follow progress until the migration ends; exit 0 only on success')
+  .option('--task-queue <name>', 'Temporal task queue of the pgmove workers', process.env.PGMOVE_TASK_QUEUE ?? TASK_QUEUE)
+  .action(async (options: { file: string; wait?: boolean; taskQueue: string }) => {
+    const { input, spec } = loadSpecFile(options.file);
+    const id = migrationIdFor(spec);
+    const ok = await withTemporalClient(async (client) => {
+      const handle = await client.workflow.start('migrateDatabase', {
+        taskQueue: options.taskQueue,
+        workflowId: id,
+        args: [input],
+        staticSummary: `pgmove ${spec.dryRun ? 'dry run' : 'migration'}: ${new URL(spec.source.uri).host} → ${new URL(spec.target.uri).host}`,
+        staticDetails: `method ${spec.method}, ${spec.jobs} job(s), spec ${options.file}`,
+        typedSearchAttributes: [{ key: migrationPhaseKey, value: 'starting' }],
+      });
+      console.log(id);
+      return options.wait ? follow(handle) : true;
+    });
+    process.exitCode = ok ? 0 : 1;
+  });
+
+program
+  .command('status')
+  .description('show phase, per-table progress, timings and errors of a migration')
+  .argument('<id>', 'workflow id')
+  .option('--json', 'print the raw status as JSON')
+  .action(async (id: string, options: { json?: boolean }) => {
+    await withTemporalClient(async (client) => {
+      const view = await snapshot(client.workflow.getHandle(id));
+      console.log(options.json ? JSON.stringify(view, null, 2) : renderStatus(view));
+    });
+  });
+
+program
+  .command('abort')
+  .description('stop a migration: the copy ends, the target is reset, the source unfrozen')
+  .argument('<id>', 'workflow id')
+  .option('--reason <text>', 'recorded in the status and the workflow failure', 'aborted by operator')
+  .option('--wait', 'wait until the workflow has ended')
+  .action(async (id: string, options: { reason: string; wait?: boolean }) => {
+    await withTemporalClient(async (client) => {
+      const handle = client.workflow.getHandle(id);
+      await handle.signal(abortSignal, { reason: options.reason });
+      console.log(`abort sent to ${id}`);
+      if (options.wait) {
+        await handle.result().catch((error: unknown) => console.log(describeFailure(error)));
+      }
+    });
+  });
+
+program
+  .command('worker')
+  .description('run a pgmove worker in the foreground (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, PGMOVE_TASK_QUEUE)')
+  .action(async () => {
+    await runWorker(workerOptionsFromEnv());
+  });
+
+const dev = program.command('dev').description('the embedded default stack: Temporal dev server + Web UI, a worker, source and target PostgreSQL');
+dev
+  .command('up')
+  .description('start whatever is not running (idempotent)')
+  .action(async () => {
+    await devUp();
+    console.log(devStatus());
+  });
+dev
+  .command('down')
+  .description('stop the stack (data and history are kept under .pgmove/)')
+  .action(async () => {
+    await devDown();
+  });
+dev
+  .command('status')
+  .description('show what is running')
+  .action(async () => {
+    console.log(devStatus());
+  });
+
+program
+  .command('demo')
+  .description('migrate a sample database on the embedded stack, showing progress and the validation report')
+  .action(async () => {
+    process.exitCode = (await runDemo()) ? 0 : 1;
+  });
+
+program.parseAsync(process.argv).catch((error: unknown) => {
+  if (error instanceof SpecError) console.error(error.message);
+  else if (error instanceof WorkflowExecutionAlreadyStartedError) console.error(`a migration with this id is already running or recorded: ${error.workflowId}; use \`pgmove status ${error.workflowId}\`, or set a new id in the spec`);
+  else console.error(`pgmove: ${error instanceof Error ? error.message : String(error)}`);
+  process.exitCode = 2;
+});

@@ -1,0 +1,77 @@
+/**
+ * What `pgmove status` and the progress display show: the workflow's `status` query merged with the
+ * heartbeat details of its running activities (progress inside a table that is still copying).
+ */
+import type { WorkflowHandle } from '@temporalio/client';
+import { defaultPayloadConverter, fromPayloadsAtIndex } from '@temporalio/common';
+import type { MigrationStatus } from '../model';
+import { statusQuery } from '../../workflows/messages';
+
+export interface InFlight {
+  activity: string;
+  attempt: number;
+  details: Record<string, unknown> | undefined;
+  lastFailure?: string;
+}
+
+export interface StatusSnapshot {
+  status: MigrationStatus;
+  running: boolean;
+  workflowStatus: string;
+  inFlight: InFlight[];
+  /** Bytes copied including units still running. */
+  liveBytes: number;
+  liveRows: number;
+}
+
+export async function snapshot(handle: WorkflowHandle): Promise<StatusSnapshot> {
+  const description = await handle.describe();
+  const status = await handle.query(statusQuery);
+  const inFlight: InFlight[] = (description.raw.pendingActivities ?? []).map((activity) => ({
+    activity: activity.activityType?.name ?? '?',
+    attempt: activity.attempt ?? 1,
+    details: activity.heartbeatDetails?.payloads?.length
+      ? fromPayloadsAtIndex<Record<string, unknown>>(defaultPayloadConverter, 0, activity.heartbeatDetails.payloads)
+      : undefined,
+    lastFailure: activity.lastFailure?.message ?? undefined,
+  }));
+  let liveBytes = status.totals.bytes;
+  let liveRows = status.totals.rows;
+  for (const activity of inFlight) {
+    if (activity.activity === 'copyUnit' && activity.details) {
+      const done = (activity.details.completedTables as { rows: number; bytes: number }[] | undefined) ?? [];
+      liveBytes += Number(activity.details.bytes ?? 0) + done.reduce((s, t) => s + t.bytes, 0);
+      liveRows += Number(activity.details.rows ?? 0) + done.reduce((s, t) => s + t.rows, 0);
+    }
+  }
+  return { status, running: description.status.name === 'RUNNING', workflowStatus: description.status.name, inFlight, liveBytes, liveRows };
+}
+
+const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+
+export function renderStatus(view: StatusSnapshot): string {
+  const { status } = view;
+  const lines = [
+    `migration ${status.migrationId}: ${status.phase} (workflow ${view.workflowStatus})`,
+    `method    ${status.method}${status.methodReason ? ` — ${status.methodReason}` : ''}`,
+  ];
+  if (status.totals.tables) {
+    lines.push(`tables    ${status.totals.tablesDone}/${status.totals.tables} done, ${view.liveRows} rows, ${mb(view.liveBytes)} copied of ~${mb(status.totals.totalBytes)}`);
+    const rows = Object.entries(status.tables)
+      .sort(([, a], [, b]) => b.totalBytes - a.totalBytes)
+      .slice(0, 25)
+      .map(([name, t]) => `  ${t.done ? 'done' : `${t.unitsDone}/${t.units}`.padEnd(4)}  ${String(t.rows).padStart(10)} rows  ${mb(t.bytes).padStart(10)}  ${name}`);
+    lines.push(...rows);
+    if (Object.keys(status.tables).length > 25) lines.push(`  … ${Object.keys(status.tables).length - 25} more`);
+  }
+  for (const activity of view.inFlight) {
+    lines.push(`running   ${activity.activity} (attempt ${activity.attempt})${activity.details ? ` ${JSON.stringify(activity.details).slice(0, 200)}` : ''}${activity.lastFailure ? ` — last failure: ${activity.lastFailure}` : ''}`);
+  }
+  const timings = Object.entries(status.timings).map(([phase, t]) => `${phase} ${t?.seconds !== undefined ? `${t.seconds.toFixed(1)}s` : 'running'}`);
+  if (timings.length) lines.push(`timings   ${timings.join(', ')}`);
+  if (status.preflight?.notes.length) lines.push(...status.preflight.notes.map((n) => `note      ${n}`));
+  if (status.validation) lines.push(`validate  ${status.validation.summary}`);
+  if (status.cleanupOwed.length) lines.push(`owed      ${status.cleanupOwed.join('; ')}`);
+  for (const error of status.errors) lines.push(`error     ${error}`);
+  return lines.join('\n');
+}

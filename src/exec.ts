@@ -1,0 +1,74 @@
+/**
+ * Child processes (pg_dump, pg_restore, psql, hooks): passwords only through the environment, output
+ * captured (bounded), and the process killed when the activity is cancelled.
+ * execa 9+ is ESM-only and this project is CommonJS (jest, tsx, Temporal's bundler); this file is the
+ * small subset we need.
+ */
+import { spawn } from 'node:child_process';
+
+export interface RunOptions {
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  /** Aborting kills the process (SIGTERM, then SIGKILL after 5 s). */
+  signal?: AbortSignal;
+  /** Called with each stderr line, e.g. to heartbeat progress. */
+  onStderrLine?: (line: string) => void;
+}
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+  exitCode: number;
+}
+
+const MAX_CAPTURE = 1 << 20;
+
+export class CommandError extends Error {
+  constructor(
+    public readonly command: string,
+    public readonly exitCode: number | null,
+    public readonly stderr: string,
+  ) {
+    super(`${command} failed (exit ${exitCode ?? 'signal'}): ${stderr.trim().split('\n').slice(-20).join('\n')}`);
+    this.name = 'CommandError';
+  }
+}
+
+/** Runs a command to completion; rejects with CommandError on a non-zero exit. */
+export function run(file: string, args: string[], options: RunOptions = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { env: options.env, cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    let pendingLine = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      if (stdout.length < MAX_CAPTURE) stdout += chunk.toString();
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      const text = chunk.toString();
+      if (stderr.length < MAX_CAPTURE) stderr += text;
+      if (options.onStderrLine) {
+        const lines = (pendingLine + text).split('\n');
+        pendingLine = lines.pop() ?? '';
+        lines.forEach((line) => options.onStderrLine?.(line));
+      }
+    });
+    let killTimer: NodeJS.Timeout | undefined;
+    const onAbort = () => {
+      child.kill('SIGTERM');
+      killTimer = setTimeout(() => child.kill('SIGKILL'), 5000);
+    };
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    child.on('error', (error) => {
+      options.signal?.removeEventListener('abort', onAbort);
+      reject(error);
+    });
+    child.on('close', (code) => {
+      options.signal?.removeEventListener('abort', onAbort);
+      if (killTimer) clearTimeout(killTimer);
+      const name = file.split('/').pop() ?? file;
+      if (code === 0) resolve({ stdout, stderr, exitCode: 0 });
+      else reject(new CommandError(name, code, stderr));
+    });
+  });
+}

@@ -1,0 +1,133 @@
+/**
+ * Connections to the source and target, with errors classified the way Temporal needs them:
+ * bad input (wrong password, missing database, unknown host) is non-retryable and says how to fix it;
+ * everything else is thrown as is and retried.
+ */
+import { Client, type ClientConfig } from 'pg';
+import { ApplicationFailure } from '@temporalio/common';
+import { resolveSecret } from '../secrets';
+
+export type Side = 'source' | 'target';
+
+export interface EndpointSpec {
+  uri: string;
+  password?: string;
+}
+
+export interface ConnectionInfo {
+  host: string;
+  port: number;
+  database: string;
+  user: string;
+  password?: string;
+}
+
+/** Parses a spec URI (which never holds a password) and resolves the password reference. */
+export async function connectionInfo(endpoint: EndpointSpec, side: Side): Promise<ConnectionInfo> {
+  const url = new URL(endpoint.uri);
+  const password = await resolveSecret(endpoint.password, `${side}.password`);
+  return {
+    host: decodeURIComponent(url.hostname.replace(/^\[|\]$/g, '')),
+    port: url.port ? Number(url.port) : 5432,
+    database: decodeURIComponent(url.pathname.slice(1)),
+    user: url.username ? decodeURIComponent(url.username) : (process.env.USER ?? 'postgres'),
+    password,
+  };
+}
+
+/** Human label for messages: user@host:port/db — never the password. */
+export function describeEndpoint(info: ConnectionInfo): string {
+  return `${info.user}@${info.host}:${info.port}/${info.database}`;
+}
+
+/** Environment for libpq child processes (pg_dump, psql): the password goes here, never into argv. */
+export function libpqEnv(info: ConnectionInfo): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    PGHOST: info.host,
+    PGPORT: String(info.port),
+    PGDATABASE: info.database,
+    PGUSER: info.user,
+    PGAPPNAME: 'pgmove',
+    PGCONNECT_TIMEOUT: '15',
+  };
+  if (info.password !== undefined) env.PGPASSWORD = info.password;
+  else delete env.PGPASSWORD;
+  return env;
+}
+
+const NON_RETRYABLE_SQLSTATES: Record<string, string> = {
+  '28P01': 'authentication failed: check the secret referenced by {side}.password',
+  '28000': 'the server rejected the connection (pg_hba.conf or role): allow {user} from this worker in pg_hba.conf, or fix {side}.uri',
+  '3D000': 'database does not exist: create it first or fix the database name in {side}.uri',
+  '42501': 'permission denied: grant the privilege named in the error to {user}',
+};
+
+/** Turns a connection error into a non-retryable failure with the fix, when it is bad input. */
+export function classifyConnectError(error: unknown, info: ConnectionInfo, side: Side): Error {
+  const err = error as { code?: string; message?: string };
+  const where = `${side} ${describeEndpoint(info)}`;
+  const template = err.code ? NON_RETRYABLE_SQLSTATES[err.code] : undefined;
+  const fill = (text: string) => text.replace(/\{side\}/g, side).replace(/\{user\}/g, info.user);
+  if (template) {
+    return ApplicationFailure.nonRetryable(`cannot connect to ${where}: ${fill(template)} (${err.message})`, 'BadInput');
+  }
+  if (err.code === 'ENOTFOUND' || err.code === 'EAI_AGAIN') {
+    return ApplicationFailure.nonRetryable(
+      `cannot connect to ${where}: host "${info.host}" does not resolve; fix the host in ${side}.uri`,
+      'Unreachable',
+    );
+  }
+  if (err.code === 'ECONNREFUSED' || err.code === 'EHOSTUNREACH' || /timeout/i.test(err.message ?? '')) {
+    return ApplicationFailure.nonRetryable(
+      `cannot connect to ${where}: ${err.code ?? 'connection timed out'}; check that PostgreSQL listens on ${info.host}:${info.port} and that the worker can reach it (firewall, security group, port)`,
+      'Unreachable',
+    );
+  }
+  return error instanceof Error ? error : new Error(String(error));
+}
+
+export interface ConnectOptions {
+  /** Classify bad-input errors as non-retryable (pre-flight); later phases let Temporal retry. */
+  classify?: boolean;
+  applicationName?: string;
+  statementTimeoutMs?: number;
+}
+
+export async function connect(info: ConnectionInfo, side: Side, options: ConnectOptions = {}): Promise<Client> {
+  const config: ClientConfig = {
+    host: info.host,
+    port: info.port,
+    database: info.database,
+    user: info.user,
+    password: info.password,
+    application_name: options.applicationName ?? 'pgmove',
+    connectionTimeoutMillis: 15_000,
+    statement_timeout: options.statementTimeoutMs,
+  };
+  const client = new Client(config);
+  // A dropped connection must surface as a query error, not crash the worker.
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+  } catch (error) {
+    await client.end().catch(() => undefined);
+    throw options.classify === false ? error : classifyConnectError(error, info, side);
+  }
+  return client;
+}
+
+/** Runs fn with a fresh connection and always closes it. */
+export async function withClient<T>(
+  info: ConnectionInfo,
+  side: Side,
+  fn: (client: Client) => Promise<T>,
+  options?: ConnectOptions,
+): Promise<T> {
+  const client = await connect(info, side, options);
+  try {
+    return await fn(client);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}

@@ -1,0 +1,128 @@
+/**
+ * pg_dump / pg_restore wrappers for the schema phases: argv built from the spec (filters, options),
+ * passwords only through the environment, TOC parsing for resumable post-data.
+ */
+import { mkdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { MigrationSpec } from '../spec';
+import { run, type RunOptions } from '../exec';
+import { libpqEnv, type ConnectionInfo } from './connect';
+import { exactPattern } from './sql';
+
+export type Section = 'pre-data' | 'post-data';
+
+/** Per-migration scratch directory for dump archives (schema only; removed by cleanup). */
+export async function workDir(migrationId: string): Promise<string> {
+  const dir = join(process.env.PGMOVE_WORK_DIR ?? join(tmpdir(), 'pgmove'), migrationId.replace(/[^A-Za-z0-9._-]/g, '_'));
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  return dir;
+}
+
+/** pg_dump filter and option arguments equivalent to the spec's include/exclude and dump options. */
+export function dumpOptionArgs(spec: MigrationSpec, hasLargeObjects: boolean): string[] {
+  const args: string[] = [];
+  for (const schema of spec.include.schemas) args.push(`--schema=${exactPattern(schema)}`);
+  for (const table of spec.include.tables) args.push(`--table=${exactPattern(...splitOnce(table))}`);
+  for (const schema of spec.exclude.schemas) args.push(`--exclude-schema=${exactPattern(schema)}`);
+  for (const table of spec.exclude.tables) args.push(`--exclude-table=${exactPattern(...splitOnce(table))}`);
+  const filtered = spec.include.schemas.length + spec.include.tables.length > 0;
+  if (filtered && hasLargeObjects) args.push('--large-objects');
+  if (spec.dump.noOwner) args.push('--no-owner');
+  if (spec.dump.noPrivileges) args.push('--no-privileges');
+  args.push(...spec.dump.extraArgs);
+  return args;
+}
+
+function splitOnce(table: string): [string, string] {
+  const dot = table.indexOf('.');
+  return [table.slice(0, dot), table.slice(dot + 1)];
+}
+
+/** Dumps one section of the source into a custom-format archive and returns its path. */
+export async function dumpSection(
+  binDir: string,
+  source: ConnectionInfo,
+  spec: MigrationSpec,
+  section: Section,
+  file: string,
+  hasLargeObjects: boolean,
+  options: RunOptions = {},
+): Promise<string> {
+  await run(
+    join(binDir, 'pg_dump'),
+    ['--format=custom', `--section=${section}`, `--file=${file}`, ...dumpOptionArgs(spec, hasLargeObjects)],
+    { ...options, env: libpqEnv(source) },
+  );
+  return file;
+}
+
+/** libpq conninfo naming just the database (host, user and password come from the environment). */
+export function conninfoForDatabase(database: string): string {
+  return `dbname='${database.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+}
+
+export interface RestoreOptions {
+  section: Section;
+  jobs: number;
+  listFile?: string;
+  singleTransaction?: boolean;
+  noOwner: boolean;
+  noPrivileges: boolean;
+}
+
+export async function restoreArchive(
+  binDir: string,
+  target: ConnectionInfo,
+  archive: string,
+  restore: RestoreOptions,
+  options: RunOptions = {},
+): Promise<void> {
+  const args = [
+    `--dbname=${conninfoForDatabase(target.database)}`,
+    `--section=${restore.section}`,
+    '--exit-on-error',
+    '--verbose',
+  ];
+  if (restore.singleTransaction) args.push('--single-transaction');
+  else if (restore.jobs > 1) args.push(`--jobs=${restore.jobs}`);
+  if (restore.listFile) args.push(`--use-list=${restore.listFile}`);
+  if (restore.noOwner) args.push('--no-owner');
+  if (restore.noPrivileges) args.push('--no-privileges');
+  args.push(archive);
+  await run(join(binDir, 'pg_restore'), args, { ...options, env: libpqEnv(target) });
+}
+
+export interface TocEntry {
+  /** The line as pg_restore -l printed it (written back into a --use-list file). */
+  line: string;
+  dumpId: number;
+  catalogOid: number;
+  objectOid: number;
+  /** Object type, e.g. INDEX, FK CONSTRAINT, TRIGGER, MATERIALIZED VIEW DATA. */
+  type: string;
+}
+
+const TOC_TYPES = [
+  'FK CONSTRAINT', 'INDEX ATTACH', 'MATERIALIZED VIEW DATA', 'DEFAULT ACL', 'EVENT TRIGGER', 'PUBLICATION TABLE',
+  'PUBLICATION TABLES IN SCHEMA', 'CONSTRAINT', 'INDEX', 'TRIGGER', 'RULE', 'POLICY', 'STATISTICS', 'COMMENT', 'ACL',
+  'PUBLICATION', 'SUBSCRIPTION', 'SECURITY LABEL',
+];
+
+/** Parses `pg_restore -l` output (comment lines start with ';'). */
+export function parseTocList(text: string): TocEntry[] {
+  const entries: TocEntry[] = [];
+  for (const line of text.split('\n')) {
+    const match = /^(\d+); (\d+) (\d+) (.*)$/.exec(line);
+    if (!match) continue;
+    const rest = match[4] ?? '';
+    const type = TOC_TYPES.find((t) => rest.startsWith(`${t} `)) ?? rest.split(' ')[0] ?? '';
+    entries.push({ line, dumpId: Number(match[1]), catalogOid: Number(match[2]), objectOid: Number(match[3]), type });
+  }
+  return entries;
+}
+
+export async function listArchive(binDir: string, archive: string): Promise<TocEntry[]> {
+  const { stdout } = await run(join(binDir, 'pg_restore'), ['--list', archive]);
+  return parseTocList(stdout);
+}

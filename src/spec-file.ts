@@ -1,0 +1,27 @@
+/** Reads a spec file (YAML, or JSON which is YAML too) and validates it before anything starts. */
+import { readFileSync } from 'node:fs';
+import { parse } from 'yaml';
+import { parseSpec, type MigrationSpec, type MigrationSpecInput } from './spec';
+
+export interface LoadedSpec {
+  /** What the operator wrote: the workflow input (references only, no secrets). */
+  input: MigrationSpecInput;
+  spec: MigrationSpec;
+}
+
+export function loadSpecFile(path: string): LoadedSpec {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new Error(`cannot read spec file ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+  }
+  let input: unknown;
+  try {
+    input = parse(text);
+  } catch (error) {
+    throw new Error(`spec file ${path} is not valid YAML/JSON: ${(error as Error).message}`);
+  }
+  const spec = parseSpec(input);
+  return { input: input as MigrationSpecInput, spec };
+}

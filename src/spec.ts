@@ -1,0 +1,157 @@
+/**
+ * The migration spec: what an operator writes (YAML or JSON), validated before anything starts.
+ * Every error names the field. Passwords are references (env:NAME, file:/path), never values.
+ * Pure (no Node built-ins): the workflow bundle may import the types; parsing runs in activities/CLI.
+ */
+import { z } from 'zod';
+
+const SECRET_REF = /^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$/;
+const DURATION = /^\d+(\.\d+)?\s*(ms|s|m|h|d)$/;
+
+const secretRef = z
+  .string()
+  .regex(SECRET_REF, 'must be a reference like env:SOURCE_PASSWORD or file:/run/secrets/pw, never the password itself');
+
+const postgresUri = z
+  .string()
+  .refine((value) => /^postgres(ql)?:\/\//.test(value), 'must start with postgresql://')
+  .refine((value) => {
+    try {
+      return new URL(value).password === '';
+    } catch {
+      return true; // reported by the next check
+    }
+  }, 'contains a password: remove it from the URI and reference it with the sibling field "password" (env:NAME or file:/path)')
+  .refine((value) => {
+    try {
+      const url = new URL(value);
+      return url.hostname !== '' && url.pathname.length > 1;
+    } catch {
+      return false;
+    }
+  }, 'must name a host and a database, e.g. postgresql://user@host:5432/dbname');
+
+const endpoint = z
+  .object({
+    uri: postgresUri,
+    password: secretRef.optional(),
+  })
+  .strict();
+
+const duration = z.string().regex(DURATION, 'must be a duration like 30s, 15m, 4h or 1d');
+
+const qualifiedTable = z
+  .string()
+  .regex(/^[^.]+\.[^.]+$/, 'must be schema-qualified, e.g. public.orders (quote nothing; names are taken literally)');
+
+export const specSchema = z
+  .object({
+    id: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/, 'must be letters, digits, ".", "_" or "-" (it becomes the workflow id)')
+      .optional(),
+    source: endpoint,
+    target: endpoint,
+    method: z.enum(['auto', 'dump']).default('auto'),
+    jobs: z.number().int().min(1).max(64).default(4),
+    include: z
+      .object({ schemas: z.array(z.string().min(1)).default([]), tables: z.array(qualifiedTable).default([]) })
+      .strict()
+      .default({ schemas: [], tables: [] }),
+    exclude: z
+      .object({ schemas: z.array(z.string().min(1)).default([]), tables: z.array(qualifiedTable).default([]) })
+      .strict()
+      .default({ schemas: [], tables: [] }),
+    dryRun: z.boolean().default(false),
+    freezeSource: z.boolean().default(true),
+    dump: z
+      .object({
+        noOwner: z.boolean().default(true),
+        noPrivileges: z.boolean().default(false),
+        extraArgs: z
+          .array(z.string().regex(/^--[a-z-]+(=.*)?$/, 'must be a long pg_dump option like --no-comments'))
+          .default([]),
+      })
+      .strict()
+      .default({ noOwner: true, noPrivileges: false, extraArgs: [] }),
+    copy: z
+      .object({
+        /** Tables larger than this are split into key ranges copied in parallel. */
+        splitTablesLargerThanMB: z.number().int().min(1).default(256),
+        /** Small tables are grouped into one activity up to this many MB, to keep the history small. */
+        batchSmallTablesUpToMB: z.number().int().min(1).default(64),
+      })
+      .strict()
+      .default({ splitTablesLargerThanMB: 256, batchSmallTablesUpToMB: 64 }),
+    validate: z
+      .object({ checksums: z.boolean().default(true) })
+      .strict()
+      .default({ checksums: true }),
+    tools: z
+      .object({
+        /** Directory holding pg_dump/pg_restore; default: the source's major, else the newest available. */
+        pgBinDir: z.string().min(1).optional(),
+      })
+      .strict()
+      .default({}),
+    timeouts: z
+      .object({
+        preflight: duration.default('5m'),
+        schema: duration.default('1h'),
+        copy: duration.default('4h'),
+        postData: duration.default('4h'),
+        validate: duration.default('2h'),
+        heartbeat: duration.default('60s'),
+      })
+      .strict()
+      .default({ preflight: '5m', schema: '1h', copy: '4h', postData: '4h', validate: '2h', heartbeat: '60s' }),
+    retries: z
+      .object({ maximumAttempts: z.number().int().min(1).max(1000).default(10) })
+      .strict()
+      .default({ maximumAttempts: 10 }),
+  })
+  .strict();
+
+/** What the operator writes (defaults optional). */
+export type MigrationSpecInput = z.input<typeof specSchema>;
+/** The validated spec with every default filled in: this is the workflow's input after pre-flight. */
+export type MigrationSpec = z.output<typeof specSchema>;
+
+export class SpecError extends Error {
+  constructor(public readonly problems: string[]) {
+    super(`invalid migration spec:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'SpecError';
+  }
+}
+
+/** Validates an already-parsed spec object; throws SpecError listing every problem by field path. */
+export function parseSpec(input: unknown): MigrationSpec {
+  const result = specSchema.safeParse(input);
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((issue) => {
+    const field = issue.path.length > 0 ? issue.path.join('.') : '(spec)';
+    if (issue.code === 'unrecognized_keys') {
+      return `${field === '(spec)' ? '' : field + ': '}unknown field(s) ${issue.keys.map((k) => `"${k}"`).join(', ')} — check the spelling against the README's spec reference`;
+    }
+    return `${field}: ${issue.message}`;
+  });
+  throw new SpecError(problems);
+}
+
+/** Workflow id for a spec: its `id`, else derived from the source and target database names. */
+export function migrationIdFor(spec: Pick<MigrationSpec, 'id' | 'source' | 'target'>): string {
+  if (spec.id) return spec.id;
+  const part = (uri: string) => {
+    const url = new URL(uri);
+    return `${url.hostname}-${url.pathname.slice(1)}`.replace(/[^A-Za-z0-9._-]/g, '_');
+  };
+  return `pgmove-${part(spec.source.uri)}-to-${part(spec.target.uri)}`.slice(0, 200);
+}
+
+/** Duration strings of the spec ("4h") in milliseconds, for activity timeouts and estimates. */
+export function durationMs(value: string): number {
+  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/.exec(value);
+  if (!match) throw new Error(`not a duration: ${value}`);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
+  return Math.round(Number(match[1]) * unit);
+}

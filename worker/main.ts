@@ -1,0 +1,47 @@
+/**
+ * The pgmove worker: connects to Temporal, registers the workflows and activities on the task queue,
+ * and runs until SIGINT/SIGTERM (then finishes or cancels running activities gracefully).
+ */
+import { NativeConnection, Runtime, Worker, DefaultLogger } from '@temporalio/worker';
+import * as activities from '../activities';
+import { TASK_QUEUE } from '../workflows/messages';
+import { rootLogger } from '../src/log';
+import { classifyErrorsInterceptor } from './classify-errors';
+
+export interface WorkerOptions {
+  address: string;
+  namespace: string;
+  taskQueue: string;
+}
+
+export function workerOptionsFromEnv(): WorkerOptions {
+  return {
+    address: process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233',
+    namespace: process.env.TEMPORAL_NAMESPACE ?? 'default',
+    taskQueue: process.env.PGMOVE_TASK_QUEUE ?? TASK_QUEUE,
+  };
+}
+
+export async function runWorker(options: WorkerOptions): Promise<void> {
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+  const connection = await NativeConnection.connect({ address: options.address });
+  try {
+    const worker = await Worker.create({
+      connection,
+      namespace: options.namespace,
+      taskQueue: options.taskQueue,
+      workflowsPath: require.resolve('../workflows'),
+      activities,
+      interceptors: { activity: [classifyErrorsInterceptor] },
+      // Cancellation (abort) reaches a running activity with its next heartbeat: keep that quick.
+      maxHeartbeatThrottleInterval: '2s',
+      defaultHeartbeatThrottleInterval: '2s',
+      shutdownGraceTime: '10s',
+    });
+    rootLogger.info({ address: options.address, namespace: options.namespace, taskQueue: options.taskQueue, pid: process.pid }, 'worker started');
+    await worker.run();
+    rootLogger.info('worker stopped');
+  } finally {
+    await connection.close();
+  }
+}

@@ -1,0 +1,2 @@
+/** Workflow entry points bundled by the worker. */
+export { migrateDatabase } from './migrate-database';

@@ -1,0 +1,224 @@
+/**
+ * migrateDatabase: one PostgreSQL database to another server, as a durable workflow.
+ * Offline method: preflight → freeze → preData → copy → postData → sequences → validate, with cleanup
+ * (unfreeze, scratch files, target reset when it did not complete) on every ending.
+ * Deterministic code only: all I/O happens in activities.
+ */
+import {
+  ApplicationFailure,
+  CancellationScope,
+  isCancellation,
+  proxyActivities,
+  setCurrentDetails,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { Duration, RetryPolicy } from '@temporalio/common';
+import type * as activities from '../activities';
+import type { MigrationSpec, MigrationSpecInput } from '../src/spec';
+import type { CopyPlan, CopyUnitResult, MigrationStatus, Phase, ValidationReport } from '../src/model';
+import { abortSignal, migrationPhaseKey, statusQuery } from './messages';
+import { renderStatusMarkdown } from './status-markdown';
+
+export interface MigrationResult {
+  migrationId: string;
+  outcome: 'completed' | 'dryRun';
+  status: MigrationStatus;
+}
+
+const { preflight } = proxyActivities<typeof activities>({
+  startToCloseTimeout: '10m',
+  retry: { maximumAttempts: 3, initialInterval: '2s' },
+});
+
+function phaseActivities(spec: MigrationSpec) {
+  const retry: RetryPolicy = { maximumAttempts: spec.retries.maximumAttempts, initialInterval: '2s', maximumInterval: '1m' };
+  // The spec's durations were validated by pre-flight ("4h", "30s"): Temporal's own duration format.
+  const timeouts = spec.timeouts as Record<keyof MigrationSpec['timeouts'], Duration>;
+  const heartbeatTimeout = timeouts.heartbeat;
+  return {
+    schema: proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.schema, heartbeatTimeout, retry }),
+    copy: proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.copy, heartbeatTimeout, retry }),
+    postData: proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.postData, heartbeatTimeout, retry }),
+    validate: proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.validate, heartbeatTimeout, retry }),
+    quick: proxyActivities<typeof activities>({ startToCloseTimeout: '10m', retry }),
+  };
+}
+
+export async function migrateDatabase(input: MigrationSpecInput): Promise<MigrationResult> {
+  const migrationId = workflowInfo().workflowId;
+  const status: MigrationStatus = {
+    migrationId,
+    phase: 'starting',
+    method: input.method ?? 'auto',
+    methodReason: '',
+    dryRun: input.dryRun ?? false,
+    tables: {},
+    totals: { tables: 0, tablesDone: 0, rows: 0, bytes: 0, totalBytes: 0 },
+    timings: {},
+    errors: [],
+    cleanupOwed: [],
+  };
+  const publish = () => setCurrentDetails(renderStatusMarkdown(status));
+  const enterPhase = (phase: Phase) => {
+    const now = new Date().toISOString();
+    const current = status.timings[status.phase];
+    if (current && !current.endedAt) {
+      current.endedAt = now;
+      current.seconds = (Date.parse(now) - Date.parse(current.startedAt)) / 1000;
+    }
+    status.phase = phase;
+    if (!['completed', 'failed', 'aborted', 'dryRunCompleted'].includes(phase)) status.timings[phase] = { startedAt: now };
+    upsertSearchAttributes([{ key: migrationPhaseKey, value: phase }]);
+    publish();
+  };
+  setHandler(statusQuery, () => status);
+
+  const main = new CancellationScope();
+  setHandler(abortSignal, (request) => {
+    if (status.abortReason !== undefined) return;
+    status.abortReason = request?.reason ?? 'aborted by operator';
+    status.errors.push(`abort requested: ${status.abortReason}`);
+    main.cancel();
+  });
+
+  let spec: MigrationSpec | undefined;
+  let targetTouched = false;
+  let completed = false;
+  let targetExtensions: string[] = [];
+  try {
+    await main.run(async () => {
+      enterPhase('preflight');
+      const checked = await preflight(input);
+      spec = checked.spec;
+      status.preflight = checked.report;
+      status.method = checked.report.method;
+      status.methodReason = checked.report.methodReason;
+      targetExtensions = checked.report.targetExtensions;
+      if (spec.dryRun) return;
+      const acts = phaseActivities(spec);
+      const ready = spec;
+
+      if (ready.freezeSource) {
+        enterPhase('freeze');
+        status.cleanupOwed.push('unfreeze the source');
+        await acts.quick.freezeSource(ready);
+      }
+
+      enterPhase('preData');
+      targetTouched = true;
+      status.cleanupOwed.push('reset the target if the migration does not complete');
+      await acts.schema.preData({ spec: ready, migrationId, binDir: checked.report.clientTools.binDir });
+
+      enterPhase('copy');
+      const plan = await acts.quick.planCopy(ready);
+      initTableProgress(status, plan);
+      publish();
+      if (ready.freezeSource) {
+        await runUnits(plan, ready.jobs, async (unit) => {
+          recordUnit(status, await acts.copy.copyUnit({ spec: ready, unit }));
+          publish();
+        });
+        if (plan.largeObjects > 0) await acts.copy.copyLargeObjects(ready);
+      } else {
+        const result = await acts.copy.copyAtSnapshot({ spec: ready, plan });
+        result.units.forEach((unit) => recordUnit(status, unit));
+      }
+
+      enterPhase('postData');
+      await acts.postData.postData({ spec: ready, migrationId, binDir: checked.report.clientTools.binDir });
+
+      enterPhase('sequences');
+      await acts.quick.syncSequences(ready);
+
+      enterPhase('validate');
+      const report: ValidationReport = await acts.validate.validate(ready);
+      status.validation = report;
+      if (!report.ok) {
+        throw ApplicationFailure.nonRetryable(`${report.summary}\nThe target is kept for inspection.`, 'ValidationFailed');
+      }
+      completed = true;
+    });
+  } catch (error) {
+    const aborted = status.abortReason !== undefined && isCancellation(error);
+    status.errors.push(aborted ? `aborted: ${status.abortReason}` : errorMessage(error));
+    const keepTarget = error instanceof ApplicationFailure && error.type === 'ValidationFailed';
+    await finish(spec, migrationId, status, targetTouched && !keepTarget, targetExtensions, enterPhase);
+    enterPhase(aborted ? 'aborted' : 'failed');
+    if (aborted) throw ApplicationFailure.nonRetryable(`migration aborted: ${status.abortReason}`, 'Aborted');
+    throw error;
+  }
+  await finish(spec, migrationId, status, targetTouched && !completed, targetExtensions, enterPhase);
+  enterPhase(spec?.dryRun ? 'dryRunCompleted' : 'completed');
+  return { migrationId, outcome: spec?.dryRun ? 'dryRun' : 'completed', status };
+}
+
+/** Cleanup runs even when the workflow was cancelled or aborted; its own failure is reported too. */
+async function finish(
+  spec: MigrationSpec | undefined,
+  migrationId: string,
+  status: MigrationStatus,
+  resetTarget: boolean,
+  targetExtensionsBefore: string[],
+  enterPhase: (phase: Phase) => void,
+): Promise<void> {
+  if (!spec || spec.dryRun) return;
+  const ready = spec;
+  enterPhase('cleanup');
+  await CancellationScope.nonCancellable(async () => {
+    const { quick } = phaseActivities(ready);
+    try {
+      await quick.cleanup({ spec: ready, migrationId, resetTarget, targetExtensionsBefore });
+      status.cleanupOwed = [];
+    } catch (error) {
+      status.errors.push(`cleanup failed, still owed (${status.cleanupOwed.join('; ')}): ${errorMessage(error)}`);
+    }
+  });
+}
+
+/** Runs copy units with at most `jobs` in flight; finished units are never scheduled again. */
+async function runUnits(plan: CopyPlan, jobs: number, copy: (unit: CopyPlan['units'][number]) => Promise<void>): Promise<void> {
+  const queue = [...plan.units];
+  const lane = async () => {
+    for (let unit = queue.shift(); unit; unit = queue.shift()) await copy(unit);
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(jobs, plan.units.length)) }, lane));
+}
+
+function initTableProgress(status: MigrationStatus, plan: CopyPlan): void {
+  for (const [name, table] of Object.entries(plan.tables)) {
+    status.tables[name] = { rows: 0, bytes: 0, totalBytes: table.bytes, unitsDone: 0, units: table.units, done: table.units === 0 };
+  }
+  status.totals = {
+    tables: Object.keys(plan.tables).length,
+    tablesDone: Object.values(status.tables).filter((t) => t.done).length,
+    rows: 0,
+    bytes: 0,
+    totalBytes: Object.values(plan.tables).reduce((sum, t) => sum + t.bytes, 0),
+  };
+}
+
+function recordUnit(status: MigrationStatus, result: CopyUnitResult): void {
+  for (const copied of result.tables) {
+    const table = status.tables[copied.table];
+    if (!table) continue;
+    table.rows += copied.rows;
+    table.bytes += copied.bytes;
+    table.unitsDone += 1;
+    if (table.unitsDone >= table.units && !table.done) {
+      table.done = true;
+      status.totals.tablesDone += 1;
+    }
+    status.totals.rows += copied.rows;
+    status.totals.bytes += copied.bytes;
+  }
+}
+
+function errorMessage(error: unknown): string {
+  if (error instanceof Error) {
+    const cause = (error as { cause?: unknown }).cause;
+    return cause instanceof Error ? `${error.message}: ${cause.message}` : error.message;
+  }
+  return String(error);
+}
