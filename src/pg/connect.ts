@@ -80,7 +80,7 @@ export function classifyConnectError(error: unknown, info: ConnectionInfo, side:
   }
   if (err.code === 'ECONNREFUSED' || err.code === 'EHOSTUNREACH' || /timeout/i.test(err.message ?? '')) {
     return ApplicationFailure.nonRetryable(
-      `cannot connect to ${where}: ${err.code ?? 'connection timed out'}; check that PostgreSQL listens on ${info.host}:${info.port} and that the worker can reach it (firewall, security group, port)`,
+      `cannot connect to ${where}: ${err.code ?? 'connection timed out'}; check that PostgreSQL listens on ${info.host}:${info.port} and that the worker can reach it (firewall, security group, port), or fix the address in ${side}.uri`,
       'Unreachable',
     );
   }

@@ -1,0 +1,84 @@
+/** Starting migrations and reading their outcome in tests, the way the CLI does. */
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { WorkflowFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import type { MigrationSpecInput } from '../../src/spec';
+import type { MigrationResult } from '../../workflows/migrate-database';
+import type { TestStack, ClusterHandle } from './stack';
+import { adminQuery } from './stack';
+
+export async function startMigration(stack: TestStack, input: MigrationSpecInput): Promise<WorkflowHandle> {
+  return stack.client!.workflow.start('migrateDatabase', {
+    taskQueue: stack.taskQueue,
+    workflowId: input.id ?? `test-${Date.now()}`,
+    args: [input],
+  });
+}
+
+export async function runMigration(stack: TestStack, input: MigrationSpecInput): Promise<MigrationResult> {
+  return (await startMigration(stack, input)).result() as Promise<MigrationResult>;
+}
+
+/** The application failure a failed migration ended with (type and message). */
+export async function migrationFailure(handle: WorkflowHandle): Promise<ApplicationFailure> {
+  try {
+    await handle.result();
+  } catch (error) {
+    if (!(error instanceof WorkflowFailedError)) throw error;
+    let cause: unknown = error.cause;
+    // A failed activity is wrapped: ActivityFailure → ApplicationFailure.
+    while (cause && !(cause instanceof ApplicationFailure)) cause = (cause as { cause?: unknown }).cause;
+    if (!(cause instanceof ApplicationFailure)) throw error;
+    return cause;
+  }
+  throw new Error(`migration ${handle.workflowId} succeeded but a failure was expected`);
+}
+
+/** User objects in a database (tables, views, sequences, functions, types): [] means untouched. */
+export async function userObjects(cluster: ClusterHandle, database: string): Promise<string[]> {
+  const rows = await adminQuery<{ o: string }>(
+    cluster,
+    database,
+    `SELECT c.oid::regclass::text AS o FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
+        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+     UNION ALL SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+     UNION ALL SELECT 'schema ' || nspname FROM pg_namespace WHERE nspname NOT IN ('public', 'pg_catalog', 'information_schema') AND nspname NOT LIKE 'pg\\_%'
+     UNION ALL SELECT 'large object ' || oid FROM pg_largeobject_metadata`,
+  );
+  return rows.map((r) => r.o).sort();
+}
+
+/** What the freeze touches on the source database: its ACL and database-level settings. */
+export async function databaseAccessState(cluster: ClusterHandle, database: string): Promise<{ acl: string | null; settings: string[] }> {
+  const [row] = await adminQuery<{ acl: string | null; settings: string[] | null }>(
+    cluster,
+    'postgres',
+    `SELECT d.datacl::text AS acl, (SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole = 0) AS settings
+       FROM pg_database d WHERE d.datname = $1`,
+    [database],
+  );
+  return { acl: row?.acl ?? null, settings: row?.settings ?? [] };
+}
+
+/** Runs the pgmove CLI as an operator would; returns exit code and output. */
+export function pgmoveCli(stack: TestStack, args: string[], env: NodeJS.ProcessEnv = {}): { code: number; stdout: string; stderr: string } {
+  const result = spawnSync(process.execPath, [join(__dirname, '..', '..', 'bin', 'pgmove.js'), ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, TEMPORAL_ADDRESS: stack.temporal!.address, PGMOVE_TASK_QUEUE: stack.taskQueue, ...env },
+    timeout: 600_000,
+  });
+  return { code: result.status ?? -1, stdout: result.stdout, stderr: result.stderr };
+}
+
+export function writeSpec(stack: TestStack, name: string, spec: unknown): string {
+  const path = join(stack.dir, `${name}.json`);
+  writeFileSync(path, JSON.stringify(spec, null, 2));
+  return path;
+}
+
+export type { Client };

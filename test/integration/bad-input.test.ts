@@ -1,0 +1,156 @@
+/**
+ * Bad input never writes anything: each case ends the migration in pre-flight with a non-retryable
+ * error that says how to fix it, and the target and the source are exactly as before.
+ */
+import { TestStack, createDatabase, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
+import { databaseAccessState, migrationFailure, pgmoveCli, startMigration, userObjects, writeSpec } from '../helpers/migration';
+import type { MigrationSpecInput } from '../../src/spec';
+import { freePort } from '../../scripts/lib/ports';
+
+const stack = new TestStack();
+let source: ClusterHandle;
+let target: ClusterHandle;
+let sourceDb: { uri: string; password: string };
+let targetDb: { uri: string; password: string };
+let sourceStateBefore: Awaited<ReturnType<typeof databaseAccessState>>;
+let caseNumber = 0;
+
+beforeAll(async () => {
+  await stack.startTemporal();
+  source = await stack.startCluster('source15', DEBIAN_PG15_BIN);
+  target = await stack.startCluster('target18', PROJECT_PG18_BIN);
+  await stack.startWorker();
+  sourceDb = await createDatabase(source, 'app');
+  // The freeze ends other roles' sessions: the migration role needs pg_signal_backend (pre-flight checks it).
+  await adminQuery(source, 'postgres', 'GRANT pg_signal_backend TO migrator');
+  await adminQuery(source, 'app', `SET ROLE migrator; CREATE TABLE accounts (id int PRIMARY KEY, name text); INSERT INTO accounts VALUES (1, 'a'), (2, 'b')`);
+  targetDb = await createDatabase(target, 'app', 'migrator', 'target-secret-pw');
+  sourceStateBefore = await databaseAccessState(source, 'app');
+});
+
+afterAll(() => stack.stop());
+
+function spec(overrides: Partial<MigrationSpecInput> = {}): MigrationSpecInput {
+  caseNumber += 1;
+  return {
+    id: `bad-input-${caseNumber}`,
+    source: { uri: sourceDb.uri, password: stack.secretFile('source', sourceDb.password) },
+    target: { uri: targetDb.uri, password: stack.secretFile('target', targetDb.password) },
+    ...overrides,
+  };
+}
+
+async function expectRefused(input: MigrationSpecInput, type: string, ...fragments: string[]): Promise<string> {
+  const failure = await migrationFailure(await startMigration(stack, input));
+  expect(failure.type).toBe(type);
+  expect(failure.nonRetryable).toBe(true);
+  for (const fragment of fragments) expect(failure.message).toContain(fragment);
+  expect(failure.message).not.toContain(sourceDb.password);
+  expect(failure.message).not.toContain(targetDb.password);
+  // Nothing was written anywhere.
+  expect(await userObjects(target, 'app')).toEqual([]);
+  expect(await databaseAccessState(source, 'app')).toEqual(sourceStateBefore);
+  return failure.message;
+}
+
+test('wrong password', async () => {
+  await expectRefused(
+    spec({ source: { uri: sourceDb.uri, password: stack.secretFile('wrong', 'not-the-password') } }),
+    'BadInput',
+    'authentication failed',
+    'source.password',
+  );
+});
+
+test('unreachable host', async () => {
+  const closedPort = await freePort();
+  await expectRefused(
+    spec({ target: { uri: `postgresql://migrator@127.0.0.1:${closedPort}/app`, password: stack.secretFile('t2', targetDb.password) } }),
+    'Unreachable',
+    `127.0.0.1:${closedPort}`,
+    'target.uri',
+  );
+});
+
+test('missing database', async () => {
+  await expectRefused(
+    spec({ source: { uri: sourceDb.uri.replace(/\/app$/, '/no_such_db'), password: stack.secretFile('s3', sourceDb.password) } }),
+    'BadInput',
+    'database does not exist',
+  );
+});
+
+test('missing password variable', async () => {
+  await expectRefused(spec({ source: { uri: sourceDb.uri, password: 'env:PGMOVE_TEST_UNSET_VARIABLE' } }), 'SecretNotFound', 'PGMOVE_TEST_UNSET_VARIABLE');
+});
+
+test('non-empty target', async () => {
+  await createDatabase(target, 'busy', 'migrator', 'target-secret-pw');
+  await adminQuery(target, 'busy', `CREATE TABLE existing_data (id int)`);
+  const message = await expectRefused(
+    spec({ target: { uri: targetDb.uri.replace(/\/app$/, '/busy'), password: stack.secretFile('t5', targetDb.password) } }),
+    'PreflightFailed',
+    'target is empty',
+    'public.existing_data',
+    'never merges',
+  );
+  expect(message).toContain('CREATE DATABASE');
+  expect(await adminQuery(target, 'busy', 'SELECT count(*)::int AS n FROM existing_data')).toEqual([{ n: 0 }]);
+});
+
+test('missing privilege on a source table names the GRANT that fixes it', async () => {
+  await adminQuery(source, 'app', `CREATE TABLE secrets_table (id int PRIMARY KEY)`); // owned by postgres, not readable by migrator
+  try {
+    await expectRefused(spec(), 'PreflightFailed', 'cannot read 1 table(s)', 'public.secrets_table', 'GRANT SELECT ON ALL TABLES IN SCHEMA "public" TO "migrator";');
+  } finally {
+    await adminQuery(source, 'app', `DROP TABLE secrets_table`);
+  }
+});
+
+test('pg_dump older than the source', async () => {
+  const newer = await stack.startCluster('source18', PROJECT_PG18_BIN);
+  const db = await createDatabase(newer, 'app18');
+  await expectRefused(
+    spec({ source: { uri: db.uri, password: stack.secretFile('s7', db.password) }, tools: { pgBinDir: DEBIAN_PG15_BIN } }),
+    'PreflightFailed',
+    'older than the source',
+    'tools.pgBinDir',
+  );
+});
+
+test('malformed spec reaching the workflow directly (temporal CLI path)', async () => {
+  const input = { ...spec(), jobz: 4 } as unknown as MigrationSpecInput;
+  await expectRefused(input, 'BadSpec', 'unknown field(s) "jobz"');
+});
+
+test('the CLI refuses a bad spec before starting anything', () => {
+  const unknownField = writeSpec(stack, 'unknown', { ...spec(), copyMode: 'fast' });
+  const result = pgmoveCli(stack, ['start', '-f', unknownField]);
+  expect(result.code).toBe(2);
+  expect(result.stderr).toContain('unknown field(s) "copyMode"');
+
+  const withPassword = writeSpec(stack, 'pw-in-uri', { ...spec(), source: { uri: sourceDb.uri.replace('migrator@', 'migrator:hunter2@') } });
+  const refused = pgmoveCli(stack, ['start', '-f', withPassword]);
+  expect(refused.code).toBe(2);
+  expect(refused.stderr).toContain('source.uri: contains a password');
+  expect(refused.stderr).not.toContain('hunter2');
+});
+
+test('missing freeze privilege names the GRANT that fixes it', async () => {
+  await adminQuery(source, 'postgres', 'REVOKE pg_signal_backend FROM migrator');
+  try {
+    await expectRefused(spec(), 'PreflightFailed', 'cannot end other sessions', 'GRANT pg_signal_backend TO "migrator";', 'freezeSource: false');
+  } finally {
+    await adminQuery(source, 'postgres', 'GRANT pg_signal_backend TO migrator');
+  }
+});
+
+test('dry run reports the plan and writes nothing', async () => {
+  const handle = await startMigration(stack, spec({ dryRun: true }));
+  const result = (await handle.result()) as { outcome: string; status: { preflight?: { plan: string[]; tables: number } } };
+  expect(result.outcome).toBe('dryRun');
+  expect(result.status.preflight?.tables).toBe(1);
+  expect(result.status.preflight?.plan.join('\n')).toContain('copy 1 table(s)');
+  expect(await userObjects(target, 'app')).toEqual([]);
+  expect(await databaseAccessState(source, 'app')).toEqual(sourceStateBefore);
+});
