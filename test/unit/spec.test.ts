@@ -1,0 +1,60 @@
+import { durationMs, migrationIdFor, parseSpec, SpecError } from '../../src/spec';
+
+const valid = {
+  source: { uri: 'postgresql://app@10.0.0.5:5432/metastore', password: 'env:SOURCE_PASSWORD' },
+  target: { uri: 'postgresql://app@new-host/metastore', password: 'file:/run/secrets/target' },
+};
+
+function problems(input: unknown): string[] {
+  try {
+    parseSpec(input);
+  } catch (error) {
+    if (error instanceof SpecError) return error.problems;
+    throw error;
+  }
+  return [];
+}
+
+test('a minimal spec gets every default', () => {
+  const spec = parseSpec(valid);
+  expect(spec).toMatchObject({ method: 'auto', jobs: 4, dryRun: false, freezeSource: true, dump: { noOwner: true }, timeouts: { copy: '4h' } });
+});
+
+test('every problem is reported with its field path', () => {
+  const found = problems({
+    source: { uri: 'postgresql://app:secret@host/db', password: 'hunter2' },
+    target: { uri: 'mysql://x/y' },
+    jobs: 0,
+    exclude: { tables: ['no_schema'] },
+    timeouts: { copy: 'forever' },
+    extra: true,
+  });
+  expect(found).toEqual(
+    expect.arrayContaining([
+      expect.stringMatching(/^source\.uri: contains a password/),
+      expect.stringMatching(/^source\.password: must be a reference like env:/),
+      expect.stringMatching(/^target\.uri: must start with postgresql:\/\//),
+      expect.stringMatching(/^jobs: /),
+      expect.stringMatching(/^exclude\.tables\.0: must be schema-qualified/),
+      expect.stringMatching(/^timeouts\.copy: must be a duration/),
+      expect.stringMatching(/unknown field\(s\) "extra"/),
+    ]),
+  );
+  expect(found.join('\n')).not.toContain('hunter2');
+  expect(found.join('\n')).not.toContain('secret@');
+});
+
+test('a URI without a database is refused', () => {
+  expect(problems({ ...valid, target: { uri: 'postgresql://app@host' } })).toEqual([expect.stringMatching(/^target\.uri: must name a host and a database/)]);
+});
+
+test('the workflow id comes from the spec, or from both endpoints', () => {
+  expect(migrationIdFor(parseSpec({ ...valid, id: 'metastore-to-rds' }))).toBe('metastore-to-rds');
+  expect(migrationIdFor(parseSpec(valid))).toBe('pgmove-10.0.0.5-metastore-to-new-host-metastore');
+});
+
+test('durations', () => {
+  expect(durationMs('4h')).toBe(4 * 3600 * 1000);
+  expect(durationMs('30s')).toBe(30000);
+  expect(() => durationMs('soon')).toThrow('not a duration');
+});
