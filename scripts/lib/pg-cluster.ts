@@ -111,7 +111,9 @@ export async function adminQuery<T = Record<string, unknown>>(handle: ClusterHan
   const client = adminClient(handle, database);
   await client.connect();
   try {
-    return (await client.query(sql, params)).rows as T[];
+    // Several statements in one string give one result each: the last one is the answer.
+    const result = (await client.query(sql, params)) as unknown as { rows: T[] } | { rows: T[] }[];
+    return Array.isArray(result) ? (result[result.length - 1]?.rows ?? []) : result.rows;
   } finally {
     await client.end();
   }

@@ -1,5 +1,6 @@
 /** Starting migrations and reading their outcome in tests, the way the CLI does. */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { WorkflowFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
@@ -75,6 +76,44 @@ export function pgmoveCli(stack: TestStack, args: string[], env: NodeJS.ProcessE
   return { code: result.status ?? -1, stdout: result.stdout, stderr: result.stderr };
 }
 
+/** Like pgmoveCli, without blocking the test process (so samplers can run meanwhile). */
+export function pgmoveCliAsync(stack: TestStack, args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(__dirname, '..', '..', 'bin', 'pgmove.js'), ...args], {
+      env: { ...process.env, TEMPORAL_ADDRESS: stack.temporal!.address, PGMOVE_TASK_QUEUE: stack.taskQueue, ...env },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+/**
+ * Samples the argv of every process on the machine until stopped, collecting any that contains one of
+ * the secrets (there must be none: passwords go through the environment).
+ */
+export function watchArgvForSecrets(secrets: string[]): { stop: () => { samples: number; leaks: string[] } } {
+  const leaks = new Set<string>();
+  let samples = 0;
+  const timer = setInterval(() => {
+    samples += 1;
+    for (const pid of readdirSync('/proc')) {
+      if (!/^\d+$/.test(pid)) continue;
+      let argv = '';
+      try {
+        argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+      } catch {
+        continue;
+      }
+      if (secrets.some((secret) => argv.includes(secret))) leaks.add(argv);
+    }
+  }, 25);
+  return { stop: () => (clearInterval(timer), { samples, leaks: [...leaks] }) };
+}
+
 export function writeSpec(stack: TestStack, name: string, spec: unknown): string {
   const path = join(stack.dir, `${name}.json`);
   writeFileSync(path, JSON.stringify(spec, null, 2));
@@ -82,3 +121,29 @@ export function writeSpec(stack: TestStack, name: string, spec: unknown): string
 }
 
 export type { Client };
+
+/** A database with one large table (bigint key, ~120 bytes a row) and a few small ones. */
+export async function createBigDatabase(cluster: ClusterHandle, database: string, rows: number): Promise<void> {
+  await adminQuery(cluster, 'postgres', `CREATE DATABASE ${database}`);
+  await adminQuery(
+    cluster,
+    database,
+    `CREATE TABLE big (id bigint PRIMARY KEY, at timestamptz NOT NULL, note text NOT NULL, amount numeric(12,2));
+     INSERT INTO big SELECT g, timestamptz '2026-01-01' + g * interval '1 second', md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text), g % 10000 / 100.0
+       FROM generate_series(1, ${rows}) g;
+     CREATE INDEX big_at_idx ON big (at);
+     CREATE TABLE small_a (id serial PRIMARY KEY, name text); INSERT INTO small_a (name) SELECT 'a' || g FROM generate_series(1, 1000) g;
+     CREATE TABLE small_b (id serial PRIMARY KEY, ref int REFERENCES small_a (id)); INSERT INTO small_b (ref) SELECT 1 + g % 1000 FROM generate_series(1, 5000) g;
+     ANALYZE;`,
+  );
+}
+
+/** An independent fingerprint of a table: count, distinct keys, and a sum of row hashes. */
+export async function tableFingerprint(cluster: ClusterHandle, database: string, table: string): Promise<{ rows: string; keys: string; hash: string }> {
+  const [row] = await adminQuery<{ rows: string; keys: string; hash: string }>(
+    cluster,
+    database,
+    `SET TimeZone = 'UTC'; SELECT count(*)::text AS rows, count(DISTINCT id)::text AS keys, sum(hashtext(t::text)::bigint)::text AS hash FROM ${table} t`,
+  );
+  return row!;
+}

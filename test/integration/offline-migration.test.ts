@@ -1,0 +1,136 @@
+/**
+ * The fixture database (every object kind, odd identifiers, a few hundred thousand rows) migrated
+ * offline from PostgreSQL 15 to 18 and to 15, started as an operator would, checked with an
+ * independent comparison — and no password anywhere in history, logs or argv.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
+import { databaseAccessState, pgmoveCliAsync, watchArgvForSecrets, writeSpec, userObjects } from '../helpers/migration';
+import { compareDatabases, type DbRef } from '../helpers/compare';
+import { runSqlFile } from '../../scripts/lib/pg-cluster';
+import { temporalCli } from '../../scripts/lib/temporal-server';
+import { statusQuery } from '../../workflows/messages';
+import type { MigrationStatus } from '../../src/model';
+
+const stack = new TestStack();
+let source: ClusterHandle;
+let target18: ClusterHandle;
+let target15: ClusterHandle;
+
+const ref = (cluster: ClusterHandle, database: string): DbRef => ({
+  host: cluster.host,
+  port: cluster.port,
+  user: cluster.superuser,
+  password: cluster.superuserPassword,
+  database,
+});
+
+beforeAll(async () => {
+  await stack.startTemporal();
+  source = await stack.startCluster('source15', DEBIAN_PG15_BIN);
+  target18 = await stack.startCluster('target18', PROJECT_PG18_BIN);
+  target15 = await stack.startCluster('target15', DEBIAN_PG15_BIN);
+  // The worker gets the source password through its environment (env: reference).
+  await stack.startWorker({ PGMOVE_TEST_SOURCE_PASSWORD: source.superuserPassword });
+  await adminQuery(source, 'postgres', 'CREATE DATABASE fixture');
+  runSqlFile(source, 'fixture', join(__dirname, '..', 'fixtures', 'source.sql'));
+  for (const target of [target18, target15]) await adminQuery(target, 'postgres', 'CREATE DATABASE fixture');
+  await adminQuery(target18, 'postgres', 'CREATE DATABASE fixture_snapshot');
+});
+
+afterAll(() => stack.stop());
+
+function spec(id: string, target: ClusterHandle, database: string, extra: Record<string, unknown> = {}) {
+  return {
+    id,
+    source: { uri: `postgresql://postgres@127.0.0.1:${source.port}/fixture`, password: 'env:PGMOVE_TEST_SOURCE_PASSWORD' },
+    target: { uri: `postgresql://postgres@127.0.0.1:${target.port}/${database}`, password: stack.secretFile(`${id}-target`, target.superuserPassword) },
+    jobs: 3,
+    // Small thresholds so the fixture's big table is split into key ranges and small tables batch.
+    copy: { splitTablesLargerThanMB: 4, batchSmallTablesUpToMB: 1 },
+    ...extra,
+  };
+}
+
+/** Every string and decoded payload in an object tree (workflow history). */
+function allText(value: unknown, out: string[] = []): string[] {
+  if (value instanceof Uint8Array) out.push(Buffer.from(value).toString('utf8'));
+  else if (typeof value === 'string') out.push(value);
+  else if (value && typeof value === 'object') for (const v of Object.values(value)) allText(v, out);
+  return out;
+}
+
+test('15 → 18 with `pgmove start --wait`: equal, validated, source unfrozen, no secret leaked', async () => {
+  const accessBefore = await databaseAccessState(source, 'fixture');
+  const secrets = [source.superuserPassword, target18.superuserPassword];
+  const argv = watchArgvForSecrets(secrets);
+  const specFile = writeSpec(stack, 'to18', spec('fixture-to-18', target18, 'fixture'));
+  const cli = await pgmoveCliAsync(stack, ['start', '-f', specFile, '--wait']);
+  const sampled = argv.stop();
+  expect(cli.stderr).toBe('');
+  expect(cli.code).toBe(0);
+  expect(cli.stdout).toContain('validation passed');
+
+  // Independent comparison (test/helpers/compare.ts shares no code with pgmove).
+  expect(await compareDatabases(ref(source, 'fixture'), ref(target18, 'fixture'))).toEqual([]);
+
+  const handle = stack.client!.workflow.getHandle('fixture-to-18');
+  const status: MigrationStatus = await handle.query(statusQuery);
+  expect(status.phase).toBe('completed');
+  expect(status.totals.tablesDone).toBe(status.totals.tables);
+  expect(status.totals.tables).toBeGreaterThan(20);
+  expect(status.validation?.ok).toBe(true);
+  expect(status.cleanupOwed).toEqual([]);
+  for (const phase of ['preflight', 'freeze', 'preData', 'copy', 'postData', 'sequences', 'validate', 'cleanup'] as const) {
+    expect(status.timings[phase]?.seconds).toBeGreaterThanOrEqual(0);
+  }
+  const description = await handle.describe();
+  expect(description.searchAttributes.MigrationPhase).toEqual(['completed']);
+
+  // The freeze was undone exactly.
+  expect(await databaseAccessState(source, 'fixture')).toEqual(accessBefore);
+
+  // No password in the history (payloads decoded), the worker's log, or any process's argv.
+  const history = allText(await handle.fetchHistory()).join('\n');
+  expect(history).toContain('env:PGMOVE_TEST_SOURCE_PASSWORD');
+  const logs = stack.workers.map((w) => readFileSync(w.logFile, 'utf8')).join('\n');
+  expect(logs).toContain('unit copied');
+  for (const secret of secrets) {
+    expect(history).not.toContain(secret);
+    expect(logs).not.toContain(secret);
+    expect(cli.stdout).not.toContain(secret);
+  }
+  expect(sampled.samples).toBeGreaterThan(10);
+  expect(sampled.leaks).toEqual([]);
+});
+
+test('15 → 15 started and queried with the plain temporal CLI', async () => {
+  const specFile = writeSpec(stack, 'to15', spec('fixture-to-15', target15, 'fixture'));
+  const address = stack.temporal!.address;
+  const start = spawnSync(temporalCli(), ['workflow', 'start', '--address', address, '--task-queue', stack.taskQueue, '--type', 'migrateDatabase', '--workflow-id', 'fixture-to-15', '--input-file', specFile], { encoding: 'utf8' });
+  expect(start.status).toBe(0);
+  const result = spawnSync(temporalCli(), ['workflow', 'result', '--address', address, '--workflow-id', 'fixture-to-15'], { encoding: 'utf8', timeout: 600_000 });
+  expect(result.status).toBe(0);
+  const query = spawnSync(temporalCli(), ['workflow', 'query', '--address', address, '--workflow-id', 'fixture-to-15', '--type', 'status', '--output', 'json'], { encoding: 'utf8' });
+  expect(query.status).toBe(0);
+  expect(query.stdout).toContain('"phase": "completed"');
+  expect(await compareDatabases(ref(source, 'fixture'), ref(target15, 'fixture'))).toEqual([]);
+});
+
+test('freezeSource: false copies at one snapshot and leaves the source writable', async () => {
+  const accessBefore = await databaseAccessState(source, 'fixture');
+  const handle = await stack.client!.workflow.start('migrateDatabase', {
+    taskQueue: stack.taskQueue,
+    workflowId: 'fixture-snapshot',
+    args: [spec('fixture-snapshot', target18, 'fixture_snapshot', { freezeSource: false })],
+  });
+  await handle.result();
+  expect(await compareDatabases(ref(source, 'fixture'), ref(target18, 'fixture_snapshot'))).toEqual([]);
+  expect(await databaseAccessState(source, 'fixture')).toEqual(accessBefore);
+  const status = await handle.query(statusQuery);
+  expect(status.timings.freeze).toBeUndefined();
+  expect(status.preflight?.notes.join('\n')).toContain('one exported snapshot');
+  expect(await userObjects(target18, 'fixture_snapshot')).toContain('public.big_events');
+});
