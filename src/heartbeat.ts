@@ -11,7 +11,7 @@ export interface Heartbeater {
   signal: AbortSignal;
 }
 
-export function startHeartbeat(details: () => unknown, intervalMs = 5000): Heartbeater {
+export function startHeartbeat(details: () => unknown, intervalMs = 1000): Heartbeater {
   const context = Context.current();
   const beat = () => context.heartbeat(details());
   beat();

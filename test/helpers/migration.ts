@@ -54,16 +54,21 @@ export async function userObjects(cluster: ClusterHandle, database: string): Pro
   return rows.map((r) => r.o).sort();
 }
 
-/** What the freeze touches on the source database: its ACL and database-level settings. */
-export async function databaseAccessState(cluster: ClusterHandle, database: string): Promise<{ acl: string | null; settings: string[] }> {
-  const [row] = await adminQuery<{ acl: string | null; settings: string[] | null }>(
+/**
+ * What the freeze touches on the source database: the effective privileges (a NULL ACL means the
+ * default one, so both are expanded) and the database-level settings.
+ */
+export async function databaseAccessState(cluster: ClusterHandle, database: string): Promise<{ privileges: string[]; settings: string[] }> {
+  const [row] = await adminQuery<{ privileges: string[] | null; settings: string[] | null }>(
     cluster,
     'postgres',
-    `SELECT d.datacl::text AS acl, (SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole = 0) AS settings
+    `SELECT (SELECT array_agg(format('%s:%s:%s', a.grantee::regrole, a.privilege_type, a.is_grantable) ORDER BY 1)
+               FROM aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a) AS privileges,
+            (SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole = 0) AS settings
        FROM pg_database d WHERE d.datname = $1`,
     [database],
   );
-  return { acl: row?.acl ?? null, settings: row?.settings ?? [] };
+  return { privileges: row?.privileges ?? [], settings: row?.settings ?? [] };
 }
 
 /** Runs the pgmove CLI as an operator would; returns exit code and output. */
