@@ -7,7 +7,7 @@ import type { Client } from 'pg';
 import { ApplicationFailure } from '@temporalio/common';
 import { parseSpec, SpecError, type MigrationSpec } from '../src/spec';
 import { connect, connectionInfo, describeEndpoint, type ConnectionInfo } from '../src/pg/connect';
-import { countLargeObjects, listSequences, listTables, serverMajor } from '../src/pg/catalog';
+import { countLargeObjects, listSequences, listTables, serverMajor, type TableInfo } from '../src/pg/catalog';
 import { ident } from '../src/pg/sql';
 import { chooseClientTools } from '../src/pg/client-tools';
 import type { PreflightCheck, PreflightReport } from '../src/model';
@@ -97,11 +97,12 @@ async function inspect(
   const tables = await listTables(source, spec);
   const sequences = await listSequences(source, spec);
   const largeObjects = await countLargeObjects(source);
-  checks.push(...(await sourcePrivilegeChecks(source, spec, sourceInfo, largeObjects)));
+  checks.push(...(await sourcePrivilegeChecks(source, tables, sourceInfo, largeObjects)));
   if (spec.freezeSource) checks.push(...(await freezePrivilegeChecks(source, sourceInfo)));
   checks.push(await targetEmptyCheck(target, targetInfo));
   checks.push(...(await targetPrivilegeChecks(target, targetInfo)));
   checks.push(await extensionCheck(source, target));
+  if (!spec.dump.noPrivileges || !spec.dump.noOwner) checks.push(await roleCheck(source, target, spec));
 
   const noPk = tables.filter((t) => !t.hasPrimaryKey).map((t) => `${t.schema}.${t.name}`);
   if (noPk.length) notes.push(`${noPk.length} table(s) without a primary key (fine offline; online methods need one): ${noPk.slice(0, 10).join(', ')}`);
@@ -156,12 +157,11 @@ async function scalar(client: Client, sql: string, params: unknown[] = []): Prom
 
 async function sourcePrivilegeChecks(
   source: Client,
-  spec: MigrationSpec,
+  tables: TableInfo[],
   info: ConnectionInfo,
   largeObjects: number,
 ): Promise<PreflightCheck[]> {
   const checks: PreflightCheck[] = [];
-  const tables = await listTables(source, spec);
   const schemas = [...new Set(tables.map((t) => t.schema))];
   const noUsage = (
     await source.query<{ s: string }>(`SELECT s FROM unnest($1::text[]) s WHERE NOT has_schema_privilege(s, 'USAGE')`, [schemas])
@@ -284,5 +284,36 @@ async function extensionCheck(source: Client, target: Client): Promise<Preflight
     ok: missing.length === 0,
     detail: missing.length === 0 ? `available on the target: ${used.join(', ') || 'none used'}` : `missing on the target: ${missing.join(', ')}`,
     fix: missing.length ? `install the packages that provide ${missing.join(', ')} on the target server (e.g. postgresql-<major>-<extension>), or allow them on RDS` : undefined,
+  };
+}
+
+/** Roles named by the grants (and, without noOwner, the owners) in scope must exist on the target. */
+async function roleCheck(source: Client, target: Client, spec: MigrationSpec): Promise<PreflightCheck> {
+  const inScope = `n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'`;
+  const roles = (
+    await source.query<{ rolname: string }>(
+      `WITH acls AS (
+         SELECT c.relacl AS acl, c.relowner AS owner FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE ${inScope}
+         UNION ALL SELECT n.nspacl, n.nspowner FROM pg_namespace n WHERE ${inScope} AND n.nspname <> 'public'
+         UNION ALL SELECT p.proacl, p.proowner FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE ${inScope}
+         UNION ALL SELECT t.typacl, t.typowner FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE ${inScope}
+         UNION ALL SELECT a.attacl, NULL FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE ${inScope} AND a.attacl IS NOT NULL
+         UNION ALL SELECT m.lomacl, m.lomowner FROM pg_largeobject_metadata m)
+       SELECT DISTINCT r.rolname FROM pg_roles r
+        WHERE ($1 AND r.oid IN (SELECT (aclexplode(acl)).grantee FROM acls WHERE acl IS NOT NULL))
+           OR ($2 AND r.oid IN (SELECT owner FROM acls))
+        ORDER BY 1`,
+      [!spec.dump.noPrivileges, !spec.dump.noOwner],
+    )
+  ).rows.map((r) => r.rolname);
+  const existing = new Set((await target.query<{ rolname: string }>('SELECT rolname FROM pg_roles')).rows.map((r) => r.rolname));
+  const missing = roles.filter((role) => !existing.has(role));
+  return {
+    name: 'roles on the target',
+    ok: missing.length === 0,
+    detail: missing.length === 0 ? `all ${roles.length} role(s) named by grants${spec.dump.noOwner ? '' : ' and owners'} exist on the target` : `missing on the target: ${missing.join(', ')}`,
+    fix: missing.length
+      ? `create them on the target first (${missing.map((r) => `CREATE ROLE ${ident(r)} NOLOGIN;`).join(' ')}), or set dump.noPrivileges: true to leave grants out`
+      : undefined,
   };
 }

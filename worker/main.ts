@@ -7,6 +7,10 @@ import * as activities from '../activities';
 import { TASK_QUEUE } from '../workflows/messages';
 import { rootLogger } from '../src/log';
 import { classifyErrorsInterceptor } from './classify-errors';
+import { rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { run } from '../src/exec';
 
 export interface WorkerOptions {
   address: string;
@@ -22,15 +26,23 @@ export function workerOptionsFromEnv(): WorkerOptions {
   };
 }
 
+/** Bundles the workflows in a child process (see bundle-workflows.ts) and returns the bundle's path. */
+async function bundleInChildProcess(): Promise<string> {
+  const codePath = join(tmpdir(), `pgmove-workflows-${process.pid}.js`);
+  await run(process.execPath, ['--require', require.resolve('tsx/cjs'), join(__dirname, 'bundle-workflows.ts'), codePath]);
+  return codePath;
+}
+
 export async function runWorker(options: WorkerOptions): Promise<void> {
   Runtime.install({ logger: new DefaultLogger('WARN') });
+  const codePath = await bundleInChildProcess();
   const connection = await NativeConnection.connect({ address: options.address });
   try {
     const worker = await Worker.create({
       connection,
       namespace: options.namespace,
       taskQueue: options.taskQueue,
-      workflowsPath: require.resolve('../workflows'),
+      workflowBundle: { codePath },
       activities,
       interceptors: { activity: [classifyErrorsInterceptor] },
       // Cancellation (abort) reaches a running activity with its next heartbeat: keep that quick.
@@ -43,5 +55,6 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
     rootLogger.info('worker stopped');
   } finally {
     await connection.close();
+    rmSync(codePath, { force: true });
   }
 }

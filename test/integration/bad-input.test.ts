@@ -107,6 +107,16 @@ test('missing privilege on a source table names the GRANT that fixes it', async 
   }
 });
 
+test('a grant to a role the target lacks names the CREATE ROLE that fixes it', async () => {
+  await adminQuery(source, 'postgres', 'CREATE ROLE reporting NOLOGIN');
+  await adminQuery(source, 'app', 'GRANT SELECT ON accounts TO reporting');
+  try {
+    await expectRefused(spec(), 'PreflightFailed', 'missing on the target: reporting', 'CREATE ROLE "reporting" NOLOGIN;', 'dump.noPrivileges: true');
+  } finally {
+    await adminQuery(source, 'app', 'REVOKE SELECT ON accounts FROM reporting');
+  }
+});
+
 test('pg_dump older than the source', async () => {
   const newer = await stack.startCluster('source18', PROJECT_PG18_BIN);
   const db = await createDatabase(newer, 'app18');

@@ -36,7 +36,11 @@ beforeAll(async () => {
   await stack.startWorker({ PGMOVE_TEST_SOURCE_PASSWORD: source.superuserPassword });
   await adminQuery(source, 'postgres', 'CREATE DATABASE fixture');
   runSqlFile(source, 'fixture', join(__dirname, '..', 'fixtures', 'source.sql'));
-  for (const target of [target18, target15]) await adminQuery(target, 'postgres', 'CREATE DATABASE fixture');
+  // Roles are global objects (migrated by a later phase); the operator creates the one the grants name.
+  for (const target of [target18, target15]) {
+    await adminQuery(target, 'postgres', 'CREATE DATABASE fixture');
+    await adminQuery(target, 'postgres', 'CREATE ROLE fixture_reader NOLOGIN');
+  }
   await adminQuery(target18, 'postgres', 'CREATE DATABASE fixture_snapshot');
 });
 
@@ -132,5 +136,5 @@ test('freezeSource: false copies at one snapshot and leaves the source writable'
   const status = await handle.query(statusQuery);
   expect(status.timings.freeze).toBeUndefined();
   expect(status.preflight?.notes.join('\n')).toContain('one exported snapshot');
-  expect(await userObjects(target18, 'fixture_snapshot')).toContain('public.big_events');
+  expect(await userObjects(target18, 'fixture_snapshot')).toContain('big_events');
 });

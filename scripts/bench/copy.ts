@@ -1,0 +1,151 @@
+/**
+ * Times pgmove (start → validated), `pg_dump -Fc | pg_restore` and `pgcopydb clone` on one dataset,
+ * in the same run on the same clusters, and reports min/median/max, ratios and the worker's peak RSS.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, chmodSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, runSqlFile, startCluster, stopCluster, type ClusterHandle } from '../lib/pg-cluster';
+import { startTemporalServer, stopTemporalServer } from '../lib/temporal-server';
+import { startWorkerProcess, stopWorkerProcess } from '../lib/worker-process';
+import type { MigrationResult } from '../../workflows/migrate-database';
+
+const args = process.argv.slice(2);
+const option = (name: string, fallback: number) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? Number(args[i + 1]) : fallback;
+};
+const RUNS = option('runs', 3);
+const JOBS = option('jobs', 4);
+const SCALE = option('scale', 50);
+const DATASET = join(__dirname, '..', '..', '..', 'shared', 'bench', 'dataset.sql');
+
+const TUNING = { shared_buffers: "'512MB'", maintenance_work_mem: "'256MB'", max_wal_size: "'8GB'", checkpoint_timeout: "'30min'", max_parallel_maintenance_workers: '2' };
+
+function sh(file: string, argv: string[], env: NodeJS.ProcessEnv = {}): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`${file} exited ${code}: ${stderr.slice(-2000)}`))));
+  });
+}
+
+function shell(command: string, env: NodeJS.ProcessEnv): Promise<void> {
+  return sh('bash', ['-o', 'pipefail', '-c', command], env);
+}
+
+const uri = (c: ClusterHandle, db: string) => `postgresql://postgres:${encodeURIComponent(c.superuserPassword)}@127.0.0.1:${c.port}/${db}`;
+
+async function freshTarget(target: ClusterHandle): Promise<void> {
+  await adminQuery(target, 'postgres', 'DROP DATABASE IF EXISTS bench WITH (FORCE)');
+  await adminQuery(target, 'postgres', 'CREATE DATABASE bench');
+  await adminQuery(target, 'postgres', 'CHECKPOINT');
+}
+
+async function timed(label: string, fn: () => Promise<void>): Promise<number> {
+  const started = process.hrtime.bigint();
+  await fn();
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  console.log(`  ${label.padEnd(28)} ${seconds.toFixed(1)} s`);
+  return seconds;
+}
+
+function stats(values: number[]) {
+  const sorted = [...values].sort((a, b) => a - b);
+  return { min: sorted[0]!, median: sorted[Math.floor(sorted.length / 2)]!, max: sorted[sorted.length - 1]! };
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'pgmove-bench-'));
+  chmodSync(dir, 0o755);
+  const clusters: ClusterHandle[] = [];
+  let temporalPid: number | undefined;
+  let workerPid: number | undefined;
+  try {
+    const source = await startCluster({ binDir: DEBIAN_PG15_BIN, dataDir: join(dir, 'source'), password: 'bench-source', settings: TUNING });
+    clusters.push(source);
+    const target = await startCluster({ binDir: PROJECT_PG18_BIN, dataDir: join(dir, 'target'), password: 'bench-target', settings: TUNING });
+    clusters.push(target);
+    console.log(`building the bench set: pgbench -i -s ${SCALE} + ${DATASET}`);
+    await adminQuery(source, 'postgres', 'CREATE DATABASE bench');
+    await sh(join(DEBIAN_PG15_BIN, 'pgbench'), ['-i', '-q', '-s', String(SCALE), '-h', '127.0.0.1', '-p', String(source.port), '-U', 'postgres', 'bench'], { PGPASSWORD: source.superuserPassword });
+    runSqlFile(source, 'bench', DATASET);
+    const [size] = await adminQuery<{ size: string }>(source, 'bench', `SELECT pg_size_pretty(pg_database_size('bench')) AS size`);
+    console.log(`source database: ${size?.size}; ${JOBS} jobs; ${RUNS} runs; source PostgreSQL ${source.major}, target ${target.major}`);
+
+    const server = await startTemporalServer({ headless: true, logFile: join(dir, 'temporal.log') });
+    temporalPid = server.pid;
+    const worker = await startWorkerProcess({ address: server.address, taskQueue: 'bench', logFile: join(dir, 'worker.log'), env: { PGMOVE_WORK_DIR: join(dir, 'work') } });
+    workerPid = worker.pid;
+    const connection = await Connection.connect({ address: server.address });
+    const client = new Client({ connection });
+    const passwordFile = (c: ClusterHandle, name: string) => {
+      const path = join(dir, `${name}.pw`);
+      writeFileSync(path, c.superuserPassword, { mode: 0o600 });
+      return `file:${path}`;
+    };
+    const spec = {
+      source: { uri: `postgresql://postgres@127.0.0.1:${source.port}/bench`, password: passwordFile(source, 'source') },
+      target: { uri: `postgresql://postgres@127.0.0.1:${target.port}/bench`, password: passwordFile(target, 'target') },
+      method: 'dump' as const,
+      jobs: JOBS,
+    };
+    const times: Record<string, number[]> = { pgmove: [], 'pg_dump | pg_restore': [], pgcopydb: [] };
+    const phases: string[] = [];
+    for (let run = 1; run <= RUNS; run++) {
+      console.log(`run ${run}/${RUNS}`);
+      await freshTarget(target);
+      times.pgmove!.push(
+        await timed('pgmove (start → validated)', async () => {
+          const handle = await client.workflow.start('migrateDatabase', { taskQueue: 'bench', workflowId: `bench-${Date.now()}`, args: [spec] });
+          const result = (await handle.result()) as MigrationResult;
+          if (!result.status.validation?.ok) throw new Error('pgmove validation failed');
+          phases.push(Object.entries(result.status.timings).map(([p, t]) => `${p} ${t?.seconds?.toFixed(1)}s`).join(', '));
+        }),
+      );
+      await freshTarget(target);
+      times['pg_dump | pg_restore']!.push(
+        await timed('pg_dump -Fc | pg_restore', () =>
+          shell(`"${DEBIAN_PG15_BIN}/pg_dump" -Fc -d "$SRC" | "${DEBIAN_PG15_BIN}/pg_restore" --no-owner -d "$DST"`, { SRC: uri(source, 'bench'), DST: uri(target, 'bench') }),
+        ),
+      );
+      await freshTarget(target);
+      const workDir = join(dir, `pgcopydb-${run}`);
+      times.pgcopydb!.push(
+        await timed(`pgcopydb clone (jobs ${JOBS})`, () =>
+          sh('pgcopydb', ['clone', '--dir', workDir, '--table-jobs', String(JOBS), '--index-jobs', String(JOBS), '--no-owner'], {
+            PGCOPYDB_SOURCE_PGURI: uri(source, 'bench'),
+            PGCOPYDB_TARGET_PGURI: uri(target, 'bench'),
+            PATH: `${DEBIAN_PG15_BIN}:${process.env.PATH}`,
+          }),
+        ),
+      );
+      rmSync(workDir, { recursive: true, force: true });
+    }
+    const peakRss = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${worker.pid}/status`, 'utf8'))?.[1];
+    await connection.close();
+
+    console.log('\nresults (seconds)');
+    const base = stats(times.pgcopydb!).median;
+    for (const [tool, values] of Object.entries(times)) {
+      const s = stats(values);
+      console.log(`  ${tool.padEnd(22)} min ${s.min.toFixed(1)}  median ${s.median.toFixed(1)}  max ${s.max.toFixed(1)}  ×${(s.median / base).toFixed(2)} of pgcopydb`);
+    }
+    console.log(`  pgmove / pg_dump|pg_restore median ratio: ${(stats(times.pgmove!).median / stats(times['pg_dump | pg_restore']!).median).toFixed(2)}`);
+    console.log(`  pgmove worker peak RSS: ${peakRss ? (Number(peakRss) / 1024).toFixed(0) : '?'} MB`);
+    console.log(`  pgmove phases per run:\n${phases.map((p) => `    ${p}`).join('\n')}`);
+  } finally {
+    if (workerPid) await stopWorkerProcess({ pid: workerPid }, 'SIGKILL');
+    if (temporalPid) await stopTemporalServer({ pid: temporalPid });
+    for (const cluster of clusters) await stopCluster(cluster);
+    if (existsSync(dir)) rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});
