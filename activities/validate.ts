@@ -8,7 +8,7 @@ import type { MigrationSpec } from '../src/spec';
 import type { TableValidation, ValidationReport } from '../src/model';
 import { connect, connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
 import { listSequences, listTables } from '../src/pg/catalog';
-import { displayName, qualified, type TableName } from '../src/pg/sql';
+import { displayName, ident, qualified, type TableName } from '../src/pg/sql';
 import { startHeartbeat } from '../src/heartbeat';
 import { activityLogger } from '../src/log';
 
@@ -23,41 +23,47 @@ const NORMALIZE_OUTPUT = [
 ];
 
 /**
- * How a table's rows are summed into a checksum (order-independent: equal multisets of rows give equal
- * sums). `hash`: the 64-bit type-aware hash of each row (hash_record_extended, PostgreSQL 14+), no text
- * conversion, 4-7× faster; `md5`: 64 bits of md5 of the row's text, for tables with a column type that
- * has no hash function (json, xml, geometric types).
+ * A table's checksum is the sum of a 64-bit hash of each row (order-independent: equal multisets of
+ * rows give equal sums), computed inside the database. The row hash is hash_record_extended over the
+ * columns, type-aware and without text conversion (PostgreSQL 14+); columns of user-defined types
+ * (an enum hashes its OID, which differs between servers) or without a hash function (json, xml,
+ * geometric types) enter as their text. If that still fails, 64 bits of md5 of the row's text.
  */
-export type ChecksumMethod = 'hash' | 'md5' | 'none';
-
-export function tableChecksumSql(table: TableName, method: ChecksumMethod): string {
-  const checksum = {
-    hash: `, coalesce(sum(hash_record_extended(r, 0)::numeric), 0)::text AS checksum`,
-    md5: `, coalesce(sum(('x' || substr(md5(r::text), 1, 16))::bit(64)::bigint::numeric), 0)::text AS checksum`,
-    none: `, NULL::text AS checksum`,
-  }[method];
-  return `SELECT count(*)::bigint AS rows${checksum} FROM ONLY ${qualified(table)} AS r`;
+export function tableChecksumSql(table: TableName, rowHash: string | null): string {
+  const checksum = rowHash === null ? 'NULL::text' : `coalesce(sum((${rowHash})::numeric), 0)::text`;
+  return `SELECT count(*)::bigint AS rows, ${checksum} AS checksum FROM ONLY ${qualified(table)} AS r`;
 }
 
-/**
- * `hash` when every column type is built in (user types hash differently per server: an enum hashes
- * its OID) and can be hashed (tried on one row); else `md5` of the row text.
- */
-async function checksumMethod(source: Client, table: TableName): Promise<ChecksumMethod> {
-  const builtIn = await source.query<{ stable: boolean | null }>(
-    `SELECT bool_and(CASE WHEN t.typtype = 'd' THEN t.typbasetype < 16384 ELSE t.oid < 16384 END) AS stable
-       FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-      WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped`,
-    [qualified(table)],
-  );
-  if (builtIn.rows[0]?.stable === false) return 'md5';
+export const MD5_ROW_HASH = `('x' || substr(md5(r::text), 1, 16))::bit(64)::bigint`;
+
+/** The row-hash expression for a table, decided on the source and used on both sides. */
+async function rowHashExpression(source: Client, table: TableName): Promise<string> {
+  const columns = (
+    await source.query<{ name: string; native: boolean }>(
+      `SELECT a.attname AS name,
+              bt.oid < 16384 AND EXISTS (
+                SELECT 1 FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod
+                 WHERE am.amname = 'hash' AND oc.opcdefault
+                   AND oc.opcintype IN (bt.oid,
+                        CASE WHEN bt.typelem <> 0 AND bt.typlen = -1 THEN 'anyarray'::regtype END,
+                        CASE WHEN bt.typtype = 'r' THEN 'anyrange'::regtype END)) AS native
+         FROM pg_attribute a
+         JOIN pg_type t ON t.oid = a.atttypid
+         JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+        WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attnum`,
+      [qualified(table)],
+    )
+  ).rows;
+  const fields = columns.map((c) => (c.native ? `r.${ident(c.name)}` : `r.${ident(c.name)}::text`));
+  const expression = `hash_record_extended(ROW(${fields.join(', ')}), 0)`;
   await source.query('SAVEPOINT probe');
   try {
-    await source.query(`SELECT hash_record_extended(r, 0) FROM ONLY ${qualified(table)} AS r LIMIT 1`);
-    return 'hash';
+    await source.query(`SELECT ${expression} FROM ONLY ${qualified(table)} AS r LIMIT 1`);
+    return expression;
   } catch {
     await source.query('ROLLBACK TO SAVEPOINT probe');
-    return 'md5';
+    return MD5_ROW_HASH;
   } finally {
     await source.query('RELEASE SAVEPOINT probe');
   }
@@ -77,7 +83,7 @@ export async function validate(spec: MigrationSpec): Promise<ValidationReport> {
       const target = await openNormalized(targetInfo, 'target');
       try {
         for (let table = queue.shift(); table; table = queue.shift()) {
-          const sql = tableChecksumSql(table, spec.validate.checksums ? await checksumMethod(source, table) : 'none');
+          const sql = tableChecksumSql(table, spec.validate.checksums ? await rowHashExpression(source, table) : null);
           const [s, t] = await Promise.all([source.query(sql), target.query(sql)]);
           const sr = s.rows[0] as { rows: string; checksum: string | null };
           const tr = t.rows[0] as { rows: string; checksum: string | null };

@@ -63,6 +63,8 @@ export const specSchema = z
       .strict()
       .default({ schemas: [], tables: [] }),
     dryRun: z.boolean().default(false),
+    /** Upsert the MigrationPhase search attribute; false where it cannot be registered. */
+    searchAttributes: z.boolean().default(true),
     freezeSource: z.boolean().default(true),
     dump: z
       .object({

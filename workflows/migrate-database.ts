@@ -70,7 +70,7 @@ export async function migrateDatabase(input: MigrationSpecInput): Promise<Migrat
     }
     status.phase = phase;
     if (!['completed', 'failed', 'aborted', 'dryRunCompleted'].includes(phase)) status.timings[phase] = { startedAt: now };
-    upsertSearchAttributes([{ key: migrationPhaseKey, value: phase }]);
+    if (input.searchAttributes !== false) upsertSearchAttributes([{ key: migrationPhaseKey, value: phase }]);
     publish();
   };
   setHandler(statusQuery, () => status);
