@@ -1,7 +1,8 @@
 /**
- * Phase 11, cleanup: runs on every ending (success, failure, abort, after a crash). Unfreezes the
- * source, removes the dump scratch directory, and — when the migration did not complete — removes
- * what it created on the target (which pre-flight verified was empty). Idempotent.
+ * Phase 11, cleanup: runs on every ending (success, failure, abort, after a crash), after the workflow
+ * has unfrozen the source (`unfreezeSource`, retried until it succeeds). Removes the dump scratch
+ * directory and — when the migration did not complete — what it created on the target (which
+ * pre-flight verified was empty). Idempotent.
  */
 import { rm } from 'node:fs/promises';
 import type { Client } from 'pg';
@@ -9,7 +10,6 @@ import type { MigrationSpec } from '../src/spec';
 import { connectionInfo, withClient } from '../src/pg/connect';
 import { ident } from '../src/pg/sql';
 import { workDir } from '../src/pg/dump';
-import { unfreezeSource } from './freeze';
 import { activityLogger } from '../src/log';
 
 export interface CleanupInput {
@@ -24,8 +24,6 @@ export interface CleanupInput {
 export async function cleanup(input: CleanupInput): Promise<{ done: string[] }> {
   const log = activityLogger('cleanup');
   const done: string[] = [];
-  const { unfrozen } = await unfreezeSource(input.spec);
-  if (unfrozen) done.push('source unfrozen');
   await rm(await workDir(input.migrationId), { recursive: true, force: true });
   done.push('scratch files removed');
   if (input.resetTarget) {

@@ -15,6 +15,7 @@ import { countLargeObjects, listTables, type TableInfo } from '../src/pg/catalog
 import { displayName, ident, qualified } from '../src/pg/sql';
 import { copyTable, type CopyCounters } from '../src/pg/table-copy';
 import { startHeartbeat } from '../src/heartbeat';
+import { tableChecksums, type SourceTableChecksum } from './validate';
 import { activityLogger } from '../src/log';
 
 const MB = 1024 * 1024;
@@ -139,6 +140,7 @@ async function runUnit(
   snapshot: string | undefined,
   alreadyDone: CopyUnitResult['tables'],
   onProgress?: (progress: UnitProgress) => void,
+  stopSignal?: AbortSignal,
 ): Promise<CopyUnitResult> {
   const log = activityLogger('copy');
   const started = Date.now();
@@ -147,11 +149,11 @@ async function runUnit(
   const details = () => ({ ...progress, rows: counters.rows, bytes: counters.bytes });
   const heartbeat = onProgress ? undefined : startHeartbeat(details);
   const report = onProgress ? setInterval(() => onProgress(details()), 2000) : undefined;
-  const signal = heartbeat?.signal ?? Context.current().cancellationSignal;
-  const source = await connect(sourceInfo, 'source', { classify: false, applicationName: 'pgmove copy' });
+  const signal = stopSignal ?? heartbeat?.signal ?? Context.current().cancellationSignal;
+  const source = await connect(sourceInfo, 'source', { applicationName: 'pgmove copy' });
   let target: Client | undefined;
   try {
-    target = await connect(targetInfo, 'target', { classify: false, applicationName: 'pgmove copy' });
+    target = await connect(targetInfo, 'target', { applicationName: 'pgmove copy' });
     await source.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`);
     if (snapshot) await source.query(`SET TRANSACTION SNAPSHOT '${snapshot.replace(/'/g, "''")}'`);
     const done = new Set(alreadyDone.map((t) => t.table));
@@ -183,6 +185,8 @@ async function runUnit(
 export interface SnapshotCopyResult {
   units: CopyUnitResult[];
   largeObjects: number;
+  /** Source row counts and checksums at the copy's snapshot, for validation. */
+  sourceTables: SourceTableChecksum[];
 }
 
 /** Copies every unit at one exported snapshot of the writable source, `jobs` units at a time. */
@@ -190,25 +194,43 @@ export async function copyAtSnapshot(input: { spec: MigrationSpec; plan: CopyPla
   const { spec, plan } = input;
   const sourceInfo = await connectionInfo(spec.source, 'source');
   const targetInfo = await connectionInfo(spec.target, 'target');
-  const holder = await connect(sourceInfo, 'source', { classify: false, applicationName: 'pgmove snapshot' });
+  const holder = await connect(sourceInfo, 'source', { applicationName: 'pgmove snapshot' });
   const running = new Map<string, UnitProgress>();
   const finished: CopyUnitResult[] = [];
-  const heartbeat = startHeartbeat(() => ({ unitsDone: finished.length, units: plan.units.length, running: [...running.values()] }));
+  const heartbeat = startHeartbeat(() => ({
+    unitsDone: finished.length,
+    units: plan.units.length,
+    rows: finished.reduce((n, u) => n + u.tables.reduce((m, t) => m + t.rows, 0), 0) + [...running.values()].reduce((n, p) => n + p.rows, 0),
+    bytes: finished.reduce((n, u) => n + u.tables.reduce((m, t) => m + t.bytes, 0), 0) + [...running.values()].reduce((n, p) => n + p.bytes, 0),
+    running: [...running.values()].map((p) => p.unit),
+  }));
+  // The first failure stops the other lanes before this attempt ends (no COPY outlives it).
+  const stop = new AbortController();
+  heartbeat.signal.addEventListener('abort', () => stop.abort(), { once: true });
   try {
     await holder.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     const snapshot = (await holder.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
     const queue = [...plan.units];
-    const worker = async () => {
-      for (let unit = queue.shift(); unit; unit = queue.shift()) {
+    const lane = async () => {
+      for (let unit = queue.shift(); unit && !stop.signal.aborted; unit = queue.shift()) {
         const id = unit.id;
-        finished.push(await runUnit(unit, sourceInfo, targetInfo, snapshot, [], (p) => running.set(id, p)));
+        finished.push(await runUnit(unit, sourceInfo, targetInfo, snapshot, [], (p) => running.set(id, p), stop.signal));
         running.delete(id);
       }
     };
-    await Promise.all(Array.from({ length: Math.min(spec.jobs, plan.units.length) }, worker));
+    const lanes = await Promise.allSettled(
+      Array.from({ length: Math.min(spec.jobs, plan.units.length) }, () => lane().catch((error: unknown) => {
+        stop.abort();
+        throw error;
+      })),
+    );
+    const failed = lanes.find((l): l is PromiseRejectedResult => l.status === 'rejected');
+    if (failed) throw failed.reason;
     const largeObjects = await copyLargeObjectsWith(sourceInfo, targetInfo, snapshot, heartbeat.signal);
+    // Source checksums at the snapshot: the source keeps changing, so validation compares against these.
+    const sourceTables = await checksumsAt(sourceInfo, snapshot, plan, spec.validate.checksums);
     await holder.query('COMMIT');
-    return { units: finished, largeObjects };
+    return { units: finished, largeObjects, sourceTables };
   } finally {
     heartbeat.stop();
     await holder.end().catch(() => undefined);
@@ -236,8 +258,8 @@ async function copyLargeObjectsWith(
   snapshot: string | undefined,
   signal: AbortSignal,
 ): Promise<number> {
-  const source = await connect(sourceInfo, 'source', { classify: false, applicationName: 'pgmove copy' });
-  const target = await connect(targetInfo, 'target', { classify: false, applicationName: 'pgmove copy' });
+  const source = await connect(sourceInfo, 'source', { applicationName: 'pgmove copy' });
+  const target = await connect(targetInfo, 'target', { applicationName: 'pgmove copy' });
   try {
     await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     if (snapshot) await source.query(`SET TRANSACTION SNAPSHOT '${snapshot.replace(/'/g, "''")}'`);
@@ -262,5 +284,21 @@ async function copyLargeObjectsWith(
   } finally {
     await source.end().catch(() => undefined);
     await target.end().catch(() => undefined);
+  }
+}
+
+/** Row counts and checksums of every table at the snapshot (one connection per job). */
+async function checksumsAt(sourceInfo: ConnectionInfo, snapshot: string, plan: CopyPlan, withChecksums: boolean): Promise<SourceTableChecksum[]> {
+  const source = await connect(sourceInfo, 'source', { applicationName: 'pgmove validate' });
+  try {
+    await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    await source.query(`SET TRANSACTION SNAPSHOT '${snapshot.replace(/'/g, "''")}'`);
+    const names = Object.keys(plan.tables);
+    const tables = plan.units.flatMap((u) => u.tables).filter((t, i, all) => all.findIndex((x) => x.schema === t.schema && x.name === t.name) === i);
+    const result = await tableChecksums(source, tables.filter((t) => names.includes(displayName(t))), withChecksums);
+    await source.query('COMMIT');
+    return result;
+  } finally {
+    await source.end().catch(() => undefined);
   }
 }

@@ -13,6 +13,7 @@ import type { FreezeState } from '../src/model';
 import { connectionInfo, withClient } from '../src/pg/connect';
 import { ident, literal } from '../src/pg/sql';
 import { activityLogger } from '../src/log';
+import { ApplicationFailure } from '@temporalio/common';
 
 const MARKER = 'pgmove.freeze_state';
 
@@ -51,10 +52,17 @@ export async function freezeSource(spec: MigrationSpec): Promise<FreezeState> {
     const db = ident(info.database);
     await client.query('BEGIN');
     try {
-      await client.query(`ALTER DATABASE ${db} SET ${MARKER} = ${literal(JSON.stringify(state))}`);
       // grantees come from regrole::text, which is already a quoted identifier (or PUBLIC).
       if (grantees.length) await client.query(`REVOKE CONNECT ON DATABASE ${db} FROM ${grantees.join(', ')}`);
+      // A member of the owner role connects through grants just revoked: keep our own way in.
+      if (!(await canConnect(client, 'current_user'))) {
+        await client.query(`GRANT CONNECT ON DATABASE ${db} TO CURRENT_USER`);
+        state.grantedConnectToSelf = true;
+      }
+      await assertFenced(client, info.database);
       await client.query(`ALTER DATABASE ${db} SET default_transaction_read_only = on`);
+      // The record of what changed commits with the change itself.
+      await client.query(`ALTER DATABASE ${db} SET ${MARKER} = ${literal(JSON.stringify(state))}`);
       await client.query('COMMIT');
     } catch (error) {
       await client.query('ROLLBACK').catch(() => undefined);
@@ -82,6 +90,7 @@ export async function unfreezeSource(spec: MigrationSpec): Promise<{ unfrozen: b
     await client.query('BEGIN');
     try {
       if (grantees.length) await client.query(`GRANT CONNECT ON DATABASE ${db} TO ${grantees.join(', ')}`);
+      if (state.grantedConnectToSelf) await client.query(`REVOKE CONNECT ON DATABASE ${db} FROM CURRENT_USER`);
       if (state.previousReadOnlySetting === null) {
         await client.query(`ALTER DATABASE ${db} RESET default_transaction_read_only`);
       } else {
@@ -117,13 +126,38 @@ async function readMarker(client: Client): Promise<FreezeState | undefined> {
   return value ? (JSON.parse(value) as FreezeState) : undefined;
 }
 
-/** Ends every other session on the database except pgmove's own; returns how many. */
+async function canConnect(client: Client, role: string): Promise<boolean> {
+  const result = await client.query<{ ok: boolean }>(`SELECT has_database_privilege(${role}, current_database(), 'CONNECT') AS ok`);
+  return result.rows[0]?.ok === true;
+}
+
+/**
+ * After the REVOKEs, no login role but ours (and superusers, which bypass privileges) may still be able
+ * to connect — e.g. through a grant made by another grantor, which our REVOKE does not remove.
+ */
+async function assertFenced(client: Client, database: string): Promise<void> {
+  const open = (
+    await client.query<{ rolname: string }>(
+      `SELECT r.rolname FROM pg_roles r
+        WHERE r.rolcanlogin AND NOT r.rolsuper AND r.rolname <> current_user
+          AND has_database_privilege(r.oid, current_database(), 'CONNECT')
+        ORDER BY 1`,
+    )
+  ).rows.map((r) => r.rolname);
+  if (open.length) {
+    throw ApplicationFailure.nonRetryable(
+      `cannot fence ${database}: ${open.join(', ')} can still connect after REVOKE CONNECT (a grant made by another grantor, or membership in the owner role); revoke it as its grantor, or set freezeSource: false`,
+      'FreezeFailed',
+    );
+  }
+}
+
+/** Ends every other session on the database (this migration opens its own only after the freeze). */
 async function endOtherSessions(client: Client): Promise<number> {
   const result = await client.query<{ n: string }>(
     `SELECT count(*) FILTER (WHERE pg_terminate_backend(a.pid)) AS n
        FROM pg_stat_activity a
       WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
-        AND a.application_name NOT LIKE 'pgmove%'
         AND (NOT coalesce((SELECT rolsuper FROM pg_roles r WHERE r.oid = a.usesysid), false)
              OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user))`,
   );

@@ -26,9 +26,9 @@ export async function preflight(specInput: unknown): Promise<PreflightResult> {
   const log = activityLogger('preflight');
   const sourceInfo = await connectionInfo(spec.source, 'source');
   const targetInfo = await connectionInfo(spec.target, 'target');
-  const source = await connect(sourceInfo, 'source');
+  const source = await connect(sourceInfo, 'source', { classify: true });
   try {
-    const target = await connect(targetInfo, 'target');
+    const target = await connect(targetInfo, 'target', { classify: true });
     try {
       const report = await inspect(spec, source, target, sourceInfo, targetInfo);
       const failed = report.checks.filter((check) => !check.ok);

@@ -69,35 +69,73 @@ async function rowHashExpression(source: Client, table: TableName): Promise<stri
   }
 }
 
-export async function validate(spec: MigrationSpec): Promise<ValidationReport> {
+/** A table's row count and checksum on one side, with the row-hash expression used (null: counts only). */
+export interface SourceTableChecksum {
+  table: string;
+  rows: number;
+  checksum: string | null;
+  rowHash: string | null;
+}
+
+/** Normalizes a session's output so row text is identical on both servers (for md5 row hashes). */
+export async function normalizeSession(client: Client): Promise<void> {
+  for (const sql of NORMALIZE_OUTPUT) await client.query(sql);
+}
+
+async function checksumWith(client: Client, table: TableName, rowHash: string | null): Promise<{ rows: number; checksum: string | null }> {
+  const row = (await client.query<{ rows: string; checksum: string | null }>(tableChecksumSql(table, rowHash))).rows[0];
+  return { rows: Number(row?.rows ?? 0), checksum: row?.checksum ?? null };
+}
+
+/** Counts and checksums on the source side (the row hash is decided here, per table). */
+export async function tableChecksums(source: Client, tables: TableName[], withChecksums: boolean): Promise<SourceTableChecksum[]> {
+  await normalizeSession(source);
+  const results: SourceTableChecksum[] = [];
+  for (const table of tables) {
+    const rowHash = withChecksums ? await rowHashExpression(source, table) : null;
+    results.push({ table: displayName(table), rowHash, ...(await checksumWith(source, table, rowHash)) });
+  }
+  return results;
+}
+
+export interface ValidateInput {
+  spec: MigrationSpec;
+  /** Snapshot mode: the source side as of the copy's snapshot (the live source has moved on). */
+  sourceTables?: SourceTableChecksum[];
+}
+
+export async function validate(input: ValidateInput): Promise<ValidationReport> {
+  const { spec } = input;
   const log = activityLogger('validate');
   const sourceInfo = await connectionInfo(spec.source, 'source');
   const targetInfo = await connectionInfo(spec.target, 'target');
   const tables = await withClient(sourceInfo, 'source', (c) => listTables(c, spec));
+  const atSnapshot = new Map((input.sourceTables ?? []).map((t) => [t.table, t]));
   const results: TableValidation[] = [];
   const heartbeat = startHeartbeat(() => ({ tablesChecked: results.length, tables: tables.length }));
   try {
     const queue = [...tables];
     const worker = async () => {
-      const source = await openNormalized(sourceInfo, 'source');
+      // Opened only when a table has no snapshot result (always, outside snapshot mode).
+      let source: Client | undefined;
       const target = await openNormalized(targetInfo, 'target');
       try {
         for (let table = queue.shift(); table; table = queue.shift()) {
-          const sql = tableChecksumSql(table, spec.validate.checksums ? await rowHashExpression(source, table) : null);
-          const [s, t] = await Promise.all([source.query(sql), target.query(sql)]);
-          const sr = s.rows[0] as { rows: string; checksum: string | null };
-          const tr = t.rows[0] as { rows: string; checksum: string | null };
+          const known = atSnapshot.get(displayName(table));
+          source ??= known ? undefined : await openNormalized(sourceInfo, 'source');
+          const s = known ?? (await tableChecksums(source!, [table], spec.validate.checksums))[0]!;
+          const t = await checksumWith(target, table, s.rowHash);
           results.push({
             table: displayName(table),
-            sourceRows: Number(sr.rows),
-            targetRows: Number(tr.rows),
-            sourceChecksum: sr.checksum ?? undefined,
-            targetChecksum: tr.checksum ?? undefined,
-            ok: sr.rows === tr.rows && sr.checksum === tr.checksum,
+            sourceRows: s.rows,
+            targetRows: t.rows,
+            sourceChecksum: s.checksum ?? undefined,
+            targetChecksum: t.checksum ?? undefined,
+            ok: s.rows === t.rows && s.checksum === t.checksum,
           });
         }
       } finally {
-        await source.end().catch(() => undefined);
+        await source?.end().catch(() => undefined);
         await target.end().catch(() => undefined);
       }
     };
@@ -115,7 +153,9 @@ export async function validate(spec: MigrationSpec): Promise<ValidationReport> {
   const sequences = sourceSeq.map((s) => {
     const t = targetSeqByName.get(displayName(s));
     const render = (x?: { lastValue: string; isCalled: boolean }) => (x ? `${x.lastValue}${x.isCalled ? '' : ' (not called)'}` : 'missing');
-    return { sequence: displayName(s), source: render(s), target: render(t), ok: render(s) === render(t) };
+    // At a snapshot of a live source, the source's sequences may have moved on since they were set.
+    const behindLiveSource = input.sourceTables !== undefined && t !== undefined && BigInt(t.lastValue) <= BigInt(s.lastValue);
+    return { sequence: displayName(s), source: render(s), target: render(t), ok: render(s) === render(t) || behindLiveSource };
   });
 
   const [sourceObjects, targetObjects] = await Promise.all([
@@ -149,8 +189,8 @@ export async function validate(spec: MigrationSpec): Promise<ValidationReport> {
 }
 
 async function openNormalized(info: ConnectionInfo, side: 'source' | 'target'): Promise<Client> {
-  const client = await connect(info, side, { classify: false, applicationName: 'pgmove validate' });
-  for (const sql of NORMALIZE_OUTPUT) await client.query(sql);
+  const client = await connect(info, side, { applicationName: 'pgmove validate' });
+  await normalizeSession(client);
   await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
   return client;
 }

@@ -29,7 +29,7 @@ export class CommandError extends Error {
     public readonly exitCode: number | null,
     public readonly stderr: string,
   ) {
-    super(`${command} failed (exit ${exitCode ?? 'signal'}): ${stderr.trim().split('\n').slice(-20).join('\n')}`);
+    super(`${command} failed (exit ${exitCode ?? 'signal'}): ${redactSecrets(stderr.trim().split('\n').slice(-20).join('\n'))}`);
     this.name = 'CommandError';
   }
 }
@@ -71,4 +71,15 @@ export function run(file: string, args: string[], options: RunOptions = {}): Pro
       else reject(new CommandError(name, code, stderr));
     });
   });
+}
+
+/**
+ * Hides password values in tool output before it becomes an error message (pg_restore echoes the
+ * failing statement, e.g. CREATE USER MAPPING ... OPTIONS (password '...') or a CONNECTION string).
+ */
+export function redactSecrets(text: string): string {
+  return text
+    .replace(/(password\s*'?)('[^']*'|"[^"]*")/gi, "$1'***'")
+    .replace(/(password\s*=\s*)('[^']*'|[^\s',)]+)/gi, '$1***')
+    .replace(/(postgres(?:ql)?:\/\/[^:/@\s]+:)[^@\s]+@/gi, '$1***@');
 }

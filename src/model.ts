@@ -79,6 +79,8 @@ export interface FreezeState {
   database: string;
   /** Roles (or PUBLIC) whose CONNECT privilege was revoked. */
   revokedConnectFrom: string[];
+  /** CONNECT granted to the migration role itself (it came through a revoked grant); revoked on unfreeze. */
+  grantedConnectToSelf?: boolean;
   /** The database's own default_transaction_read_only before the freeze, or null if unset. */
   previousReadOnlySetting: string | null;
   terminatedSessions: number;

@@ -6,6 +6,7 @@
 import { z } from 'zod';
 
 const SECRET_REF = /^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$/;
+const ALLOWED_URI_PARAMETERS = new Set(['sslmode', 'sslrootcert', 'connect_timeout', 'application_name']);
 const DURATION = /^\d+(\.\d+)?\s*(ms|s|m|h|d)$/;
 
 const secretRef = z
@@ -22,6 +23,13 @@ const postgresUri = z
       return true; // reported by the next check
     }
   }, 'contains a password: remove it from the URI and reference it with the sibling field "password" (env:NAME or file:/path)')
+  .refine((value) => {
+    try {
+      return [...new URL(value).searchParams.keys()].every((key) => ALLOWED_URI_PARAMETERS.has(key));
+    } catch {
+      return true;
+    }
+  }, 'only sslmode, sslrootcert, connect_timeout and application_name may be URI parameters (a password never: use the sibling field "password")')
   .refine((value) => {
     try {
       const url = new URL(value);
@@ -71,7 +79,15 @@ export const specSchema = z
         noOwner: z.boolean().default(true),
         noPrivileges: z.boolean().default(false),
         extraArgs: z
-          .array(z.string().regex(/^--[a-z-]+(=.*)?$/, 'must be a long pg_dump option like --no-comments'))
+          .array(
+            z
+              .string()
+              .regex(/^--[a-z-]+(=.*)?$/, 'must be a long pg_dump option like --no-comments')
+              .refine(
+                (arg) => !/^--(dbname|host|port|username|password|no-password|file|format|section|jobs|snapshot|schema|table|exclude-schema|exclude-table)\b/.test(arg),
+                'connection, output and filter options are pgmove\'s own: use the spec fields (source.uri, include, exclude)',
+              ),
+          )
           .default([]),
       })
       .strict()

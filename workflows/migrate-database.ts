@@ -5,6 +5,7 @@
  * Deterministic code only: all I/O happens in activities.
  */
 import {
+  ActivityCancellationType,
   ApplicationFailure,
   CancellationScope,
   isCancellation,
@@ -16,6 +17,7 @@ import {
 } from '@temporalio/workflow';
 import type { Duration, RetryPolicy } from '@temporalio/common';
 import type * as activities from '../activities';
+import type { SourceTableChecksum } from '../activities/validate';
 import type { MigrationSpec, MigrationSpecInput } from '../src/spec';
 import type { CopyPlan, CopyUnitResult, MigrationStatus, Phase, ValidationReport } from '../src/model';
 import { abortSignal, migrationPhaseKey, statusQuery } from './messages';
@@ -27,22 +29,32 @@ export interface MigrationResult {
   status: MigrationStatus;
 }
 
-const { preflight } = proxyActivities<typeof activities>({
-  startToCloseTimeout: '10m',
-  retry: { maximumAttempts: 3, initialInterval: '2s' },
-});
+function preflightActivity(input: MigrationSpecInput) {
+  return proxyActivities<typeof activities>({
+    startToCloseTimeout: (input.timeouts?.preflight ?? '5m') as Duration,
+    retry: { maximumAttempts: 3, initialInterval: '2s' },
+  }).preflight;
+}
 
 function phaseActivities(spec: MigrationSpec) {
   const retry: RetryPolicy = { maximumAttempts: spec.retries.maximumAttempts, initialInterval: '2s', maximumInterval: '1m' };
   // The spec's durations were validated by pre-flight ("4h", "30s"): Temporal's own duration format.
   const timeouts = spec.timeouts as Record<keyof MigrationSpec['timeouts'], Duration>;
   const heartbeatTimeout = timeouts.heartbeat;
+  // An abort waits until a cancelled activity has really stopped (COPY ended) before cleanup runs.
+  const cancellationType = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED;
   return {
-    schema: proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.schema, heartbeatTimeout, retry }),
-    copy: proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.copy, heartbeatTimeout, retry }),
-    postData: proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.postData, heartbeatTimeout, retry }),
-    validate: proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.validate, heartbeatTimeout, retry }),
-    quick: proxyActivities<typeof activities>({ startToCloseTimeout: '10m', retry }),
+    schema: proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.schema, heartbeatTimeout, retry, cancellationType }),
+    copy: proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.copy, heartbeatTimeout, retry, cancellationType }),
+    postData: proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.postData, heartbeatTimeout, retry, cancellationType }),
+    validate: proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.validate, heartbeatTimeout, retry, cancellationType }),
+    quick: proxyActivities<typeof activities>({ startToCloseTimeout: '10m', retry, cancellationType }),
+    // The source must never stay frozen: unfreezing is retried until it succeeds (the status shows
+    // "cleanup owes: unfreeze the source" and the last error meanwhile).
+    unfreeze: proxyActivities<typeof activities>({
+      startToCloseTimeout: '5m',
+      retry: { initialInterval: '2s', maximumInterval: '1m' }, // no maximumAttempts: unlimited
+    }),
   };
 }
 
@@ -90,7 +102,7 @@ export async function migrateDatabase(input: MigrationSpecInput): Promise<Migrat
   try {
     await main.run(async () => {
       enterPhase('preflight');
-      const checked = await preflight(input);
+      const checked = await preflightActivity(input)(input);
       spec = checked.spec;
       status.preflight = checked.report;
       status.method = checked.report.method;
@@ -99,11 +111,13 @@ export async function migrateDatabase(input: MigrationSpecInput): Promise<Migrat
       if (spec.dryRun) return;
       const acts = phaseActivities(spec);
       const ready = spec;
+      let sourceAtSnapshot: SourceTableChecksum[] | undefined;
 
       if (ready.freezeSource) {
         enterPhase('freeze');
         status.cleanupOwed.push('unfreeze the source');
-        await acts.quick.freezeSource(ready);
+        // Not cancellable: an abort must not let the unfreeze run before the freeze has committed.
+        await CancellationScope.nonCancellable(() => acts.quick.freezeSource(ready));
       }
 
       enterPhase('preData');
@@ -124,6 +138,7 @@ export async function migrateDatabase(input: MigrationSpecInput): Promise<Migrat
       } else {
         const result = await acts.copy.copyAtSnapshot({ spec: ready, plan });
         result.units.forEach((unit) => recordUnit(status, unit));
+        sourceAtSnapshot = result.sourceTables;
       }
 
       enterPhase('postData');
@@ -133,7 +148,7 @@ export async function migrateDatabase(input: MigrationSpecInput): Promise<Migrat
       await acts.quick.syncSequences(ready);
 
       enterPhase('validate');
-      const report: ValidationReport = await acts.validate.validate(ready);
+      const report: ValidationReport = await acts.validate.validate({ spec: ready, sourceTables: sourceAtSnapshot });
       status.validation = report;
       if (!report.ok) {
         throw ApplicationFailure.nonRetryable(`${report.summary}\nThe target is kept for inspection.`, 'ValidationFailed');
@@ -144,12 +159,12 @@ export async function migrateDatabase(input: MigrationSpecInput): Promise<Migrat
     const aborted = status.abortReason !== undefined && isCancellation(error);
     status.errors.push(aborted ? `aborted: ${status.abortReason}` : errorMessage(error));
     const keepTarget = error instanceof ApplicationFailure && error.type === 'ValidationFailed';
-    await finish(spec, migrationId, status, targetTouched && !keepTarget, targetExtensions, enterPhase);
+    await finish(spec, migrationId, status, targetTouched && !keepTarget, targetExtensions, enterPhase, publish);
     enterPhase(aborted ? 'aborted' : 'failed');
     if (aborted) throw ApplicationFailure.nonRetryable(`migration aborted: ${status.abortReason}`, 'Aborted');
     throw error;
   }
-  await finish(spec, migrationId, status, targetTouched && !completed, targetExtensions, enterPhase);
+  await finish(spec, migrationId, status, targetTouched && !completed, targetExtensions, enterPhase, publish);
   enterPhase(spec?.dryRun ? 'dryRunCompleted' : 'completed');
   return { migrationId, outcome: spec?.dryRun ? 'dryRun' : 'completed', status };
 }
@@ -162,12 +177,18 @@ async function finish(
   resetTarget: boolean,
   targetExtensionsBefore: string[],
   enterPhase: (phase: Phase) => void,
+  publish: () => void,
 ): Promise<void> {
   if (!spec || spec.dryRun) return;
   const ready = spec;
   enterPhase('cleanup');
   await CancellationScope.nonCancellable(async () => {
-    const { quick } = phaseActivities(ready);
+    const { quick, unfreeze } = phaseActivities(ready);
+    if (ready.freezeSource) {
+      await unfreeze.unfreezeSource(ready);
+      status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'unfreeze the source');
+      publish();
+    }
     try {
       await quick.cleanup({ spec: ready, migrationId, resetTarget, targetExtensionsBefore });
       status.cleanupOwed = [];
@@ -177,13 +198,26 @@ async function finish(
   });
 }
 
-/** Runs copy units with at most `jobs` in flight; finished units are never scheduled again. */
+/**
+ * Runs copy units with at most `jobs` in flight; finished units are never scheduled again. The first
+ * failure cancels the other lanes and waits for them to stop, so cleanup never races a running COPY.
+ */
 async function runUnits(plan: CopyPlan, jobs: number, copy: (unit: CopyPlan['units'][number]) => Promise<void>): Promise<void> {
   const queue = [...plan.units];
+  const lanes = new CancellationScope();
+  let firstError: unknown;
   const lane = async () => {
-    for (let unit = queue.shift(); unit; unit = queue.shift()) await copy(unit);
+    try {
+      for (let unit = queue.shift(); unit; unit = queue.shift()) await copy(unit);
+    } catch (error) {
+      if (firstError === undefined) {
+        firstError = error;
+        lanes.cancel();
+      }
+    }
   };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(jobs, plan.units.length)) }, lane));
+  await lanes.run(() => Promise.all(Array.from({ length: Math.max(1, Math.min(jobs, plan.units.length)) }, lane)));
+  if (firstError !== undefined) throw firstError;
 }
 
 function initTableProgress(status: MigrationStatus, plan: CopyPlan): void {

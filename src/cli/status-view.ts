@@ -38,6 +38,10 @@ export async function snapshot(handle: WorkflowHandle): Promise<StatusSnapshot> 
   let liveBytes = status.totals.bytes;
   let liveRows = status.totals.rows;
   for (const activity of inFlight) {
+    if (activity.activity === 'copyAtSnapshot' && activity.details) {
+      liveBytes += Number(activity.details.bytes ?? 0);
+      liveRows += Number(activity.details.rows ?? 0);
+    }
     if (activity.activity === 'copyUnit' && activity.details) {
       const done = (activity.details.completedTables as { rows: number; bytes: number }[] | undefined) ?? [];
       liveBytes += Number(activity.details.bytes ?? 0) + done.reduce((s, t) => s + t.bytes, 0);

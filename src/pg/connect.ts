@@ -20,6 +20,8 @@ export interface ConnectionInfo {
   database: string;
   user: string;
   password?: string;
+  /** libpq sslmode from the URI (?sslmode=require); RDS 15+ requires SSL. */
+  sslmode?: string;
 }
 
 /** Parses a spec URI (which never holds a password) and resolves the password reference. */
@@ -32,6 +34,7 @@ export async function connectionInfo(endpoint: EndpointSpec, side: Side): Promis
     database: decodeURIComponent(url.pathname.slice(1)),
     user: url.username ? decodeURIComponent(url.username) : (process.env.USER ?? 'postgres'),
     password,
+    sslmode: url.searchParams.get('sslmode') ?? undefined,
   };
 }
 
@@ -50,7 +53,9 @@ export function libpqEnv(info: ConnectionInfo): NodeJS.ProcessEnv {
     PGUSER: info.user,
     PGAPPNAME: 'pgmove',
     PGCONNECT_TIMEOUT: '15',
+    PGOPTIONS: '-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0',
   };
+  if (info.sslmode) env.PGSSLMODE = info.sslmode;
   if (info.password !== undefined) env.PGPASSWORD = info.password;
   else delete env.PGPASSWORD;
   return env;
@@ -72,7 +77,7 @@ export function classifyConnectError(error: unknown, info: ConnectionInfo, side:
   if (template) {
     return ApplicationFailure.nonRetryable(`cannot connect to ${where}: ${fill(template)} (${err.message})`, 'BadInput');
   }
-  if (err.code === 'ENOTFOUND' || err.code === 'EAI_AGAIN') {
+  if (err.code === 'ENOTFOUND') {
     return ApplicationFailure.nonRetryable(
       `cannot connect to ${where}: host "${info.host}" does not resolve; fix the host in ${side}.uri`,
       'Unreachable',
@@ -88,7 +93,10 @@ export function classifyConnectError(error: unknown, info: ConnectionInfo, side:
 }
 
 export interface ConnectOptions {
-  /** Classify bad-input errors as non-retryable (pre-flight); later phases let Temporal retry. */
+  /**
+   * Classify bad-input errors as non-retryable: pre-flight only. Later phases (and cleanup, which must
+   * be able to unfreeze the source after a failover) let Temporal retry.
+   */
   classify?: boolean;
   applicationName?: string;
   statementTimeoutMs?: number;
@@ -103,7 +111,11 @@ export async function connect(info: ConnectionInfo, side: Side, options: Connect
     password: info.password,
     application_name: options.applicationName ?? 'pgmove',
     connectionTimeoutMillis: 15_000,
+    ssl: sslConfig(info.sslmode),
     statement_timeout: options.statementTimeoutMs,
+    // Row security off: a policy must make COPY fail, never filter rows silently (as pg_dump does).
+    // Timeouts a role or database may set would cancel long COPYs or the snapshot holder.
+    options: `-c row_security=off -c statement_timeout=${options.statementTimeoutMs ?? 0} -c idle_in_transaction_session_timeout=0 -c lock_timeout=0`,
   };
   const client = new Client(config);
   // A dropped connection must surface as a query error, not crash the worker.
@@ -112,7 +124,7 @@ export async function connect(info: ConnectionInfo, side: Side, options: Connect
     await client.connect();
   } catch (error) {
     await client.end().catch(() => undefined);
-    throw options.classify === false ? error : classifyConnectError(error, info, side);
+    throw options.classify ? classifyConnectError(error, info, side) : error;
   }
   return client;
 }
@@ -130,4 +142,10 @@ export async function withClient<T>(
   } finally {
     await client.end().catch(() => undefined);
   }
+}
+
+/** node-postgres' ssl option for a libpq sslmode (verify-* check the certificate; require/prefer do not). */
+function sslConfig(sslmode: string | undefined): ClientConfig['ssl'] {
+  if (!sslmode || sslmode === 'disable' || sslmode === 'allow' || sslmode === 'prefer') return false;
+  return { rejectUnauthorized: sslmode === 'verify-ca' || sslmode === 'verify-full' };
 }

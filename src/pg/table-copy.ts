@@ -55,6 +55,9 @@ export async function copyTable(
   const before = { ...counters };
   await target.query('BEGIN');
   try {
+    // An attempt that outlived its heartbeat timeout may still be writing this table or range: wait for
+    // it to end, so the DELETE/TRUNCATE below sees (and removes) whatever it committed.
+    await target.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`pgmove:${table.schema}.${table.name}:${range?.lo ?? ''}:${range?.hi ?? ''}`]);
     if (range) {
       await target.query(`DELETE FROM ONLY ${qualified(table)} WHERE ${rangePredicate(range)}`);
     } else {

@@ -58,3 +58,13 @@ test('durations', () => {
   expect(durationMs('30s')).toBe(30000);
   expect(() => durationMs('soon')).toThrow('not a duration');
 });
+
+test('URI parameters: sslmode allowed, password never', () => {
+  expect(parseSpec({ ...valid, target: { uri: 'postgresql://app@rds.example/metastore?sslmode=require' } }).target.uri).toContain('sslmode=require');
+  expect(problems({ ...valid, target: { uri: 'postgresql://app@host/db?password=hunter2' } })).toEqual([expect.stringMatching(/^target\.uri: only sslmode/)]);
+});
+
+test('dump.extraArgs cannot smuggle connections or filters', () => {
+  expect(problems({ ...valid, dump: { extraArgs: ['--dbname=postgresql://u:pw@h/db'] } })).toEqual([expect.stringMatching(/^dump\.extraArgs\.0: connection, output and filter options/)]);
+  expect(parseSpec({ ...valid, dump: { extraArgs: ['--no-comments'] } }).dump.extraArgs).toEqual(['--no-comments']);
+});
