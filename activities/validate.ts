@@ -248,14 +248,14 @@ async function schemaObjects(client: Client, spec: MigrationSpec): Promise<Set<s
       WHERE t.typtype IN ('e', 'd', 'r', 'm') AND (t.oid, 'pg_type'::regclass) NOT IN (SELECT objid, classid FROM own)`,
     [include.schemas, exclude.schemas],
   );
-  const excludedTables = new Set(exclude.tables);
-  const tableFiltered = include.tables.length > 0 || excludedTables.size > 0;
+  // With a table filter, pg_dump dumps just those tables and what hangs on them (indexes, constraints,
+  // triggers): compare exactly that. Partitioned parents named in include.tables count as in scope.
+  const tableFiltered = include.tables.length > 0 || exclude.tables.length > 0;
+  const inScope = new Set([...tables, ...include.tables.filter((t) => !exclude.tables.includes(t))]);
   const objects = new Set<string>();
   for (const row of result.rows) {
-    const relation = row.rel ?? (row.kind.startsWith('relation:r') ? row.name : null);
-    // Only relations the migration covers count when the spec filters tables.
-    if (tableFiltered && relation !== null && row.kind !== 'index' && !tables.has(`${row.schema}.${relation}`) && !row.kind.startsWith('relation:') && !row.kind.startsWith('column:')) continue;
-    if (tableFiltered && (row.kind.startsWith('relation:r') || row.kind.startsWith('column:')) && !tables.has(`${row.schema}.${relation}`)) continue;
+    const relation = row.rel ?? (row.kind.startsWith('relation:') ? row.name : null);
+    if (tableFiltered && (relation === null || !inScope.has(`${row.schema}.${relation}`))) continue;
     objects.add(`${row.kind} ${row.schema}.${row.rel ? `${row.rel}.` : ''}${row.name}`);
   }
   return objects;

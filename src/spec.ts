@@ -128,7 +128,11 @@ export const specSchema = z
       .strict()
       .default({ maximumAttempts: 10 }),
   })
-  .strict();
+  .strict()
+  .refine((spec) => spec.include.schemas.length === 0 || spec.include.tables.length === 0, {
+    path: ['include'],
+    message: 'list either schemas or tables, not both (pg_dump ignores --schema when --table is given)',
+  });
 
 /** What the operator writes (defaults optional). */
 export type MigrationSpecInput = z.input<typeof specSchema>;

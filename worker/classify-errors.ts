@@ -18,7 +18,7 @@ export function classifyActivityError(error: unknown): unknown {
     const extra = [pgError.detail, pgError.hint].filter(Boolean).join('; ');
     return ApplicationFailure.nonRetryable(`${pgError.message ?? 'PostgreSQL error'} (SQLSTATE ${pgError.code})${extra ? `: ${extra}` : ''}`, 'PostgresError');
   }
-  if (error instanceof CommandError && /ERROR: {2}(syntax error|permission denied|must be owner|.*does not exist|.*already exists)/.test(error.stderr)) {
+  if (error instanceof CommandError && /ERROR: {2}(syntax error|permission denied|must be owner|.*does not exist|.*already exists)|unrecognized option|invalid option/.test(error.stderr)) {
     return ApplicationFailure.nonRetryable(error.message, 'CommandFailed');
   }
   return error;

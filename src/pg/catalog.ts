@@ -53,11 +53,35 @@ function filterPredicate(filter: ObjectFilter): { sql: string; params: string[][
   const sql = `${SYSTEM_SCHEMA_FILTER}
     AND (cardinality($1::text[]) + cardinality($2::text[]) = 0
          OR n.nspname = ANY($1::text[])
-         OR (n.nspname, c.relname) IN (SELECT * FROM unnest($2::text[], $3::text[])))
+         OR EXISTS (${matchesSelfOrAncestor('$2', '$3')}))
     AND NOT n.nspname = ANY($4::text[])
-    AND (n.nspname, c.relname) NOT IN (SELECT * FROM unnest($5::text[], $6::text[]))
+    AND NOT EXISTS (${matchesSelfOrAncestor('$5', '$6')})
     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`;
   return { sql, params };
+}
+
+/** The relation or a partition ancestor of it is in the (schemas, names) list: a parent names its leaves. */
+function matchesSelfOrAncestor(schemas: string, names: string): string {
+  return `SELECT 1 FROM pg_partition_ancestors(c.oid) pa JOIN pg_class ac ON ac.oid = pa.relid JOIN pg_namespace an ON an.oid = ac.relnamespace
+           WHERE (an.nspname, ac.relname) IN (SELECT * FROM unnest(${schemas}::text[], ${names}::text[]))`;
+}
+
+/**
+ * Leaf partitions of the partitioned tables named in include/exclude: pg_dump before 16 does not follow
+ * a parent to its partitions, so they are named to it one by one.
+ */
+export async function partitionsOfNamedTables(client: Client, tables: string[]): Promise<string[]> {
+  if (tables.length === 0) return [];
+  const split = tables.map((t) => [t.slice(0, t.indexOf('.')), t.slice(t.indexOf('.') + 1)] as [string, string]);
+  const result = await client.query<{ schema: string; name: string }>(
+    `SELECT n.nspname AS schema, c.relname AS name
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relispartition AND EXISTS (${matchesSelfOrAncestor('$1', '$2')})
+        AND (n.nspname, c.relname) NOT IN (SELECT * FROM unnest($1::text[], $2::text[]))
+      ORDER BY 1, 2`,
+    [split.map(([s]) => s), split.map(([, t]) => t)],
+  );
+  return result.rows.map((r) => `${r.schema}.${r.name}`);
 }
 
 /** Tables holding rows (ordinary tables and leaf partitions), largest first. */

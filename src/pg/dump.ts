@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { MigrationSpec } from '../spec';
 import { run, type RunOptions } from '../exec';
-import { libpqEnv, type ConnectionInfo } from './connect';
+import { libpqEnv, withClient, type ConnectionInfo } from './connect';
+import { partitionsOfNamedTables } from './catalog';
 import { exactPattern } from './sql';
 
 export type Section = 'pre-data' | 'post-data';
@@ -19,15 +20,21 @@ export async function workDir(migrationId: string): Promise<string> {
   return dir;
 }
 
+/** Leaf partitions of the named partitioned tables (see catalog.partitionsOfNamedTables). */
+export interface PartitionExpansion {
+  include: string[];
+  exclude: string[];
+}
+
 /** pg_dump filter and option arguments equivalent to the spec's include/exclude and dump options. */
-export function dumpOptionArgs(spec: MigrationSpec, hasLargeObjects: boolean): string[] {
+export function dumpOptionArgs(spec: MigrationSpec, hasLargeObjects: boolean, partitions: PartitionExpansion = { include: [], exclude: [] }): string[] {
   const args: string[] = [];
   for (const schema of spec.include.schemas) args.push(`--schema=${exactPattern(schema)}`);
-  for (const table of spec.include.tables) args.push(`--table=${exactPattern(...splitOnce(table))}`);
+  for (const table of [...spec.include.tables, ...partitions.include]) args.push(`--table=${exactPattern(...splitOnce(table))}`);
   for (const schema of spec.exclude.schemas) args.push(`--exclude-schema=${exactPattern(schema)}`);
-  for (const table of spec.exclude.tables) args.push(`--exclude-table=${exactPattern(...splitOnce(table))}`);
+  for (const table of [...spec.exclude.tables, ...partitions.exclude]) args.push(`--exclude-table=${exactPattern(...splitOnce(table))}`);
   const filtered = spec.include.schemas.length + spec.include.tables.length > 0;
-  if (filtered && hasLargeObjects) args.push('--large-objects');
+  if (filtered && hasLargeObjects) args.push('-b'); // --blobs before 16, --large-objects after: -b works in both
   if (spec.dump.noOwner) args.push('--no-owner');
   if (spec.dump.noPrivileges) args.push('--no-privileges');
   args.push(...spec.dump.extraArgs);
@@ -49,9 +56,13 @@ export async function dumpSection(
   hasLargeObjects: boolean,
   options: RunOptions = {},
 ): Promise<string> {
+  const partitions = await withClient(source, 'source', async (client) => ({
+    include: await partitionsOfNamedTables(client, spec.include.tables),
+    exclude: await partitionsOfNamedTables(client, spec.exclude.tables),
+  }));
   await run(
     join(binDir, 'pg_dump'),
-    ['--format=custom', `--section=${section}`, `--file=${file}`, ...dumpOptionArgs(spec, hasLargeObjects)],
+    ['--format=custom', `--section=${section}`, `--file=${file}`, ...dumpOptionArgs(spec, hasLargeObjects, partitions)],
     { ...options, env: libpqEnv(source) },
   );
   return file;

@@ -42,6 +42,7 @@ beforeAll(async () => {
     await adminQuery(target, 'postgres', 'CREATE ROLE fixture_reader NOLOGIN');
   }
   await adminQuery(target18, 'postgres', 'CREATE DATABASE fixture_snapshot');
+  await adminQuery(target15, 'postgres', 'CREATE DATABASE fixture_subset');
 });
 
 afterAll(() => stack.stop());

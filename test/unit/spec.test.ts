@@ -68,3 +68,7 @@ test('dump.extraArgs cannot smuggle connections or filters', () => {
   expect(problems({ ...valid, dump: { extraArgs: ['--dbname=postgresql://u:pw@h/db'] } })).toEqual([expect.stringMatching(/^dump\.extraArgs\.0: connection, output and filter options/)]);
   expect(parseSpec({ ...valid, dump: { extraArgs: ['--no-comments'] } }).dump.extraArgs).toEqual(['--no-comments']);
 });
+
+test('include lists schemas or tables, not both', () => {
+  expect(problems({ ...valid, include: { schemas: ['public'], tables: ['public.orders'] } })).toEqual([expect.stringMatching(/^include: list either schemas or tables/)]);
+});
