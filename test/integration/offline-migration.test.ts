@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
-import { databaseAccessState, pgmoveCliAsync, watchArgvForSecrets, writeSpec, userObjects } from '../helpers/migration';
+import { databaseAccessState, pgmoveCliAsync, watchArgvForSecrets, writeSpec } from '../helpers/migration';
 import { compareDatabases, type DbRef } from '../helpers/compare';
 import { runSqlFile } from '../../scripts/lib/pg-cluster';
 import { temporalCli } from '../../scripts/lib/temporal-server';
