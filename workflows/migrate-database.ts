@@ -8,7 +8,6 @@ import {
   ActivityCancellationType,
   ApplicationFailure,
   CancellationScope,
-  isCancellation,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -156,7 +155,8 @@ export async function migrateDatabase(input: MigrationSpecInput): Promise<Migrat
       completed = true;
     });
   } catch (error) {
-    const aborted = status.abortReason !== undefined && isCancellation(error);
+    // An abort may surface as a cancellation or as the failure of the process it killed.
+    const aborted = status.abortReason !== undefined;
     status.errors.push(aborted ? `aborted: ${status.abortReason}` : errorMessage(error));
     const keepTarget = error instanceof ApplicationFailure && error.type === 'ValidationFailed';
     await finish(spec, migrationId, status, targetTouched && !keepTarget, targetExtensions, enterPhase, publish);
