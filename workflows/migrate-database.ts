@@ -199,25 +199,25 @@ async function finish(
 }
 
 /**
- * Runs copy units with at most `jobs` in flight; finished units are never scheduled again. The first
- * failure cancels the other lanes and waits for them to stop, so cleanup never races a running COPY.
+ * Runs copy units with at most `jobs` in flight; finished units are never scheduled again. After the
+ * first failure no new unit starts and the ones in flight are awaited (they end on their own or through
+ * an abort), so cleanup never races a running COPY.
  */
 async function runUnits(plan: CopyPlan, jobs: number, copy: (unit: CopyPlan['units'][number]) => Promise<void>): Promise<void> {
   const queue = [...plan.units];
-  const lanes = new CancellationScope();
-  let firstError: unknown;
   const lane = async () => {
-    try {
-      for (let unit = queue.shift(); unit; unit = queue.shift()) await copy(unit);
-    } catch (error) {
-      if (firstError === undefined) {
-        firstError = error;
-        lanes.cancel();
+    for (let unit = queue.shift(); unit; unit = queue.shift()) {
+      try {
+        await copy(unit);
+      } catch (error) {
+        queue.length = 0;
+        throw error;
       }
     }
   };
-  await lanes.run(() => Promise.all(Array.from({ length: Math.max(1, Math.min(jobs, plan.units.length)) }, lane)));
-  if (firstError !== undefined) throw firstError;
+  const lanes = await Promise.allSettled(Array.from({ length: Math.max(1, Math.min(jobs, plan.units.length)) }, lane));
+  const failed = lanes.find((l): l is PromiseRejectedResult => l.status === 'rejected');
+  if (failed) throw failed.reason;
 }
 
 function initTableProgress(status: MigrationStatus, plan: CopyPlan): void {
