@@ -21,11 +21,12 @@ import { activityLogger } from '../src/log';
 const MB = 1024 * 1024;
 const MAX_TABLES_PER_BATCH = 200;
 
-export async function planCopy(spec: MigrationSpec): Promise<CopyPlan> {
+/** `skipUnlogged`: the logical method copies unlogged tables inside the cutover freeze instead. */
+export async function planCopy(spec: MigrationSpec, options: { skipUnlogged?: boolean } = {}): Promise<CopyPlan> {
   const info = await connectionInfo(spec.source, 'source');
   const source = await connect(info, 'source');
   try {
-    const tables = await listTables(source, spec);
+    const tables = (await listTables(source, spec)).filter((t) => !(options.skipUnlogged && t.unlogged));
     const units: CopyUnit[] = [];
     const small: TableInfo[] = [];
     const batchLimit = spec.copy.batchSmallTablesUpToMB * MB;
@@ -50,7 +51,7 @@ export async function planCopy(spec: MigrationSpec): Promise<CopyPlan> {
   }
 }
 
-function copyTableOf(table: TableInfo): CopyTable {
+export function copyTableOf(table: TableInfo): CopyTable {
   return {
     schema: table.schema,
     name: table.name,
@@ -133,7 +134,7 @@ export async function copyUnit(input: CopyUnitInput): Promise<CopyUnitResult> {
   return runUnit(input.unit, sourceInfo, targetInfo, undefined, previous?.completedTables ?? []);
 }
 
-async function runUnit(
+export async function runUnit(
   unit: CopyUnit,
   sourceInfo: ConnectionInfo,
   targetInfo: ConnectionInfo,
@@ -195,45 +196,77 @@ export async function copyAtSnapshot(input: { spec: MigrationSpec; plan: CopyPla
   const sourceInfo = await connectionInfo(spec.source, 'source');
   const targetInfo = await connectionInfo(spec.target, 'target');
   const holder = await connect(sourceInfo, 'source', { applicationName: 'pgmove snapshot' });
-  const running = new Map<string, UnitProgress>();
-  const finished: CopyUnitResult[] = [];
-  const heartbeat = startHeartbeat(() => ({
-    unitsDone: finished.length,
-    units: plan.units.length,
-    rows: finished.reduce((n, u) => n + u.tables.reduce((m, t) => m + t.rows, 0), 0) + [...running.values()].reduce((n, p) => n + p.rows, 0),
-    bytes: finished.reduce((n, u) => n + u.tables.reduce((m, t) => m + t.bytes, 0), 0) + [...running.values()].reduce((n, p) => n + p.bytes, 0),
-    running: [...running.values()].map((p) => p.unit),
-  }));
-  // The first failure stops the other lanes before this attempt ends (no COPY outlives it).
-  const stop = new AbortController();
-  heartbeat.signal.addEventListener('abort', () => stop.abort(), { once: true });
+  const copier = new SnapshotCopier(spec, plan, sourceInfo, targetInfo);
   try {
     await holder.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     const snapshot = (await holder.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
-    const queue = [...plan.units];
-    const lane = async () => {
-      for (let unit = queue.shift(); unit && !stop.signal.aborted; unit = queue.shift()) {
-        const id = unit.id;
-        finished.push(await runUnit(unit, sourceInfo, targetInfo, snapshot, [], (p) => running.set(id, p), stop.signal));
-        running.delete(id);
-      }
-    };
-    const lanes = await Promise.allSettled(
-      Array.from({ length: Math.min(spec.jobs, plan.units.length) }, () => lane().catch((error: unknown) => {
-        stop.abort();
-        throw error;
-      })),
-    );
-    const failed = lanes.find((l): l is PromiseRejectedResult => l.status === 'rejected');
-    if (failed) throw failed.reason;
-    const largeObjects = await copyLargeObjectsWith(sourceInfo, targetInfo, snapshot, heartbeat.signal);
+    const units = await copier.copyUnits(snapshot);
+    const largeObjects = await copyLargeObjectsWith(sourceInfo, targetInfo, snapshot, copier.signal);
     // Source checksums at the snapshot: the source keeps changing, so validation compares against these.
     const sourceTables = await checksumsAt(sourceInfo, snapshot, plan, spec.validate.checksums);
     await holder.query('COMMIT');
-    return { units: finished, largeObjects, sourceTables };
+    return { units, largeObjects, sourceTables };
   } finally {
-    heartbeat.stop();
+    copier.stop();
     await holder.end().catch(() => undefined);
+  }
+}
+
+/**
+ * The parallel copy of a plan's units at one exported snapshot, with heartbeats of the whole copy. The
+ * first failure stops the other lanes before the attempt ends (no COPY outlives it).
+ */
+export class SnapshotCopier {
+  private readonly running = new Map<string, UnitProgress>();
+  private readonly finished: CopyUnitResult[] = [];
+  private readonly heartbeat;
+  private readonly stopper = new AbortController();
+
+  constructor(
+    private readonly spec: MigrationSpec,
+    private readonly plan: CopyPlan,
+    private readonly sourceInfo: ConnectionInfo,
+    private readonly targetInfo: ConnectionInfo,
+  ) {
+    const sum = (list: { rows: number; bytes: number }[], key: 'rows' | 'bytes') => list.reduce((n, x) => n + x[key], 0);
+    this.heartbeat = startHeartbeat(() => ({
+      unitsDone: this.finished.length,
+      units: plan.units.length,
+      rows: sum(this.finished.flatMap((u) => u.tables), 'rows') + sum([...this.running.values()], 'rows'),
+      bytes: sum(this.finished.flatMap((u) => u.tables), 'bytes') + sum([...this.running.values()], 'bytes'),
+      running: [...this.running.values()].map((p) => p.unit),
+    }));
+    this.heartbeat.signal.addEventListener('abort', () => this.stopper.abort(), { once: true });
+  }
+
+  get signal(): AbortSignal {
+    return this.stopper.signal;
+  }
+
+  async copyUnits(snapshot: string): Promise<CopyUnitResult[]> {
+    const queue = [...this.plan.units];
+    const lane = async () => {
+      for (let unit = queue.shift(); unit && !this.stopper.signal.aborted; unit = queue.shift()) {
+        const id = unit.id;
+        this.finished.push(await runUnit(unit, this.sourceInfo, this.targetInfo, snapshot, [], (p) => this.running.set(id, p), this.stopper.signal));
+        this.running.delete(id);
+      }
+    };
+    const lanes = await Promise.allSettled(
+      Array.from({ length: Math.min(this.spec.jobs, this.plan.units.length) }, () =>
+        lane().catch((error: unknown) => {
+          this.stopper.abort();
+          throw error;
+        }),
+      ),
+    );
+    const failed = lanes.find((l): l is PromiseRejectedResult => l.status === 'rejected');
+    if (failed) throw failed.reason;
+    return this.finished;
+  }
+
+  stop(): void {
+    this.heartbeat.stop();
   }
 }
 
@@ -252,7 +285,7 @@ export async function copyLargeObjects(spec: MigrationSpec): Promise<{ largeObje
   }
 }
 
-async function copyLargeObjectsWith(
+export async function copyLargeObjectsWith(
   sourceInfo: ConnectionInfo,
   targetInfo: ConnectionInfo,
   snapshot: string | undefined,

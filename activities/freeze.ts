@@ -3,7 +3,8 @@
  *
  * A database-level read-only default alone is no fence (a client can SET it back), so the freeze also
  * revokes CONNECT from every role but ours (and PUBLIC) and ends their sessions. What it changed is
- * written, in the same transaction, into a database-level setting `pgmove.freeze_state` on the source: a retry
+ * written, in the same transaction, into the source database's comment (the one place a database
+ * owner who is not a superuser may write; the former comment is kept inside and restored): a retry
  * after a crash finds it and never mistakes the frozen state for the original, and `unfreezeSource`
  * restores exactly that, idempotently, even when the workflow's own record was lost.
  */
@@ -15,14 +16,24 @@ import { ident, literal } from '../src/pg/sql';
 import { activityLogger } from '../src/log';
 import { ApplicationFailure } from '@temporalio/common';
 
-const MARKER = 'pgmove.freeze_state';
+const MARKER_PREFIX = 'pgmove freeze marker: ';
+
+/**
+ * Another client's session on this database (alias a = pg_stat_activity). Without pg_read_all_stats,
+ * other roles' sessions show no backend_type, so walsenders are recognised by the slots they hold;
+ * the cutover's own sessions are spared.
+ */
+const OTHER_CLIENT_SESSION = `a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.usesysid IS NOT NULL
+  AND a.backend_type IS DISTINCT FROM 'walsender'
+  AND a.pid NOT IN (SELECT s.active_pid FROM pg_replication_slots s WHERE s.active_pid IS NOT NULL)
+  AND NOT (a.usename = current_user AND a.application_name LIKE 'pgmove%')`;
 
 export async function freezeSource(spec: MigrationSpec): Promise<FreezeState> {
   const log = activityLogger('freeze');
   const info = await connectionInfo(spec.source, 'source');
   return withClient(info, 'source', async (client) => {
     await client.query('SET default_transaction_read_only = off');
-    const existing = await readMarker(client);
+    const existing = await readFreezeState(client);
     if (existing) {
       log.info('source already frozen by this migration; re-ending stray sessions');
       await endOtherSessions(client);
@@ -62,7 +73,8 @@ export async function freezeSource(spec: MigrationSpec): Promise<FreezeState> {
       await assertFenced(client, info.database);
       await client.query(`ALTER DATABASE ${db} SET default_transaction_read_only = on`);
       // The record of what changed commits with the change itself.
-      await client.query(`ALTER DATABASE ${db} SET ${MARKER} = ${literal(JSON.stringify(state))}`);
+      state.previousComment = await databaseComment(client);
+      await client.query(`COMMENT ON DATABASE ${db} IS ${literal(MARKER_PREFIX + JSON.stringify(state))}`);
       await client.query('COMMIT');
     } catch (error) {
       await client.query('ROLLBACK').catch(() => undefined);
@@ -80,7 +92,7 @@ export async function unfreezeSource(spec: MigrationSpec): Promise<{ unfrozen: b
   const info = await connectionInfo(spec.source, 'source');
   return withClient(info, 'source', async (client) => {
     await client.query('SET default_transaction_read_only = off');
-    const state = await readMarker(client);
+    const state = await readFreezeState(client);
     if (!state) return { unfrozen: false };
     const db = ident(info.database);
     const existingRoles = new Set(
@@ -96,7 +108,7 @@ export async function unfreezeSource(spec: MigrationSpec): Promise<{ unfrozen: b
       } else {
         await client.query(`ALTER DATABASE ${db} SET default_transaction_read_only = ${literal(state.previousReadOnlySetting)}`);
       }
-      await client.query(`ALTER DATABASE ${db} RESET ${MARKER}`);
+      await client.query(`COMMENT ON DATABASE ${db} IS ${state.previousComment ? literal(state.previousComment) : 'NULL'}`);
       await client.query('COMMIT');
     } catch (error) {
       await client.query('ROLLBACK').catch(() => undefined);
@@ -121,9 +133,18 @@ async function databaseSettings(client: Client): Promise<Map<string, string>> {
   return settings;
 }
 
-async function readMarker(client: Client): Promise<FreezeState | undefined> {
-  const value = (await databaseSettings(client)).get(MARKER);
-  return value ? (JSON.parse(value) as FreezeState) : undefined;
+async function databaseComment(client: Client): Promise<string | null> {
+  const row = (
+    await client.query<{ comment: string | null }>(
+      `SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = current_database()`,
+    )
+  ).rows[0];
+  return row?.comment ?? null;
+}
+
+export async function readFreezeState(client: Client): Promise<FreezeState | undefined> {
+  const comment = await databaseComment(client);
+  return comment?.startsWith(MARKER_PREFIX) ? (JSON.parse(comment.slice(MARKER_PREFIX.length)) as FreezeState) : undefined;
 }
 
 async function canConnect(client: Client, role: string): Promise<boolean> {
@@ -152,19 +173,40 @@ async function assertFenced(client: Client, database: string): Promise<void> {
   }
 }
 
-/** Ends every other session on the database (this migration opens its own only after the freeze). */
+/**
+ * Ends every other client session on the database and waits until they are gone (this migration opens
+ * its own only after the freeze, except the cutover's, which is spared). Walsenders stay: the
+ * subscription's stream must keep draining.
+ */
 async function endOtherSessions(client: Client): Promise<number> {
   const result = await client.query<{ n: string }>(
-    `SELECT count(*) FILTER (WHERE pg_terminate_backend(a.pid)) AS n
+    `SELECT count(*) FILTER (WHERE pg_terminate_backend(a.pid, 5000)) AS n
        FROM pg_stat_activity a
-      WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+      WHERE ${OTHER_CLIENT_SESSION}
         AND (NOT coalesce((SELECT rolsuper FROM pg_roles r WHERE r.oid = a.usesysid), false)
              OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user))`,
   );
   return Number(result.rows[0]?.n ?? 0);
 }
 
+/**
+ * The fence holds: no client session of another non-superuser role is left on the database, and none
+ * of those roles may connect. (Sessions of our own role are the migration's.)
+ */
+export async function verifyFence(client: Client): Promise<void> {
+  const leftover = (
+    await client.query<{ who: string }>(
+      `SELECT format('%s (pid %s)', a.usename, a.pid) AS who FROM pg_stat_activity a JOIN pg_roles r ON r.oid = a.usesysid
+        WHERE ${OTHER_CLIENT_SESSION} AND NOT r.rolsuper AND r.rolname <> current_user`,
+    )
+  ).rows.map((r) => r.who);
+  if (leftover.length) {
+    throw ApplicationFailure.nonRetryable(`the source is not fenced: sessions still open after the freeze: ${leftover.join(', ')}`, 'FreezeFailed');
+  }
+  await assertFenced(client, (await client.query<{ db: string }>('SELECT current_database() AS db')).rows[0]!.db);
+}
+
 /** True when the source is currently frozen by pgmove (for status and tests). */
 export async function isSourceFrozen(client: Client): Promise<boolean> {
-  return (await readMarker(client)) !== undefined;
+  return (await readFreezeState(client)) !== undefined;
 }

@@ -7,3 +7,5 @@ export { postData } from './post-data';
 export { syncSequences } from './sequences';
 export { validate } from './validate';
 export { cleanup } from './cleanup';
+export { preparePublication, copyAtSlot, createSubscription, replicationStatus, dropReplication } from './sync';
+export { cutover, abandonCutover, unfreezeAfterCutover } from './cutover';

@@ -5,6 +5,8 @@
  * Also carries the database-level settings (ALTER DATABASE / ALTER ROLE ... IN DATABASE ... SET) that a
  * dump without --create leaves out.
  */
+import { readFreezeState } from './freeze';
+import { replicationNames } from '../src/pg/replication';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Client } from 'pg';
@@ -30,7 +32,9 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
     const dir = await workDir(input.migrationId);
     const archive = join(dir, 'post-data.dump');
     await dumpSection(input.binDir, source, spec, 'post-data', archive, hasLargeObjects, { signal: heartbeat.signal });
-    const entries = await listArchive(input.binDir, archive);
+    // The logical method's own publication is on the source meanwhile: it is not the source's schema.
+    const ownPublication = new RegExp(`\\b${replicationNames(input.migrationId).publication}\\b`);
+    const entries = (await listArchive(input.binDir, archive)).filter((e) => !ownPublication.test(e.line));
     const pending =
       Context.current().info.attempt > 1 ? await entriesMissingOnTarget(entries, source, target) : entries;
     progress.step = 'building indexes and constraints';
@@ -109,18 +113,15 @@ async function entriesMissingOnTarget(
 
 /**
  * ALTER DATABASE ... SET and ALTER ROLE ... IN DATABASE ... SET of the source database, applied to the
- * target database. pgmove's own freeze marker and read-only default are not the source's settings.
+ * target database. pgmove's own read-only default (during a freeze) is not the source's setting.
  */
 async function copyDatabaseSettings(
   sourceInfo: Awaited<ReturnType<typeof connectionInfo>>,
   targetInfo: Awaited<ReturnType<typeof connectionInfo>>,
 ): Promise<number> {
-  const settings = await withClient(sourceInfo, 'source', (source) => readDatabaseSettings(source));
-  const freeze = settings.find((s) => s.role === null && s.name === 'pgmove.freeze_state');
-  const previousReadOnly = freeze ? (JSON.parse(freeze.value) as { previousReadOnlySetting: string | null }).previousReadOnlySetting : undefined;
-  const effective = settings
-    .filter((s) => s.name !== 'pgmove.freeze_state')
-    .filter((s) => !(freeze && s.role === null && s.name === 'default_transaction_read_only'));
+  const [settings, freeze] = await withClient(sourceInfo, 'source', async (source) => [await readDatabaseSettings(source), await readFreezeState(source)] as const);
+  const previousReadOnly = freeze?.previousReadOnlySetting;
+  const effective = settings.filter((s) => !(freeze && s.role === null && s.name === 'default_transaction_read_only'));
   if (freeze && previousReadOnly !== null && previousReadOnly !== undefined) {
     effective.push({ role: null, name: 'default_transaction_read_only', value: previousReadOnly });
   }

@@ -10,7 +10,8 @@ import { connect, connectionInfo, describeEndpoint, type ConnectionInfo } from '
 import { countLargeObjects, listSequences, listTables, serverMajor, type TableInfo } from '../src/pg/catalog';
 import { ident } from '../src/pg/sql';
 import { chooseClientTools } from '../src/pg/client-tools';
-import type { PreflightCheck, PreflightReport } from '../src/model';
+import type { LogicalPlan, PreflightCheck, PreflightReport } from '../src/model';
+import { logicalReadiness } from './preflight-logical';
 import { activityLogger } from '../src/log';
 
 /** Throughput assumed per parallel job for the duration estimate (measured on 2 cores, binary COPY). */
@@ -98,7 +99,17 @@ async function inspect(
   const sequences = await listSequences(source, spec);
   const largeObjects = await countLargeObjects(source);
   checks.push(...(await sourcePrivilegeChecks(source, tables, sourceInfo, largeObjects)));
-  if (spec.freezeSource) checks.push(...(await freezePrivilegeChecks(source, sourceInfo)));
+  const logical = spec.method === 'dump' ? undefined : await logicalReadiness(spec, source, target, tables, largeObjects, sourceInfo, targetInfo);
+  const method = spec.method === 'logical' || (spec.method === 'auto' && logical?.blockers.length === 0) ? 'logical' : 'dump';
+  if (spec.method === 'logical') {
+    checks.push(
+      ...(logical!.blockers.length
+        ? logical!.blockers.map((b) => ({ name: 'logical replication', ok: false, detail: b.detail, fix: `${b.fix} — or set method: dump (offline copy)` }))
+        : [{ name: 'logical replication', ok: true, detail: 'the source can publish and keep a slot; the target can subscribe and reach it' }]),
+    );
+  }
+  // The source is frozen for the offline copy, or at the logical cutover (unless a hook does it).
+  if (method === 'dump' ? spec.freezeSource : spec.cutover.freeze === 'readOnly') checks.push(...(await freezePrivilegeChecks(source, sourceInfo)));
   checks.push(await targetEmptyCheck(target, targetInfo));
   checks.push(...(await targetPrivilegeChecks(target, targetInfo)));
   checks.push(await extensionCheck(source, target));
@@ -107,9 +118,13 @@ async function inspect(
   const noPk = tables.filter((t) => !t.hasPrimaryKey).map((t) => `${t.schema}.${t.name}`);
   if (noPk.length) notes.push(`${noPk.length} table(s) without a primary key (fine offline; online methods need one): ${noPk.slice(0, 10).join(', ')}`);
   const unlogged = tables.filter((t) => t.unlogged).map((t) => `${t.schema}.${t.name}`);
-  if (unlogged.length) notes.push(`${unlogged.length} unlogged table(s), copied like the others: ${unlogged.slice(0, 10).join(', ')}`);
-  if (largeObjects) notes.push(`${largeObjects} large object(s), copied after the tables`);
-  if (!spec.freezeSource) {
+  const atCutover = method === 'logical' ? ' inside the cutover freeze (logical replication does not carry them)' : ' like the others';
+  if (unlogged.length) notes.push(`${unlogged.length} unlogged table(s), copied${atCutover}: ${unlogged.slice(0, 10).join(', ')}`);
+  if (largeObjects) notes.push(`${largeObjects} large object(s), copied${method === 'logical' ? atCutover : ' after the tables'}`);
+  if (method === 'logical' && logical!.plan.replicaIdentityFull.length) {
+    notes.push(`REPLICA IDENTITY FULL is set on ${logical!.plan.replicaIdentityFull.length} table(s) for the migration and restored afterwards: ${logical!.plan.replicaIdentityFull.slice(0, 10).join(', ')}`);
+  }
+  if (method === 'dump' && !spec.freezeSource) {
     notes.push('freezeSource is false: the copy runs at one exported snapshot while the source stays writable; a crash during the copy restarts the whole copy at a new snapshot, and writes after the snapshot are not migrated');
   }
 
@@ -119,8 +134,12 @@ async function inspect(
   const methodReason =
     spec.method === 'dump'
       ? 'forced by the spec (method: dump)'
-      : 'auto: offline dump (source frozen for the copy) is the method this version supports';
-  const plan = [
+      : spec.method === 'logical'
+        ? 'forced by the spec (method: logical)'
+        : method === 'logical'
+          ? 'auto: the source allows logical replication (wal_level = logical, a free slot and WAL sender, publication and slot privileges) and the target can subscribe and reach it'
+          : `auto: dump (source frozen for the copy), because logical is not possible: ${logical!.blockers.map((b) => `${b.detail} (fix: ${b.fix})`).join('; ')}`;
+  const plan = method === 'logical' ? logicalPlanSteps(spec, tables.length, totalBytes, sequences.length, logical!.plan) : [
     spec.freezeSource
       ? `freeze ${describeEndpoint(sourceInfo)} (read-only, CONNECT revoked from application roles, their sessions ended) for the copy`
       : 'copy at one exported snapshot; the source stays writable',
@@ -136,8 +155,10 @@ async function inspect(
     sourceVersion,
     targetVersion,
     clientTools: tools instanceof Error ? { binDir: '', version: '' } : { binDir: tools.binDir, version: tools.version },
-    method: 'dump',
+    method,
     methodReason,
+    logicalBlockers: (logical?.blockers ?? []).map((b) => `${b.detail} (fix: ${b.fix})`),
+    logical: method === 'logical' ? logical!.plan : undefined,
     tables: tables.length,
     sequences: sequences.length,
     largeObjects,
@@ -147,6 +168,17 @@ async function inspect(
     notes,
     plan,
   };
+}
+
+function logicalPlanSteps(spec: MigrationSpec, tables: number, totalBytes: number, sequences: number, plan: LogicalPlan): string[] {
+  return [
+    'pre-data schema with pg_dump → target',
+    `publication + replication slot on the source; copy ${tables} table(s), ${(totalBytes / 1024 / 1024).toFixed(1)} MB, at the slot's snapshot, ${spec.jobs} job(s) in parallel; the source stays writable`,
+    'post-data (indexes, constraints, triggers) in parallel, then the subscription streams changes from the slot',
+    `syncing: waits for the cutover signal or update${spec.cutover.autoCutover ? ' (autoCutover is on)' : ''}; lag and retained WAL in the status`,
+    `cutover: freeze the source (${spec.cutover.freeze}), drain, set ${sequences} sequence(s)${plan.unloggedTables.length || plan.largeObjects ? ', copy unlogged tables and large objects' : ''}, compare row counts${spec.cutover.switchHook ? ', run the switch hook' : ''}`,
+    `validate checksums${spec.validate.checksums ? '' : ' (off: counts only)'}; drop subscription, slot and publication; unfreeze the source`,
+  ];
 }
 
 async function scalar(client: Client, sql: string, params: unknown[] = []): Promise<string> {

@@ -8,7 +8,7 @@ import type { MigrationSpec } from '../src/spec';
 import type { TableValidation, ValidationReport } from '../src/model';
 import { connect, connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
 import { listSequences, listTables } from '../src/pg/catalog';
-import { displayName, ident, qualified, type TableName } from '../src/pg/sql';
+import { displayName, ident, literal, qualified, type TableName } from '../src/pg/sql';
 import { startHeartbeat } from '../src/heartbeat';
 import { activityLogger } from '../src/log';
 
@@ -102,6 +102,8 @@ export interface ValidateInput {
   spec: MigrationSpec;
   /** Snapshot mode: the source side as of the copy's snapshot (the live source has moved on). */
   sourceTables?: SourceTableChecksum[];
+  /** Logical cutover: the target as of the cutover (an exported snapshot held by the caller). */
+  targetSnapshot?: string;
 }
 
 export async function validate(input: ValidateInput): Promise<ValidationReport> {
@@ -118,7 +120,7 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
     const worker = async () => {
       // Opened only when a table has no snapshot result (always, outside snapshot mode).
       let source: Client | undefined;
-      const target = await openNormalized(targetInfo, 'target');
+      const target = await openNormalized(targetInfo, 'target', input.targetSnapshot);
       try {
         for (let table = queue.shift(); table; table = queue.shift()) {
           const known = atSnapshot.get(displayName(table));
@@ -188,10 +190,11 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
   return { ok, tables: results, sequences, schemaDifferences, largeObjects, summary };
 }
 
-async function openNormalized(info: ConnectionInfo, side: 'source' | 'target'): Promise<Client> {
+async function openNormalized(info: ConnectionInfo, side: 'source' | 'target', snapshot?: string): Promise<Client> {
   const client = await connect(info, side, { applicationName: 'pgmove validate' });
   await normalizeSession(client);
   await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+  if (snapshot) await client.query(`SET TRANSACTION SNAPSHOT ${literal(snapshot)}`);
   return client;
 }
 

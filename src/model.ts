@@ -11,6 +11,8 @@ export type Phase =
   | 'preData'
   | 'copy'
   | 'postData'
+  | 'syncing'
+  | 'cutover'
   | 'sequences'
   | 'validate'
   | 'cleanup'
@@ -31,8 +33,12 @@ export interface PreflightReport {
   sourceVersion: string;
   targetVersion: string;
   clientTools: { binDir: string; version: string };
-  method: 'dump';
+  method: 'dump' | 'logical';
   methodReason: string;
+  /** Why the logical method cannot run here (empty when it can); shown when auto falls back to dump. */
+  logicalBlockers: string[];
+  /** Logical method only: what replication cannot carry and how pgmove handles it. */
+  logical?: LogicalPlan;
   tables: number;
   sequences: number;
   largeObjects: number;
@@ -44,6 +50,61 @@ export interface PreflightReport {
   targetExtensions: string[];
   /** What the migration would do, for dry runs. */
   plan: string[];
+}
+
+export interface LogicalPlan {
+  /** Tables without a primary key or replica identity that get REPLICA IDENTITY FULL on the source. */
+  replicaIdentityFull: string[];
+  /** Unlogged tables (not replicated): copied inside the cutover freeze. */
+  unloggedTables: string[];
+  /** Large objects (not replicated): copied inside the cutover freeze. */
+  largeObjects: number;
+}
+
+/** Names of the replication objects of one migration (derived from its id, so a retry finds them). */
+export interface ReplicationNames {
+  publication: string;
+  slot: string;
+  subscription: string;
+}
+
+/** One measurement of the logical stream while syncing. */
+export interface ReplicationState {
+  /** WAL the source has written that the target has not yet confirmed (bytes). */
+  lagBytes: number;
+  /** The walsender's replay lag as the source sees it (seconds; 0 when idle and caught up). */
+  lagSeconds: number;
+  /** WAL the slot keeps on the source's disk (bytes). */
+  retainedWalBytes: number;
+  /** The subscription's apply worker is connected and streaming. */
+  streaming: boolean;
+  applyErrors: number;
+  /** Tables created on the source since the start, which logical replication does not carry. */
+  newTables: string[];
+  measuredAt: string;
+  warning?: string;
+}
+
+export interface CutoverRequest {
+  approvedBy?: string;
+  reason?: string;
+}
+
+export interface CutoverAnswer {
+  accepted: boolean;
+  reason: string;
+}
+
+export interface CutoverAttempt {
+  requestedBy: string;
+  startedAt: string;
+  outcome: 'running' | 'switched' | 'failed';
+  error?: string;
+  /** Milliseconds from the freeze until the target was ready for writes, and until the switch hook had run. */
+  freezeToReadyMs?: number;
+  freezeToSwitchedMs?: number;
+  /** Where the freeze window went (step → ms). */
+  steps?: Record<string, number>;
 }
 
 /** One unit of copy work: a whole table, a key range of a large table, or a batch of small tables. */
@@ -86,6 +147,8 @@ export interface FreezeState {
   terminatedSessions: number;
   /** Superusers other than us can still connect: reported, not blocked. */
   unfencedSuperusers: string[];
+  /** The database's comment before the freeze (the freeze record is kept there meanwhile). */
+  previousComment?: string | null;
 }
 
 export interface TableValidation {
@@ -136,4 +199,8 @@ export interface MigrationStatus {
   abortReason?: string;
   /** What cleanup still has to undo (e.g. "unfreeze source"). */
   cleanupOwed: string[];
+  /** Logical method: the stream while syncing. */
+  replication?: ReplicationState;
+  cutovers?: CutoverAttempt[];
+  warnings?: string[];
 }

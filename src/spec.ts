@@ -4,6 +4,7 @@
  * Pure (no Node built-ins): the workflow bundle may import the types; parsing runs in activities/CLI.
  */
 import { z } from 'zod';
+import { sizeBytes } from './units';
 
 const SECRET_REF = /^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$/;
 const ALLOWED_URI_PARAMETERS = new Set(['sslmode', 'sslrootcert', 'connect_timeout', 'application_name']);
@@ -48,6 +49,15 @@ const endpoint = z
 
 const duration = z.string().regex(DURATION, 'must be a duration like 30s, 15m, 4h or 1d');
 
+/** Byte sizes: a number of bytes, or "512kB", "64MB", "10GB", "1TB" (PostgreSQL's units, 1024-based). */
+const byteSize = z.union([
+  z.number().int().min(0),
+  z.string().regex(/^\d+(\.\d+)?\s*(B|kB|MB|GB|TB)$/, 'must be a size like 1048576, 512kB, 64MB or 10GB'),
+]);
+
+/** A command run by the worker as argv (no shell: write ["sh", "-c", "..."] to get one). */
+const hookCommand = z.array(z.string().min(1)).min(1, 'must name a program, e.g. ["kubectl", "apply", "-f", "db-secret.yaml"]');
+
 const qualifiedTable = z
   .string()
   .regex(/^[^.]+\.[^.]+$/, 'must be schema-qualified, e.g. public.orders (quote nothing; names are taken literally)');
@@ -60,7 +70,7 @@ export const specSchema = z
       .optional(),
     source: endpoint,
     target: endpoint,
-    method: z.enum(['auto', 'dump']).default('auto'),
+    method: z.enum(['auto', 'dump', 'logical']).default('auto'),
     jobs: z.number().int().min(1).max(64).default(4),
     include: z
       .object({ schemas: z.array(z.string().min(1)).default([]), tables: z.array(qualifiedTable).default([]) })
@@ -123,6 +133,42 @@ export const specSchema = z
       })
       .strict()
       .default({ preflight: '5m', schema: '1h', copy: '4h', postData: '4h', validate: '2h', heartbeat: '60s' }),
+    logical: z
+      .object({
+        /** Tables without a primary key or replica identity get REPLICA IDENTITY FULL on the source (restored afterwards). */
+        replicaIdentityFull: z.boolean().default(false),
+        /** The source as the target server reaches it, when that differs from source.uri (the worker's view). */
+        sourceUriFromTarget: postgresUri.optional(),
+        /** Retained WAL of the slot above which the status warns, and above which the migration aborts. */
+        walWarningBytes: byteSize.default('1GB'),
+        walLimitBytes: byteSize.default('20GB'),
+        /** How often lag and retained WAL are measured while syncing. */
+        statusInterval: duration.default('5s'),
+      })
+      .strict()
+      .default({ replicaIdentityFull: false, walWarningBytes: '1GB', walLimitBytes: '20GB', statusInterval: '5s' }),
+    cutover: z
+      .object({
+        /** readOnly: pgmove fences the source itself; hook: freezeHook/unfreezeHook do it. */
+        freeze: z.enum(['readOnly', 'hook']).default('readOnly'),
+        freezeHook: hookCommand.optional(),
+        unfreezeHook: hookCommand.optional(),
+        /** Run once the target holds everything: e.g. point the application's Secret at the target. */
+        switchHook: hookCommand.optional(),
+        /** A cutover request is refused while the replication lag is above this. */
+        maxLagBytes: byteSize.default('16MB'),
+        /** How long the frozen source may take to be fully applied on the target before the cutover gives up. */
+        drainTimeout: duration.default('60s'),
+        hookTimeout: duration.default('5m'),
+        /** Cut over without an operator: true = as soon as lag ≤ maxLagBytes; { at } = not before that time. */
+        autoCutover: z
+          .union([z.boolean(), z.object({ at: z.string().datetime({ offset: true, message: 'must be an ISO time like 2026-11-24T02:00:00Z' }) }).strict()])
+          .default(false),
+        /** Row counts of every table compared inside the freeze (checksums run after the switch). */
+        quickValidation: z.boolean().default(true),
+      })
+      .strict()
+      .default({ freeze: 'readOnly', maxLagBytes: '16MB', drainTimeout: '60s', hookTimeout: '5m', autoCutover: false, quickValidation: true }),
     retries: z
       .object({ maximumAttempts: z.number().int().min(1).max(1000).default(10) })
       .strict()
@@ -132,6 +178,14 @@ export const specSchema = z
   .refine((spec) => spec.include.schemas.length === 0 || spec.include.tables.length === 0, {
     path: ['include'],
     message: 'list either schemas or tables, not both (pg_dump ignores --schema when --table is given)',
+  })
+  .refine((spec) => spec.cutover.freeze !== 'hook' || (spec.cutover.freezeHook && spec.cutover.unfreezeHook), {
+    path: ['cutover', 'freeze'],
+    message: 'freeze: hook needs both cutover.freezeHook and cutover.unfreezeHook (the source must always be unfrozen)',
+  })
+  .refine((spec) => sizeBytes(spec.logical.walWarningBytes) <= sizeBytes(spec.logical.walLimitBytes), {
+    path: ['logical', 'walWarningBytes'],
+    message: 'must not be above logical.walLimitBytes',
   });
 
 /** What the operator writes (defaults optional). */
@@ -170,10 +224,4 @@ export function migrationIdFor(spec: Pick<MigrationSpec, 'id' | 'source' | 'targ
   return `pgmove-${part(spec.source.uri)}-to-${part(spec.target.uri)}`.slice(0, 200);
 }
 
-/** Duration strings of the spec ("4h") in milliseconds, for activity timeouts and estimates. */
-export function durationMs(value: string): number {
-  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/.exec(value);
-  if (!match) throw new Error(`not a duration: ${value}`);
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
-  return Math.round(Number(match[1]) * unit);
-}
+export { durationMs, sizeBytes } from './units';

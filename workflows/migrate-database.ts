@@ -1,7 +1,9 @@
 /**
  * migrateDatabase: one PostgreSQL database to another server, as a durable workflow.
- * Offline method: preflight → freeze → preData → copy → postData → sequences → validate, with cleanup
- * (unfreeze, scratch files, target reset when it did not complete) on every ending.
+ * Offline method: preflight → freeze → preData → copy → postData → sequences → validate.
+ * Logical method: preflight → preData → copy at the slot's snapshot → postData → syncing → cutover
+ * (see ./logical). Cleanup (replication objects, unfreeze, scratch files, target reset when it did not
+ * complete) runs on every ending.
  * Deterministic code only: all I/O happens in activities.
  */
 import {
@@ -18,9 +20,10 @@ import type { Duration, RetryPolicy } from '@temporalio/common';
 import type * as activities from '../activities';
 import type { SourceTableChecksum } from '../activities/validate';
 import type { MigrationSpec, MigrationSpecInput } from '../src/spec';
-import type { CopyPlan, CopyUnitResult, MigrationStatus, Phase, ValidationReport } from '../src/model';
-import { abortSignal, migrationPhaseKey, statusQuery } from './messages';
+import type { CopyPlan, CopyUnitResult, CutoverRequest, MigrationStatus, Phase, ValidationReport } from '../src/model';
+import { abortSignal, cutoverSignal, migrationPhaseKey, requestCutoverUpdate, statusQuery } from './messages';
 import { renderStatusMarkdown } from './status-markdown';
+import { cutoverActivities, cutoverRefusal, runLogical, type CutoverControl } from './logical';
 
 export interface MigrationResult {
   migrationId: string;
@@ -87,12 +90,45 @@ export async function migrateDatabase(input: MigrationSpecInput): Promise<Migrat
   setHandler(statusQuery, () => status);
 
   const main = new CancellationScope();
-  setHandler(abortSignal, (request) => {
+  const control: CutoverControl = { running: false };
+  const abortNow = (reason: string) => {
     if (status.abortReason !== undefined) return;
-    status.abortReason = request?.reason ?? 'aborted by operator';
-    status.errors.push(`abort requested: ${status.abortReason}`);
+    status.abortReason = reason;
+    status.errors.push(`abort requested: ${reason}`);
     main.cancel();
+  };
+  setHandler(abortSignal, (request) => {
+    const reason = request?.reason ?? 'aborted by operator';
+    if (control.switchedAt) {
+      (status.warnings ??= []).push(`abort ignored: the migration has cut over (${reason})`);
+    } else if (control.running) {
+      // A running cutover is never cut in half: the abort applies if it fails.
+      control.pendingAbort = reason;
+      (status.warnings ??= []).push(`abort requested during the cutover: applied if the cutover fails (${reason})`);
+    } else {
+      abortNow(reason);
+    }
+    publish();
   });
+  setHandler(cutoverSignal, (request) => {
+    const refusal = cutoverRefusal(spec, status, control);
+    if (refusal) (status.warnings ??= []).push(`cutover signal ignored: ${refusal}`);
+    else control.request = request ?? {};
+    publish();
+  });
+  setHandler(
+    requestCutoverUpdate,
+    (request) => {
+      control.request = { ...request }; // the temporal CLI may send no input at all
+      return { accepted: true, reason: `cutover accepted (lag ${status.replication?.lagBytes ?? 0} bytes); follow it with pgmove status ${migrationId}` };
+    },
+    {
+      validator: (_request: CutoverRequest) => {
+        const refusal = cutoverRefusal(spec, status, control);
+        if (refusal) throw new Error(`cutover rejected: ${refusal}`);
+      },
+    },
+  );
 
   let spec: MigrationSpec | undefined;
   let targetTouched = false;
@@ -111,6 +147,28 @@ export async function migrateDatabase(input: MigrationSpecInput): Promise<Migrat
       const acts = phaseActivities(spec);
       const ready = spec;
       let sourceAtSnapshot: SourceTableChecksum[] | undefined;
+
+      if (status.method === 'logical') {
+        enterPhase('preData');
+        targetTouched = true;
+        status.cleanupOwed.push('reset the target if the migration does not complete');
+        await acts.schema.preData({ spec: ready, migrationId, binDir: checked.report.clientTools.binDir });
+        await runLogical({
+          spec: ready,
+          migrationId,
+          binDir: checked.report.clientTools.binDir,
+          status,
+          control,
+          acts: { ...acts, ...cutoverActivities(ready) },
+          enterPhase,
+          publish,
+          recordUnit: (unit) => recordUnit(status, unit),
+          initProgress: (plan) => initTableProgress(status, plan),
+          abortNow,
+        });
+        completed = true;
+        return;
+      }
 
       if (ready.freezeSource) {
         enterPhase('freeze');
@@ -158,7 +216,7 @@ export async function migrateDatabase(input: MigrationSpecInput): Promise<Migrat
     // An abort may surface as a cancellation or as the failure of the process it killed.
     const aborted = status.abortReason !== undefined;
     status.errors.push(aborted ? `aborted: ${status.abortReason}` : errorMessage(error));
-    const keepTarget = error instanceof ApplicationFailure && error.type === 'ValidationFailed';
+    const keepTarget = (error instanceof ApplicationFailure && error.type === 'ValidationFailed') || control.switchedAt !== undefined;
     await finish(spec, migrationId, status, targetTouched && !keepTarget, targetExtensions, enterPhase, publish);
     enterPhase(aborted ? 'aborted' : 'failed');
     if (aborted) throw ApplicationFailure.nonRetryable(`migration aborted: ${status.abortReason}`, 'Aborted');
@@ -184,7 +242,15 @@ async function finish(
   enterPhase('cleanup');
   await CancellationScope.nonCancellable(async () => {
     const { quick, unfreeze } = phaseActivities(ready);
-    if (ready.freezeSource) {
+    if (status.method === 'logical') {
+      // A forgotten slot fills the source's disk: dropping it is retried until it succeeds.
+      await unfreeze.dropReplication({ spec: ready, migrationId });
+      status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'drop the subscription, replication slot and publication');
+      publish();
+      if (status.cutovers?.length) await unfreeze.unfreezeAfterCutover({ spec: ready, migrationId, knownTables: [] });
+      status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'unfreeze the source');
+      publish();
+    } else if (ready.freezeSource) {
       await unfreeze.unfreezeSource(ready);
       status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'unfreeze the source');
       publish();

@@ -15,6 +15,15 @@ export function renderStatusMarkdown(status: MigrationStatus): string {
     .filter(([, t]) => t?.seconds !== undefined)
     .map(([phase, t]) => `${phase} ${t?.seconds?.toFixed(1)}s`);
   if (timings.length) lines.push(`- **timings**: ${timings.join(', ')}`);
+  const r = status.replication;
+  if (r && (status.phase === 'syncing' || status.phase === 'cutover')) {
+    lines.push(`- **lag**: ${r.lagBytes} bytes, ${r.lagSeconds.toFixed(1)} s; slot holds ${mb(r.retainedWalBytes)} of WAL; ${r.streaming ? 'streaming' : 'NOT streaming'} (as of ${r.measuredAt})`);
+    if (status.phase === 'syncing') lines.push(`- **waiting for cutover**: \`pgmove cutover ${status.migrationId}\` or signal \`cutover\``);
+  }
+  for (const attempt of status.cutovers ?? []) {
+    lines.push(`- **cutover** by ${attempt.requestedBy}: ${attempt.outcome}${attempt.freezeToReadyMs !== undefined ? `, write freeze ${attempt.freezeToReadyMs} ms until the target was ready, ${attempt.freezeToSwitchedMs} ms until switched` : ''}${attempt.error ? ` — ${attempt.error.split('\n')[0]}` : ''}`);
+  }
+  for (const warning of [...(status.warnings ?? []).slice(-3), ...(r?.warning ? [r.warning] : [])]) lines.push(`- **warning**: ${warning}`);
   if (status.validation) lines.push(`- **validation**: ${status.validation.summary.split('\n')[0]}`);
   if (status.cleanupOwed.length) lines.push(`- **cleanup owes**: ${status.cleanupOwed.join('; ')}`);
   if (status.errors.length) {

@@ -3,10 +3,10 @@
  * (see README): this is a convenience that validates specs first and shows progress.
  */
 import { Command } from 'commander';
-import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
+import { WorkflowExecutionAlreadyStartedError, WorkflowUpdateFailedError } from '@temporalio/client';
 import { migrationIdFor, SpecError } from '../spec';
 import { loadSpecFile } from '../spec-file';
-import { TASK_QUEUE, abortSignal, migrationPhaseKey } from '../../workflows/messages';
+import { TASK_QUEUE, abortSignal, migrationPhaseKey, requestCutoverUpdate } from '../../workflows/messages';
 import { withTemporalClient } from './connection';
 import { follow, describeFailure } from './follow';
 import { renderStatus, snapshot } from './status-view';
@@ -71,6 +71,30 @@ program
         await handle.result().catch((error: unknown) => console.log(describeFailure(error)));
       }
     });
+  });
+
+program
+  .command('cutover')
+  .description('ask a syncing (logical) migration to cut over; prints accepted, or rejected with the reason')
+  .argument('<id>', 'workflow id')
+  .option('--approved-by <name>', 'recorded in the status', process.env.USER ?? 'operator')
+  .option('--reason <text>', 'recorded in the status')
+  .option('--wait', 'after acceptance, follow the migration until it ends; exit 0 only on success')
+  .action(async (id: string, options: { approvedBy: string; reason?: string; wait?: boolean }) => {
+    const ok = await withTemporalClient(async (client) => {
+      const handle = client.workflow.getHandle(id);
+      try {
+        const answer = await handle.executeUpdate(requestCutoverUpdate, { args: [{ approvedBy: options.approvedBy, reason: options.reason }] });
+        console.log(`accepted: ${answer.reason}`);
+      } catch (error) {
+        if (!(error instanceof WorkflowUpdateFailedError)) throw error;
+        const cause = error.cause instanceof Error ? error.cause.message : error.message;
+        console.log(`rejected: ${cause.replace(/^cutover rejected: /, '')}`);
+        return false;
+      }
+      return options.wait ? follow(handle) : true;
+    });
+    process.exitCode = ok ? 0 : 1;
   });
 
 program

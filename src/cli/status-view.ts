@@ -38,7 +38,7 @@ export async function snapshot(handle: WorkflowHandle): Promise<StatusSnapshot> 
   let liveBytes = status.totals.bytes;
   let liveRows = status.totals.rows;
   for (const activity of inFlight) {
-    if (activity.activity === 'copyAtSnapshot' && activity.details) {
+    if ((activity.activity === 'copyAtSnapshot' || activity.activity === 'copyAtSlot') && activity.details) {
       liveBytes += Number(activity.details.bytes ?? 0);
       liveRows += Number(activity.details.rows ?? 0);
     }
@@ -74,6 +74,14 @@ export function renderStatus(view: StatusSnapshot): string {
   const timings = Object.entries(status.timings).map(([phase, t]) => `${phase} ${t?.seconds !== undefined ? `${t.seconds.toFixed(1)}s` : 'running'}`);
   if (timings.length) lines.push(`timings   ${timings.join(', ')}`);
   if (status.preflight?.notes.length) lines.push(...status.preflight.notes.map((n) => `note      ${n}`));
+  const r = status.replication;
+  if (r) lines.push(`stream    lag ${r.lagBytes} bytes / ${r.lagSeconds.toFixed(1)} s, slot holds ${mb(r.retainedWalBytes)} of WAL, ${r.streaming ? 'streaming' : 'NOT streaming'}, ${r.applyErrors} apply error(s) (as of ${r.measuredAt})`);
+  if (status.phase === 'syncing') lines.push(`cutover   when ready: pgmove cutover ${status.migrationId}`);
+  for (const a of status.cutovers ?? []) {
+    const window = a.freezeToReadyMs !== undefined ? `: write freeze ${a.freezeToReadyMs} ms until the target was ready, ${a.freezeToSwitchedMs} ms until switched ${JSON.stringify(a.steps)}` : '';
+    lines.push(`cutover   ${a.startedAt} by ${a.requestedBy}: ${a.outcome}${window}${a.error ? ` — ${a.error}` : ''}`);
+  }
+  for (const warning of [...(status.warnings ?? []), ...(r?.warning ? [r.warning] : [])]) lines.push(`warning   ${warning}`);
   if (status.validation) lines.push(`validate  ${status.validation.summary}`);
   if (status.cleanupOwed.length) lines.push(`owed      ${status.cleanupOwed.join('; ')}`);
   for (const error of status.errors) lines.push(`error     ${error}`);

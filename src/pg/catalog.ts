@@ -21,6 +21,8 @@ export interface TableInfo extends TableName {
   estimatedRows: number;
   unlogged: boolean;
   hasPrimaryKey: boolean;
+  /** UPDATE and DELETE can be replicated: a primary key (default identity), a replica identity index, or FULL. */
+  hasReplicaIdentity: boolean;
   /** Columns COPY carries (generated columns are recomputed by the target). */
   columns: ColumnInfo[];
   /** A single-column integer primary key usable for range splitting, if any. */
@@ -94,6 +96,7 @@ export async function listTables(client: Client, filter: ObjectFilter): Promise<
     estimated_rows: string;
     unlogged: boolean;
     has_pk: boolean;
+    has_identity: boolean;
     columns: { name: string; binary_safe: boolean }[] | null;
     split_key: string | null;
   }>(
@@ -102,6 +105,11 @@ export async function listTables(client: Client, filter: ObjectFilter): Promise<
             greatest(c.reltuples, 0)::bigint AS estimated_rows,
             c.relpersistence = 'u' AS unlogged,
             EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'p') AS has_pk,
+            CASE c.relreplident
+              WHEN 'f' THEN true
+              WHEN 'i' THEN EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)
+              WHEN 'd' THEN EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'p')
+              ELSE false END AS has_identity,
             (SELECT json_agg(json_build_object(
                       'name', a.attname,
                       'binary_safe', ${binarySafeTypeSql('a.atttypid')})
@@ -124,6 +132,7 @@ export async function listTables(client: Client, filter: ObjectFilter): Promise<
     estimatedRows: Number(row.estimated_rows),
     unlogged: row.unlogged,
     hasPrimaryKey: row.has_pk,
+    hasReplicaIdentity: row.has_identity,
     columns: (row.columns ?? []).map((c) => ({ name: c.name, binarySafe: c.binary_safe })),
     splitKey: row.split_key ?? undefined,
   }));

@@ -100,6 +100,8 @@ export interface ConnectOptions {
   classify?: boolean;
   applicationName?: string;
   statementTimeoutMs?: number;
+  /** A logical replication connection (walsender), for CREATE_REPLICATION_SLOT with an exported snapshot. */
+  replication?: 'database';
 }
 
 export async function connect(info: ConnectionInfo, side: Side, options: ConnectOptions = {}): Promise<Client> {
@@ -117,6 +119,7 @@ export async function connect(info: ConnectionInfo, side: Side, options: Connect
     // Timeouts a role or database may set would cancel long COPYs or the snapshot holder.
     options: `-c row_security=off -c statement_timeout=${options.statementTimeoutMs ?? 0} -c idle_in_transaction_session_timeout=0 -c lock_timeout=0`,
   };
+  if (options.replication) Object.assign(config, { replication: options.replication }); // not in @types/pg
   const client = new Client(config);
   // A dropped connection must surface as a query error, not crash the worker.
   client.on('error', () => undefined);

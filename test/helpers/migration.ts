@@ -58,17 +58,18 @@ export async function userObjects(cluster: ClusterHandle, database: string): Pro
  * What the freeze touches on the source database: the effective privileges (a NULL ACL means the
  * default one, so both are expanded) and the database-level settings.
  */
-export async function databaseAccessState(cluster: ClusterHandle, database: string): Promise<{ privileges: string[]; settings: string[] }> {
-  const [row] = await adminQuery<{ privileges: string[] | null; settings: string[] | null }>(
+export async function databaseAccessState(cluster: ClusterHandle, database: string): Promise<{ privileges: string[]; settings: string[]; comment: string | null }> {
+  const [row] = await adminQuery<{ privileges: string[] | null; settings: string[] | null; comment: string | null }>(
     cluster,
     'postgres',
     `SELECT (SELECT array_agg(format('%s:%s:%s', a.grantee::regrole, a.privilege_type, a.is_grantable) ORDER BY 1)
                FROM aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a) AS privileges,
-            (SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole = 0) AS settings
+            (SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole = 0) AS settings,
+            shobj_description(d.oid, 'pg_database') AS comment
        FROM pg_database d WHERE d.datname = $1`,
     [database],
   );
-  return { privileges: row?.privileges ?? [], settings: row?.settings ?? [] };
+  return { privileges: row?.privileges ?? [], settings: row?.settings ?? [], comment: row?.comment ?? null };
 }
 
 /** Runs the pgmove CLI as an operator would; returns exit code and output. */

@@ -33,6 +33,7 @@ async function startAndWaitForCopy(id: string, database: string): Promise<Workfl
   const handle = await startMigration(stack, {
     id,
     source: { uri: `postgresql://postgres@127.0.0.1:${source.port}/abortdb`, password: stack.secretFile(`${id}-s`, source.superuserPassword) },
+    method: 'dump',
     target: { uri: `postgresql://postgres@127.0.0.1:${target.port}/${database}`, password: stack.secretFile(`${id}-t`, target.superuserPassword) },
     jobs: 1,
     copy: { splitTablesLargerThanMB: 100000, batchSmallTablesUpToMB: 1 },

@@ -29,6 +29,7 @@ test('a worker killed mid-copy: resumed, equal, nothing copied twice', async () 
   const handle = await startMigration(stack, {
     id: 'crash-resume',
     source: { uri: `postgresql://postgres@127.0.0.1:${source.port}/crashdb`, password: stack.secretFile('s', source.superuserPassword) },
+    method: 'dump',
     target: { uri: `postgresql://postgres@127.0.0.1:${target.port}/crashdb`, password: stack.secretFile('t', target.superuserPassword) },
     jobs: 2,
     copy: { splitTablesLargerThanMB: 10, batchSmallTablesUpToMB: 1 },

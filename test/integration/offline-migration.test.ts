@@ -51,6 +51,7 @@ function spec(id: string, target: ClusterHandle, database: string, extra: Record
   return {
     id,
     source: { uri: `postgresql://postgres@127.0.0.1:${source.port}/fixture`, password: 'env:PGMOVE_TEST_SOURCE_PASSWORD' },
+    method: 'dump',
     target: { uri: `postgresql://postgres@127.0.0.1:${target.port}/${database}`, password: stack.secretFile(`${id}-target`, target.superuserPassword) },
     jobs: 3,
     // Small thresholds so the fixture's big table is split into key ranges and small tables batch.

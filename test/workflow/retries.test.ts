@@ -58,6 +58,7 @@ test('a target that rejects the copy: retried with backoff, then failed cleanly'
       args: [
         {
           source: { uri: `postgresql://postgres@127.0.0.1:${source.port}/retrydb`, password: stack.secretFile('source', source.superuserPassword) },
+          method: 'dump',
           target: { uri: `postgresql://postgres@127.0.0.1:${target.port}/retrydb`, password: targetSecret },
           retries: { maximumAttempts: 3 },
           searchAttributes: false, // the time-skipping server has no custom search attributes

@@ -1,0 +1,216 @@
+/**
+ * Phase 9, the cutover of the logical method, timed step by step:
+ *   freeze the source (a fence for every role, or the operator's hook) → verify it → refuse if tables
+ *   or columns changed on the source (DDL is not replicated) → drain until the target has confirmed the
+ *   source's current WAL position → stop the subscription → sequences → unlogged tables and large
+ *   objects → row counts → [target ready] → switch hook → [switched] → checksums of every table, at a
+ *   snapshot of the target taken before the switch (the application may write to it afterwards).
+ * Anything failing before the switch throws: the workflow then unfreezes the source and resumes the
+ * stream (`abandonCutover`), so a failed cutover never leaves the source frozen. The switch is
+ * recorded on the source (publication comment): a retry after it never freezes or switches again.
+ */
+import { ApplicationFailure } from '@temporalio/common';
+import type { Client } from 'pg';
+import type { MigrationSpec } from '../src/spec';
+import { durationMs } from '../src/spec';
+import type { CutoverAttempt, ValidationReport } from '../src/model';
+import { connect, connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
+import { listTables } from '../src/pg/catalog';
+import { displayName, ident, qualified } from '../src/pg/sql';
+import { lsnToBigInt, readPublicationRecord, replicationNames, slotState, subscriptionState, writePublicationRecord } from '../src/pg/replication';
+import { runHook, type HookContext } from '../src/hooks';
+import { startHeartbeat } from '../src/heartbeat';
+import { activityLogger } from '../src/log';
+import { freezeSource, unfreezeSource, verifyFence } from './freeze';
+import { syncSequences } from './sequences';
+import { copyLargeObjectsWith, copyTableOf, runUnit } from './copy';
+import { newTablesOnSource } from './sync';
+import { validate } from './validate';
+
+export interface CutoverInput {
+  spec: MigrationSpec;
+  migrationId: string;
+  knownTables: string[];
+}
+
+export interface CutoverResult {
+  timing: Pick<CutoverAttempt, 'freezeToReadyMs' | 'freezeToSwitchedMs' | 'steps'>;
+  switchedAt: string;
+  validation: ValidationReport;
+  /** The worker restarted after the switch: checksums ran on the live target, not at the cutover snapshot. */
+  validatedLive: boolean;
+}
+
+export async function cutover(input: CutoverInput): Promise<CutoverResult> {
+  const { spec, migrationId } = input;
+  const log = activityLogger('cutover');
+  const names = replicationNames(migrationId);
+  const sourceInfo = await connectionInfo(spec.source, 'source');
+  const targetInfo = await connectionInfo(spec.target, 'target');
+  const hookContext: HookContext = { migrationId, sourceUri: spec.source.uri, targetUri: spec.target.uri };
+  const steps: Record<string, number> = {};
+  let step = 'starting';
+  const heartbeat = startHeartbeat(() => ({ step, steps }));
+  const source = await connect(sourceInfo, 'source', { applicationName: 'pgmove cutover' });
+  const target = await connect(targetInfo, 'target', { applicationName: 'pgmove cutover' });
+  let snapshotHolder: Client | undefined;
+  try {
+    await source.query('SET default_transaction_read_only = off');
+    const record = await readPublicationRecord(source, names.publication);
+    if (!record) throw ApplicationFailure.nonRetryable(`publication ${names.publication} is gone from the source`, 'CutoverFailed');
+    if (record.switchedAt) {
+      log.warn('resuming after the switch: validating the live target');
+      step = 'validate';
+      return { timing: {}, switchedAt: record.switchedAt, validation: await validate({ spec }), validatedLive: true };
+    }
+    // An earlier attempt may have stopped the stream before failing.
+    await target.query(`ALTER SUBSCRIPTION ${ident(names.subscription)} ENABLE`);
+
+    let mark = Date.now();
+    const timed = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
+      step = name;
+      const result = await fn();
+      const now = Date.now();
+      steps[name] = now - mark;
+      mark = now;
+      return result;
+    };
+
+    if (spec.cutover.freeze === 'hook') await timed('freeze', () => runHook('freezeHook', spec.cutover.freezeHook!, hookContext, durationMs(spec.cutover.hookTimeout), heartbeat.signal));
+    else await timed('freeze', () => freezeSource(spec));
+    const frozenAt = mark;
+    if (spec.cutover.freeze === 'readOnly') await timed('verifyFence', () => verifyFence(source));
+    await timed('ddlCheck', () => refuseSchemaDrift(source, target, spec, input.knownTables));
+    await timed('drain', () => drain(source, names.slot, durationMs(spec.cutover.drainTimeout), heartbeat.signal));
+    await timed('stopSubscription', () => target.query(`ALTER SUBSCRIPTION ${ident(names.subscription)} DISABLE`));
+    await timed('sequences', () => syncSequences(spec));
+    await timed('unloggedAndLargeObjects', () => copyUnreplicated(spec, sourceInfo, targetInfo, heartbeat.signal));
+    if (spec.cutover.quickValidation) await timed('rowCounts', () => compareRowCounts(sourceInfo, targetInfo, spec));
+    const readyAt = mark;
+    // The target as of the cutover, for the checksums after the switch.
+    snapshotHolder = await connect(targetInfo, 'target', { applicationName: 'pgmove cutover snapshot' });
+    await snapshotHolder.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    const snapshot = (await snapshotHolder.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
+    if (spec.cutover.switchHook) await timed('switchHook', () => runHook('switchHook', spec.cutover.switchHook!, hookContext, durationMs(spec.cutover.hookTimeout), heartbeat.signal));
+    const switchedAt = new Date().toISOString();
+    await writePublicationRecord(source, names.publication, { ...record, switchedAt });
+    const timing = { freezeToReadyMs: readyAt - frozenAt, freezeToSwitchedMs: Date.now() - frozenAt, steps: { ...steps } };
+    log.info(timing, 'switched');
+    step = 'validate';
+    const validation = await validate({ spec, targetSnapshot: snapshot });
+    return { timing, switchedAt, validation, validatedLive: false };
+  } finally {
+    heartbeat.stop();
+    await snapshotHolder?.end().catch(() => undefined);
+    await source.end().catch(() => undefined);
+    await target.end().catch(() => undefined);
+  }
+}
+
+/** After a failed cutover: the stream resumes and the source is unfrozen (by pgmove, or the unfreeze hook). */
+export async function abandonCutover(input: CutoverInput): Promise<{ resumed: boolean }> {
+  const { spec, migrationId } = input;
+  const names = replicationNames(migrationId);
+  const targetInfo = await connectionInfo(spec.target, 'target');
+  const resumed = await withClient(targetInfo, 'target', async (target) => {
+    const state = await subscriptionState(target, names.subscription);
+    if (state.exists && !state.enabled) await target.query(`ALTER SUBSCRIPTION ${ident(names.subscription)} ENABLE`);
+    return state.exists;
+  });
+  await unfreezeAfterCutover(input);
+  return { resumed };
+}
+
+/** Unfreezes the source however it was frozen; idempotent (the readOnly freeze is marker-based). */
+export async function unfreezeAfterCutover(input: CutoverInput): Promise<void> {
+  const { spec, migrationId } = input;
+  if (spec.cutover.freeze === 'hook') {
+    const context = { migrationId, sourceUri: spec.source.uri, targetUri: spec.target.uri };
+    await runHook('unfreezeHook', spec.cutover.unfreezeHook!, context, durationMs(spec.cutover.hookTimeout));
+  } else {
+    await unfreezeSource(spec);
+  }
+}
+
+/** Waits until the subscriber has confirmed everything the (frozen) source has written so far. */
+async function drain(source: Client, slot: string, timeoutMs: number, signal: AbortSignal): Promise<void> {
+  const goal = lsnToBigInt((await source.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const state = await slotState(source, slot);
+    if (!state) throw ApplicationFailure.nonRetryable(`replication slot ${slot} is gone from the source`, 'CutoverFailed');
+    if (state.confirmedFlushLsn && lsnToBigInt(state.confirmedFlushLsn) >= goal) return;
+    if (signal.aborted) throw ApplicationFailure.retryable('cutover cancelled while draining', 'Cancelled');
+    if (Date.now() > deadline) {
+      throw ApplicationFailure.nonRetryable(
+        `the target did not catch up within cutover.drainTimeout (${timeoutMs / 1000}s): ${Number(goal - lsnToBigInt(state.confirmedFlushLsn ?? '0/0'))} bytes still unconfirmed${state.activePid === null ? ', and the subscription is not connected (see the target server log)' : ''}`,
+        'CutoverFailed',
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** DDL is not replicated: new tables, or columns that differ, refuse the cutover with the list. */
+async function refuseSchemaDrift(source: Client, target: Client, spec: MigrationSpec, knownTables: string[]): Promise<void> {
+  const problems: string[] = [];
+  const added = await newTablesOnSource(source, spec, knownTables);
+  if (added.length) problems.push(`created on the source after the start (not replicated): ${added.join(', ')}`);
+  const columns = async (client: Client) =>
+    new Map(
+      (
+        await client.query<{ t: string; cols: string }>(
+          `SELECT format('%s.%s', n.nspname, c.relname) AS t, string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attname) AS cols
+             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE format('%s.%s', n.nspname, c.relname) = ANY($1::text[]) AND a.attnum > 0 AND NOT a.attisdropped
+            GROUP BY 1`,
+          [knownTables],
+        )
+      ).rows.map((r) => [r.t, r.cols]),
+    );
+  const [before, after] = [await columns(target), await columns(source)];
+  const changed = knownTables.filter((t) => after.has(t) && before.get(t) !== after.get(t));
+  if (changed.length) problems.push(`columns changed on the source after the start: ${changed.join(', ')}`);
+  const gone = knownTables.filter((t) => !after.has(t));
+  if (gone.length) problems.push(`dropped on the source after the start: ${gone.join(', ')}`);
+  if (problems.length) {
+    throw ApplicationFailure.nonRetryable(
+      `cutover refused, the schema changed on the source (DDL is not replicated): ${problems.join('; ')}. Apply the same DDL on the target (and ALTER PUBLICATION ... ADD TABLE for new tables), or abort and start again`,
+      'SchemaDrift',
+    );
+  }
+}
+
+/** Unlogged tables and large objects are not replicated: copied now, while the source is frozen. */
+async function copyUnreplicated(spec: MigrationSpec, sourceInfo: ConnectionInfo, targetInfo: ConnectionInfo, signal: AbortSignal): Promise<void> {
+  const unlogged = await withClient(sourceInfo, 'source', async (c) => (await listTables(c, spec)).filter((t) => t.unlogged));
+  for (const table of unlogged) {
+    await runUnit({ id: `unlogged:${displayName(table)}`, tables: [copyTableOf(table)], bytes: table.bytes }, sourceInfo, targetInfo, undefined, [], () => undefined, signal);
+  }
+  const hasLargeObjects = await withClient(sourceInfo, 'source', async (c) => (await c.query('SELECT 1 FROM pg_largeobject_metadata LIMIT 1')).rowCount === 1);
+  if (hasLargeObjects) await copyLargeObjectsWith(sourceInfo, targetInfo, undefined, signal);
+}
+
+/** Exact row counts of every table on both sides, `jobs` tables at a time. */
+async function compareRowCounts(sourceInfo: ConnectionInfo, targetInfo: ConnectionInfo, spec: MigrationSpec): Promise<void> {
+  const tables = await withClient(sourceInfo, 'source', (c) => listTables(c, spec));
+  const queue = [...tables];
+  const mismatches: string[] = [];
+  const lane = async () => {
+    const [s, t] = [await connect(sourceInfo, 'source'), await connect(targetInfo, 'target')];
+    try {
+      for (let table = queue.shift(); table; table = queue.shift()) {
+        const sql = `SELECT count(*)::text AS n FROM ONLY ${qualified(table)}`;
+        const [a, b] = await Promise.all([s.query<{ n: string }>(sql), t.query<{ n: string }>(sql)]);
+        if (a.rows[0]!.n !== b.rows[0]!.n) mismatches.push(`${displayName(table)}: source ${a.rows[0]!.n}, target ${b.rows[0]!.n}`);
+      }
+    } finally {
+      await s.end().catch(() => undefined);
+      await t.end().catch(() => undefined);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(spec.jobs, tables.length)) }, lane));
+  if (mismatches.length) {
+    throw ApplicationFailure.nonRetryable(`cutover refused, row counts differ after draining: ${mismatches.slice(0, 20).join('; ')}`, 'CutoverFailed');
+  }
+}

@@ -1,0 +1,173 @@
+/**
+ * Pre-flight for the logical method (used by `preflight`): can the source publish and keep a slot, can
+ * the target subscribe and reach the source, and which tables replication cannot carry. Each blocker
+ * says what fixes it; with `method: auto` any blocker makes the migration fall back to `dump`.
+ */
+import type { Client } from 'pg';
+import type { MigrationSpec } from '../src/spec';
+import type { LogicalPlan } from '../src/model';
+import type { TableInfo } from '../src/pg/catalog';
+import { serverMajor } from '../src/pg/catalog';
+import { connectionInfo, type ConnectionInfo } from '../src/pg/connect';
+import { displayName, ident } from '../src/pg/sql';
+import { createSubscriptionSql, subscriptionConninfo } from '../src/pg/replication';
+
+export interface LogicalBlocker {
+  detail: string;
+  fix: string;
+}
+
+export interface LogicalReadiness {
+  blockers: LogicalBlocker[];
+  plan: LogicalPlan;
+}
+
+export async function logicalReadiness(
+  spec: MigrationSpec,
+  source: Client,
+  target: Client,
+  tables: TableInfo[],
+  largeObjects: number,
+  sourceInfo: ConnectionInfo,
+  targetInfo: ConnectionInfo,
+): Promise<LogicalReadiness> {
+  const blockers: LogicalBlocker[] = [];
+  const settings = (
+    await source.query<{ wal_level: string; slots: string; slots_used: string; senders: string; senders_used: string; rds: string | null }>(
+      `SELECT current_setting('wal_level') AS wal_level,
+              current_setting('max_replication_slots') AS slots, (SELECT count(*) FROM pg_replication_slots)::text AS slots_used,
+              current_setting('max_wal_senders') AS senders,
+              (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender')::text AS senders_used,
+              current_setting('rds.logical_replication', true) AS rds`,
+    )
+  ).rows[0]!;
+  if (settings.wal_level !== 'logical') {
+    blockers.push({
+      detail: `wal_level is ${settings.wal_level}: logical needs wal_level = logical`,
+      fix: settings.rds !== null
+        ? 'set rds.logical_replication = 1 in the source\'s DB parameter group and reboot it'
+        : 'ALTER SYSTEM SET wal_level = logical; then restart the source server',
+    });
+  }
+  if (Number(settings.slots) - Number(settings.slots_used) < 1) {
+    blockers.push({
+      detail: `no free replication slot (max_replication_slots = ${settings.slots}, ${settings.slots_used} in use)`,
+      fix: `ALTER SYSTEM SET max_replication_slots = ${Number(settings.slots_used) + 2}; then restart the source (or drop an unused slot)`,
+    });
+  }
+  if (Number(settings.senders) - Number(settings.senders_used) < 1) {
+    blockers.push({
+      detail: `no free WAL sender (max_wal_senders = ${settings.senders}, ${settings.senders_used} in use)`,
+      fix: `ALTER SYSTEM SET max_wal_senders = ${Number(settings.senders_used) + 2}; then restart the source`,
+    });
+  }
+
+  const rights = (
+    await source.query<{ replication: boolean; superuser: boolean; create_db: boolean }>(
+      `SELECT r.rolreplication OR r.rolsuper OR coalesce(pg_has_role('rds_replication', 'MEMBER'), false) AS replication,
+              r.rolsuper AS superuser, has_database_privilege(current_database(), 'CREATE') AS create_db
+         FROM pg_roles r WHERE r.rolname = current_user`,
+    ).catch(() =>
+      // rds_replication does not exist outside RDS.
+      source.query<{ replication: boolean; superuser: boolean; create_db: boolean }>(
+        `SELECT r.rolreplication OR r.rolsuper AS replication, r.rolsuper AS superuser, has_database_privilege(current_database(), 'CREATE') AS create_db
+           FROM pg_roles r WHERE r.rolname = current_user`,
+      ),
+    )
+  ).rows[0]!;
+  if (!rights.replication) {
+    blockers.push({
+      detail: `${sourceInfo.user} may not create a replication slot`,
+      fix: `on the source: ALTER ROLE ${ident(sourceInfo.user)} REPLICATION; (on RDS: GRANT rds_replication TO ${ident(sourceInfo.user)};)`,
+    });
+  }
+  if (!rights.create_db) {
+    blockers.push({
+      detail: `${sourceInfo.user} may not create a publication in ${sourceInfo.database}`,
+      fix: `GRANT CREATE ON DATABASE ${ident(sourceInfo.database)} TO ${ident(sourceInfo.user)};`,
+    });
+  }
+  const published = tables.filter((t) => !t.unlogged);
+  if (!rights.superuser && published.length) {
+    const notOwned = (
+      await source.query<{ t: string }>(
+        `SELECT format('%I.%I', s, n) AS t FROM unnest($1::text[], $2::text[]) AS x(s, n)
+          WHERE NOT pg_has_role((SELECT relowner FROM pg_class WHERE oid = format('%I.%I', s, n)::regclass), 'USAGE')`,
+        [published.map((t) => t.schema), published.map((t) => t.name)],
+      )
+    ).rows.map((r) => r.t);
+    if (notOwned.length) {
+      blockers.push({
+        detail: `${sourceInfo.user} does not own ${notOwned.length} table(s) (a publication needs ownership): ${notOwned.slice(0, 5).join(', ')}`,
+        fix: `GRANT <owner role> TO ${ident(sourceInfo.user)}; for each owner, or run as the owner`,
+      });
+    }
+  }
+  const lacking = published.filter((t) => !t.hasReplicaIdentity).map(displayName);
+  if (lacking.length && !spec.logical.replicaIdentityFull) {
+    blockers.push({
+      detail: `${lacking.length} table(s) without a primary key or replica identity (UPDATE/DELETE could not be replicated): ${lacking.slice(0, 10).join(', ')}`,
+      fix: 'add primary keys, or set logical.replicaIdentityFull: true (pgmove sets REPLICA IDENTITY FULL on them for the migration and restores it afterwards)',
+    });
+  }
+
+  blockers.push(...(await targetSubscribeBlockers(spec, target, targetInfo)));
+  // Only worth a connection attempt when the rest is in order: it proves the target reaches the source.
+  if (blockers.length === 0) blockers.push(...(await reachabilityProbe(spec, target)));
+
+  return {
+    blockers,
+    plan: {
+      replicaIdentityFull: spec.logical.replicaIdentityFull ? lacking : [],
+      unloggedTables: tables.filter((t) => t.unlogged).map(displayName),
+      largeObjects,
+    },
+  };
+}
+
+async function targetSubscribeBlockers(spec: MigrationSpec, target: Client, info: ConnectionInfo): Promise<LogicalBlocker[]> {
+  const major = await serverMajor(target);
+  const row = (
+    await target.query<{ superuser: boolean; create_sub: boolean; create_db: boolean }>(
+      `SELECT r.rolsuper AS superuser,
+              ${major >= 16 ? `pg_has_role('pg_create_subscription', 'USAGE')` : 'false'} AS create_sub,
+              has_database_privilege(current_database(), 'CREATE') AS create_db
+         FROM pg_roles r WHERE r.rolname = current_user`,
+    )
+  ).rows[0]!;
+  if (row.superuser || (row.create_sub && row.create_db)) return [];
+  return [
+    {
+      detail: `${info.user} may not create a subscription on the target (PostgreSQL ${major})`,
+      fix: major >= 16
+        ? `on the target: GRANT pg_create_subscription TO ${ident(info.user)}; GRANT CREATE ON DATABASE ${ident(info.database)} TO ${ident(info.user)};`
+        : `on the target: a superuser must create subscriptions before PostgreSQL 16 (on RDS, rds_superuser): use such a role in target.uri`,
+    },
+  ];
+}
+
+/**
+ * Connects from the target to the source the way the subscription will, inside a transaction that is
+ * rolled back (CREATE SUBSCRIPTION without a slot may run in one): nothing stays behind.
+ */
+async function reachabilityProbe(spec: MigrationSpec, target: Client): Promise<LogicalBlocker[]> {
+  const fromTarget = await connectionInfo({ uri: spec.logical.sourceUriFromTarget ?? spec.source.uri, password: spec.source.password }, 'source');
+  const names = { publication: 'pgmove_probe', slot: 'pgmove_probe', subscription: `pgmove_probe_${process.pid}` };
+  await target.query('BEGIN');
+  try {
+    await target.query(createSubscriptionSql(names, subscriptionConninfo(fromTarget), { connect: true, enabled: false }));
+    return [];
+  } catch (error) {
+    const message = (error as Error).message;
+    return [
+      {
+        detail: `the target cannot connect to the source at ${fromTarget.host}:${fromTarget.port} as ${fromTarget.user}: ${message}`,
+        fix: /password|authentication/i.test(message)
+          ? 'check source.password; the target authenticates to the source with it'
+          : `allow the target's address in the source's pg_hba.conf / security group, or set logical.sourceUriFromTarget to the address the target reaches the source at`,
+      },
+    ];
+  } finally {
+    await target.query('ROLLBACK').catch(() => undefined);
+  }
+}

@@ -1,0 +1,175 @@
+/**
+ * The logical method inside `migrateDatabase`: publication + slot, copy at the slot's snapshot,
+ * post-data, subscription, then `syncing` until a cutover is requested (signal, update or autoCutover),
+ * and the cutover itself. A failed cutover resumes syncing with the source unfrozen. Deterministic code
+ * only: every measurement and change happens in activities.
+ */
+import { ApplicationFailure, CancellationScope, condition, proxyActivities } from '@temporalio/workflow';
+import type { Duration } from '@temporalio/common';
+import type * as activities from '../activities';
+import type { MigrationSpec } from '../src/spec';
+import { formatBytes as mb, sizeBytes as bytes } from '../src/units';
+import type { CopyUnitResult, CutoverAttempt, CutoverRequest, MigrationStatus, Phase, ReplicationState } from '../src/model';
+
+type Acts = ReturnType<typeof proxyActivities<typeof activities>>;
+
+/** Shared with the message handlers: a request waiting to be served, and whether a cutover runs. */
+export interface CutoverControl {
+  request?: CutoverRequest;
+  running: boolean;
+  /** An abort that arrived during a cutover: applied if the cutover fails, ignored once it switched. */
+  pendingAbort?: string;
+  /** Set once the switch hook has run: from then on the target is live and never reset. */
+  switchedAt?: string;
+}
+
+export interface LogicalContext {
+  spec: MigrationSpec;
+  migrationId: string;
+  binDir: string;
+  status: MigrationStatus;
+  control: CutoverControl;
+  acts: { schema: Acts; copy: Acts; postData: Acts; quick: Acts; cutover: Acts; unfreeze: Acts };
+  enterPhase: (phase: Phase) => void;
+  publish: () => void;
+  recordUnit: (result: CopyUnitResult) => void;
+  initProgress: (plan: Awaited<ReturnType<Acts['planCopy']>>) => void;
+  /** Turns a deferred abort into the workflow's cancellation. */
+  abortNow: (reason: string) => void;
+}
+
+export function cutoverActivities(spec: MigrationSpec): Pick<LogicalContext['acts'], 'cutover'> {
+  const timeouts = spec.timeouts as Record<keyof MigrationSpec['timeouts'], Duration>;
+  return {
+    // Freeze → switch → checksums: as long as a validation, plus the hooks. Few attempts: a retry keeps
+    // the source frozen, and the workflow unfreezes it when the attempts are spent.
+    cutover: proxyActivities<typeof activities>({
+      startToCloseTimeout: timeouts.validate,
+      heartbeatTimeout: timeouts.heartbeat,
+      retry: { maximumAttempts: 3, initialInterval: '1s' },
+    }),
+  };
+}
+
+export async function runLogical(ctx: LogicalContext): Promise<void> {
+  const { spec, migrationId, status, acts } = ctx;
+  const input = { spec, migrationId };
+  status.cleanupOwed.push('drop the subscription, replication slot and publication');
+
+  ctx.enterPhase('copy');
+  const plan = await acts.quick.planCopy(spec, { skipUnlogged: true });
+  ctx.initProgress(plan);
+  ctx.publish();
+  await acts.quick.preparePublication(input);
+  const copied = await acts.copy.copyAtSlot({ ...input, plan });
+  copied.units.forEach(ctx.recordUnit);
+
+  ctx.enterPhase('postData');
+  await acts.postData.postData({ spec, migrationId, binDir: ctx.binDir });
+
+  ctx.enterPhase('syncing');
+  await acts.quick.createSubscription(input);
+  const knownTables = Object.keys(plan.tables).concat(status.preflight?.logical?.unloggedTables ?? []);
+  const interval = spec.logical.statusInterval as Duration;
+  for (;;) {
+    status.replication = withGuardrails(await acts.quick.replicationStatus({ ...input, knownTables }), spec);
+    ctx.publish();
+    if (!ctx.control.request && autoCutoverDue(spec, status.replication)) ctx.control.request = { approvedBy: 'autoCutover' };
+    const request = ctx.control.request;
+    if (request) {
+      ctx.control.request = undefined;
+      if (await attemptCutover(ctx, request, knownTables)) return;
+      ctx.enterPhase('syncing');
+      continue;
+    }
+    await condition(() => ctx.control.request !== undefined, interval);
+  }
+}
+
+/** One cutover attempt; true when it switched. A failure before the switch resumes syncing. */
+async function attemptCutover(ctx: LogicalContext, request: CutoverRequest, knownTables: string[]): Promise<boolean> {
+  const { spec, migrationId, status, acts } = ctx;
+  const attempt: CutoverAttempt = {
+    requestedBy: `${request.approvedBy ?? 'operator'}${request.reason ? ` (${request.reason})` : ''}`,
+    startedAt: new Date().toISOString(),
+    outcome: 'running',
+  };
+  (status.cutovers ??= []).push(attempt);
+  ctx.control.running = true;
+  ctx.enterPhase('cutover');
+  status.cleanupOwed.push('unfreeze the source');
+  try {
+    // Not cancellable: an abort waits for the attempt (a switch must never be half undone).
+    const result = await CancellationScope.nonCancellable(() => acts.cutover.cutover({ spec, migrationId, knownTables }));
+    Object.assign(attempt, result.timing, { outcome: 'switched' });
+    ctx.control.switchedAt = result.switchedAt;
+    status.validation = result.validation;
+    if (result.validatedLive) (status.warnings ??= []).push('the worker restarted after the switch: checksums were compared on the live target, where writes since the switch also count');
+    if (ctx.control.pendingAbort !== undefined) (status.warnings ??= []).push(`abort ignored: the cutover had already switched (${ctx.control.pendingAbort})`);
+    ctx.control.running = false;
+    if (!result.validation.ok) {
+      throw ApplicationFailure.nonRetryable(`${result.validation.summary}\nThe cutover has switched; the target is kept.`, 'ValidationFailed');
+    }
+    return true;
+  } catch (error) {
+    if (ctx.control.switchedAt) throw error;
+    attempt.outcome = 'failed';
+    attempt.error = errorText(error);
+    status.errors.push(`cutover failed, source unfrozen, back to syncing: ${attempt.error}`);
+    await CancellationScope.nonCancellable(() => acts.unfreeze.abandonCutover({ spec, migrationId, knownTables }));
+    status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'unfreeze the source');
+    ctx.control.running = false;
+    if (ctx.control.pendingAbort !== undefined) ctx.abortNow(ctx.control.pendingAbort);
+    return false;
+  }
+}
+
+/** Warning and limit on the WAL the slot holds on the source's disk. */
+function withGuardrails(state: ReplicationState, spec: MigrationSpec): ReplicationState {
+  const limit = bytes(spec.logical.walLimitBytes);
+  const warning = bytes(spec.logical.walWarningBytes);
+  if (state.retainedWalBytes > limit) {
+    throw ApplicationFailure.nonRetryable(
+      `the replication slot holds ${mb(state.retainedWalBytes)} of WAL on the source, above logical.walLimitBytes (${mb(limit)}): aborting before the source's disk fills; the slot is dropped. Find why the target falls behind (apply errors: ${state.applyErrors}), then start again`,
+      'WalLimitExceeded',
+    );
+  }
+  const notes: string[] = [];
+  if (state.retainedWalBytes > warning) notes.push(`the slot holds ${mb(state.retainedWalBytes)} of WAL on the source (warning at ${mb(warning)}, abort at ${mb(limit)})`);
+  if (state.applyErrors > 0) notes.push(`${state.applyErrors} apply error(s) on the target: see its server log`);
+  if (!state.streaming) notes.push('the subscription is not streaming right now');
+  if (state.newTables.length) notes.push(`tables created on the source since the start are not replicated: ${state.newTables.join(', ')} (the cutover will refuse)`);
+  if (notes.length) state.warning = notes.join('; ');
+  return state;
+}
+
+function autoCutoverDue(spec: MigrationSpec, state: ReplicationState): boolean {
+  const auto = spec.cutover.autoCutover;
+  if (auto === false) return false;
+  if (state.lagBytes > bytes(spec.cutover.maxLagBytes) || !state.streaming) return false;
+  return auto === true || Date.now() >= Date.parse(auto.at);
+}
+
+/** Rejection reason for a cutover request now, or undefined when it may go ahead. */
+export function cutoverRefusal(spec: MigrationSpec | undefined, status: MigrationStatus, control: CutoverControl): string | undefined {
+  if (control.running || status.phase === 'cutover') return 'a cutover is already running';
+  if (control.switchedAt) return 'the migration has already cut over';
+  if (status.phase !== 'syncing' || !spec) {
+    return status.method === 'dump' ? 'this migration uses the dump method: there is no cutover to request' : `not syncing yet (phase: ${status.phase})`;
+  }
+  const lag = status.replication?.lagBytes;
+  const max = bytes(spec.cutover.maxLagBytes);
+  if (lag === undefined) return 'no lag measurement yet';
+  if (lag > max) return `lag ${mb(lag)} is above cutover.maxLagBytes (${mb(max)}); wait for the target to catch up`;
+  return undefined;
+}
+
+function errorText(error: unknown): string {
+  let current: unknown = error;
+  const parts: string[] = [];
+  while (current instanceof Error && parts.length < 4) {
+    parts.push(current.message);
+    current = (current as { cause?: unknown }).cause;
+  }
+  return parts.filter((p, i) => p && !parts.slice(0, i).includes(p)).join(': ');
+}
