@@ -1,0 +1,128 @@
+/**
+ * The logical method's edges: method choice on a wal_level=replica source (auto falls back to dump
+ * with the reason; forced logical fails in pre-flight with the fix), cutover driven by the plain
+ * `temporal` CLI (signal and update), abort during syncing (the source exactly as before), and the
+ * retained-WAL guardrail (the migration aborts and drops its slot before the source's disk fills).
+ */
+import { spawnSync } from 'node:child_process';
+import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
+import { databaseAccessState, migrationFailure, runMigration, startMigration, userObjects } from '../helpers/migration';
+import { createOnlineTarget, createPgbenchSource, pgbenchSums, replicaIdentities, replicationLeftovers, waitForStatus, type OnlineDatabase } from '../helpers/online';
+import { temporalCli } from '../../scripts/lib/temporal-server';
+import { statusQuery } from '../../workflows/messages';
+import type { MigrationSpecInput } from '../../src/spec';
+import type { MigrationResult } from '../../workflows/migrate-database';
+
+const stack = new TestStack();
+let source: ClusterHandle;
+let replicaSource: ClusterHandle;
+let target: ClusterHandle;
+let sourceDb: OnlineDatabase;
+let replicaDb: OnlineDatabase;
+
+beforeAll(async () => {
+  await stack.startTemporal();
+  source = await stack.startCluster('source15', DEBIAN_PG15_BIN);
+  replicaSource = await stack.startCluster('replica15', DEBIAN_PG15_BIN, { wal_level: 'replica' });
+  target = await stack.startCluster('target18', PROJECT_PG18_BIN);
+  await stack.startWorker();
+  sourceDb = await createPgbenchSource(source, 'app', 1);
+  replicaDb = await createPgbenchSource(replicaSource, 'app', 1);
+});
+
+afterAll(() => stack.stop());
+
+async function spec(id: string, from: OnlineDatabase, extra: Partial<MigrationSpecInput> = {}): Promise<MigrationSpecInput> {
+  const to = await createOnlineTarget(target, id.replace(/-/g, '_'));
+  return {
+    id,
+    source: { uri: from.uri, password: stack.secretFile(`${id}-s`, from.password) },
+    target: { uri: to.uri, password: stack.secretFile(`${id}-t`, to.password) },
+    logical: { replicaIdentityFull: true, statusInterval: '1s' },
+    ...extra,
+  };
+}
+
+function temporal(...args: string[]): { code: number | null; out: string } {
+  const result = spawnSync(temporalCli(), [...args, '--address', stack.temporal!.address], { encoding: 'utf8' });
+  return { code: result.status, out: result.stdout + result.stderr };
+}
+
+test('wal_level=replica: auto falls back to dump and says why; forced logical fails in pre-flight with the fix', async () => {
+  const result = await runMigration(stack, await spec('replica-auto', replicaDb));
+  expect(result.status.method).toBe('dump');
+  expect(result.status.methodReason).toContain('wal_level is replica: logical needs wal_level = logical');
+  expect(result.status.methodReason).toContain('ALTER SYSTEM SET wal_level = logical');
+  expect(result.status.validation?.ok).toBe(true);
+
+  const forced = await spec('replica-forced', replicaDb, { method: 'logical' });
+  const failure = await migrationFailure(await startMigration(stack, forced));
+  expect(failure.type).toBe('PreflightFailed');
+  expect(failure.message).toContain('wal_level is replica');
+  expect(failure.message).toContain('fix: ALTER SYSTEM SET wal_level = logical; then restart the source server');
+  expect(await userObjects(target, 'replica_forced')).toEqual([]);
+  expect(await replicationLeftovers(replicaSource, 'app')).toEqual([]);
+});
+
+test('cutover with the plain temporal CLI: a signal while copying is ignored, the update is answered', async () => {
+  const input = await spec('temporal-cli', sourceDb, { method: 'logical' });
+  const handle = await startMigration(stack, input);
+  await waitForStatus(handle, 'syncing', (s) => s.phase === 'syncing' && s.replication?.streaming === true);
+  await adminQuery(source, 'app', `SET ROLE app; INSERT INTO events (aid) SELECT g FROM generate_series(1, 500) g`);
+  const update = temporal('workflow', 'update', 'execute', '--workflow-id', 'temporal-cli', '--name', 'requestCutover', '--input', '{"approvedBy":"ops-cli"}');
+  expect(update.code).toBe(0);
+  expect(update.out).toContain('cutover accepted');
+  const result = (await handle.result()) as MigrationResult;
+  expect(result.status.phase).toBe('completed');
+  expect(result.status.cutovers?.[0]?.requestedBy).toBe('ops-cli');
+  expect(await pgbenchSums(target, 'temporal_cli')).toEqual(await pgbenchSums(source, 'app'));
+  expect(await replicationLeftovers(source, 'app')).toEqual([]);
+
+  // The signal form, on a second migration: ignored (with a warning) before syncing, obeyed when syncing.
+  const second = await startMigration(stack, await spec('temporal-signal', sourceDb, { method: 'logical' }));
+  const early = temporal('workflow', 'signal', '--workflow-id', 'temporal-signal', '--name', 'cutover', '--input', '{"approvedBy":"too-early"}');
+  expect(early.code).toBe(0);
+  await waitForStatus(second, 'syncing', (s) => s.phase === 'syncing' && s.replication?.streaming === true);
+  expect((await second.query(statusQuery)).warnings?.join('\n')).toMatch(/cutover signal ignored: not syncing yet/);
+  expect(temporal('workflow', 'signal', '--workflow-id', 'temporal-signal', '--name', 'cutover', '--input', '{"approvedBy":"ops-signal"}').code).toBe(0);
+  const done = (await second.result()) as MigrationResult;
+  expect(done.status.cutovers?.map((c) => c.requestedBy)).toEqual(['ops-signal']);
+  expect(await pgbenchSums(target, 'temporal_signal')).toEqual(await pgbenchSums(source, 'app'));
+});
+
+test('abort during syncing: no slot, publication or subscription left; the source exactly as before', async () => {
+  const accessBefore = await databaseAccessState(source, 'app');
+  const identitiesBefore = await replicaIdentities(source, 'app');
+  const handle = await startMigration(stack, await spec('abort-syncing', sourceDb, { method: 'logical' }));
+  await waitForStatus(handle, 'syncing', (s) => s.phase === 'syncing');
+  expect(await replicationLeftovers(source, 'app')).toHaveLength(2); // the slot and the publication
+  expect(temporal('workflow', 'signal', '--workflow-id', 'abort-syncing', '--name', 'abort', '--input', '{"reason":"changed our mind"}').code).toBe(0);
+  const failure = await migrationFailure(handle);
+  expect(failure.type).toBe('Aborted');
+  const status = await handle.query(statusQuery);
+  expect(status.cleanupOwed).toEqual([]);
+  expect(await replicationLeftovers(source, 'app')).toEqual([]);
+  expect(await replicationLeftovers(target, 'abort_syncing')).toEqual([]);
+  expect(await userObjects(target, 'abort_syncing')).toEqual([]);
+  expect(await databaseAccessState(source, 'app')).toEqual(accessBefore);
+  expect(await replicaIdentities(source, 'app')).toEqual(identitiesBefore);
+  // Writable by the application.
+  await adminQuery(source, 'app', `SET ROLE app; INSERT INTO events (aid) VALUES (1)`);
+});
+
+test('retained WAL above logical.walLimitBytes: the migration aborts and drops its slot', async () => {
+  const handle = await startMigration(stack, await spec('wal-limit', sourceDb, { method: 'logical', logical: { replicaIdentityFull: true, statusInterval: '1s', walWarningBytes: '1MB', walLimitBytes: '8MB' } }));
+  await waitForStatus(handle, 'syncing', (s) => s.phase === 'syncing' && s.replication?.streaming === true);
+  // The target stops applying; the source keeps writing.
+  const [sub] = await adminQuery<{ subname: string }>(target, 'wal_limit', 'SELECT subname FROM pg_subscription');
+  await adminQuery(target, 'wal_limit', `ALTER SUBSCRIPTION ${sub!.subname} DISABLE`);
+  await adminQuery(source, 'app', `SET ROLE app; INSERT INTO events (aid) SELECT g FROM generate_series(1, 20000) g`);
+  const warned = await waitForStatus(handle, 'the WAL warning', (s) => (s.replication?.retainedWalBytes ?? 0) > 1024 * 1024);
+  expect(warned.replication?.warning).toMatch(/the slot holds .* of WAL on the source \(warning at 1.0 MB, abort at 8.0 MB\)/);
+  await adminQuery(source, 'app', `SET ROLE app; INSERT INTO events (aid) SELECT g FROM generate_series(1, 200000) g`);
+  const failure = await migrationFailure(handle);
+  expect(failure.type).toBe('WalLimitExceeded');
+  expect(failure.message).toContain('above logical.walLimitBytes');
+  expect(await replicationLeftovers(source, 'app')).toEqual([]);
+  expect(await replicationLeftovers(target, 'wal_limit')).toEqual([]);
+});
