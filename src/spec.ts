@@ -144,9 +144,11 @@ export const specSchema = z
         walLimitBytes: byteSize.default('20GB'),
         /** How often lag and retained WAL are measured while syncing. */
         statusInterval: duration.default('5s'),
+        /** Syncing continues as a new workflow run after this many history events (Temporal's limit is 51,200). */
+        historyEventsPerRun: z.number().int().min(100).max(40_000).default(10_000),
       })
       .strict()
-      .default({ replicaIdentityFull: false, walWarningBytes: '1GB', walLimitBytes: '20GB', statusInterval: '5s' }),
+      .default({ replicaIdentityFull: false, walWarningBytes: '1GB', walLimitBytes: '20GB', statusInterval: '5s', historyEventsPerRun: 10_000 }),
     cutover: z
       .object({
         /** readOnly: pgmove fences the source itself; hook: freezeHook/unfreezeHook do it. */

@@ -4,7 +4,7 @@
  * and the cutover itself. A failed cutover resumes syncing with the source unfrozen. Deterministic code
  * only: every measurement and change happens in activities.
  */
-import { ApplicationFailure, CancellationScope, condition, proxyActivities } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, condition, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { Duration } from '@temporalio/common';
 import type * as activities from '../activities';
 import type { MigrationSpec } from '../src/spec';
@@ -36,6 +36,8 @@ export interface LogicalContext {
   initProgress: (plan: Awaited<ReturnType<Acts['planCopy']>>) => void;
   /** Turns a deferred abort into the workflow's cancellation. */
   abortNow: (reason: string) => void;
+  /** Continues syncing in a new run (a short history however long the migration syncs); never returns. */
+  continueSyncing: (knownTables: string[]) => Promise<never>;
 }
 
 export function cutoverActivities(spec: MigrationSpec): Pick<LogicalContext['acts'], 'cutover'> {
@@ -69,9 +71,22 @@ export async function runLogical(ctx: LogicalContext): Promise<void> {
 
   ctx.enterPhase('syncing');
   await acts.quick.createSubscription(input);
-  const knownTables = Object.keys(plan.tables).concat(status.preflight?.logical?.unloggedTables ?? []);
+  await syncUntilCutover(ctx, Object.keys(plan.tables).concat(status.preflight?.logical?.unloggedTables ?? []));
+}
+
+/**
+ * The syncing loop: measures the stream every statusInterval, serves cutover requests, and continues
+ * as a new run when the history grows long (the stream itself lives in PostgreSQL).
+ */
+export async function syncUntilCutover(ctx: LogicalContext, knownTables: string[]): Promise<void> {
+  const { spec, migrationId, status, acts } = ctx;
+  const input = { spec, migrationId };
   const interval = spec.logical.statusInterval as Duration;
   for (;;) {
+    const info = workflowInfo();
+    if (!ctx.control.request && (info.continueAsNewSuggested || info.historyLength >= spec.logical.historyEventsPerRun)) {
+      await ctx.continueSyncing(knownTables);
+    }
     status.replication = withGuardrails(await acts.quick.replicationStatus({ ...input, knownTables }), spec);
     ctx.publish();
     if (!ctx.control.request && autoCutoverDue(spec, status.replication)) ctx.control.request = { approvedBy: 'autoCutover' };

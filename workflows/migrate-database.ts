@@ -10,6 +10,8 @@ import {
   ActivityCancellationType,
   ApplicationFailure,
   CancellationScope,
+  ContinueAsNew,
+  continueAsNew,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -23,7 +25,7 @@ import type { MigrationSpec, MigrationSpecInput } from '../src/spec';
 import type { CopyPlan, CopyUnitResult, CutoverRequest, MigrationStatus, Phase, ValidationReport } from '../src/model';
 import { abortSignal, cutoverSignal, migrationPhaseKey, requestCutoverUpdate, statusQuery } from './messages';
 import { renderStatusMarkdown } from './status-markdown';
-import { cutoverActivities, cutoverRefusal, runLogical, type CutoverControl } from './logical';
+import { cutoverActivities, cutoverRefusal, runLogical, syncUntilCutover, type CutoverControl, type LogicalContext } from './logical';
 
 export interface MigrationResult {
   migrationId: string;
@@ -60,9 +62,18 @@ function phaseActivities(spec: MigrationSpec) {
   };
 }
 
-export async function migrateDatabase(input: MigrationSpecInput): Promise<MigrationResult> {
+/** What a syncing migration carries into its next run (continue-as-new); never a secret. */
+export interface SyncingResume {
+  spec: MigrationSpec;
+  status: MigrationStatus;
+  binDir: string;
+  knownTables: string[];
+  targetExtensions: string[];
+}
+
+export async function migrateDatabase(input: MigrationSpecInput, resume?: SyncingResume): Promise<MigrationResult> {
   const migrationId = workflowInfo().workflowId;
-  const status: MigrationStatus = {
+  const status: MigrationStatus = resume?.status ?? {
     migrationId,
     phase: 'starting',
     method: input.method ?? 'auto',
@@ -134,8 +145,30 @@ export async function migrateDatabase(input: MigrationSpecInput): Promise<Migrat
   let targetTouched = false;
   let completed = false;
   let targetExtensions: string[] = [];
+  const logicalContext = (ready: MigrationSpec, binDir: string): LogicalContext => ({
+    spec: ready,
+    migrationId,
+    binDir,
+    status,
+    control,
+    acts: { ...phaseActivities(ready), ...cutoverActivities(ready) },
+    enterPhase,
+    publish,
+    recordUnit: (unit) => recordUnit(status, unit),
+    initProgress: (plan) => initTableProgress(status, plan),
+    abortNow,
+    continueSyncing: (knownTables) => continueAsNew<typeof migrateDatabase>(input, { spec: ready, status, binDir, knownTables, targetExtensions }),
+  });
   try {
     await main.run(async () => {
+      if (resume) {
+        spec = resume.spec;
+        targetTouched = true;
+        targetExtensions = resume.targetExtensions;
+        await syncUntilCutover(logicalContext(resume.spec, resume.binDir), resume.knownTables);
+        completed = true;
+        return;
+      }
       enterPhase('preflight');
       const checked = await preflightActivity(input)(input);
       spec = checked.spec;
@@ -153,19 +186,7 @@ export async function migrateDatabase(input: MigrationSpecInput): Promise<Migrat
         targetTouched = true;
         status.cleanupOwed.push('reset the target if the migration does not complete');
         await acts.schema.preData({ spec: ready, migrationId, binDir: checked.report.clientTools.binDir });
-        await runLogical({
-          spec: ready,
-          migrationId,
-          binDir: checked.report.clientTools.binDir,
-          status,
-          control,
-          acts: { ...acts, ...cutoverActivities(ready) },
-          enterPhase,
-          publish,
-          recordUnit: (unit) => recordUnit(status, unit),
-          initProgress: (plan) => initTableProgress(status, plan),
-          abortNow,
-        });
+        await runLogical(logicalContext(ready, checked.report.clientTools.binDir));
         completed = true;
         return;
       }
@@ -213,6 +234,7 @@ export async function migrateDatabase(input: MigrationSpecInput): Promise<Migrat
       completed = true;
     });
   } catch (error) {
+    if (error instanceof ContinueAsNew) throw error;
     // An abort may surface as a cancellation or as the failure of the process it killed.
     const aborted = status.abortReason !== undefined;
     status.errors.push(aborted ? `aborted: ${status.abortReason}` : errorMessage(error));

@@ -9,7 +9,8 @@ import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterH
 import { databaseAccessState, migrationFailure, runMigration, startMigration, userObjects } from '../helpers/migration';
 import { createOnlineTarget, createPgbenchSource, pgbenchSums, replicaIdentities, replicationLeftovers, waitForStatus, type OnlineDatabase } from '../helpers/online';
 import { temporalCli } from '../../scripts/lib/temporal-server';
-import { statusQuery } from '../../workflows/messages';
+import { requestCutoverUpdate, statusQuery } from '../../workflows/messages';
+import { waitFor } from '../../scripts/lib/ports';
 import type { MigrationSpecInput } from '../../src/spec';
 import type { MigrationResult } from '../../workflows/migrate-database';
 
@@ -125,4 +126,32 @@ test('retained WAL above logical.walLimitBytes: the migration aborts and drops i
   expect(failure.message).toContain('above logical.walLimitBytes');
   expect(await replicationLeftovers(source, 'app')).toEqual([]);
   expect(await replicationLeftovers(target, 'wal_limit')).toEqual([]);
+});
+
+test('a long sync continues as new runs (short histories) and still cuts over with nothing lost', async () => {
+  const input = await spec('long-sync', sourceDb, { method: 'logical', logical: { replicaIdentityFull: true, statusInterval: '100ms', historyEventsPerRun: 100 } });
+  const handle = await startMigration(stack, input);
+  const firstRun = (await handle.describe()).runId;
+  await waitForStatus(handle, 'syncing', (s) => s.phase === 'syncing');
+  await adminQuery(source, 'app', `SET ROLE app; INSERT INTO events (aid) SELECT g FROM generate_series(1, 300) g`);
+  // Two more runs at least, each with a history under the limit (plus the few events of a run's end).
+  const runs = await waitFor('two continued runs', async () => {
+    const list = [];
+    for await (const run of stack.client!.workflow.list({ query: `WorkflowId = 'long-sync'` })) list.push(run);
+    return list.length >= 3 ? list : undefined;
+  }, 120_000, 500);
+  expect(runs.some((r) => r.runId !== firstRun)).toBe(true);
+  const continued = runs.filter((r) => r.status.name === 'CONTINUED_AS_NEW');
+  expect(continued.length).toBeGreaterThanOrEqual(2);
+  for (const run of continued) expect(run.historyLength).toBeGreaterThanOrEqual(100);
+  for (const run of continued) expect(run.historyLength).toBeLessThan(130);
+  const status = await handle.query(statusQuery);
+  expect(status.phase).toBe('syncing');
+  expect(status.totals.tables).toBeGreaterThan(0); // the status came along
+  await adminQuery(source, 'app', `SET ROLE app; INSERT INTO events (aid) SELECT g FROM generate_series(1, 300) g`);
+  await handle.executeUpdate(requestCutoverUpdate, { args: [{ approvedBy: 'after-continue-as-new' }] });
+  const result = (await handle.result()) as MigrationResult;
+  expect(result.status.validation?.ok).toBe(true);
+  expect(await pgbenchSums(target, 'long_sync')).toEqual(await pgbenchSums(source, 'app'));
+  expect(await replicationLeftovers(source, 'app')).toEqual([]);
 });
