@@ -15,7 +15,7 @@ import type { MigrationSpec } from '../src/spec';
 import { durationMs } from '../src/spec';
 import type { CutoverAttempt, ValidationReport } from '../src/model';
 import { connect, connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
-import { listTables } from '../src/pg/catalog';
+import { listTables, type TableInfo } from '../src/pg/catalog';
 import { displayName, ident, qualified } from '../src/pg/sql';
 import { lsnToBigInt, readPublicationRecord, replicationNames, slotState, subscriptionState, writePublicationRecord } from '../src/pg/replication';
 import { runHook, type HookContext } from '../src/hooks';
@@ -76,16 +76,21 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
       return result;
     };
 
+    // The window starts when the freeze starts: from then on the application's writes may be refused.
+    const frozenAt = mark;
     if (spec.cutover.freeze === 'hook') await timed('freeze', () => runHook('freezeHook', spec.cutover.freezeHook!, hookContext, durationMs(spec.cutover.hookTimeout), heartbeat.signal));
     else await timed('freeze', () => freezeSource(spec));
-    const frozenAt = mark;
     if (spec.cutover.freeze === 'readOnly') await timed('verifyFence', () => verifyFence(source));
     await timed('ddlCheck', () => refuseSchemaDrift(source, target, spec, input.knownTables));
-    await timed('drain', () => drain(source, names.slot, durationMs(spec.cutover.drainTimeout), heartbeat.signal));
+    // The frozen source can be counted while the target drains.
+    const tables = await withClient(sourceInfo, 'source', (c) => listTables(c, spec));
+    const sourceCounts = spec.cutover.quickValidation ? rowCounts(sourceInfo, 'source', tables, spec.jobs) : undefined;
+    sourceCounts?.catch(() => undefined); // awaited below; a failure surfaces there
+    await timed('drain', () => drain(source, target, names.slot, durationMs(spec.cutover.drainTimeout), heartbeat.signal));
     await timed('stopSubscription', () => target.query(`ALTER SUBSCRIPTION ${ident(names.subscription)} DISABLE`));
     await timed('sequences', () => syncSequences(spec));
-    await timed('unloggedAndLargeObjects', () => copyUnreplicated(spec, sourceInfo, targetInfo, heartbeat.signal));
-    if (spec.cutover.quickValidation) await timed('rowCounts', () => compareRowCounts(sourceInfo, targetInfo, spec));
+    await timed('unloggedAndLargeObjects', () => copyUnreplicated(spec, sourceInfo, targetInfo, tables, heartbeat.signal));
+    if (sourceCounts) await timed('rowCounts', async () => compareCounts(await sourceCounts, await rowCounts(targetInfo, 'target', tables, spec.jobs)));
     const readyAt = mark;
     // The target as of the cutover, for the checksums after the switch.
     snapshotHolder = await connect(targetInfo, 'target', { applicationName: 'pgmove cutover snapshot' });
@@ -133,10 +138,20 @@ export async function unfreezeAfterCutover(input: CutoverInput): Promise<void> {
 }
 
 /** Waits until the subscriber has confirmed everything the (frozen) source has written so far. */
-async function drain(source: Client, slot: string, timeoutMs: number, signal: AbortSignal): Promise<void> {
+async function drain(source: Client, target: Client, slot: string, timeoutMs: number, signal: AbortSignal): Promise<void> {
   const goal = lsnToBigInt((await source.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn);
   const deadline = Date.now() + timeoutMs;
+  // Whatever the servers' defaults: these commits must flush.
+  await target.query('SET synchronous_commit = on');
+  await source.query('SET synchronous_commit = on');
   for (;;) {
+    // The apply worker commits without waiting for its WAL flush and reports only flushed positions,
+    // and a walsender reads only flushed WAL: a synchronous commit on the target flushes the applied
+    // changes now (not at the WAL writer's next round), and a flushed logical message on the source (no
+    // data, not published) makes the walsender ask the subscriber for its position. The drain then
+    // ends within milliseconds of the last apply.
+    await target.query('SELECT pg_current_xact_id()');
+    await source.query(`SELECT pg_logical_emit_message(true, 'pgmove', 'drain')`);
     const state = await slotState(source, slot);
     if (!state) throw ApplicationFailure.nonRetryable(`replication slot ${slot} is gone from the source`, 'CutoverFailed');
     if (state.confirmedFlushLsn && lsnToBigInt(state.confirmedFlushLsn) >= goal) return;
@@ -182,34 +197,34 @@ async function refuseSchemaDrift(source: Client, target: Client, spec: Migration
 }
 
 /** Unlogged tables and large objects are not replicated: copied now, while the source is frozen. */
-async function copyUnreplicated(spec: MigrationSpec, sourceInfo: ConnectionInfo, targetInfo: ConnectionInfo, signal: AbortSignal): Promise<void> {
-  const unlogged = await withClient(sourceInfo, 'source', async (c) => (await listTables(c, spec)).filter((t) => t.unlogged));
-  for (const table of unlogged) {
+async function copyUnreplicated(spec: MigrationSpec, sourceInfo: ConnectionInfo, targetInfo: ConnectionInfo, tables: TableInfo[], signal: AbortSignal): Promise<void> {
+  for (const table of tables.filter((t) => t.unlogged)) {
     await runUnit({ id: `unlogged:${displayName(table)}`, tables: [copyTableOf(table)], bytes: table.bytes }, sourceInfo, targetInfo, undefined, [], () => undefined, signal);
   }
   const hasLargeObjects = await withClient(sourceInfo, 'source', async (c) => (await c.query('SELECT 1 FROM pg_largeobject_metadata LIMIT 1')).rowCount === 1);
   if (hasLargeObjects) await copyLargeObjectsWith(sourceInfo, targetInfo, undefined, signal);
 }
 
-/** Exact row counts of every table on both sides, `jobs` tables at a time. */
-async function compareRowCounts(sourceInfo: ConnectionInfo, targetInfo: ConnectionInfo, spec: MigrationSpec): Promise<void> {
-  const tables = await withClient(sourceInfo, 'source', (c) => listTables(c, spec));
+/** Exact row counts of the tables on one side, `jobs` tables at a time. */
+async function rowCounts(info: ConnectionInfo, side: 'source' | 'target', tables: TableInfo[], jobs: number): Promise<Map<string, string>> {
   const queue = [...tables];
-  const mismatches: string[] = [];
+  const counts = new Map<string, string>();
   const lane = async () => {
-    const [s, t] = [await connect(sourceInfo, 'source'), await connect(targetInfo, 'target')];
+    const client = await connect(info, side, { applicationName: 'pgmove cutover' });
     try {
       for (let table = queue.shift(); table; table = queue.shift()) {
-        const sql = `SELECT count(*)::text AS n FROM ONLY ${qualified(table)}`;
-        const [a, b] = await Promise.all([s.query<{ n: string }>(sql), t.query<{ n: string }>(sql)]);
-        if (a.rows[0]!.n !== b.rows[0]!.n) mismatches.push(`${displayName(table)}: source ${a.rows[0]!.n}, target ${b.rows[0]!.n}`);
+        counts.set(displayName(table), (await client.query<{ n: string }>(`SELECT count(*)::text AS n FROM ONLY ${qualified(table)}`)).rows[0]!.n);
       }
     } finally {
-      await s.end().catch(() => undefined);
-      await t.end().catch(() => undefined);
+      await client.end().catch(() => undefined);
     }
   };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(spec.jobs, tables.length)) }, lane));
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(jobs, tables.length)) }, lane));
+  return counts;
+}
+
+function compareCounts(source: Map<string, string>, target: Map<string, string>): void {
+  const mismatches = [...source].filter(([table, n]) => target.get(table) !== n).map(([table, n]) => `${table}: source ${n}, target ${target.get(table) ?? 'missing'}`);
   if (mismatches.length) {
     throw ApplicationFailure.nonRetryable(`cutover refused, row counts differ after draining: ${mismatches.slice(0, 20).join('; ')}`, 'CutoverFailed');
   }

@@ -179,14 +179,25 @@ async function assertFenced(client: Client, database: string): Promise<void> {
  * subscription's stream must keep draining.
  */
 async function endOtherSessions(client: Client): Promise<number> {
-  const result = await client.query<{ n: string }>(
-    `SELECT count(*) FILTER (WHERE pg_terminate_backend(a.pid, 5000)) AS n
-       FROM pg_stat_activity a
-      WHERE ${OTHER_CLIENT_SESSION}
-        AND (NOT coalesce((SELECT rolsuper FROM pg_roles r WHERE r.oid = a.usesysid), false)
-             OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user))`,
-  );
-  return Number(result.rows[0]?.n ?? 0);
+  // Signal them all at once, then wait for them together (pg_terminate_backend's own wait polls every 100 ms per session).
+  const pids = (
+    await client.query<{ pid: number }>(
+      `SELECT a.pid FROM pg_stat_activity a
+        WHERE ${OTHER_CLIENT_SESSION}
+          AND (NOT coalesce((SELECT rolsuper FROM pg_roles r WHERE r.oid = a.usesysid), false)
+               OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user))`,
+    )
+  ).rows.map((r) => r.pid);
+  // A separate statement: SQL does not promise to apply the filter above before calling a function.
+  if (pids.length) await client.query('SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid', [pids]);
+  const deadline = Date.now() + 10_000;
+  while (pids.length) {
+    const alive = (await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = ANY($1::int[])`, [pids])).rows[0]!.n;
+    if (alive === 0) break;
+    if (Date.now() > deadline) throw new Error(`${alive} session(s) did not end within 10 s of pg_terminate_backend`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  return pids.length;
 }
 
 /**

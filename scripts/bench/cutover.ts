@@ -86,6 +86,9 @@ async function main(): Promise<void> {
       args: [specFor('bench-offline', await createOnlineTarget(target, 'offline'), { method: 'dump' })],
     })).result()) as MigrationResult;
     const offlineCopy = secondsUntil(offline.status, 'postData', true);
+    const phaseLine = (status: MigrationStatus, phases: (keyof MigrationStatus['timings'])[]) =>
+      phases.map((p) => `${p} ${status.timings[p]?.seconds?.toFixed(1) ?? '?'}s`).join(', ');
+    console.log(`  phases: ${phaseLine(offline.status, ['preflight', 'freeze', 'preData', 'copy', 'postData'])}`);
     console.log(`  start → copied + post-data: ${offlineCopy.toFixed(1)} s (whole offline migration with validation: ${secondsUntil(offline.status, 'validate', true).toFixed(1)} s)`);
 
     const toSyncing: number[] = [];
@@ -111,6 +114,7 @@ async function main(): Promise<void> {
         return status.phase === 'syncing' && status.replication?.streaming && status.replication.lagBytes < 1024 * 1024 ? status : undefined;
       }, 1_800_000, 250);
       toSyncing.push(secondsUntil(syncing, 'syncing'));
+      const phases = phaseLine(syncing, ['preflight', 'preData', 'copy', 'postData']);
       await handle.executeUpdate(requestCutoverUpdate, { args: [{ approvedBy: 'bench' }] });
       const result = (await handle.result()) as MigrationResult;
       const attempt = result.status.cutovers!.find((c) => c.outcome === 'switched')!;
@@ -121,7 +125,7 @@ async function main(): Promise<void> {
       toSwitched.push(attempt.freezeToSwitchedMs!);
       failed.push(failedTx);
       for (const [step, ms] of Object.entries(attempt.steps ?? {})) (stepTotals[step] ??= []).push(ms);
-      console.log(`  run ${run}/${RUNS}: start → syncing ${toSyncing.at(-1)!.toFixed(1)} s; freeze → target ready ${attempt.freezeToReadyMs} ms, → switched ${attempt.freezeToSwitchedMs} ms; pgbench transactions failed by the freeze: ${failedTx}; steps ${JSON.stringify(attempt.steps)}`);
+      console.log(`  run ${run}/${RUNS}: start → syncing ${toSyncing.at(-1)!.toFixed(1)} s (${phases}); freeze → target ready ${attempt.freezeToReadyMs} ms, → switched ${attempt.freezeToSwitchedMs} ms; pgbench transactions failed by the freeze: ${failedTx}; steps ${JSON.stringify(attempt.steps)}`);
     }
     await connection.close();
 
