@@ -5,6 +5,7 @@
  * retained-WAL guardrail (the migration aborts and drops its slot before the source's disk fills).
  */
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
 import { databaseAccessState, migrationFailure, runMigration, startMigration, userObjects } from '../helpers/migration';
 import { createOnlineTarget, createPgbenchSource, pgbenchSums, replicaIdentities, replicationLeftovers, waitForStatus, type OnlineDatabase } from '../helpers/online';
@@ -154,4 +155,43 @@ test('a long sync continues as new runs (short histories) and still cuts over wi
   expect(result.status.validation?.ok).toBe(true);
   expect(await pgbenchSums(target, 'long_sync')).toEqual(await pgbenchSums(source, 'app'));
   expect(await replicationLeftovers(source, 'app')).toEqual([]);
+});
+
+test('schema drift refuses the cutover and says which table; unlogged tables and large objects come over inside the freeze (hook strategy)', async () => {
+  const log = `${stack.dir}/hooks.log`;
+  await adminQuery(source, 'app', `SET ROLE migrator;
+    CREATE UNLOGGED TABLE scratch (id int PRIMARY KEY, note text);
+    SELECT lo_from_bytea(0, convert_to(repeat('large object ', 1000), 'UTF8'));`);
+  const handle = await startMigration(stack, await spec('drift', sourceDb, {
+    method: 'logical',
+    cutover: { freeze: 'hook', freezeHook: ['sh', '-c', `echo freeze >> ${log}`], unfreezeHook: ['sh', '-c', `echo unfreeze >> ${log}`] },
+  }));
+  await waitForStatus(handle, 'syncing', (s) => s.phase === 'syncing' && s.replication?.streaming === true);
+  // Written after the copy: only the cutover can bring these over.
+  await adminQuery(source, 'app', `SET ROLE migrator; INSERT INTO scratch SELECT g, 'row ' || g FROM generate_series(1, 1000) g; CREATE TABLE late_table (id int PRIMARY KEY);`);
+  const warned = await waitForStatus(handle, 'the new table in the status', (s) => (s.replication?.newTables ?? []).includes('public.late_table'));
+  expect(warned.replication?.warning).toContain('public.late_table');
+
+  await handle.executeUpdate(requestCutoverUpdate, { args: [{ approvedBy: 'drift-1' }] });
+  const refused = await waitForStatus(handle, 'the refused cutover', (s) => s.phase === 'syncing' && s.cutovers?.[0]?.outcome === 'failed');
+  expect(refused.cutovers![0]!.error).toContain('created on the source after the start (not replicated): public.late_table');
+  expect(readFileSync(log, 'utf8').split('\n').filter(Boolean)).toEqual(['freeze', 'unfreeze']);
+
+  await adminQuery(source, 'app', `SET ROLE migrator; DROP TABLE late_table;`);
+  await handle.executeUpdate(requestCutoverUpdate, { args: [{ approvedBy: 'drift-2' }] });
+  const result = (await handle.result()) as MigrationResult;
+  expect(result.status.validation?.ok).toBe(true);
+  expect(result.status.validation?.largeObjects).toMatchObject({ source: 1, target: 1, ok: true });
+  const [rows] = await adminQuery<{ n: string }>(target, 'drift', 'SELECT count(*)::text AS n FROM scratch');
+  expect(rows!.n).toBe('1000');
+  expect(readFileSync(log, 'utf8').split('\n').filter(Boolean)).toEqual(['freeze', 'unfreeze', 'freeze', 'unfreeze']);
+  expect(await replicationLeftovers(source, 'app')).toEqual([]);
+});
+
+test('autoCutover: true cuts over on its own once the lag is small', async () => {
+  const handle = await startMigration(stack, await spec('auto-cutover', sourceDb, { method: 'logical', cutover: { autoCutover: true } }));
+  const result = (await handle.result()) as MigrationResult;
+  expect(result.status.cutovers?.map((c) => [c.requestedBy, c.outcome])).toEqual([['autoCutover', 'switched']]);
+  expect(result.status.validation?.ok).toBe(true);
+  expect(await pgbenchSums(target, 'auto_cutover')).toEqual(await pgbenchSums(source, 'app'));
 });
