@@ -221,6 +221,7 @@ export class SnapshotCopier {
   private readonly finished: CopyUnitResult[] = [];
   private readonly heartbeat;
   private readonly stopper = new AbortController();
+  private failure: unknown;
 
   constructor(
     private readonly spec: MigrationSpec,
@@ -243,6 +244,12 @@ export class SnapshotCopier {
     return this.stopper.signal;
   }
 
+  /** Stops the copy from outside (e.g. a guardrail); copyUnits then throws this error. */
+  fail(error: unknown): void {
+    this.failure ??= error;
+    this.stopper.abort();
+  }
+
   async copyUnits(snapshot: string): Promise<CopyUnitResult[]> {
     const queue = [...this.plan.units];
     const lane = async () => {
@@ -260,6 +267,7 @@ export class SnapshotCopier {
         }),
       ),
     );
+    if (this.failure !== undefined) throw this.failure;
     const failed = lanes.find((l): l is PromiseRejectedResult => l.status === 'rejected');
     if (failed) throw failed.reason;
     return this.finished;

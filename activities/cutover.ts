@@ -17,7 +17,7 @@ import type { CutoverAttempt, ValidationReport } from '../src/model';
 import { connect, connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
 import { listTables, type TableInfo } from '../src/pg/catalog';
 import { displayName, ident, qualified } from '../src/pg/sql';
-import { lsnToBigInt, readPublicationRecord, replicationNames, slotState, subscriptionState, writePublicationRecord } from '../src/pg/replication';
+import { lsnToBigInt, readPublicationRecord, replicationNames, slotState, subscriptionState, writePublicationRecord, type PublicationRecord } from '../src/pg/replication';
 import { runHook, type HookContext } from '../src/hooks';
 import { startHeartbeat } from '../src/heartbeat';
 import { activityLogger } from '../src/log';
@@ -47,7 +47,7 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
   const names = replicationNames(migrationId);
   const sourceInfo = await connectionInfo(spec.source, 'source');
   const targetInfo = await connectionInfo(spec.target, 'target');
-  const hookContext: HookContext = { migrationId, sourceUri: spec.source.uri, targetUri: spec.target.uri };
+  const hookContext = hookContextOf(spec, migrationId);
   const steps: Record<string, number> = {};
   let step = 'starting';
   const heartbeat = startHeartbeat(() => ({ step, steps }));
@@ -56,15 +56,26 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
   let snapshotHolder: Client | undefined;
   try {
     await source.query('SET default_transaction_read_only = off');
-    const record = await readPublicationRecord(source, names.publication);
+    let record = await readPublicationRecord(source, names.publication);
     if (!record) throw ApplicationFailure.nonRetryable(`publication ${names.publication} is gone from the source`, 'CutoverFailed');
+    if (record.switchingAt && !record.switchedAt) {
+      // The worker stopped while the switch hook ran: only the hook is left (hooks must be idempotent).
+      log.warn('resuming a switch that was under way: running the switch hook again');
+      step = 'switchHook';
+      await switchHook(source, names.publication, record, spec, hookContext, heartbeat.signal);
+      record = { ...record, switchedAt: new Date().toISOString() };
+      await writePublicationRecord(source, names.publication, record);
+    }
     if (record.switchedAt) {
-      log.warn('resuming after the switch: validating the live target');
       step = 'validate';
-      return { timing: {}, switchedAt: record.switchedAt, validation: await validate({ spec }), validatedLive: true };
+      return { timing: {}, switchedAt: record.switchedAt, validation: await validateOrReport({ spec }), validatedLive: true };
     }
     // An earlier attempt may have stopped the stream before failing.
     await target.query(`ALTER SUBSCRIPTION ${ident(names.subscription)} ENABLE`);
+    if (spec.cutover.freeze === 'hook') {
+      record = { ...record, frozenByHook: true };
+      await writePublicationRecord(source, names.publication, record);
+    }
 
     let mark = Date.now();
     const timed = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
@@ -96,13 +107,16 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
     snapshotHolder = await connect(targetInfo, 'target', { applicationName: 'pgmove cutover snapshot' });
     await snapshotHolder.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     const snapshot = (await snapshotHolder.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
-    if (spec.cutover.switchHook) await timed('switchHook', () => runHook('switchHook', spec.cutover.switchHook!, hookContext, durationMs(spec.cutover.hookTimeout), heartbeat.signal));
+    // Past this mark a cutover never goes back: a retry only finishes the switch.
+    record = { ...record, switchingAt: new Date().toISOString() };
+    await writePublicationRecord(source, names.publication, record);
+    await timed('switchHook', () => switchHook(source, names.publication, record!, spec, hookContext, heartbeat.signal));
     const switchedAt = new Date().toISOString();
     await writePublicationRecord(source, names.publication, { ...record, switchedAt });
     const timing = { freezeToReadyMs: readyAt - frozenAt, freezeToSwitchedMs: Date.now() - frozenAt, steps: { ...steps } };
     log.info(timing, 'switched');
     step = 'validate';
-    const validation = await validate({ spec, targetSnapshot: snapshot });
+    const validation = await validateOrReport({ spec, targetSnapshot: snapshot });
     return { timing, switchedAt, validation, validatedLive: false };
   } finally {
     heartbeat.stop();
@@ -112,34 +126,98 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
   }
 }
 
-/** After a failed cutover: the stream resumes and the source is unfrozen (by pgmove, or the unfreeze hook). */
+/**
+ * Runs the switch hook under the `switchingAt` mark. A hook that exits non-zero (or times out) did not
+ * switch — that is its contract — so the mark is taken back and the cutover can be abandoned; only a
+ * worker that stops while the hook runs leaves the mark, and the retry runs the (idempotent) hook again.
+ */
+async function switchHook(source: Client, publication: string, record: PublicationRecord, spec: MigrationSpec, context: HookContext, signal: AbortSignal): Promise<void> {
+  if (!spec.cutover.switchHook) return;
+  try {
+    await runHook('switchHook', spec.cutover.switchHook, context, durationMs(spec.cutover.hookTimeout), signal);
+  } catch (error) {
+    if (error instanceof ApplicationFailure && error.type === 'HookFailed') {
+      await writePublicationRecord(source, publication, { ...record, switchingAt: undefined, switchedAt: undefined });
+    }
+    throw error;
+  }
+}
+
+function hookContextOf(spec: MigrationSpec, migrationId: string): HookContext {
+  return { migrationId, sourceUri: spec.source.uri, targetUri: spec.target.uri, secretRefs: [spec.source.password, spec.target.password] };
+}
+
+/** After the switch, a validation that cannot run is reported (the cutover itself stands). */
+async function validateOrReport(input: Parameters<typeof validate>[0]): Promise<ValidationReport> {
+  try {
+    return await validate(input);
+  } catch (error) {
+    const summary = `validation could not run after the switch: ${(error as Error).message}; run it again by comparing the databases (the target is live)`;
+    return { ok: false, tables: [], sequences: [], schemaDifferences: [], largeObjects: { source: 0, target: 0, ok: false }, summary };
+  }
+}
+
+/** How far the cutover got, as recorded on the source. */
+export async function cutoverStage(input: CutoverInput): Promise<{ switchingAt?: string; switchedAt?: string }> {
+  const names = replicationNames(input.migrationId);
+  const sourceInfo = await connectionInfo(input.spec.source, 'source');
+  const record = await withClient(sourceInfo, 'source', (source) => readPublicationRecord(source, names.publication));
+  return { switchingAt: record?.switchingAt, switchedAt: record?.switchedAt };
+}
+
+/**
+ * After a cutover failed before the switch: the source is unfrozen first (it must never stay frozen,
+ * even while the target is unreachable), then the stream resumes.
+ */
 export async function abandonCutover(input: CutoverInput): Promise<{ resumed: boolean }> {
   const { spec, migrationId } = input;
   const names = replicationNames(migrationId);
+  if ((await cutoverStage(input)).switchingAt) {
+    throw ApplicationFailure.nonRetryable('the cutover had reached the switch: it is finished, not abandoned', 'AlreadySwitching');
+  }
+  await unfreezeAfterCutover(input);
   const targetInfo = await connectionInfo(spec.target, 'target');
-  const resumed = await withClient(targetInfo, 'target', async (target) => {
+  return withClient(targetInfo, 'target', async (target) => {
     const state = await subscriptionState(target, names.subscription);
     if (state.exists && !state.enabled) await target.query(`ALTER SUBSCRIPTION ${ident(names.subscription)} ENABLE`);
-    return state.exists;
+    return { resumed: state.exists };
   });
-  await unfreezeAfterCutover(input);
-  return { resumed };
 }
 
-/** Unfreezes the source however it was frozen; idempotent (the readOnly freeze is marker-based). */
+/**
+ * Unfreezes the source however it was frozen; idempotent. The readOnly freeze is undone from its record
+ * on the source; the unfreeze hook runs only when the freeze hook was started (recorded), and a failure
+ * is retried like any other (the source must not stay frozen).
+ */
 export async function unfreezeAfterCutover(input: CutoverInput): Promise<void> {
   const { spec, migrationId } = input;
-  if (spec.cutover.freeze === 'hook') {
-    const context = { migrationId, sourceUri: spec.source.uri, targetUri: spec.target.uri };
-    await runHook('unfreezeHook', spec.cutover.unfreezeHook!, context, durationMs(spec.cutover.hookTimeout));
-  } else {
+  if (spec.cutover.freeze !== 'hook') {
     await unfreezeSource(spec);
+    return;
   }
+  const names = replicationNames(migrationId);
+  const sourceInfo = await connectionInfo(spec.source, 'source');
+  await withClient(sourceInfo, 'source', async (source) => {
+    await source.query('SET default_transaction_read_only = off');
+    const record = await readPublicationRecord(source, names.publication);
+    if (!record?.frozenByHook) return;
+    const heartbeat = startHeartbeat(() => ({ step: 'unfreezeHook' }));
+    try {
+      await runHook('unfreezeHook', spec.cutover.unfreezeHook!, hookContextOf(spec, migrationId), durationMs(spec.cutover.hookTimeout), heartbeat.signal);
+    } catch (error) {
+      throw ApplicationFailure.retryable(`${(error as Error).message} (retried: the source is still frozen)`, 'UnfreezeHookFailed');
+    } finally {
+      heartbeat.stop();
+    }
+    await writePublicationRecord(source, names.publication, { ...record, frozenByHook: false });
+  });
 }
 
 /** Waits until the subscriber has confirmed everything the (frozen) source has written so far. */
 async function drain(source: Client, target: Client, slot: string, timeoutMs: number, signal: AbortSignal): Promise<void> {
-  const goal = lsnToBigInt((await source.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn);
+  // The insert position: every commit of the ended sessions is before it, also those not yet written out
+  // (synchronous_commit = off); the flushed message below makes them readable for the walsender.
+  const goal = lsnToBigInt((await source.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn')).rows[0]!.lsn);
   const deadline = Date.now() + timeoutMs;
   // Whatever the servers' defaults: these commits must flush.
   await target.query('SET synchronous_commit = on');
@@ -190,7 +268,7 @@ async function refuseSchemaDrift(source: Client, target: Client, spec: Migration
   if (gone.length) problems.push(`dropped on the source after the start: ${gone.join(', ')}`);
   if (problems.length) {
     throw ApplicationFailure.nonRetryable(
-      `cutover refused, the schema changed on the source (DDL is not replicated): ${problems.join('; ')}. Apply the same DDL on the target (and ALTER PUBLICATION ... ADD TABLE for new tables), or abort and start again`,
+      `cutover refused, the schema changed on the source (DDL is not replicated): ${problems.join('; ')}. Undo that change on the source, or abort and start the migration again (it will copy the new schema)`,
       'SchemaDrift',
     );
   }

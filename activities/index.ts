@@ -8,4 +8,4 @@ export { syncSequences } from './sequences';
 export { validate } from './validate';
 export { cleanup } from './cleanup';
 export { preparePublication, copyAtSlot, createSubscription, replicationStatus, dropReplication } from './sync';
-export { cutover, abandonCutover, unfreezeAfterCutover } from './cutover';
+export { cutover, cutoverStage, abandonCutover, unfreezeAfterCutover } from './cutover';

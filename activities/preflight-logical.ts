@@ -11,6 +11,7 @@ import { serverMajor } from '../src/pg/catalog';
 import { connectionInfo, type ConnectionInfo } from '../src/pg/connect';
 import { displayName, ident } from '../src/pg/sql';
 import { createSubscriptionSql, subscriptionConninfo } from '../src/pg/replication';
+import { quietStatementLogging } from './sync';
 
 export interface LogicalBlocker {
   detail: string;
@@ -153,6 +154,7 @@ async function targetSubscribeBlockers(spec: MigrationSpec, target: Client, info
 async function reachabilityProbe(spec: MigrationSpec, target: Client): Promise<LogicalBlocker[]> {
   const fromTarget = await connectionInfo({ uri: spec.logical.sourceUriFromTarget ?? spec.source.uri, password: spec.source.password }, 'source');
   const names = { publication: 'pgmove_probe', slot: 'pgmove_probe', subscription: `pgmove_probe_${process.pid}` };
+  await quietStatementLogging(target);
   await target.query('BEGIN');
   try {
     await target.query(createSubscriptionSql(names, subscriptionConninfo(fromTarget), { connect: true, enabled: false }));

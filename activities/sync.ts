@@ -25,6 +25,7 @@ import {
 } from '../src/pg/replication';
 import { SnapshotCopier } from './copy';
 import { activityLogger } from '../src/log';
+import { formatBytes, sizeBytes } from '../src/units';
 
 export interface SyncInput {
   spec: MigrationSpec;
@@ -47,7 +48,7 @@ export async function preparePublication(input: SyncInput): Promise<{ publicatio
     }
     const record = await createPublication(source, names.publication, tables, lacking);
     activityLogger('sync').info({ publication: names.publication, tables: tables.length }, 'publication ready');
-    return { publication: names.publication, tables: tables.length, replicaIdentityFull: Object.keys(record.replicaIdentityChanged) };
+    return { publication: names.publication, tables: tables.length, replicaIdentityFull: record.replicaIdentityChanged.map(displayName) };
   });
 }
 
@@ -74,6 +75,9 @@ export async function copyAtSlot(input: SyncInput & { plan: CopyPlan }): Promise
   });
   const walsender = await connect(sourceInfo, 'source', { applicationName: 'pgmove slot', replication: 'database' });
   const copier = new SnapshotCopier(spec, plan, sourceInfo, targetInfo);
+  // Slot creation waits for running transactions on the source: an abort ends it by ending the connection.
+  copier.signal.addEventListener('abort', () => void walsender.end().catch(() => undefined), { once: true });
+  const guard = setInterval(() => void checkRetainedWal(sourceInfo, names.slot, spec).catch((error: unknown) => copier.fail(error)), 10_000);
   try {
     const created = await walsender.query<{ consistent_point: string; snapshot_name: string }>(
       major >= 15
@@ -86,8 +90,21 @@ export async function copyAtSlot(input: SyncInput & { plan: CopyPlan }): Promise
     const units = await copier.copyUnits(snapshot);
     return { units, consistentPoint };
   } finally {
+    clearInterval(guard);
     copier.stop();
     await walsender.end().catch(() => undefined);
+  }
+}
+
+/** The WAL guardrail while the copy runs (hours, on a large database): the slot already holds WAL. */
+async function checkRetainedWal(sourceInfo: ConnectionInfo, slot: string, spec: MigrationSpec): Promise<void> {
+  const state = await withClient(sourceInfo, 'source', (source) => slotState(source, slot));
+  const limit = sizeBytes(spec.logical.walLimitBytes);
+  if (state && state.retainedWalBytes > limit) {
+    throw ApplicationFailure.nonRetryable(
+      `the replication slot holds ${formatBytes(state.retainedWalBytes)} of WAL on the source during the copy, above logical.walLimitBytes (${formatBytes(limit)}): stopping before the source's disk fills`,
+      'WalLimitExceeded',
+    );
   }
 }
 
@@ -104,6 +121,7 @@ export async function createSubscription(input: SyncInput): Promise<{ subscripti
       return { subscription: names.subscription, created: false };
     }
     try {
+      await quietStatementLogging(target);
       await target.query(createSubscriptionSql(names, subscriptionConninfo(fromTarget), { connect: true, enabled: true }));
     } catch (error) {
       throw subscriptionError(error, fromTarget);
@@ -111,6 +129,16 @@ export async function createSubscription(input: SyncInput): Promise<{ subscripti
     activityLogger('sync').info({ subscription: names.subscription }, 'subscription created from the slot; streaming');
     return { subscription: names.subscription, created: true };
   });
+}
+
+/**
+ * The CREATE SUBSCRIPTION statement holds the source's password: keep the target server from logging it
+ * (on a failure, or with log_statement = ddl). Only a superuser may change these; others are told in
+ * the README to check the target's logging settings.
+ */
+export async function quietStatementLogging(target: Client): Promise<void> {
+  // Outside a transaction block: a refused SET leaves the session usable.
+  for (const sql of ['SET log_min_error_statement = panic', 'SET log_statement = none']) await target.query(sql).catch(() => undefined);
 }
 
 /** The source as the target server connects to it: logical.sourceUriFromTarget, else source.uri. */
@@ -173,7 +201,12 @@ export async function dropReplication(input: SyncInput): Promise<{ dropped: stri
   const names = replicationNames(migrationId);
   const dropped: string[] = [];
   const targetInfo = await connectionInfo(spec.target, 'target');
-  if (await withClient(targetInfo, 'target', (target) => dropSubscription(target, names.subscription))) dropped.push(`subscription ${names.subscription}`);
+  // An unreachable target must not keep the slot alive on the source: the source part runs regardless,
+  // and the target part is retried (the subscription no longer names a slot once it is dropped).
+  const targetError = await withClient(targetInfo, 'target', (target) => dropSubscription(target, names.subscription)).then(
+    (was) => void (was && dropped.push(`subscription ${names.subscription}`)),
+    (error: unknown) => error,
+  );
   const sourceInfo = await connectionInfo(spec.source, 'source');
   await withClient(sourceInfo, 'source', async (source) => {
     // The source may be frozen (read-only by default) at this point.
@@ -182,5 +215,6 @@ export async function dropReplication(input: SyncInput): Promise<{ dropped: stri
     if (await dropPublication(source, names.publication)) dropped.push(`publication ${names.publication}`);
   });
   activityLogger('sync').info({ dropped }, 'replication objects dropped');
+  if (targetError) throw targetError;
   return { dropped };
 }

@@ -157,7 +157,9 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
     const render = (x?: { lastValue: string; isCalled: boolean }) => (x ? `${x.lastValue}${x.isCalled ? '' : ' (not called)'}` : 'missing');
     // At a snapshot of a live source, the source's sequences may have moved on since they were set.
     const behindLiveSource = input.sourceTables !== undefined && t !== undefined && BigInt(t.lastValue) <= BigInt(s.lastValue);
-    return { sequence: displayName(s), source: render(s), target: render(t), ok: render(s) === render(t) || behindLiveSource };
+    // After a cutover the application may already draw values on the target: ahead is fine, behind is not.
+    const aheadAfterSwitch = input.targetSnapshot !== undefined && t !== undefined && BigInt(t.lastValue) >= BigInt(s.lastValue);
+    return { sequence: displayName(s), source: render(s), target: render(t), ok: render(s) === render(t) || behindLiveSource || aheadAfterSwitch };
   });
 
   const [sourceObjects, targetObjects] = await Promise.all([
@@ -170,7 +172,14 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
   ];
   const [sourceLo, targetLo] = await Promise.all([
     withClient(sourceInfo, 'source', largeObjectDigest),
-    withClient(targetInfo, 'target', largeObjectDigest),
+    // At the cutover's snapshot when there is one: the application may use the target by now.
+    openNormalized(targetInfo, 'target', input.targetSnapshot).then(async (client) => {
+      try {
+        return await largeObjectDigest(client);
+      } finally {
+        await client.end().catch(() => undefined);
+      }
+    }),
   ]);
   const largeObjects = { source: sourceLo.count, target: targetLo.count, ok: sourceLo.count === targetLo.count && sourceLo.digest === targetLo.digest };
 

@@ -10,6 +10,8 @@ export interface HookContext {
   migrationId: string;
   sourceUri: string;
   targetUri: string;
+  /** The spec's password references: variables they name are not passed on to the hook. */
+  secretRefs?: (string | undefined)[];
 }
 
 export async function runHook(name: string, argv: string[], context: HookContext, timeoutMs: number, signal?: AbortSignal): Promise<string> {
@@ -26,6 +28,7 @@ export async function runHook(name: string, argv: string[], context: HookContext
   };
   // Our own database passwords must not leak into the hook through inherited variables.
   delete env.PGPASSWORD;
+  for (const ref of context.secretRefs ?? []) if (ref?.startsWith('env:')) delete env[ref.slice(4)];
   try {
     return (await run(file, args, { env, signal: combined })).stdout;
   } catch (error) {

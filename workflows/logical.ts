@@ -8,7 +8,7 @@ import { ApplicationFailure, CancellationScope, condition, proxyActivities, work
 import type { Duration } from '@temporalio/common';
 import type * as activities from '../activities';
 import type { MigrationSpec } from '../src/spec';
-import { formatBytes as mb, sizeBytes as bytes } from '../src/units';
+import { durationMs, formatBytes as mb, sizeBytes as bytes } from '../src/units';
 import type { CopyUnitResult, CutoverAttempt, CutoverRequest, MigrationStatus, Phase, ReplicationState } from '../src/model';
 
 type Acts = ReturnType<typeof proxyActivities<typeof activities>>;
@@ -43,10 +43,10 @@ export interface LogicalContext {
 export function cutoverActivities(spec: MigrationSpec): Pick<LogicalContext['acts'], 'cutover'> {
   const timeouts = spec.timeouts as Record<keyof MigrationSpec['timeouts'], Duration>;
   return {
-    // Freeze → switch → checksums: as long as a validation, plus the hooks. Few attempts: a retry keeps
-    // the source frozen, and the workflow unfreezes it when the attempts are spent.
+    // Freeze → switch → checksums: a validation, three hooks and the drain. Few attempts: a retry keeps
+    // the source frozen, and the workflow unfreezes it when the attempts are spent (before the switch).
     cutover: proxyActivities<typeof activities>({
-      startToCloseTimeout: timeouts.validate,
+      startToCloseTimeout: durationMs(spec.timeouts.validate) + 3 * durationMs(spec.cutover.hookTimeout) + durationMs(spec.cutover.drainTimeout) + 5 * 60_000,
       heartbeatTimeout: timeouts.heartbeat,
       retry: { maximumAttempts: 3, initialInterval: '1s' },
     }),
@@ -82,18 +82,36 @@ export async function syncUntilCutover(ctx: LogicalContext, knownTables: string[
   const { spec, migrationId, status, acts } = ctx;
   const input = { spec, migrationId };
   const interval = spec.logical.statusInterval as Duration;
+  let autoCutover = spec.cutover.autoCutover !== false;
   for (;;) {
+    trimHistory(status);
     const info = workflowInfo();
     if (!ctx.control.request && (info.continueAsNewSuggested || info.historyLength >= spec.logical.historyEventsPerRun)) {
       await ctx.continueSyncing(knownTables);
     }
-    status.replication = withGuardrails(await acts.quick.replicationStatus({ ...input, knownTables }), spec);
+    try {
+      status.replication = withGuardrails(await acts.quick.replicationStatus({ ...input, knownTables }), spec);
+    } catch (error) {
+      // A lost slot is final; a server that is briefly unreachable is not: the stream waits in PostgreSQL.
+      if (!(rootCause(error) instanceof ApplicationFailure && (rootCause(error) as ApplicationFailure).nonRetryable)) {
+        (status.warnings ??= []).push(`could not measure the stream (${new Date().toISOString()}): ${errorText(error)}`);
+        ctx.publish();
+        await condition(() => ctx.control.request !== undefined, interval);
+        continue;
+      }
+      throw error;
+    }
     ctx.publish();
-    if (!ctx.control.request && autoCutoverDue(spec, status.replication)) ctx.control.request = { approvedBy: 'autoCutover' };
+    if (!ctx.control.request && autoCutover && autoCutoverDue(spec, status.replication)) ctx.control.request = { approvedBy: 'autoCutover' };
     const request = ctx.control.request;
     if (request) {
       ctx.control.request = undefined;
       if (await attemptCutover(ctx, request, knownTables)) return;
+      if (request.approvedBy === 'autoCutover' && autoCutover) {
+        // Never freeze the source again and again for a cause that stays: the operator decides now.
+        autoCutover = false;
+        (status.warnings ??= []).push('autoCutover is off after a failed attempt: request the cutover when the cause is fixed');
+      }
       ctx.enterPhase('syncing');
       continue;
     }
@@ -128,10 +146,29 @@ async function attemptCutover(ctx: LogicalContext, request: CutoverRequest, know
     return true;
   } catch (error) {
     if (ctx.control.switchedAt) throw error;
+    // Past the switch mark there is no way back (the application may already use the target).
+    const switching = (at: string) => {
+      ctx.control.switchedAt = at;
+      ctx.control.running = false;
+      Object.assign(attempt, { outcome: 'switched', error: errorText(error) });
+      return ApplicationFailure.nonRetryable(
+        `the cutover reached the switch but did not finish (${errorText(error)}); the switch hook may have run, so the target is kept and the stream is not resumed: check where the application points`,
+        'CutoverIncomplete',
+      );
+    };
+    const stage = await CancellationScope.nonCancellable(() => acts.unfreeze.cutoverStage({ spec, migrationId, knownTables }));
+    if (stage.switchingAt) throw switching(stage.switchedAt ?? stage.switchingAt);
     attempt.outcome = 'failed';
     attempt.error = errorText(error);
     status.errors.push(`cutover failed, source unfrozen, back to syncing: ${attempt.error}`);
-    await CancellationScope.nonCancellable(() => acts.unfreeze.abandonCutover({ spec, migrationId, knownTables }));
+    try {
+      await CancellationScope.nonCancellable(() => acts.unfreeze.abandonCutover({ spec, migrationId, knownTables }));
+    } catch (abandonError) {
+      // A stale attempt of the cutover may have reached the switch meanwhile.
+      const cause = rootCause(abandonError);
+      if (cause instanceof ApplicationFailure && cause.type === 'AlreadySwitching') throw switching(new Date().toISOString());
+      throw abandonError;
+    }
     status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'unfreeze the source');
     ctx.control.running = false;
     if (ctx.control.pendingAbort !== undefined) ctx.abortNow(ctx.control.pendingAbort);
@@ -165,6 +202,19 @@ function autoCutoverDue(spec: MigrationSpec, state: ReplicationState): boolean {
   return auto === true || Date.now() >= Date.parse(auto.at);
 }
 
+/** Keeps the status (carried into every continued run) bounded however long the migration syncs. */
+function trimHistory(status: MigrationStatus): void {
+  if (status.errors.length > 50) status.errors = status.errors.slice(-50);
+  if (status.warnings && status.warnings.length > 50) status.warnings = status.warnings.slice(-50);
+  if (status.cutovers && status.cutovers.length > 20) status.cutovers = status.cutovers.slice(-20);
+}
+
+function rootCause(error: unknown): unknown {
+  let current = error;
+  while (current instanceof Error && (current as { cause?: unknown }).cause) current = (current as { cause?: unknown }).cause;
+  return current;
+}
+
 /** Rejection reason for a cutover request now, or undefined when it may go ahead. */
 export function cutoverRefusal(spec: MigrationSpec | undefined, status: MigrationStatus, control: CutoverControl): string | undefined {
   if (control.running || status.phase === 'cutover') return 'a cutover is already running';
@@ -176,6 +226,8 @@ export function cutoverRefusal(spec: MigrationSpec | undefined, status: Migratio
   const max = bytes(spec.cutover.maxLagBytes);
   if (lag === undefined) return 'no lag measurement yet';
   if (lag > max) return `lag ${mb(lag)} is above cutover.maxLagBytes (${mb(max)}); wait for the target to catch up`;
+  if (!status.replication!.streaming) return 'the subscription is not streaming right now (see the warnings and the target server log)';
+  if (status.replication!.newTables.length) return `tables were created on the source since the start and are not replicated: ${status.replication!.newTables.join(', ')}`;
   return undefined;
 }
 

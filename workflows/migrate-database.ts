@@ -25,6 +25,7 @@ import type { MigrationSpec, MigrationSpecInput } from '../src/spec';
 import type { CopyPlan, CopyUnitResult, CutoverRequest, MigrationStatus, Phase, ValidationReport } from '../src/model';
 import { abortSignal, cutoverSignal, migrationPhaseKey, requestCutoverUpdate, statusQuery } from './messages';
 import { renderStatusMarkdown } from './status-markdown';
+import { durationMs } from '../src/units';
 import { cutoverActivities, cutoverRefusal, runLogical, syncUntilCutover, type CutoverControl, type LogicalContext } from './logical';
 
 export interface MigrationResult {
@@ -56,7 +57,7 @@ function phaseActivities(spec: MigrationSpec) {
     // The source must never stay frozen: unfreezing is retried until it succeeds (the status shows
     // "cleanup owes: unfreeze the source" and the last error meanwhile).
     unfreeze: proxyActivities<typeof activities>({
-      startToCloseTimeout: '5m',
+      startToCloseTimeout: Math.max(5 * 60_000, durationMs(spec.cutover.hookTimeout) + 60_000),
       retry: { initialInterval: '2s', maximumInterval: '1m' }, // no maximumAttempts: unlimited
     }),
   };
@@ -265,12 +266,13 @@ async function finish(
   await CancellationScope.nonCancellable(async () => {
     const { quick, unfreeze } = phaseActivities(ready);
     if (status.method === 'logical') {
-      // A forgotten slot fills the source's disk: dropping it is retried until it succeeds.
-      await unfreeze.dropReplication({ spec: ready, migrationId });
-      status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'drop the subscription, replication slot and publication');
-      publish();
+      // The source first: unfrozen (its record lives on the publication), then the slot — a forgotten
+      // slot fills the source's disk; both are retried until they succeed.
       if (status.cutovers?.length) await unfreeze.unfreezeAfterCutover({ spec: ready, migrationId, knownTables: [] });
       status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'unfreeze the source');
+      publish();
+      await unfreeze.dropReplication({ spec: ready, migrationId });
+      status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'drop the subscription, replication slot and publication');
       publish();
     } else if (ready.freezeSource) {
       await unfreeze.unfreezeSource(ready);

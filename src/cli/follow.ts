@@ -49,7 +49,10 @@ export async function follow(handle: WorkflowHandle, out: NodeJS.WriteStream = p
         bar.setTotal(Math.max(1, status.totals.totalBytes, view.liveBytes));
         bar.update(view.liveBytes, payload);
       } else if (status.phase !== lastPhase || Date.now() - lastLine > 5000) {
-        out.write(`[${((Date.now() - t0) / 1000).toFixed(0)}s] ${status.phase}: tables ${payload.tablesDone}/${payload.tables}, ${payload.rows} rows, ${payload.copied}/${payload.total} MB\n`);
+        const stream = status.phase === 'syncing' && status.replication
+          ? `; lag ${status.replication.lagBytes} bytes, ${status.replication.lagSeconds.toFixed(1)} s — cut over with: pgmove cutover ${status.migrationId}`
+          : '';
+        out.write(`[${((Date.now() - t0) / 1000).toFixed(0)}s] ${status.phase}: tables ${payload.tablesDone}/${payload.tables}, ${payload.rows} rows, ${payload.copied}/${payload.total} MB${stream}\n`);
         lastLine = Date.now();
       }
       lastPhase = status.phase;
@@ -69,6 +72,10 @@ export async function follow(handle: WorkflowHandle, out: NodeJS.WriteStream = p
       out.write(`\n${renderValidation(result.status.validation)}\n`);
       const timings = Object.entries(result.status.timings).map(([p, t]) => `${p} ${t?.seconds?.toFixed(1)}s`);
       out.write(`timings: ${timings.join(', ')}\n`);
+      const switched = result.status.cutovers?.find((c) => c.outcome === 'switched');
+      if (switched?.freezeToReadyMs !== undefined) {
+        out.write(`cutover: writes frozen ${switched.freezeToReadyMs} ms until the target was ready, ${switched.freezeToSwitchedMs} ms until the switch hook had run\n`);
+      }
     }
     return true;
   } catch (error) {

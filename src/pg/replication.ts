@@ -25,9 +25,13 @@ export function lsnToBigInt(lsn: string): bigint {
 
 /** What the publication changed on the source, so cleanup restores it exactly (stored as its comment). */
 export interface PublicationRecord {
-  /** Table → its replica identity before (d = default, n = nothing, i = index). */
-  replicaIdentityChanged: Record<string, 'd' | 'n' | 'i'>;
-  /** Set once the cutover's switch hook has run: a retry must never freeze or switch again. */
+  /** Tables whose replica identity was set to FULL, with the identity before (d = default, n = nothing, i = index). */
+  replicaIdentityChanged: (TableName & { before: 'd' | 'n' | 'i' })[];
+  /** Set before the cutover's freeze hook runs: the unfreeze hook is owed (cleared once it ran). */
+  frozenByHook?: boolean;
+  /** Set before the switch hook runs: from here on a cutover never goes back (no unfreeze, no resumed stream). */
+  switchingAt?: string;
+  /** Set once the switch hook has run. */
   switchedAt?: string;
 }
 
@@ -42,7 +46,7 @@ export async function readPublicationRecord(source: Client, publication: string)
   try {
     return JSON.parse(row.comment ?? '') as PublicationRecord;
   } catch {
-    return { replicaIdentityChanged: {} };
+    return { replicaIdentityChanged: [] };
   }
 }
 
@@ -62,7 +66,7 @@ export async function createPublication(
 ): Promise<PublicationRecord> {
   const existing = await readPublicationRecord(source, publication);
   if (existing) return existing;
-  const record: PublicationRecord = { replicaIdentityChanged: {} };
+  const record: PublicationRecord = { replicaIdentityChanged: [] };
   await source.query('BEGIN');
   try {
     for (const table of needFullIdentity) {
@@ -70,7 +74,7 @@ export async function createPublication(
         await source.query<{ r: 'd' | 'n' | 'i' }>(`SELECT relreplident AS r FROM pg_class WHERE oid = $1::regclass`, [qualified(table)])
       ).rows[0]!.r;
       await source.query(`ALTER TABLE ${qualified(table)} REPLICA IDENTITY FULL`);
-      record.replicaIdentityChanged[`${table.schema}.${table.name}`] = before;
+      record.replicaIdentityChanged.push({ schema: table.schema, name: table.name, before });
     }
     const list = tables.map(qualified).join(', ');
     await source.query(`CREATE PUBLICATION ${ident(publication)}${list ? ` FOR TABLE ${list}` : ''}`);
@@ -89,9 +93,8 @@ export async function dropPublication(source: Client, publication: string): Prom
   if (!record) return false;
   await source.query('BEGIN');
   try {
-    for (const [table, before] of Object.entries(record.replicaIdentityChanged)) {
-      const dot = table.indexOf('.');
-      const name = qualified({ schema: table.slice(0, dot), name: table.slice(dot + 1) });
+    for (const { schema, name: table, before } of record.replicaIdentityChanged) {
+      const name = qualified({ schema, name: table });
       const exists = (await source.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [name])).rows[0] as { ok: boolean };
       if (!exists.ok) continue;
       // An index identity cannot be named back without its index: DEFAULT is the closest safe state.

@@ -43,9 +43,12 @@ export async function appClient(cluster: ClusterHandle, database: string): Promi
   return client;
 }
 
-export async function waitForStatus(handle: WorkflowHandle, what: string, check: (status: MigrationStatus) => boolean, timeoutMs = 300_000): Promise<MigrationStatus> {
+export async function waitForStatus(handle: WorkflowHandle, what: string, check: (status: MigrationStatus) => boolean, timeoutMs = 120_000): Promise<MigrationStatus> {
+  let last: MigrationStatus | undefined;
   return waitFor(what, async () => {
-    const status = await handle.query(statusQuery);
-    return check(status) ? status : undefined;
-  }, timeoutMs, 100);
+    last = await handle.query(statusQuery);
+    return check(last) ? last : undefined;
+  }, timeoutMs, 100).catch((error: Error) => {
+    throw new Error(`${error.message}; last status: ${JSON.stringify({ phase: last?.phase, replication: last?.replication, cutovers: last?.cutovers, errors: last?.errors, warnings: last?.warnings })}`);
+  });
 }

@@ -11,6 +11,7 @@ import { databaseAccessState, migrationFailure, runMigration, startMigration, us
 import { createOnlineTarget, createPgbenchSource, pgbenchSums, replicaIdentities, replicationLeftovers, waitForStatus, type OnlineDatabase } from '../helpers/online';
 import { temporalCli } from '../../scripts/lib/temporal-server';
 import { requestCutoverUpdate, statusQuery } from '../../workflows/messages';
+import { WorkflowUpdateFailedError } from '@temporalio/client';
 import { waitFor } from '../../scripts/lib/ports';
 import type { MigrationSpecInput } from '../../src/spec';
 import type { MigrationResult } from '../../workflows/migrate-database';
@@ -157,7 +158,7 @@ test('a long sync continues as new runs (short histories) and still cuts over wi
   expect(await replicationLeftovers(source, 'app')).toEqual([]);
 });
 
-test('schema drift refuses the cutover and says which table; unlogged tables and large objects come over inside the freeze (hook strategy)', async () => {
+test('schema drift: a new table rejects the request, a changed column refuses the cutover; unlogged tables and large objects come over inside the freeze (hook strategy)', async () => {
   const log = `${stack.dir}/hooks.log`;
   await adminQuery(source, 'app', `SET ROLE migrator;
     CREATE UNLOGGED TABLE scratch (id int PRIMARY KEY, note text);
@@ -172,12 +173,20 @@ test('schema drift refuses the cutover and says which table; unlogged tables and
   const warned = await waitForStatus(handle, 'the new table in the status', (s) => (s.replication?.newTables ?? []).includes('public.late_table'));
   expect(warned.replication?.warning).toContain('public.late_table');
 
+  // A new table: the request is rejected up front, nothing is frozen.
+  const rejected = await handle.executeUpdate(requestCutoverUpdate, { args: [{ approvedBy: 'drift-0' }] }).catch((error: Error) => error);
+  expect((rejected as WorkflowUpdateFailedError).cause?.message).toContain('tables were created on the source since the start and are not replicated: public.late_table');
+  await adminQuery(source, 'app', `SET ROLE migrator; DROP TABLE late_table;`);
+  await waitForStatus(handle, 'the new table gone from the status', (s) => s.replication?.newTables.length === 0);
+
+  // A changed column: found inside the freeze, the cutover is refused and the source unfrozen (by the hook).
+  await adminQuery(source, 'app', `SET ROLE migrator; ALTER TABLE pgbench_branches ADD COLUMN note text;`);
   await handle.executeUpdate(requestCutoverUpdate, { args: [{ approvedBy: 'drift-1' }] });
   const refused = await waitForStatus(handle, 'the refused cutover', (s) => s.phase === 'syncing' && s.cutovers?.[0]?.outcome === 'failed');
-  expect(refused.cutovers![0]!.error).toContain('created on the source after the start (not replicated): public.late_table');
+  expect(refused.cutovers![0]!.error).toContain('columns changed on the source after the start: public.pgbench_branches');
   expect(readFileSync(log, 'utf8').split('\n').filter(Boolean)).toEqual(['freeze', 'unfreeze']);
 
-  await adminQuery(source, 'app', `SET ROLE migrator; DROP TABLE late_table;`);
+  await adminQuery(source, 'app', `SET ROLE migrator; ALTER TABLE pgbench_branches DROP COLUMN note;`);
   await handle.executeUpdate(requestCutoverUpdate, { args: [{ approvedBy: 'drift-2' }] });
   const result = (await handle.result()) as MigrationResult;
   expect(result.status.validation?.ok).toBe(true);
