@@ -127,6 +127,20 @@ async function main(): Promise<void> {
       for (const [step, ms] of Object.entries(attempt.steps ?? {})) (stepTotals[step] ??= []).push(ms);
       console.log(`  run ${run}/${RUNS}: start → syncing ${toSyncing.at(-1)!.toFixed(1)} s (${phases}); freeze → target ready ${attempt.freezeToReadyMs} ms, → switched ${attempt.freezeToSwitchedMs} ms; pgbench transactions failed by the freeze: ${failedTx}; steps ${JSON.stringify(attempt.steps)}`);
     }
+    // The same online migration without load: how much of start → syncing is the method, how much the load.
+    const quiet = await client.workflow.start('migrateDatabase', {
+      taskQueue: 'bench',
+      workflowId: 'bench-online-unloaded',
+      args: [specFor('bench-online-unloaded', await createOnlineTarget(target, 'online_unloaded'), { method: 'logical', logical: { replicaIdentityFull: true, statusInterval: '1s' } })],
+    });
+    const quietSyncing = await waitFor('unloaded run syncing', async () => {
+      const status = await quiet.query(statusQuery);
+      return status.phase === 'syncing' ? status : undefined;
+    }, 1_800_000, 100);
+    await quiet.executeUpdate(requestCutoverUpdate, { args: [{ approvedBy: 'bench' }] });
+    await quiet.result();
+    const unloaded = secondsUntil(quietSyncing, 'syncing');
+    console.log(`  without pgbench: start → syncing ${unloaded.toFixed(1)} s (${phaseLine(quietSyncing, ['preflight', 'preData', 'copy', 'postData'])})`);
     await connection.close();
 
     console.log(`\nresults (${RUNS} runs, pgbench ${CLIENTS} clients at ${RATE} tx/s on the source, source PostgreSQL ${source.major} → target ${target.major})`);
@@ -136,6 +150,7 @@ async function main(): Promise<void> {
     console.log(`  where the freeze goes (median ms): ${Object.entries(stepTotals).map(([step, ms]) => `${step} ${stats(ms).median}`).join(', ')}`);
     const syncingMedian = stats(toSyncing).median;
     console.log(`  start → syncing: ${fmt(toSyncing, 's', 1)}; offline copy of the same data ${offlineCopy.toFixed(1)} s; ratio ${(syncingMedian / offlineCopy).toFixed(2)}×`);
+    console.log(`  start → syncing without the pgbench load: ${unloaded.toFixed(1)} s; ratio ${(unloaded / offlineCopy).toFixed(2)}×`);
   } finally {
     for (const bench of benches) await bench.stop();
     if (workerPid) await stopWorkerProcess({ pid: workerPid }, 'SIGKILL');
