@@ -135,7 +135,7 @@ async function main(): Promise<void> {
     });
     const quietSyncing = await waitFor('unloaded run syncing', async () => {
       const status = await quiet.query(statusQuery);
-      return status.phase === 'syncing' ? status : undefined;
+      return status.phase === 'syncing' && status.replication?.streaming ? status : undefined;
     }, 1_800_000, 100);
     await quiet.executeUpdate(requestCutoverUpdate, { args: [{ approvedBy: 'bench' }] });
     await quiet.result();
