@@ -58,7 +58,7 @@ program
 
 program
   .command('abort')
-  .description('stop a migration: the copy ends, the target is reset, the source unfrozen')
+  .description('stop a migration: copy or stream ends, slot/publication/subscription dropped, target reset, source unfrozen')
   .argument('<id>', 'workflow id')
   .option('--reason <text>', 'recorded in the status and the workflow failure', 'aborted by operator')
   .option('--wait', 'wait until the workflow has ended')
