@@ -7,6 +7,8 @@
  */
 import { readFreezeState } from './freeze';
 import { replicationNames } from '../src/pg/replication';
+import { checkRetainedWal } from './sync';
+import { durationMs } from '../src/units';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Client } from 'pg';
@@ -28,10 +30,20 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
   const hasLargeObjects = (await withClient(source, 'source', countLargeObjects)) > 0;
   const progress = { step: 'dumping post-data', done: 0, total: 0 };
   const heartbeat = startHeartbeat(() => progress);
+  // Index builds can take hours; with a slot on the source, its WAL must not outgrow the limit meanwhile.
+  const guard = new AbortController();
+  let guardFailure: unknown;
+  const guardTimer = input.walGuard
+    ? setInterval(() => void checkRetainedWal(source, replicationNames(input.migrationId).slot, spec).catch((error: unknown) => {
+        guardFailure ??= error;
+        guard.abort();
+      }), Math.max(1000, durationMs(spec.logical.statusInterval)))
+    : undefined;
+  const signal = AbortSignal.any([heartbeat.signal, guard.signal]);
   try {
     const dir = await workDir(input.migrationId);
     const archive = join(dir, 'post-data.dump');
-    await dumpSection(input.binDir, source, spec, 'post-data', archive, hasLargeObjects, { signal: heartbeat.signal });
+    await dumpSection(input.binDir, source, spec, 'post-data', archive, hasLargeObjects, { signal });
     // The logical method's own publication is on the source meanwhile: it is not the source's schema.
     const ownPublication = new RegExp(`\\b${replicationNames(input.migrationId).publication}\\b`);
     const entries = (await listArchive(input.binDir, archive)).filter((e) => !ownPublication.test(e.line));
@@ -49,7 +61,7 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
         archive,
         { section: 'post-data', jobs: spec.jobs, listFile, noOwner: spec.dump.noOwner, noPrivileges: spec.dump.noPrivileges },
         {
-          signal: heartbeat.signal,
+          signal,
           onStderrLine: (line) => {
             if (/^pg_restore: (creating|processing item|launching item)/.test(line)) progress.done += line.includes('launching') ? 0 : 1;
           },
@@ -60,7 +72,10 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
     const settings = await copyDatabaseSettings(source, target);
     log.info({ objects: pending.length, skipped: entries.length - pending.length, settings }, 'post-data applied');
     return { objects: pending.length, skipped: entries.length - pending.length, seconds: (Date.now() - started) / 1000 };
+  } catch (error) {
+    throw guardFailure ?? error;
   } finally {
+    if (guardTimer) clearInterval(guardTimer);
     heartbeat.stop();
   }
 }

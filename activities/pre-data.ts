@@ -15,6 +15,8 @@ export interface SchemaPhaseInput {
   spec: MigrationSpec;
   migrationId: string;
   binDir: string;
+  /** Logical method: the slot already holds WAL on the source, so the WAL guardrail watches this phase too. */
+  walGuard?: boolean;
 }
 
 export async function preData(input: SchemaPhaseInput): Promise<{ objects: number; seconds: number }> {

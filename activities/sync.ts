@@ -25,7 +25,7 @@ import {
 } from '../src/pg/replication';
 import { SnapshotCopier } from './copy';
 import { activityLogger } from '../src/log';
-import { formatBytes, sizeBytes } from '../src/units';
+import { durationMs, formatBytes, sizeBytes } from '../src/units';
 
 export interface SyncInput {
   spec: MigrationSpec;
@@ -77,7 +77,7 @@ export async function copyAtSlot(input: SyncInput & { plan: CopyPlan }): Promise
   const copier = new SnapshotCopier(spec, plan, sourceInfo, targetInfo);
   // Slot creation waits for running transactions on the source: an abort ends it by ending the connection.
   copier.signal.addEventListener('abort', () => void walsender.end().catch(() => undefined), { once: true });
-  const guard = setInterval(() => void checkRetainedWal(sourceInfo, names.slot, spec).catch((error: unknown) => copier.fail(error)), 10_000);
+  const guard = setInterval(() => void checkRetainedWal(sourceInfo, names.slot, spec).catch((error: unknown) => copier.fail(error)), Math.max(1000, durationMs(spec.logical.statusInterval)));
   try {
     const created = await walsender.query<{ consistent_point: string; snapshot_name: string }>(
       major >= 15
@@ -96,13 +96,13 @@ export async function copyAtSlot(input: SyncInput & { plan: CopyPlan }): Promise
   }
 }
 
-/** The WAL guardrail while the copy runs (hours, on a large database): the slot already holds WAL. */
-async function checkRetainedWal(sourceInfo: ConnectionInfo, slot: string, spec: MigrationSpec): Promise<void> {
+/** The WAL guardrail while the copy and post-data run (hours, on a large database): the slot already holds WAL. */
+export async function checkRetainedWal(sourceInfo: ConnectionInfo, slot: string, spec: MigrationSpec): Promise<void> {
   const state = await withClient(sourceInfo, 'source', (source) => slotState(source, slot));
   const limit = sizeBytes(spec.logical.walLimitBytes);
   if (state && state.retainedWalBytes > limit) {
     throw ApplicationFailure.nonRetryable(
-      `the replication slot holds ${formatBytes(state.retainedWalBytes)} of WAL on the source during the copy, above logical.walLimitBytes (${formatBytes(limit)}): stopping before the source's disk fills`,
+      `the replication slot holds ${formatBytes(state.retainedWalBytes)} of WAL on the source before syncing, above logical.walLimitBytes (${formatBytes(limit)}): stopping before the source's disk fills`,
       'WalLimitExceeded',
     );
   }

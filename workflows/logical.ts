@@ -67,7 +67,7 @@ export async function runLogical(ctx: LogicalContext): Promise<void> {
   copied.units.forEach(ctx.recordUnit);
 
   ctx.enterPhase('postData');
-  await acts.postData.postData({ spec, migrationId, binDir: ctx.binDir });
+  await acts.postData.postData({ spec, migrationId, binDir: ctx.binDir, walGuard: true });
 
   ctx.enterPhase('syncing');
   await acts.quick.createSubscription(input);
