@@ -1,7 +1,8 @@
 /**
  * `npm run demo`: brings up the embedded stack, loads the sample shop database on the source (once),
- * gives the target a fresh empty database, migrates it with pgmove while showing progress, and prints
- * the validation report and where to look next. The stack keeps running.
+ * gives the target a fresh empty database, migrates it online with pgmove (logical replication,
+ * automatic cutover) while showing progress, and prints the validation report, the cutover's write
+ * freeze and where to look next. The stack keeps running.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -39,8 +40,12 @@ export async function runDemo(): Promise<boolean> {
     id,
     source: { uri: `postgresql://postgres@127.0.0.1:${source.port}/${DATABASE}`, password: `file:${stack.clusters.source!.passwordFile}` },
     target: { uri: `postgresql://postgres@127.0.0.1:${target.port}/${DATABASE}`, password: `file:${stack.clusters.target!.passwordFile}` },
-    method: 'dump',
+    // Online, as pgmove is meant to run; autoCutover so the demo needs no second command
+    // (a real migration waits in `syncing` for `pgmove cutover`).
+    method: 'logical',
     jobs: 4,
+    logical: { replicaIdentityFull: true, statusInterval: '1s' },
+    cutover: { autoCutover: true },
   };
   parseSpec(input);
   const specDir = join(STACK_DIR, 'demo');
