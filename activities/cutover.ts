@@ -12,7 +12,7 @@
 import { ApplicationFailure } from '@temporalio/common';
 import type { Client } from 'pg';
 import type { MigrationSpec } from '../src/spec';
-import { durationMs } from '../src/spec';
+import { durationMs } from '../src/units';
 import type { CutoverAttempt, ValidationReport } from '../src/model';
 import { connect, connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
 import { listTables, type TableInfo } from '../src/pg/catalog';
@@ -24,7 +24,6 @@ import { activityLogger } from '../src/log';
 import { freezeSource, unfreezeSource, verifyFence } from './freeze';
 import { syncSequences } from './sequences';
 import { copyLargeObjectsWith, copyTableOf, runUnit } from './copy';
-import { newTablesOnSource } from './sync';
 import { validate } from './validate';
 
 export interface CutoverInput {
@@ -92,9 +91,10 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
     if (spec.cutover.freeze === 'hook') await timed('freeze', () => runHook('freezeHook', spec.cutover.freezeHook!, hookContext, durationMs(spec.cutover.hookTimeout), heartbeat.signal));
     else await timed('freeze', () => freezeSource(spec));
     if (spec.cutover.freeze === 'readOnly') await timed('verifyFence', () => verifyFence(source));
-    await timed('ddlCheck', () => refuseSchemaDrift(source, target, spec, input.knownTables));
+    // One catalog read inside the freeze: the drift check, the counts and the unlogged copy share it.
+    const tables = await listTables(source, spec);
+    await timed('ddlCheck', () => refuseSchemaDrift(source, target, tables, input.knownTables));
     // The frozen source can be counted while the target drains.
-    const tables = await withClient(sourceInfo, 'source', (c) => listTables(c, spec));
     const sourceCounts = spec.cutover.quickValidation ? rowCounts(sourceInfo, 'source', tables, spec.jobs) : undefined;
     sourceCounts?.catch(() => undefined); // awaited below; a failure surfaces there
     await timed('drain', () => drain(source, target, names.slot, durationMs(spec.cutover.drainTimeout), heartbeat.signal));
@@ -245,9 +245,10 @@ async function drain(source: Client, target: Client, slot: string, timeoutMs: nu
 }
 
 /** DDL is not replicated: new tables, or columns that differ, refuse the cutover with the list. */
-async function refuseSchemaDrift(source: Client, target: Client, spec: MigrationSpec, knownTables: string[]): Promise<void> {
+async function refuseSchemaDrift(source: Client, target: Client, tables: TableInfo[], knownTables: string[]): Promise<void> {
   const problems: string[] = [];
-  const added = await newTablesOnSource(source, spec, knownTables);
+  const known = new Set(knownTables);
+  const added = tables.map(displayName).filter((name) => !known.has(name)).sort();
   if (added.length) problems.push(`created on the source after the start (not replicated): ${added.join(', ')}`);
   const columns = async (client: Client) =>
     new Map(

@@ -8,10 +8,10 @@ import type { MigrationSpec } from '../src/spec';
 import type { LogicalPlan } from '../src/model';
 import type { TableInfo } from '../src/pg/catalog';
 import { serverMajor } from '../src/pg/catalog';
-import { connectionInfo, type ConnectionInfo } from '../src/pg/connect';
+import type { ConnectionInfo } from '../src/pg/connect';
 import { displayName, ident } from '../src/pg/sql';
 import { createSubscriptionSql, subscriptionConninfo } from '../src/pg/replication';
-import { quietStatementLogging } from './sync';
+import { quietStatementLogging, sourceAsTargetSeesIt } from './sync';
 
 export interface LogicalBlocker {
   detail: string;
@@ -152,7 +152,7 @@ async function targetSubscribeBlockers(spec: MigrationSpec, target: Client, info
  * rolled back (CREATE SUBSCRIPTION without a slot may run in one): nothing stays behind.
  */
 async function reachabilityProbe(spec: MigrationSpec, target: Client): Promise<LogicalBlocker[]> {
-  const fromTarget = await connectionInfo({ uri: spec.logical.sourceUriFromTarget ?? spec.source.uri, password: spec.source.password }, 'source');
+  const fromTarget = await sourceAsTargetSeesIt(spec);
   const names = { publication: 'pgmove_probe', slot: 'pgmove_probe', subscription: `pgmove_probe_${process.pid}` };
   await quietStatementLogging(target);
   await target.query('BEGIN');

@@ -190,7 +190,7 @@ export async function replicationStatus(input: StatusInput): Promise<Replication
   };
 }
 
-export async function newTablesOnSource(source: Client, spec: MigrationSpec, knownTables: string[]): Promise<string[]> {
+async function newTablesOnSource(source: Client, spec: MigrationSpec, knownTables: string[]): Promise<string[]> {
   const known = new Set(knownTables);
   return (await listTables(source, spec)).map(displayName).filter((name) => !known.has(name)).sort();
 }

@@ -9,20 +9,15 @@ import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, runSqlFile, startCluster, stopCluster, type ClusterHandle } from '../lib/pg-cluster';
 import { startTemporalServer, stopTemporalServer } from '../lib/temporal-server';
+import { BENCH_TUNING, numericOption, stats } from '../lib/bench';
 import { startWorkerProcess, stopWorkerProcess } from '../lib/worker-process';
 import type { MigrationResult } from '../../workflows/migrate-database';
 
-const args = process.argv.slice(2);
-const option = (name: string, fallback: number) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? Number(args[i + 1]) : fallback;
-};
-const RUNS = option('runs', 3);
-const JOBS = option('jobs', 4);
-const SCALE = option('scale', 50);
+const RUNS = numericOption('runs', 3);
+const JOBS = numericOption('jobs', 4);
+const SCALE = numericOption('scale', 50);
 const DATASET = join(__dirname, '..', '..', '..', 'shared', 'bench', 'dataset.sql');
 
-const TUNING = { shared_buffers: "'512MB'", maintenance_work_mem: "'256MB'", max_wal_size: "'8GB'", checkpoint_timeout: "'30min'", max_parallel_maintenance_workers: '2' };
 
 function sh(file: string, argv: string[], env: NodeJS.ProcessEnv = {}): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -53,10 +48,6 @@ async function timed(label: string, fn: () => Promise<void>): Promise<number> {
   return seconds;
 }
 
-function stats(values: number[]) {
-  const sorted = [...values].sort((a, b) => a - b);
-  return { min: sorted[0]!, median: sorted[Math.floor(sorted.length / 2)]!, max: sorted[sorted.length - 1]! };
-}
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'pgmove-bench-'));
@@ -65,9 +56,9 @@ async function main(): Promise<void> {
   let temporalPid: number | undefined;
   let workerPid: number | undefined;
   try {
-    const source = await startCluster({ binDir: DEBIAN_PG15_BIN, dataDir: join(dir, 'source'), password: 'bench-source', settings: TUNING });
+    const source = await startCluster({ binDir: DEBIAN_PG15_BIN, dataDir: join(dir, 'source'), password: 'bench-source', settings: BENCH_TUNING });
     clusters.push(source);
-    const target = await startCluster({ binDir: PROJECT_PG18_BIN, dataDir: join(dir, 'target'), password: 'bench-target', settings: TUNING });
+    const target = await startCluster({ binDir: PROJECT_PG18_BIN, dataDir: join(dir, 'target'), password: 'bench-target', settings: BENCH_TUNING });
     clusters.push(target);
     console.log(`building the bench set: pgbench -i -s ${SCALE} + ${DATASET}`);
     await adminQuery(source, 'postgres', 'CREATE DATABASE bench');

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { DEBIAN_PG15_BIN, PROJECT_PG18_BIN, startCluster, stopCluster, type ClusterHandle } from '../lib/pg-cluster';
 import { startTemporalServer, stopTemporalServer } from '../lib/temporal-server';
+import { BENCH_TUNING, numericOption, stats } from '../lib/bench';
 import { startWorkerProcess, stopWorkerProcess } from '../lib/worker-process';
 import { waitFor } from '../lib/ports';
 import { createOnlineTarget, createPgbenchSource, startPgbench, type OnlineDatabase, type PgbenchRun } from '../lib/pgbench';
@@ -18,22 +19,12 @@ import { requestCutoverUpdate, statusQuery } from '../../workflows/messages';
 import type { MigrationResult } from '../../workflows/migrate-database';
 import type { MigrationStatus } from '../../src/model';
 
-const args = process.argv.slice(2);
-const option = (name: string, fallback: number) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? Number(args[i + 1]) : fallback;
-};
-const RUNS = option('runs', 5);
-const SCALE = option('scale', 20);
-const RATE = option('rate', 500);
-const CLIENTS = option('clients', 4);
-const JOBS = option('jobs', 4);
-const TUNING = { shared_buffers: "'512MB'", maintenance_work_mem: "'256MB'", max_wal_size: "'8GB'", checkpoint_timeout: "'30min'" };
+const RUNS = numericOption('runs', 5);
+const SCALE = numericOption('scale', 20);
+const RATE = numericOption('rate', 500);
+const CLIENTS = numericOption('clients', 4);
+const JOBS = numericOption('jobs', 4);
 
-function stats(values: number[]) {
-  const sorted = [...values].sort((a, b) => a - b);
-  return { min: sorted[0]!, median: sorted[Math.floor(sorted.length / 2)]!, max: sorted[sorted.length - 1]! };
-}
 
 const fmt = (values: number[], unit: string, digits = 0) => {
   const s = stats(values);
@@ -54,9 +45,9 @@ async function main(): Promise<void> {
   let temporalPid: number | undefined;
   let workerPid: number | undefined;
   try {
-    const source = await startCluster({ binDir: DEBIAN_PG15_BIN, dataDir: join(dir, 'source'), password: 'bench-source', settings: TUNING });
+    const source = await startCluster({ binDir: DEBIAN_PG15_BIN, dataDir: join(dir, 'source'), password: 'bench-source', settings: BENCH_TUNING });
     clusters.push(source);
-    const target = await startCluster({ binDir: PROJECT_PG18_BIN, dataDir: join(dir, 'target'), password: 'bench-target', settings: TUNING });
+    const target = await startCluster({ binDir: PROJECT_PG18_BIN, dataDir: join(dir, 'target'), password: 'bench-target', settings: BENCH_TUNING });
     clusters.push(target);
     console.log(`building the source: pgbench -i -s ${SCALE} (+ events), application role app`);
     const sourceDb = await createPgbenchSource(source, 'bench', SCALE);
