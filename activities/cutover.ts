@@ -12,8 +12,11 @@
 import { ApplicationFailure } from '@temporalio/common';
 import type { Client } from 'pg';
 import type { MigrationSpec } from '../src/spec';
+import type { ClusterSpec } from '../src/cluster-spec';
 import { durationMs } from '../src/units';
-import type { CutoverAttempt, ValidationReport } from '../src/model';
+import type { CutoverAttempt, CutoverRequest, ValidationReport } from '../src/model';
+import { Context } from '@temporalio/activity';
+import { cutoverDecisionQuery, cutoverVoteSignal } from '../workflows/messages';
 import { connect, connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
 import { listTables, type TableInfo } from '../src/pg/catalog';
 import { displayName, ident, qualified } from '../src/pg/sql';
@@ -30,6 +33,8 @@ export interface CutoverInput {
   spec: MigrationSpec;
   migrationId: string;
   knownTables: string[];
+  /** Part of a cluster cutover: vote ready instead of running the switch hook, then obey the decision. */
+  coordinated?: CutoverRequest['coordinated'];
 }
 
 export interface CutoverResult {
@@ -59,9 +64,10 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
     if (!record) throw ApplicationFailure.nonRetryable(`publication ${names.publication} is gone from the source`, 'CutoverFailed');
     if (record.switchingAt && !record.switchedAt) {
       // The worker stopped while the switch hook ran: only the hook is left (hooks must be idempotent).
-      log.warn('resuming a switch that was under way: running the switch hook again');
-      step = 'switchHook';
-      await switchHook(source, names.publication, record, spec, hookContext, heartbeat.signal);
+      step = input.coordinated ? 'awaitDecision' : 'switchHook';
+      log.warn(input.coordinated ? 'resuming a cluster cutover: voting again and waiting for the decision' : 'resuming a switch that was under way: running the switch hook again');
+      if (input.coordinated) await awaitDecision(migrationId, source, names.publication, record, input.coordinated, heartbeat.signal);
+      else await switchHook(source, names.publication, record, spec, hookContext, heartbeat.signal);
       record = { ...record, switchedAt: new Date().toISOString() };
       await writePublicationRecord(source, names.publication, record);
     }
@@ -110,7 +116,8 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
     // Past this mark a cutover never goes back: a retry only finishes the switch.
     record = { ...record, switchingAt: new Date().toISOString() };
     await writePublicationRecord(source, names.publication, record);
-    await timed('switchHook', () => switchHook(source, names.publication, record!, spec, hookContext, heartbeat.signal));
+    if (input.coordinated) await timed('awaitDecision', () => awaitDecision(migrationId, source, names.publication, record!, input.coordinated!, heartbeat.signal));
+    else await timed('switchHook', () => switchHook(source, names.publication, record!, spec, hookContext, heartbeat.signal));
     const switchedAt = new Date().toISOString();
     await writePublicationRecord(source, names.publication, { ...record, switchedAt });
     const timing = { freezeToReadyMs: readyAt - frozenAt, freezeToSwitchedMs: Date.now() - frozenAt, steps: { ...steps } };
@@ -143,6 +150,26 @@ async function switchHook(source: Client, publication: string, record: Publicati
   }
 }
 
+/**
+ * A participant of a cluster cutover, frozen, drained and marked "switching": votes ready and waits for
+ * the coordinator's decision however long it takes (two-phase commit: having voted, it may not go back
+ * on its own). `abandon` takes the mark back, so the workflow unfreezes the source and resumes syncing.
+ */
+async function awaitDecision(workflowId: string, source: Client, publication: string, record: PublicationRecord, coordinated: NonNullable<CutoverRequest['coordinated']>, signal: AbortSignal): Promise<void> {
+  const parent = Context.current().client.workflow.getHandle(coordinated.parentId);
+  await parent.signal(cutoverVoteSignal, { workflowId, attempt: coordinated.attempt, vote: 'ready' });
+  for (;;) {
+    const decision = await parent.query(cutoverDecisionQuery, coordinated.attempt).catch(() => undefined);
+    if (decision === 'switch') return;
+    if (decision === 'abandon') {
+      await writePublicationRecord(source, publication, { ...record, switchingAt: undefined, switchedAt: undefined });
+      throw ApplicationFailure.nonRetryable('the cluster cutover was called off (another database was not ready, or the switch hook failed)', 'CutoverAbandoned');
+    }
+    if (signal.aborted) throw ApplicationFailure.retryable('cancelled while waiting for the cluster cutover decision', 'Cancelled');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
 function hookContextOf(spec: MigrationSpec, migrationId: string): HookContext {
   return { migrationId, sourceUri: spec.source.uri, targetUri: spec.target.uri, secretRefs: [spec.source.password, spec.target.password] };
 }
@@ -154,6 +181,18 @@ async function validateOrReport(input: Parameters<typeof validate>[0]): Promise<
   } catch (error) {
     const summary = `validation could not run after the switch: ${(error as Error).message}; run it again by comparing the databases (the target is live)`;
     return { ok: false, tables: [], sequences: [], schemaDifferences: [], largeObjects: { source: 0, target: 0, ok: false }, summary };
+  }
+}
+
+/** Cluster cutover (mode together): the one switch hook, once every database is ready; exit 0 = switched. */
+export async function clusterSwitchHook(input: { spec: ClusterSpec; targets: string[] }): Promise<void> {
+  const { spec } = input;
+  const heartbeat = startHeartbeat(() => ({ step: 'clusterSwitchHook', targets: input.targets }));
+  try {
+    const context: HookContext = { migrationId: spec.id, sourceUri: spec.source.uri, targetUri: spec.target.uri, secretRefs: [spec.source.password, spec.target.password] };
+    await runHook('switchHook', spec.cutover.switchHook!, { ...context, extraEnv: { PGMOVE_TARGET_DATABASES: input.targets.join(',') } }, durationMs(spec.cutover.hookTimeout), heartbeat.signal);
+  } finally {
+    heartbeat.stop();
   }
 }
 

@@ -8,4 +8,5 @@ export { syncSequences } from './sequences';
 export { validate } from './validate';
 export { cleanup } from './cleanup';
 export { preparePublication, copyAtSlot, createSubscription, replicationStatus, dropReplication } from './sync';
-export { cutover, cutoverStage, abandonCutover, unfreezeAfterCutover } from './cutover';
+export { cutover, cutoverStage, abandonCutover, unfreezeAfterCutover, clusterSwitchHook } from './cutover';
+export { planCluster, migrateGlobals, finishGlobals, dropGlobals } from './globals';

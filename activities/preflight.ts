@@ -6,7 +6,7 @@
 import type { Client } from 'pg';
 import { ApplicationFailure } from '@temporalio/common';
 import { parseSpec, SpecError, type MigrationSpec } from '../src/spec';
-import { connect, connectionInfo, describeEndpoint, type ConnectionInfo } from '../src/pg/connect';
+import { classifyConnectError, connect, connectionInfo, describeEndpoint, type ConnectionInfo } from '../src/pg/connect';
 import { countLargeObjects, listSequences, listTables, serverMajor, type TableInfo } from '../src/pg/catalog';
 import { ident } from '../src/pg/sql';
 import { chooseClientTools } from '../src/pg/client-tools';
@@ -22,16 +22,24 @@ export interface PreflightResult {
   report: PreflightReport;
 }
 
-export async function preflight(specInput: unknown): Promise<PreflightResult> {
+/** Set by a cluster migration, whose globals phase creates the target database and roles afterwards. */
+export interface ClusterPreflightOptions {
+  /** The target database may not exist yet: its server is checked through this database instead. */
+  targetMaintenanceDatabase: string;
+  /** Roles the cluster migration creates before this database migrates. */
+  rolesToCreate: string[];
+}
+
+export async function preflight(specInput: unknown, cluster?: ClusterPreflightOptions): Promise<PreflightResult> {
   const spec = validateSpec(specInput);
   const log = activityLogger('preflight');
   const sourceInfo = await connectionInfo(spec.source, 'source');
   const targetInfo = await connectionInfo(spec.target, 'target');
   const source = await connect(sourceInfo, 'source', { classify: true });
   try {
-    const target = await connect(targetInfo, 'target', { classify: true });
+    const { target, willBeCreated } = await connectTarget(targetInfo, cluster);
     try {
-      const report = await inspect(spec, source, target, sourceInfo, targetInfo);
+      const report = await inspect(spec, source, target, sourceInfo, targetInfo, { willBeCreated, rolesToCreate: cluster?.rolesToCreate ?? [] });
       const failed = report.checks.filter((check) => !check.ok);
       log.info({ failed: failed.length, tables: report.tables, bytes: report.totalBytes }, 'pre-flight finished');
       if (failed.length > 0) {
@@ -52,6 +60,17 @@ export async function preflight(specInput: unknown): Promise<PreflightResult> {
   }
 }
 
+/** The target database, or (cluster migration, database not created yet) the target's maintenance database. */
+async function connectTarget(info: ConnectionInfo, cluster: ClusterPreflightOptions | undefined): Promise<{ target: Client; willBeCreated: boolean }> {
+  if (!cluster) return { target: await connect(info, 'target', { classify: true }), willBeCreated: false };
+  try {
+    return { target: await connect(info, 'target'), willBeCreated: false };
+  } catch (error) {
+    if ((error as { code?: string }).code !== '3D000') throw classifyConnectError(error, info, 'target');
+    return { target: await connect({ ...info, database: cluster.targetMaintenanceDatabase }, 'target', { classify: true }), willBeCreated: true };
+  }
+}
+
 export function validateSpec(specInput: unknown): MigrationSpec {
   try {
     return parseSpec(specInput);
@@ -67,6 +86,7 @@ async function inspect(
   target: Client,
   sourceInfo: ConnectionInfo,
   targetInfo: ConnectionInfo,
+  cluster: { willBeCreated: boolean; rolesToCreate: string[] },
 ): Promise<PreflightReport> {
   const checks: PreflightCheck[] = [];
   const notes: string[] = [];
@@ -110,10 +130,14 @@ async function inspect(
   }
   // The source is frozen for the offline copy, or at the logical cutover (unless a hook does it).
   if (method === 'dump' ? spec.freezeSource : spec.cutover.freeze === 'readOnly') checks.push(...(await freezePrivilegeChecks(source, sourceInfo)));
-  checks.push(await targetEmptyCheck(target, targetInfo));
+  checks.push(
+    cluster.willBeCreated
+      ? { name: 'target is empty', ok: true, detail: `${describeEndpoint(targetInfo)} does not exist yet: the cluster migration creates it` }
+      : await targetEmptyCheck(target, targetInfo),
+  );
   checks.push(...(await targetPrivilegeChecks(target, targetInfo)));
   checks.push(await extensionCheck(source, target));
-  if (!spec.dump.noPrivileges || !spec.dump.noOwner) checks.push(await roleCheck(source, target, spec));
+  if (!spec.dump.noPrivileges || !spec.dump.noOwner) checks.push(await roleCheck(source, target, spec, cluster.rolesToCreate));
 
   const noPk = tables.filter((t) => !t.hasPrimaryKey).map((t) => `${t.schema}.${t.name}`);
   if (noPk.length) notes.push(`${noPk.length} table(s) without a primary key (fine offline; online methods need one): ${noPk.slice(0, 10).join(', ')}`);
@@ -320,7 +344,7 @@ async function extensionCheck(source: Client, target: Client): Promise<Preflight
 }
 
 /** Roles named by the grants (and, without noOwner, the owners) in scope must exist on the target. */
-async function roleCheck(source: Client, target: Client, spec: MigrationSpec): Promise<PreflightCheck> {
+async function roleCheck(source: Client, target: Client, spec: MigrationSpec, rolesToCreate: string[]): Promise<PreflightCheck> {
   const inScope = `n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'`;
   const roles = (
     await source.query<{ rolname: string }>(
@@ -338,7 +362,7 @@ async function roleCheck(source: Client, target: Client, spec: MigrationSpec): P
       [!spec.dump.noPrivileges, !spec.dump.noOwner],
     )
   ).rows.map((r) => r.rolname);
-  const existing = new Set((await target.query<{ rolname: string }>('SELECT rolname FROM pg_roles')).rows.map((r) => r.rolname));
+  const existing = new Set((await target.query<{ rolname: string }>('SELECT rolname FROM pg_roles')).rows.map((r) => r.rolname).concat(rolesToCreate));
   const missing = roles.filter((role) => !existing.has(role));
   return {
     name: 'roles on the target',

@@ -12,6 +12,8 @@ export interface HookContext {
   targetUri: string;
   /** The spec's password references: variables they name are not passed on to the hook. */
   secretRefs?: (string | undefined)[];
+  /** More PGMOVE_* variables for this hook (never a secret). */
+  extraEnv?: Record<string, string>;
 }
 
 export async function runHook(name: string, argv: string[], context: HookContext, timeoutMs: number, signal?: AbortSignal): Promise<string> {
@@ -25,6 +27,7 @@ export async function runHook(name: string, argv: string[], context: HookContext
     PGMOVE_MIGRATION_ID: context.migrationId,
     PGMOVE_SOURCE_URI: context.sourceUri,
     PGMOVE_TARGET_URI: context.targetUri,
+    ...context.extraEnv,
   };
   // Our own database passwords must not leak into the hook through inherited variables.
   delete env.PGPASSWORD;

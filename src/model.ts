@@ -88,6 +88,8 @@ export interface ReplicationState {
 export interface CutoverRequest {
   approvedBy?: string;
   reason?: string;
+  /** Set by a migrateCluster parent: prepare, vote, and switch only when the parent decides so. */
+  coordinated?: { parentId: string; attempt: number };
 }
 
 export interface CutoverAnswer {
@@ -203,4 +205,51 @@ export interface MigrationStatus {
   replication?: ReplicationState;
   cutovers?: CutoverAttempt[];
   warnings?: string[];
+}
+
+/** One database of a cluster migration, as the parent's status table shows it. */
+export interface DatabaseRow {
+  database: string;
+  targetDatabase: string;
+  workflowId: string;
+  method: string;
+  phase: Phase | 'pending' | 'skipped';
+  status: 'pending' | 'running' | 'completed' | 'failed' | 'aborted' | 'skipped';
+  error?: string;
+  startedAt?: string;
+  endedAt?: string;
+  seconds?: number;
+}
+
+/** What the globals phase did on the target (no secrets). */
+export interface GlobalsReport {
+  rolesCreated: string[];
+  rolesExisting: string[];
+  /** LOGIN roles without a password reference: created NOLOGIN, the operator must finish them. */
+  rolesNeedingPassword: string[];
+  /** Attributes RDS (and pgmove) will not copy: role → attributes left out. */
+  attributesDropped: Record<string, string[]>;
+  membershipsGranted: number;
+  databasesCreated: string[];
+  databasesExisting: string[];
+  warnings: string[];
+}
+
+export type ClusterPhase = 'starting' | 'preflight' | 'globals' | 'databases' | 'cutover' | 'cleanup' | 'completed' | 'failed' | 'aborted' | 'dryRunCompleted';
+
+export interface ClusterStatus {
+  kind: 'cluster';
+  migrationId: string;
+  phase: ClusterPhase;
+  dryRun: boolean;
+  concurrency: number;
+  databases: DatabaseRow[];
+  globals?: GlobalsReport;
+  /** Cluster-wide cutover attempts (cutoverMode: together). */
+  cutovers?: CutoverAttempt[];
+  timings: Partial<Record<ClusterPhase, PhaseTiming>>;
+  errors: string[];
+  warnings: string[];
+  abortReason?: string;
+  runs: number;
 }

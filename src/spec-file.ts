@@ -10,18 +10,22 @@ export interface LoadedSpec {
 }
 
 export function loadSpecFile(path: string): LoadedSpec {
+  const input = readSpecFile(path);
+  const spec = parseSpec(input);
+  return { input: input as MigrationSpecInput, spec };
+}
+
+/** The file's content as parsed YAML/JSON, not validated yet. */
+export function readSpecFile(path: string): unknown {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch (error) {
     throw new Error(`cannot read spec file ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
   }
-  let input: unknown;
   try {
-    input = parse(text);
+    return parse(text) as unknown;
   } catch (error) {
     throw new Error(`spec file ${path} is not valid YAML/JSON: ${(error as Error).message}`);
   }
-  const spec = parseSpec(input);
-  return { input: input as MigrationSpecInput, spec };
 }

@@ -4,11 +4,12 @@
  * and the cutover itself. A failed cutover resumes syncing with the source unfrozen. Deterministic code
  * only: every measurement and change happens in activities.
  */
-import { ApplicationFailure, CancellationScope, condition, proxyActivities, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, condition, getExternalWorkflowHandle, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { Duration } from '@temporalio/common';
 import type * as activities from '../activities';
 import type { MigrationSpec } from '../src/spec';
 import { durationMs, formatBytes as mb, sizeBytes as bytes } from '../src/units';
+import { cutoverVoteSignal } from './messages';
 import type { CopyUnitResult, CutoverAttempt, CutoverRequest, MigrationStatus, Phase, ReplicationState } from '../src/model';
 
 type Acts = ReturnType<typeof proxyActivities<typeof activities>>;
@@ -133,7 +134,7 @@ async function attemptCutover(ctx: LogicalContext, request: CutoverRequest, know
   status.cleanupOwed.push('unfreeze the source');
   try {
     // Not cancellable: an abort waits for the attempt (a switch must never be half undone).
-    const result = await CancellationScope.nonCancellable(() => acts.cutover.cutover({ spec, migrationId, knownTables }));
+    const result = await CancellationScope.nonCancellable(() => acts.cutover.cutover({ spec, migrationId, knownTables, coordinated: request.coordinated }));
     Object.assign(attempt, result.timing, { outcome: 'switched' });
     ctx.control.switchedAt = result.switchedAt;
     status.validation = result.validation;
@@ -160,6 +161,7 @@ async function attemptCutover(ctx: LogicalContext, request: CutoverRequest, know
     if (stage.switchingAt) throw switching(stage.switchedAt ?? stage.switchingAt);
     attempt.outcome = 'failed';
     attempt.error = errorText(error);
+    if (request.coordinated) voteFailed(migrationId, request.coordinated, attempt.error);
     status.errors.push(`cutover failed, source unfrozen, back to syncing: ${attempt.error}`);
     try {
       await CancellationScope.nonCancellable(() => acts.unfreeze.abandonCutover({ spec, migrationId, knownTables }));
@@ -174,6 +176,13 @@ async function attemptCutover(ctx: LogicalContext, request: CutoverRequest, know
     if (ctx.control.pendingAbort !== undefined) ctx.abortNow(ctx.control.pendingAbort);
     return false;
   }
+}
+
+/** Tells a cluster cutover's coordinator that this database cannot switch in that attempt. */
+export function voteFailed(migrationId: string, coordinated: NonNullable<CutoverRequest['coordinated']>, error: string): void {
+  void getExternalWorkflowHandle(coordinated.parentId)
+    .signal(cutoverVoteSignal, { workflowId: migrationId, attempt: coordinated.attempt, vote: 'failed', error })
+    .catch(() => undefined);
 }
 
 /** Warning and limit on the WAL the slot holds on the source's disk. */

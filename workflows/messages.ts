@@ -4,7 +4,7 @@
  */
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import { defineSearchAttributeKey } from '@temporalio/common';
-import type { CutoverAnswer, CutoverRequest, MigrationStatus } from '../src/model';
+import type { ClusterStatus, CutoverAnswer, CutoverRequest, MigrationStatus, Phase } from '../src/model';
 
 export type { CutoverAnswer, CutoverRequest };
 
@@ -28,3 +28,28 @@ export const requestCutoverUpdate = defineUpdate<CutoverAnswer, [CutoverRequest]
 export const migrationPhaseKey = defineSearchAttributeKey('MigrationPhase', 'KEYWORD');
 
 export const TASK_QUEUE = 'pgmove';
+
+/** migrateCluster answers the same `status` query with its per-database table (kind: 'cluster'). */
+export const clusterStatusQuery = defineQuery<ClusterStatus>('status');
+
+/** A child migrateDatabase tells its migrateCluster parent each phase it enters (and how it ended). */
+export interface DatabaseProgress {
+  workflowId: string;
+  phase: Phase;
+  method: string;
+  error?: string;
+}
+export const databaseProgressSignal = defineSignal<[DatabaseProgress]>('databaseProgress');
+
+/** Cluster cutover (mode together): each database votes once it is frozen, drained and ready (or failed). */
+export interface CutoverVote {
+  workflowId: string;
+  attempt: number;
+  vote: 'ready' | 'failed';
+  error?: string;
+}
+export const cutoverVoteSignal = defineSignal<[CutoverVote]>('cutoverVote');
+
+/** The parent's decision for one cluster cutover attempt; undefined while votes are outstanding. */
+export type CutoverDecision = 'switch' | 'abandon';
+export const cutoverDecisionQuery = defineQuery<CutoverDecision | undefined, [number]>('cutoverDecision');

@@ -12,6 +12,7 @@ import {
   CancellationScope,
   ContinueAsNew,
   continueAsNew,
+  getExternalWorkflowHandle,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -23,10 +24,10 @@ import type * as activities from '../activities';
 import type { SourceTableChecksum } from '../activities/validate';
 import type { MigrationSpec, MigrationSpecInput } from '../src/spec';
 import type { CopyPlan, CopyUnitResult, CutoverRequest, MigrationStatus, Phase, ValidationReport } from '../src/model';
-import { abortSignal, cutoverSignal, migrationPhaseKey, requestCutoverUpdate, statusQuery } from './messages';
+import { abortSignal, cutoverSignal, databaseProgressSignal, migrationPhaseKey, requestCutoverUpdate, statusQuery } from './messages';
 import { renderStatusMarkdown } from './status-markdown';
 import { durationMs } from '../src/units';
-import { cutoverActivities, cutoverRefusal, runLogical, syncUntilCutover, type CutoverControl, type LogicalContext } from './logical';
+import { cutoverActivities, cutoverRefusal, runLogical, syncUntilCutover, voteFailed, type CutoverControl, type LogicalContext } from './logical';
 
 export interface MigrationResult {
   migrationId: string;
@@ -98,6 +99,12 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
     if (!['completed', 'failed', 'aborted', 'dryRunCompleted'].includes(phase)) status.timings[phase] = { startedAt: now };
     if (input.searchAttributes !== false) upsertSearchAttributes([{ key: migrationPhaseKey, value: phase }]);
     publish();
+    // A migrateCluster parent keeps a per-database table; it may be gone (a lost signal costs nothing).
+    const parent = workflowInfo().parent;
+    if (parent) {
+      const error = ['failed', 'aborted'].includes(phase) ? status.errors.at(-1) : undefined;
+      void getExternalWorkflowHandle(parent.workflowId).signal(databaseProgressSignal, { workflowId: migrationId, phase, method: status.method, error }).catch(() => undefined);
+    }
   };
   setHandler(statusQuery, () => status);
 
@@ -124,8 +131,12 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
   });
   setHandler(cutoverSignal, (request) => {
     const refusal = cutoverRefusal(spec, status, control);
-    if (refusal) (status.warnings ??= []).push(`cutover signal ignored: ${refusal}`);
-    else control.request = request ?? {};
+    if (refusal) {
+      (status.warnings ??= []).push(`cutover signal ignored: ${refusal}`);
+      if (request?.coordinated) voteFailed(migrationId, request.coordinated, refusal);
+    } else {
+      control.request = request ?? {};
+    }
     publish();
   });
   setHandler(

@@ -1,5 +1,5 @@
 /** The short Markdown status shown as "Current Details" in the Temporal Web UI. Pure: workflow-safe. */
-import type { MigrationStatus } from '../src/model';
+import type { ClusterStatus, DatabaseRow, MigrationStatus } from '../src/model';
 
 const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 
@@ -29,5 +29,27 @@ export function renderStatusMarkdown(status: MigrationStatus): string {
   if (status.errors.length) {
     lines.push('', '### errors', ...status.errors.slice(-5).map((e) => `- ${e.split('\n')[0]}`));
   }
+  return lines.join('\n');
+}
+
+/** The cluster parent's Current Details: one line per database (lists render well in the Web UI). */
+export function renderClusterMarkdown(status: ClusterStatus): string {
+  const counts = (state: DatabaseRow['status']) => status.databases.filter((r) => r.status === state).length;
+  const lines = [
+    `## ${status.migrationId}: ${status.phase}`,
+    '',
+    `- **databases**: ${counts('completed')} completed, ${counts('running')} running, ${counts('pending')} pending, ${counts('failed')} failed, ${counts('skipped')} skipped, ${counts('aborted')} aborted (concurrency ${status.concurrency})`,
+  ];
+  for (const r of status.databases) {
+    const took = r.seconds !== undefined ? `, ${r.seconds.toFixed(1)} s` : '';
+    lines.push(`- **${r.database}** → ${r.targetDatabase}: ${r.status}, ${r.method}, phase ${r.phase}${took}${r.error ? ` — ${r.error.split('\n')[0]}` : ''}`);
+  }
+  const g = status.globals;
+  if (g) {
+    lines.push(`- **roles**: ${g.rolesCreated.length} created, ${g.rolesExisting.length} already there${g.rolesNeedingPassword.length ? `; NOLOGIN until you set a password: ${g.rolesNeedingPassword.join(', ')}` : ''}`);
+  }
+  for (const attempt of status.cutovers ?? []) lines.push(`- **cluster cutover** by ${attempt.requestedBy}: ${attempt.outcome}${attempt.error ? ` — ${attempt.error.split('\n')[0]}` : ''}`);
+  for (const warning of status.warnings.slice(-3)) lines.push(`- **warning**: ${warning.split('\n')[0]}`);
+  if (status.errors.length) lines.push('', '### errors', ...status.errors.slice(-5).map((e) => `- ${e.split('\n')[0]}`));
   return lines.join('\n');
 }

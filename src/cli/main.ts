@@ -5,8 +5,10 @@
 import { Command } from 'commander';
 import { WorkflowExecutionAlreadyStartedError, WorkflowUpdateFailedError } from '@temporalio/client';
 import { migrationIdFor, SpecError } from '../spec';
-import { loadSpecFile } from '../spec-file';
-import { TASK_QUEUE, abortSignal, migrationPhaseKey, requestCutoverUpdate } from '../../workflows/messages';
+import { loadSpecFile, readSpecFile } from '../spec-file';
+import { isClusterSpec, parseClusterSpec, type ClusterSpecInput } from '../cluster-spec';
+import { followCluster, renderClusterStatus } from './cluster-view';
+import { TASK_QUEUE, abortSignal, clusterStatusQuery, migrationPhaseKey, requestCutoverUpdate } from '../../workflows/messages';
 import { withTemporalClient } from './connection';
 import { follow, describeFailure } from './follow';
 import { renderStatus, snapshot } from './status-view';
@@ -23,10 +25,28 @@ program
 program
   .command('start')
   .description('validate a migration spec, start the migration and print its workflow id')
-  .requiredOption('-f, --file <spec>', 'migration spec (YAML or JSON)')
+  .requiredOption('-f, --file <spec>', 'migration spec (YAML or JSON); a spec with `databases:` starts a cluster migration')
   .option('--wait', 'follow progress until the migration ends; exit 0 only on success')
   .option('--task-queue <name>', 'Temporal task queue of the pgmove workers', process.env.PGMOVE_TASK_QUEUE ?? TASK_QUEUE)
   .action(async (options: { file: string; wait?: boolean; taskQueue: string }) => {
+    const raw = readSpecFile(options.file);
+    if (isClusterSpec(raw)) {
+      const cluster = parseClusterSpec(raw);
+      const ok = await withTemporalClient(async (client) => {
+        const handle = await client.workflow.start('migrateCluster', {
+          taskQueue: options.taskQueue,
+          workflowId: cluster.id,
+          args: [raw as ClusterSpecInput],
+          staticSummary: `pgmove cluster ${cluster.dryRun ? 'dry run' : 'migration'}: ${new URL(cluster.source.uri).host} → ${new URL(cluster.target.uri).host}`,
+          staticDetails: `databases ${cluster.databases === 'all' ? `all but ${cluster.exceptDatabases.join(', ') || 'templates and postgres'}` : cluster.databases.length}, concurrency ${cluster.concurrency}, spec ${options.file}`,
+          typedSearchAttributes: cluster.searchAttributes ? [{ key: migrationPhaseKey, value: 'cluster:starting' }] : [],
+        });
+        console.log(cluster.id);
+        return options.wait ? followCluster(handle) : true;
+      });
+      process.exitCode = ok ? 0 : 1;
+      return;
+    }
     const { input, spec } = loadSpecFile(options.file);
     const id = migrationIdFor(spec);
     const ok = await withTemporalClient(async (client) => {
@@ -51,7 +71,14 @@ program
   .option('--json', 'print the raw status as JSON')
   .action(async (id: string, options: { json?: boolean }) => {
     await withTemporalClient(async (client) => {
-      const view = await snapshot(client.workflow.getHandle(id));
+      const handle = client.workflow.getHandle(id);
+      const status = await handle.query(clusterStatusQuery);
+      if (status.kind === 'cluster') {
+        const description = await handle.describe();
+        console.log(options.json ? JSON.stringify(status, null, 2) : renderClusterStatus(status, description.status.name));
+        return;
+      }
+      const view = await snapshot(handle);
       console.log(options.json ? JSON.stringify(view, null, 2) : renderStatus(view));
     });
   });
