@@ -83,6 +83,8 @@ export async function migrateCluster(input: ClusterSpecInput, resume?: ClusterRe
   };
   const row = (workflowId: string) => status.databases.find((r) => r.workflowId === workflowId);
   const running = new Set<string>();
+  /** Bumped on every change the scheduler waits for (a child's phase or end, an abort). */
+  const changes = { count: 0 };
   const cutover: ClusterCutoverState = { votes: {}, decisions: {}, attempt: 0 };
 
   setHandler(clusterStatusQuery, () => status);
@@ -91,6 +93,7 @@ export async function migrateCluster(input: ClusterSpecInput, resume?: ClusterRe
     if (!r) return;
     if (progress.phase !== 'failed' && progress.phase !== 'aborted' && progress.phase !== 'completed') r.phase = progress.phase;
     r.method = progress.method;
+    changes.count += 1;
     publish();
   });
   setHandler(abortSignal, (request) => {
@@ -99,6 +102,7 @@ export async function migrateCluster(input: ClusterSpecInput, resume?: ClusterRe
     status.errors.push(`abort requested: ${status.abortReason}`);
     // Every running child aborts itself (its own cleanup, its own objects only).
     for (const id of running) void getExternalWorkflowHandle(id).signal(abortSignal, { reason: `cluster ${migrationId} aborted: ${status.abortReason}` }).catch(() => undefined);
+    changes.count += 1;
     publish();
   });
   setHandler(cutoverVoteSignal, (vote) => {
@@ -168,16 +172,23 @@ export async function migrateCluster(input: ClusterSpecInput, resume?: ClusterRe
     return info.continueAsNewSuggested || info.historyLength >= ready.spec.historyEventsPerRun;
   }
 
-  /** Starts children up to the concurrency limit; serves the cluster cutover; continues as new between databases. */
+  /**
+   * Starts children up to the concurrency limit (a database that is syncing no longer copies: it frees
+   * its lane); serves the cluster cutover; continues as new between databases when the history is long.
+   */
   async function runChildren(ready: ClusterPlan, status: ClusterStatus, running: Set<string>, publish: () => void, historyFull: () => boolean): Promise<void> {
     const results: Promise<void>[] = [];
+    const busy = () => [...running].filter((id) => row(id)?.phase !== 'syncing').length;
+    // Continue as new between databases: wait for the running ones to end, unless one is syncing
+    // (it ends only with a cutover, so the history grows a little longer instead).
+    const deferForNewRun = () => historyFull() && [...running].every((id) => row(id)?.phase !== 'syncing');
     for (;;) {
       const next = status.abortReason === undefined ? ready.databases.find((d) => row(d.workflowId)?.status === 'pending') : undefined;
       if (!next && running.size === 0) break;
       if (next && running.size === 0 && historyFull()) {
         await continueAsNew<typeof migrateCluster>(input, { plan: ready, status });
       }
-      if (next && running.size < ready.spec.concurrency && !historyFull()) {
+      if (next && busy() < ready.spec.concurrency && !deferForNewRun()) {
         results.push(startDatabase(ready, next, running, publish));
         continue;
       }
@@ -187,8 +198,8 @@ export async function migrateCluster(input: ClusterSpecInput, resume?: ClusterRe
         enterPhase('databases');
         continue;
       }
-      const snapshot = running.size;
-      await condition(() => running.size !== snapshot || cutover.request !== undefined || (status.abortReason !== undefined && !!next));
+      const seen = changes.count;
+      await condition(() => changes.count !== seen || cutover.request !== undefined);
     }
     await Promise.all(results);
   }
@@ -208,6 +219,8 @@ export async function migrateCluster(input: ClusterSpecInput, resume?: ClusterRe
         parentClosePolicy: ParentClosePolicy.TERMINATE,
         staticSummary: `pgmove database ${planned.database} → ${planned.targetDatabase} (cluster ${ready.spec.id})`,
       });
+      // An abort that arrived while this child was being started has not reached it yet.
+      if (status.abortReason !== undefined) await child.signal(abortSignal, { reason: `cluster ${migrationId} aborted: ${status.abortReason}` });
       const result = await child.result();
       r.status = 'completed';
       r.phase = 'completed';
@@ -221,6 +234,7 @@ export async function migrateCluster(input: ClusterSpecInput, resume?: ClusterRe
       r.endedAt = new Date().toISOString();
       r.seconds = (Date.parse(r.endedAt) - Date.parse(r.startedAt!)) / 1000;
       running.delete(planned.workflowId);
+      changes.count += 1;
       publish();
     }
   }
