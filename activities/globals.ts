@@ -279,7 +279,23 @@ export async function dropGlobals(input: DropGlobalsInput): Promise<{ dropped: s
       dropped.push(`database ${name}`);
     }
     if (input.dropRoles) {
-      for (const role of await markedRoles(target, marker)) {
+      const roles = [...(await markedRoles(target, marker))];
+      // Grants and default privileges of our roles may remain in databases we did not create (the
+      // objects themselves were reset by the children): they were made by this migration too.
+      if (roles.length) {
+        const databases = (await target.query<{ datname: string }>('SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1')).rows.map((r) => r.datname);
+        for (const database of databases) {
+          const client = await connect({ ...targetInfo, database }, 'target', { applicationName: 'pgmove cleanup' });
+          try {
+            // One role at a time: a default ACL naming two of the roles fails a combined DROP OWNED
+            // ("could not find tuple for default ACL").
+            for (const role of roles) await client.query(`DROP OWNED BY ${ident(role)}`);
+          } finally {
+            await client.end().catch(() => undefined);
+          }
+        }
+      }
+      for (const role of roles) {
         try {
           await target.query(`DROP ROLE ${ident(role)}`);
           dropped.push(`role ${role}`);
