@@ -229,7 +229,7 @@ export async function migrateCluster(input: ClusterSpecInput, resume?: ClusterRe
       const text = errorText(error);
       r.status = /aborted/.test(text) || status.abortReason !== undefined ? 'aborted' : 'failed';
       r.phase = r.status;
-      r.error = text;
+      r.error = oneLine(text);
     } finally {
       r.endedAt = new Date().toISOString();
       r.seconds = (Date.parse(r.endedAt) - Date.parse(r.startedAt!)) / 1000;
@@ -255,7 +255,7 @@ async function preflightAll(plan: ClusterPlan, status: ClusterStatus, publish: (
       } catch (error) {
         const text = errorText(error);
         failures.push(`${planned.database}: ${text}`);
-        Object.assign(r, { phase: 'skipped', status: 'skipped', error: text });
+        Object.assign(r, { phase: 'skipped', status: 'skipped', error: oneLine(text) });
       }
       publish();
     }
@@ -292,5 +292,10 @@ function errorText(error: unknown): string {
     parts.push(current.message);
     current = (current as { cause?: unknown }).cause;
   }
-  return parts.filter((p, i) => p && !parts.slice(0, i).includes(p)).join(': ');
+  return parts.filter((p, i) => p && !parts.slice(0, i).includes(p) && !/^(Activity task failed|Child Workflow execution failed)$/.test(p)).join(': ');
+}
+
+/** One line for the per-database table (pre-flight lists its checks on separate lines). */
+function oneLine(text: string): string {
+  return text.replace(/\s*\n\s*/g, ' ');
 }

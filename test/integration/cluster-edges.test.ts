@@ -5,7 +5,7 @@
  * leaves what it did not create alone; aborting one child touches only that database.
  */
 import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
-import { migrationFailure } from '../helpers/migration';
+import { migrationFailure, pgmoveCliAsync, writeSpec } from '../helpers/migration';
 import { compareDatabases } from '../helpers/compare';
 import { replicationLeftovers } from '../helpers/online';
 import { createAppDatabase, createSharedRoles, roleState, waitForCluster } from '../helpers/cluster';
@@ -65,13 +65,15 @@ test('allOrNothing: one database failing pre-flight fails the migration before a
   expect(status.globals).toBeUndefined();
 });
 
-test('bestEffort: the failing database is reported and skipped, the others migrate', async () => {
-  const handle = await stack.client!.workflow.start('migrateCluster', {
-    taskQueue: stack.taskQueue,
-    workflowId: 'cluster-best-effort',
-    args: [clusterSpec('cluster-best-effort', { databases: ['alpha', 'beta', 'gamma'], onPreflightFailure: 'bestEffort', roles: { migrate: false }, defaults: { method: 'dump', dump: { noPrivileges: true } } })],
-  });
-  const result = (await handle.result()) as ClusterResult;
+test('bestEffort: the failing database is reported and skipped, the others migrate (started with pgmove start --wait)', async () => {
+  const specFile = writeSpec(stack, 'best-effort', clusterSpec('cluster-best-effort', { databases: ['alpha', 'beta', 'gamma'], onPreflightFailure: 'bestEffort', roles: { migrate: false }, defaults: { method: 'dump', dump: { noPrivileges: true } } }));
+  const cli = await pgmoveCliAsync(stack, ['start', '-f', specFile, '--wait']);
+  expect(cli.stderr).toBe('');
+  expect(cli.code).toBe(0);
+  expect(cli.stdout).toMatch(/^cluster-best-effort\n/);
+  expect(cli.stdout).toMatch(/cluster migration cluster-best-effort: completed/);
+  expect(cli.stdout).toMatch(/\bbeta +beta +dump +skipped +skipped .*target is empty/);
+  const result = (await stack.client!.workflow.getHandle('cluster-best-effort').result()) as ClusterResult;
   expect(result.status.databases.map((r) => [r.database, r.status])).toEqual([['alpha', 'completed'], ['beta', 'skipped'], ['gamma', 'completed']]);
   expect(result.status.databases[1]!.error).toMatch(/target is empty/);
   expect(result.status.warnings.join('\n')).toMatch(/skipped after a failed pre-flight .*beta/);
