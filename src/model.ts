@@ -216,6 +216,8 @@ export interface DatabaseRow {
   phase: Phase | 'pending' | 'skipped';
   status: 'pending' | 'running' | 'completed' | 'failed' | 'aborted' | 'skipped';
   error?: string;
+  /** Online databases while syncing: why a cutover would be refused now ('' = ready; absent = not measured yet). */
+  cutoverBlocker?: string;
   startedAt?: string;
   endedAt?: string;
   seconds?: number;

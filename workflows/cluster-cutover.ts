@@ -39,6 +39,8 @@ export function clusterCutoverRefusal(input: ClusterSpecInput, status: ClusterSt
   if (!online.length) return 'no online (logical) database is running: there is nothing to cut over';
   const notSyncing = online.filter((r) => r.phase !== 'syncing').map((r) => `${r.database} (${r.phase})`);
   if (notSyncing.length) return `not every online database is syncing yet: ${notSyncing.join(', ')}`;
+  const blocked = online.filter((r) => r.cutoverBlocker !== '').map((r) => `${r.database}: ${r.cutoverBlocker ?? 'no measurement of its stream yet'}`);
+  if (blocked.length) return `not every online database is ready: ${blocked.join('; ')}`;
   return undefined;
 }
 

@@ -33,6 +33,8 @@ export interface LogicalContext {
   acts: { schema: Acts; copy: Acts; postData: Acts; quick: Acts; cutover: Acts; unfreeze: Acts };
   enterPhase: (phase: Phase) => void;
   publish: () => void;
+  /** Tells a cluster parent when this database becomes ready (or stops being ready) for a cutover. */
+  reportCutoverReadiness: () => void;
   recordUnit: (result: CopyUnitResult) => void;
   initProgress: (plan: Awaited<ReturnType<Acts['planCopy']>>) => void;
   /** Turns a deferred abort into the workflow's cancellation. */
@@ -92,6 +94,7 @@ export async function syncUntilCutover(ctx: LogicalContext, knownTables: string[
     }
     try {
       status.replication = withGuardrails(await acts.quick.replicationStatus({ ...input, knownTables }), spec);
+      ctx.reportCutoverReadiness();
     } catch (error) {
       // A lost slot is final; a server that is briefly unreachable is not: the stream waits in PostgreSQL.
       if (!(rootCause(error) instanceof ApplicationFailure && (rootCause(error) as ApplicationFailure).nonRetryable)) {

@@ -38,6 +38,8 @@ export interface DatabaseProgress {
   phase: Phase;
   method: string;
   error?: string;
+  /** While syncing: why a cutover would be refused now ('' when it would be accepted). */
+  cutoverBlocker?: string;
 }
 export const databaseProgressSignal = defineSignal<[DatabaseProgress]>('databaseProgress');
 

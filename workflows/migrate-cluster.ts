@@ -93,6 +93,9 @@ export async function migrateCluster(input: ClusterSpecInput, resume?: ClusterRe
     if (!r) return;
     if (progress.phase !== 'failed' && progress.phase !== 'aborted' && progress.phase !== 'completed') r.phase = progress.phase;
     r.method = progress.method;
+    // Readiness is measured while syncing; any other phase (a cutover running, say) is not ready.
+    if (progress.cutoverBlocker !== undefined) r.cutoverBlocker = progress.cutoverBlocker;
+    else delete r.cutoverBlocker;
     changes.count += 1;
     publish();
   });

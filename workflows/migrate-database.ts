@@ -24,7 +24,7 @@ import type * as activities from '../activities';
 import type { SourceTableChecksum } from '../activities/validate';
 import type { MigrationSpec, MigrationSpecInput } from '../src/spec';
 import type { CopyPlan, CopyUnitResult, CutoverRequest, MigrationStatus, Phase, ValidationReport } from '../src/model';
-import { abortSignal, cutoverSignal, databaseProgressSignal, migrationPhaseKey, requestCutoverUpdate, statusQuery } from './messages';
+import { abortSignal, cutoverSignal, databaseProgressSignal, migrationPhaseKey, requestCutoverUpdate, statusQuery, type DatabaseProgress } from './messages';
 import { renderStatusMarkdown } from './status-markdown';
 import { durationMs } from '../src/units';
 import { cutoverActivities, cutoverRefusal, runLogical, syncUntilCutover, voteFailed, type CutoverControl, type LogicalContext } from './logical';
@@ -99,12 +99,21 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
     if (!['completed', 'failed', 'aborted', 'dryRunCompleted'].includes(phase)) status.timings[phase] = { startedAt: now };
     if (input.searchAttributes !== false) upsertSearchAttributes([{ key: migrationPhaseKey, value: phase }]);
     publish();
-    // A migrateCluster parent keeps a per-database table; it may be gone (a lost signal costs nothing).
+    const error = ['failed', 'aborted'].includes(phase) ? status.errors.at(-1) : undefined;
+    reportedBlocker = undefined; // the parent forgets readiness on every phase change
+    tellParent({ workflowId: migrationId, phase, method: status.method, error });
+  };
+  // A migrateCluster parent keeps a per-database table; it may be gone (a lost signal costs nothing).
+  const tellParent = (progress: DatabaseProgress) => {
     const parent = workflowInfo().parent;
-    if (parent) {
-      const error = ['failed', 'aborted'].includes(phase) ? status.errors.at(-1) : undefined;
-      void getExternalWorkflowHandle(parent.workflowId).signal(databaseProgressSignal, { workflowId: migrationId, phase, method: status.method, error }).catch(() => undefined);
-    }
+    if (parent) void getExternalWorkflowHandle(parent.workflowId).signal(databaseProgressSignal, progress).catch(() => undefined);
+  };
+  let reportedBlocker: string | undefined;
+  const reportCutoverReadiness = () => {
+    const blocker = cutoverRefusal(spec, status, control) ?? '';
+    if (blocker === reportedBlocker) return;
+    reportedBlocker = blocker;
+    tellParent({ workflowId: migrationId, phase: status.phase, method: status.method, cutoverBlocker: blocker });
   };
   setHandler(statusQuery, () => status);
 
@@ -166,6 +175,7 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
     acts: { ...phaseActivities(ready), ...cutoverActivities(ready) },
     enterPhase,
     publish,
+    reportCutoverReadiness,
     recordUnit: (unit) => recordUnit(status, unit),
     initProgress: (plan) => initTableProgress(status, plan),
     abortNow,

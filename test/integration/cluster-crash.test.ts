@@ -20,10 +20,13 @@ beforeAll(async () => {
   await stack.startTemporal();
   source = await stack.startCluster('source15', DEBIAN_PG15_BIN);
   target = await stack.startCluster('target18', PROJECT_PG18_BIN);
-  for (const database of DATABASES) await createBigDatabase(source, database, 300_000);
+  for (const database of DATABASES) await createBigDatabase(source, database, 200_000);
 });
 
 afterAll(() => stack.stop());
+
+// Three databases copying while a worker restarts: minutes, not seconds, on a loaded 2-core machine.
+jest.setTimeout(600_000);
 
 test('a worker killed while three children copy: all complete, equal, nothing started or copied twice', async () => {
   const env = { PGMOVE_TEST_SOURCE_PASSWORD: source.superuserPassword };
@@ -38,7 +41,7 @@ test('a worker killed while three children copy: all complete, equal, nothing st
         target: { uri: `postgresql://postgres@127.0.0.1:${target.port}/postgres`, password: stack.secretFile('target', target.superuserPassword) },
         concurrency: 3,
         roles: { migrate: false },
-        defaults: { method: 'dump', jobs: 1, copy: { splitTablesLargerThanMB: 4, batchSmallTablesUpToMB: 1 }, timeouts: { heartbeat: '5s' } },
+        defaults: { method: 'dump', jobs: 1, copy: { splitTablesLargerThanMB: 3, batchSmallTablesUpToMB: 1 }, timeouts: { heartbeat: '5s' } },
         databases: DATABASES,
       },
     ],
@@ -52,7 +55,7 @@ test('a worker killed while three children copy: all complete, equal, nothing st
   for (const database of DATABASES) {
     const expected = await tableFingerprint(source, database, 'public.big');
     expect(await tableFingerprint(target, database, 'public.big')).toEqual(expected);
-    expect(expected.keys).toBe('300000');
+    expect(expected.keys).toBe('200000');
   }
   // The parent started each child once.
   const parentEvents = (await handle.fetchHistory()).events ?? [];

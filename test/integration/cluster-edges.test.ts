@@ -2,14 +2,16 @@
  * Cluster migrations at their edges: one database failing pre-flight fails the whole migration before
  * anything is written (allOrNothing), or is reported and skipped (bestEffort); an abort while an online
  * database syncs removes everything the migration created (databases, roles, replication objects) and
- * leaves what it did not create alone; aborting one child touches only that database.
+ * leaves what it did not create alone; aborting one child touches only that database; a dry run writes
+ * nothing; with cutover.mode perDatabase each database is cut over on its own.
  */
 import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
 import { migrationFailure, pgmoveCliAsync, writeSpec } from '../helpers/migration';
 import { compareDatabases } from '../helpers/compare';
 import { replicationLeftovers } from '../helpers/online';
 import { createAppDatabase, createSharedRoles, roleState, waitForCluster } from '../helpers/cluster';
-import { abortSignal, clusterStatusQuery } from '../../workflows/messages';
+import { WorkflowUpdateFailedError } from '@temporalio/client';
+import { abortSignal, clusterStatusQuery, requestCutoverUpdate } from '../../workflows/messages';
 import type { ClusterResult } from '../../workflows/migrate-cluster';
 
 const stack = new TestStack();
@@ -120,4 +122,38 @@ test('abort while an online database syncs: everything the migration created is 
   // Created databases and roles are dropped; the pre-existing gamma database and reporting role stay.
   expect(await targetState()).toEqual(before);
   expect(await roleState(target, 'reporting')).toMatchObject({ comment: null });
+});
+
+test('dryRun: every database is pre-flighted and reported, nothing is written', async () => {
+  const before = await targetState();
+  const handle = await stack.client!.workflow.start('migrateCluster', {
+    taskQueue: stack.taskQueue,
+    workflowId: 'cluster-dry-run',
+    args: [clusterSpec('cluster-dry-run', { databases: 'all', exceptDatabases: ['beta'], dryRun: true, defaults: { method: 'auto' } })],
+  });
+  const result = (await handle.result()) as ClusterResult;
+  expect(result.outcome).toBe('dryRun');
+  expect(result.status.phase).toBe('dryRunCompleted');
+  // databases: all = every source database accepting connections but postgres and the excepted ones.
+  expect(result.status.databases.map((r) => [r.database, r.method, r.status])).toEqual([
+    ['alpha', 'logical', 'pending'],
+    ['gamma', 'logical', 'pending'],
+  ]);
+  expect(await targetState()).toEqual(before);
+});
+
+test('cutover.mode perDatabase: the cluster refuses one cutover, each database is cut over on its own', async () => {
+  const handle = await stack.client!.workflow.start('migrateCluster', {
+    taskQueue: stack.taskQueue,
+    workflowId: 'cluster-per-database',
+    args: [clusterSpec('cluster-per-database', { databases: [{ name: 'alpha', method: 'logical', targetName: 'alpha_per_db' }], roles: { migrate: false }, defaults: { method: 'dump', dump: { noPrivileges: true }, logical: { statusInterval: '1s' } }, cutover: { mode: 'perDatabase' } })],
+  });
+  await waitForCluster(handle, 'alpha syncing', (s) => s.databases[0]?.phase === 'syncing');
+  await expect(handle.executeUpdate(requestCutoverUpdate, { args: [{ approvedBy: 'test' }] })).rejects.toThrow(WorkflowUpdateFailedError);
+  const cli = await pgmoveCliAsync(stack, ['cutover', 'cluster-per-database.alpha']);
+  expect(cli.stdout).toMatch(/^accepted: /);
+  const result = (await handle.result()) as ClusterResult;
+  expect(result.status.databases.map((r) => [r.database, r.method, r.status])).toEqual([['alpha', 'logical', 'completed']]);
+  const ref = (c: ClusterHandle, database: string) => ({ host: c.host, port: c.port, user: c.superuser, password: c.superuserPassword, database });
+  expect(await compareDatabases(ref(source, 'alpha'), ref(target, 'alpha_per_db'))).toEqual([]);
 });

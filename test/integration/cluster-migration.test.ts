@@ -59,7 +59,7 @@ test('five databases with shared roles, dump and logical, one cluster cutover th
 
   // The dump databases complete; the online ones wait for the cutover, streaming.
   await waitForCluster(handle, 'dump databases completed, online ones syncing', (s) =>
-    s.databases.length === 5 && s.databases.every((r) => (r.method === 'logical' ? r.phase === 'syncing' : r.status === 'completed')),
+    s.databases.length === 5 && s.databases.every((r) => (r.method === 'logical' ? r.phase === 'syncing' && r.cutoverBlocker === '' : r.status === 'completed')),
   );
   await adminQuery(source, 'jobs', `INSERT INTO items (name) SELECT 'late-' || g FROM generate_series(1, 100) g`);
   await adminQuery(source, 'metrics', `UPDATE items SET name = name || '-changed' WHERE id % 10 = 0`);
@@ -68,7 +68,7 @@ test('five databases with shared roles, dump and logical, one cluster cutover th
   const first = await handle.executeUpdate(requestCutoverUpdate, { args: [{ approvedBy: 'test' }] });
   expect(first.accepted).toBe(true);
   const calledOff = await waitForCluster(handle, 'first cluster cutover called off, both syncing again', (s) =>
-    s.cutovers?.[0]?.outcome === 'failed' && s.phase === 'databases' && s.databases.filter((r) => r.method === 'logical').every((r) => r.phase === 'syncing'),
+    s.cutovers?.[0]?.outcome === 'failed' && s.phase === 'databases' && s.databases.filter((r) => r.method === 'logical').every((r) => r.phase === 'syncing' && r.cutoverBlocker === ''),
   );
   expect(calledOff.cutovers![0]!.error).toMatch(/switch hook/);
   expect(existsSync(hookLog)).toBe(false);
@@ -127,6 +127,8 @@ test('five databases with shared roles, dump and logical, one cluster cutover th
             (SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'jobs') AS jobs_owner`,
   );
   expect(databases).toEqual({ ro_connect: false, rw_connect: true, metrics_settings: ['work_mem=8MB'], analysis_comment: 'analysis db', jobs_owner: 'app_owner' });
+  const locale = `SELECT pg_encoding_to_char(encoding) AS encoding, datcollate, datctype, datlocprovider FROM pg_database WHERE datname = $1`;
+  expect(await adminQuery(target, 'postgres', locale, ['metrics_new'])).toEqual(await adminQuery(source, 'postgres', locale, ['metrics']));
   // app_rw's password came from its reference (as a SCRAM verifier): it logs in on the target.
   const login = new Client({ host: target.host, port: target.port, database: 'accounts', user: 'app_rw', password: APP_RW_PASSWORD });
   await login.connect();

@@ -87,7 +87,8 @@ test('15 → 18 online under pgbench: rejected early, failed cutover resumes, fe
 
   // Lag above cutover.maxLagBytes: the stream is paused on the target while pgbench writes.
   await adminQuery(target, 'shop', `ALTER SUBSCRIPTION ${await subscriptionName()} DISABLE`);
-  await waitForStatus(handle, 'lag above 1MB', (s) => (s.replication?.lagBytes ?? 0) > 1024 * 1024);
+  // Paused for sure (the apply worker notices DISABLE late, and may confirm meanwhile), and behind.
+  await waitForStatus(handle, 'stream paused, lag above 1MB', (s) => s.replication?.streaming === false && s.replication.lagBytes > 1024 * 1024);
   const lagging = pgmoveCli(stack, ['cutover', id]);
   expect(lagging.code).toBe(1);
   expect(lagging.stdout).toMatch(/rejected: lag .* is above cutover.maxLagBytes/);
