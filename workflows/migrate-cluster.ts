@@ -274,13 +274,16 @@ async function preflightAll(plan: ClusterPlan, status: ClusterStatus, publish: (
   if (failures.length === plan.databases.length) throw ApplicationFailure.nonRetryable('every database failed pre-flight; nothing was written', 'PreflightFailed');
 }
 
-/** After a failure or an abort: drop the target databases nobody migrated, and the roles if nothing is kept. */
+/**
+ * After a failure or an abort: drop the target databases nobody migrated, and the roles if nothing is
+ * kept. Also after a globals phase that failed half-way: only what carries this migration's mark goes.
+ */
 async function undoGlobals(plan: ClusterPlan, status: ClusterStatus, enterPhase: (phase: ClusterPhase) => void): Promise<void> {
-  if (!status.globals) return;
   enterPhase('cleanup');
   const rowOf = (d: PlannedDatabase) => status.databases.find((r) => r.workflowId === d.workflowId)!;
   const unused = plan.databases.filter((d) => ['pending', 'skipped', 'aborted'].includes(rowOf(d).status)).map((d) => d.targetDatabase);
-  const keptDatabases = plan.databases.filter((d) => !unused.includes(d.targetDatabase) && status.globals!.databasesCreated.includes(d.targetDatabase));
+  const created = status.globals?.databasesCreated ?? [];
+  const keptDatabases = plan.databases.filter((d) => !unused.includes(d.targetDatabase) && created.includes(d.targetDatabase));
   const result = await undo.dropGlobals({ spec: plan.spec, databases: unused, dropRoles: keptDatabases.length === 0 });
   if (result.dropped.length) status.warnings.push(`cleanup dropped: ${result.dropped.join(', ')}`);
   if (result.kept.length || keptDatabases.length) {
