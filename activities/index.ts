@@ -9,3 +9,4 @@ export { validate } from './validate';
 export { cleanup } from './cleanup';
 export { preparePublication, copyAtSlot, createSubscription, replicationStatus, dropReplication } from './sync';
 export { cutover, cutoverStage, abandonCutover, unfreezeAfterCutover } from './cutover';
+export { elevatePrivileges, revertPrivileges } from './elevate-privileges';

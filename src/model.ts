@@ -3,9 +3,11 @@
  * import them. Nothing here ever holds a secret: endpoints carry password references.
  */
 import type { TableName } from './pg/sql';
+import type { ElevationRecord } from './elevation-spec';
 
 export type Phase =
   | 'starting'
+  | 'elevatePrivileges'
   | 'preflight'
   | 'freeze'
   | 'preData'
@@ -203,4 +205,6 @@ export interface MigrationStatus {
   replication?: ReplicationState;
   cutovers?: CutoverAttempt[];
   warnings?: string[];
+  /** What the privilege elevation changed on the source (and whether cleanup has reverted it). */
+  privilegeElevation?: ElevationRecord;
 }
