@@ -1,0 +1,97 @@
+/**
+ * Whole migrations from a source whose migration role is a plain login role and whose pg_hba.conf
+ * demands passwords everywhere: the `local` backend elevates (least privilege for the method), the
+ * migration succeeds, and afterwards pg_hba.conf is byte-identical and the role has its old attributes
+ * — also when the worker is SIGKILLed between the elevation and its revert.
+ */
+import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
+import { createBigDatabase, startMigration, tableFingerprint } from '../helpers/migration';
+import { createPlainRole, elevationLeftovers, requirePasswordsEverywhere, roleState, sha256 } from '../helpers/elevation';
+import { statusQuery } from '../../workflows/messages';
+import { waitFor } from '../../scripts/lib/ports';
+import { stopWorkerProcess } from '../../scripts/lib/worker-process';
+import type { MigrationResult } from '../../workflows/migrate-database';
+import type { MigrationSpecInput } from '../../src/spec';
+
+const stack = new TestStack();
+let source: ClusterHandle;
+let target: ClusterHandle;
+let hba: string;
+
+beforeAll(async () => {
+  await stack.startTemporal();
+  source = await stack.startCluster('source15', DEBIAN_PG15_BIN);
+  target = await stack.startCluster('target18', PROJECT_PG18_BIN);
+  hba = join(source.dataDir, 'pg_hba.conf');
+  await requirePasswordsEverywhere(source);
+  await createPlainRole(source, 'dumper', 'dumper-pw');
+  for (const db of ['elevdb', 'crashdb']) {
+    await createBigDatabase(source, db, db === 'crashdb' ? 400_000 : 20_000);
+    await adminQuery(target, 'postgres', `CREATE DATABASE ${db}`);
+  }
+});
+
+afterAll(() => stack.stop());
+
+function spec(id: string, db: string, extra: Partial<MigrationSpecInput> = {}): MigrationSpecInput {
+  return {
+    id,
+    source: {
+      uri: `postgresql://dumper@127.0.0.1:${source.port}/${db}`,
+      password: stack.secretFile('dumper', 'dumper-pw'),
+      privilegeElevation: { backend: 'local', allow: true, psql: join(DEBIAN_PG15_BIN, 'psql') },
+    },
+    target: { uri: `postgresql://postgres@127.0.0.1:${target.port}/${db}`, password: stack.secretFile('t', target.superuserPassword) },
+    method: 'dump',
+    timeouts: { heartbeat: '5s' },
+    ...extra,
+  };
+}
+
+test('a plain role: pg_read_all_data for the copy at a snapshot, reverted; pg_hba.conf byte-identical', async () => {
+  await stack.startWorker();
+  const hbaBefore = sha256(hba);
+  const roleBefore = await roleState(source, 'dumper');
+  expect(roleBefore).toEqual({ superuser: false, replication: false, memberOf: [] });
+  const handle = await startMigration(stack, spec('elev-snapshot', 'elevdb', { freezeSource: false }));
+  const result = (await handle.result()) as MigrationResult;
+  expect(result.outcome).toBe('completed');
+  expect(result.status.validation?.ok).toBe(true);
+  expect(await tableFingerprint(target, 'elevdb', 'public.big')).toEqual(await tableFingerprint(source, 'elevdb', 'public.big'));
+  // Least privilege for this method, recorded without secrets, reverted.
+  const record = result.status.privilegeElevation!;
+  expect(record).toMatchObject({ elevated: true, role: 'dumper', membershipsGranted: ['pg_read_all_data'], attributesSet: [], hbaFile: hba, osUser: 'postgres' });
+  expect(record.revertedAt).toBeDefined();
+  expect(JSON.stringify(result.status)).not.toContain('dumper-pw');
+  expect(result.status.cleanupOwed).toEqual([]);
+  expect(sha256(hba)).toBe(hbaBefore);
+  expect(await roleState(source, 'dumper')).toEqual(roleBefore);
+  expect(elevationLeftovers(source)).toEqual([]);
+});
+
+test('SIGKILL between elevation and revert: a new worker finishes, everything restored', async () => {
+  const first = await stack.startWorker();
+  const hbaBefore = sha256(hba);
+  const roleBefore = await roleState(source, 'dumper');
+  // The offline freeze needs database ownership, which no predefined role gives: SUPERUSER.
+  const handle = await startMigration(stack, spec('elev-crash', 'crashdb', { freezeSource: true, copy: { splitTablesLargerThanMB: 5, batchSmallTablesUpToMB: 1 } }));
+  await waitFor('the elevation to be recorded', async () => (await handle.query(statusQuery)).privilegeElevation?.elevated, 120_000, 20);
+  await stopWorkerProcess(first, 'SIGKILL');
+  // What the killed worker left: an elevated role and the trust line (the revert is owed).
+  expect((await roleState(source, 'dumper')).superuser).toBe(true);
+  expect(readFileSync(hba, 'utf8')).toContain('# pgmove elev-crash:');
+  const owed = await handle.query(statusQuery);
+  expect(owed.cleanupOwed).toContain('revert the privilege elevation on the source');
+
+  await stack.startWorker();
+  const result = (await handle.result()) as MigrationResult;
+  expect(result.status.validation?.ok).toBe(true);
+  expect(result.status.privilegeElevation).toMatchObject({ elevated: true, attributesSet: ['SUPERUSER'], attributesBefore: { superuser: false, replication: false } });
+  expect(result.status.privilegeElevation?.revertedAt).toBeDefined();
+  expect(sha256(hba)).toBe(hbaBefore);
+  expect(await roleState(source, 'dumper')).toEqual(roleBefore);
+  expect(elevationLeftovers(source)).toEqual([]);
+  expect(await tableFingerprint(target, 'crashdb', 'public.big')).toEqual(await tableFingerprint(source, 'crashdb', 'public.big'));
+});
