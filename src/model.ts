@@ -107,6 +107,8 @@ export interface CutoverAttempt {
   freezeToSwitchedMs?: number;
   /** Where the freeze window went (step → ms). */
   steps?: Record<string, number>;
+  /** What the switch hook printed (last 4 kB, passwords redacted). */
+  switchHookOutput?: string;
 }
 
 /** One unit of copy work: a whole table, a key range of a large table, or a batch of small tables. */

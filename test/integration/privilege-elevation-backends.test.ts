@@ -39,7 +39,7 @@ function spec(elevation: Record<string, unknown>, password: string): MigrationSp
   };
 }
 
-const run = <A extends unknown[], R>(fn: (...args: A) => Promise<R>, ...args: A) => new MockActivityEnvironment().run(fn, ...args);
+const run = <A extends unknown[], R>(fn: (...args: A) => Promise<R>, ...args: A): Promise<R> => new MockActivityEnvironment().run(fn, ...args) as Promise<R>;
 
 test('not allowed: fails with the statements to run by hand, writes nothing', async () => {
   const before = sha256(hba);
