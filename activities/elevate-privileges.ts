@@ -72,7 +72,12 @@ export async function elevatePrivileges(input: ElevationInput): Promise<Elevatio
     const paths = files(server.hbaFile, input.migrationId);
     let state = await readState(backend, paths.stateFile, signal);
     if (!state) {
-      if (!hasNeeds(needs)) return { ...base, reason: `${needs.role} already has what the ${spec.method} method needs; nothing changed` };
+      // Another migration from this server (migrateCluster runs several) may hold an elevation of the
+      // same role: then this one holds it too, so the first revert does not pull it from under us.
+      const others = (await activeStates(backend, server.hbaFile, input.migrationId, signal)).filter((other) => other.role === needs.role);
+      const attributes = [...new Set([...needs.attributes, ...others.flatMap((o) => o.attributesSet)])];
+      const memberships = [...new Set([...needs.memberships, ...others.flatMap((o) => o.membershipsGranted)])];
+      if (attributes.length + memberships.length === 0) return { ...base, reason: `${needs.role} already has what the ${spec.method} method needs; nothing changed` };
       if (spec.dryRun) return { ...base, reason: `dry run: would grant ${base.statements.join(' ')} via ${backend.description}` };
       state = {
         migrationId: input.migrationId,
@@ -81,9 +86,9 @@ export async function elevatePrivileges(input: ElevationInput): Promise<Elevatio
         database: info.database,
         hbaFile: server.hbaFile,
         backupFile: paths.backupFile,
-        attributesBefore: await roleAttributes(client, needs.role),
-        attributesSet: needs.attributes,
-        membershipsGranted: needs.memberships,
+        attributesBefore: others[0]?.attributesBefore ?? (await roleAttributes(client, needs.role)),
+        attributesSet: attributes,
+        membershipsGranted: memberships,
       };
       await writeState(backend, paths.stateFile, state, signal);
     }
@@ -126,24 +131,47 @@ export async function revertPrivileges(input: ElevationInput): Promise<Elevation
     if (!state) return undefined;
     const hba = (await backend.run(['cat', server.hbaFile], { as: 'server', signal })).stdout;
     if (!state.roleRestored && hba.includes(paths.marker)) {
+      // What other migrations' elevations of this role still hold stays until their own revert.
+      const held = (await activeStates(backend, server.hbaFile, input.migrationId, signal)).filter((other) => other.role === state.role);
+      const attributes = state.attributesSet.filter((a) => !held.some((o) => o.attributesSet.includes(a)));
+      const memberships = state.membershipsGranted.filter((m) => !held.some((o) => o.membershipsGranted.includes(m)));
       await reload(backend, server, info, signal); // the trust line may have been written but not loaded
-      await socketSql(backend, elevation, server, state, revertStatements(state.role, state.attributesSet, state.membershipsGranted).join(' '), signal);
+      if (attributes.length + memberships.length > 0) await socketSql(backend, elevation, server, state, revertStatements(state.role, attributes, memberships).join(' '), signal);
     }
     // Without the trust line nothing was granted (grants come after it), or it was already reverted.
     await writeState(backend, paths.stateFile, { ...state, roleRestored: true }, signal);
     const hasBackup = (await backend.run(['sh', '-c', '[ -e "$1" ] && echo yes || echo no', 'sh', paths.backupFile], { as: 'server', signal })).stdout.trim() === 'yes';
+    let how = 'pg_hba.conf restored from the backup';
     if (hasBackup) {
-      // cat into the existing file keeps its owner, mode and inode; the bytes are the backup's.
-      await backend.run(['sh', '-c', 'cat "$2" > "$1"', 'sh', server.hbaFile, paths.backupFile], { as: 'server', signal });
+      const trust = `local ${hbaToken(state.database)} ${hbaToken(state.superuser)} trust`;
+      // Unchanged since the elevation (our two lines on top of the backup)? Then restore the bytes.
+      const untouched = await backend
+        .run(['sh', '-c', '{ printf "%s\\n" "$3" "$4"; cat "$2"; } | cmp -s - "$1"', 'sh', server.hbaFile, paths.backupFile, paths.marker, trust], { as: 'server', signal })
+        .then(() => true, () => false);
+      if (untouched || !hba.includes(paths.marker)) {
+        // cat into the existing file keeps its owner, mode and inode; the bytes are the backup's.
+        await backend.run(['sh', '-c', 'cat "$2" > "$1"', 'sh', server.hbaFile, paths.backupFile], { as: 'server', signal });
+      } else {
+        // Someone else (another migration, an operator) changed it meanwhile: take out only our lines.
+        how = 'pg_hba.conf had changed since the elevation: only pgmove\'s two lines were removed, the rest kept';
+        await backend.run(['sh', '-c', 'cat > "$1"', 'sh', server.hbaFile], { as: 'server', input: withoutOurLines(hba, paths.marker, trust), signal });
+      }
       await reload(backend, server, info, signal);
       await backend.run(['rm', '-f', paths.backupFile], { as: 'server', signal });
     }
     await backend.run(['rm', '-f', paths.stateFile], { as: 'server', signal });
-    log.info({ role: state.role, hbaFile: server.hbaFile }, 'privilege elevation reverted');
-    return { ...recordOf(state, paths.stateFile, server.osUser, 'reverted'), revertedAt: new Date().toISOString() };
+    log.info({ role: state.role, hbaFile: server.hbaFile, how }, 'privilege elevation reverted');
+    return { ...recordOf(state, paths.stateFile, server.osUser, `reverted; ${how}`), revertedAt: new Date().toISOString() };
   } finally {
     await client.end().catch(() => undefined);
   }
+}
+
+function withoutOurLines(hba: string, marker: string, trust: string): string {
+  const lines = hba.split('\n');
+  const at = lines.indexOf(marker);
+  if (at >= 0) lines.splice(at, lines[at + 1] === trust ? 2 : 1);
+  return lines.join('\n');
 }
 
 function recordOf(state: ElevationState, stateFile: string, osUser: string, reason: string): ElevationRecord {
@@ -174,6 +202,18 @@ function hbaToken(name: string): string {
 async function readState(backend: ExecBackend, path: string, signal: AbortSignal): Promise<ElevationState | undefined> {
   const out = (await backend.run(['sh', '-c', '[ -e "$1" ] && cat "$1" || true', 'sh', path], { as: 'server', signal })).stdout;
   return out.trim() ? (JSON.parse(out) as ElevationState) : undefined;
+}
+
+/** The elevations of other migrations on this server that are not reverted yet. */
+async function activeStates(backend: ExecBackend, hbaFile: string, migrationId: string, signal: AbortSignal): Promise<ElevationState[]> {
+  const out = (
+    await backend.run(['sh', '-c', 'for f in "$1".pgmove-*.json; do [ -e "$f" ] && cat "$f" && printf "\\036"; done; true', 'sh', hbaFile], { as: 'server', signal })
+  ).stdout;
+  return out
+    .split('\x1e')
+    .filter((text) => text.trim())
+    .map((text) => JSON.parse(text) as ElevationState)
+    .filter((other) => other.migrationId !== migrationId && !other.roleRestored);
 }
 
 async function writeState(backend: ExecBackend, path: string, state: ElevationState, signal: AbortSignal): Promise<void> {

@@ -47,11 +47,13 @@ export function run(file: string, args: string[], options: RunOptions = {}): Pro
     let stdout = '';
     let stderr = '';
     let pendingLine = '';
-    child.stdout!.on('data', (chunk: Buffer) => {
-      if (stdout.length < MAX_CAPTURE) stdout += chunk.toString();
+    // Decoded as a stream: a UTF-8 character split between two chunks stays one character.
+    child.stdout!.setEncoding('utf8');
+    child.stderr!.setEncoding('utf8');
+    child.stdout!.on('data', (chunk: string) => {
+      if (stdout.length < MAX_CAPTURE) stdout += chunk;
     });
-    child.stderr!.on('data', (chunk: Buffer) => {
-      const text = chunk.toString();
+    child.stderr!.on('data', (text: string) => {
       if (stderr.length < MAX_CAPTURE) stderr += text;
       if (options.onStderrLine) {
         const lines = (pendingLine + text).split('\n');

@@ -145,3 +145,22 @@ test('kubectl backend: argv, quoting, k8s-secret reference, revert path', async 
     process.env.PATH = savedPath;
   }
 });
+
+test('two migrations elevate on one server and revert in either order: pg_hba.conf ends byte-identical', async () => {
+  const before = sha256(hba);
+  const original = readFileSync(hba, 'utf8');
+  const input = (migrationId: string) => ({ spec: spec({ backend: 'local', allow: true, psql: join(DEBIAN_PG15_BIN, 'psql') }, stack.secretFile('dump', 'dump-pw-1')), migrationId });
+  await run(elevatePrivileges, input('elev-a'));
+  // B finds the role already able (through A's grant) and holds that grant too.
+  expect(await run(elevatePrivileges, input('elev-b'))).toMatchObject({ elevated: true, membershipsGranted: ['pg_read_all_data'] });
+  const reverted = await run(revertPrivileges, input('elev-a'));
+  expect(reverted?.reason).toContain('only pgmove');
+  // A's revert leaves what B still needs.
+  expect((await roleState(source, 'dump user')).memberOf).toEqual(['pg_read_all_data']);
+  // B's trust line is still in place and loaded: B can still revert over the socket.
+  expect(readFileSync(hba, 'utf8')).toBe(`# pgmove elev-b: temporary trust for the privilege elevation, removed when the migration ends\nlocal "o'db name" "postgres" trust\n${original}`);
+  await run(revertPrivileges, input('elev-b'));
+  expect(sha256(hba)).toBe(before);
+  expect(elevationLeftovers(source)).toEqual([]);
+  expect((await roleState(source, 'dump user')).memberOf).toEqual([]);
+});
