@@ -14,6 +14,8 @@ import { waitFor } from '../../scripts/lib/ports';
 import { stopWorkerProcess } from '../../scripts/lib/worker-process';
 import type { MigrationResult } from '../../workflows/migrate-database';
 import type { MigrationSpecInput } from '../../src/spec';
+import { migrationFailure } from '../helpers/migration';
+import { replicationLeftovers, waitForStatus } from '../helpers/online';
 
 const stack = new TestStack();
 let source: ClusterHandle;
@@ -27,10 +29,14 @@ beforeAll(async () => {
   hba = join(source.dataDir, 'pg_hba.conf');
   await requirePasswordsEverywhere(source);
   await createPlainRole(source, 'dumper', 'dumper-pw');
-  for (const db of ['elevdb', 'crashdb']) {
+  for (const db of ['elevdb', 'crashdb', 'logicdb', 'faildb']) {
     await createBigDatabase(source, db, db === 'crashdb' ? 400_000 : 20_000);
     await adminQuery(target, 'postgres', `CREATE DATABASE ${db}`);
   }
+  // logicdb belongs to its migration role (as an application's database does), which lacks REPLICATION.
+  await createPlainRole(source, 'owner', 'owner-pw');
+  await adminQuery(source, 'logicdb', `ALTER DATABASE logicdb OWNER TO owner; ALTER TABLE big OWNER TO owner; ALTER TABLE small_a OWNER TO owner; ALTER TABLE small_b OWNER TO owner`);
+  await adminQuery(target, 'faildb', 'CREATE TABLE already_here (id int)');
 });
 
 afterAll(() => stack.stop());
@@ -94,4 +100,42 @@ test('SIGKILL between elevation and revert: a new worker finishes, everything re
   expect(await roleState(source, 'dumper')).toEqual(roleBefore);
   expect(elevationLeftovers(source)).toEqual([]);
   expect(await tableFingerprint(target, 'crashdb', 'public.big')).toEqual(await tableFingerprint(source, 'crashdb', 'public.big'));
+});
+
+test('logical, aborted while syncing: REPLICATION granted for the slot, the slot dropped, then everything reverted', async () => {
+  await stack.startWorker();
+  const hbaBefore = sha256(hba);
+  const roleBefore = await roleState(source, 'owner');
+  const input = spec('elev-logical', 'logicdb', { method: 'logical' });
+  input.source.uri = `postgresql://owner@127.0.0.1:${source.port}/logicdb`;
+  input.source.password = stack.secretFile('owner', 'owner-pw');
+  const handle = await startMigration(stack, input);
+  const syncing = await waitForStatus(handle, 'syncing', (s) => s.phase === 'syncing' && s.replication?.streaming === true, 180_000);
+  expect(syncing.privilegeElevation).toMatchObject({ elevated: true, attributesSet: ['REPLICATION'], membershipsGranted: ['pg_signal_backend'] });
+  expect(await roleState(source, 'owner')).toEqual({ superuser: false, replication: true, memberOf: ['pg_signal_backend'] });
+  await handle.signal('abort', { reason: 'test' });
+  expect((await migrationFailure(handle)).type).toBe('Aborted');
+  const status = await handle.query(statusQuery);
+  expect(status.privilegeElevation?.revertedAt).toBeDefined();
+  expect(status.cleanupOwed).toEqual([]);
+  expect(await replicationLeftovers(source, 'logicdb')).toEqual([]);
+  expect(sha256(hba)).toBe(hbaBefore);
+  expect(await roleState(source, 'owner')).toEqual(roleBefore);
+  expect(elevationLeftovers(source)).toEqual([]);
+});
+
+test('pre-flight fails after the elevation (target not empty): reverted all the same', async () => {
+  await stack.startWorker();
+  const hbaBefore = sha256(hba);
+  const roleBefore = await roleState(source, 'dumper');
+  const handle = await startMigration(stack, spec('elev-fail', 'faildb', { freezeSource: false }));
+  const failure = await migrationFailure(handle);
+  expect(failure.type).toBe('PreflightFailed');
+  expect(failure.message).toContain('already holds table public.already_here');
+  const status = await handle.query(statusQuery);
+  expect(status.privilegeElevation).toMatchObject({ elevated: true, membershipsGranted: ['pg_read_all_data'] });
+  expect(status.privilegeElevation?.revertedAt).toBeDefined();
+  expect(sha256(hba)).toBe(hbaBefore);
+  expect(await roleState(source, 'dumper')).toEqual(roleBefore);
+  expect(elevationLeftovers(source)).toEqual([]);
 });
