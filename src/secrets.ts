@@ -51,7 +51,7 @@ async function readKubernetesSecret(path: string, field: string): Promise<string
   } catch (error) {
     const reason = error instanceof CommandError ? error.stderr.trim().split('\n').pop() : (error as Error).message;
     throw ApplicationFailure.nonRetryable(
-      `${field} references ${where}, which the worker cannot read (${reason}): check the name, and that the worker's service account may get secrets in namespace ${namespace} (deploy/rbac.yaml)`,
+      `${field} references ${where}, which the worker cannot read (${reason}): check the name, and that the worker's service account may get secrets in namespace ${namespace} (deploy/rbac-source.yaml)`,
       'SecretNotFound',
     );
   }

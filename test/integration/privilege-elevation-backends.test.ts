@@ -13,6 +13,7 @@ import { TestStack, adminQuery, DEBIAN_PG15_BIN, type ClusterHandle } from '../h
 import { createPlainRole, elevationLeftovers, kubectlStandIn, requirePasswordsEverywhere, roleState, sha256 } from '../helpers/elevation';
 import { elevatePrivileges, revertPrivileges } from '../../activities/elevate-privileges';
 import type { MigrationSpecInput } from '../../src/spec';
+import { resolveSecret } from '../../src/secrets';
 
 const stack = new TestStack();
 let source: ClusterHandle;
@@ -163,4 +164,25 @@ test('two migrations elevate on one server and revert in either order: pg_hba.co
   expect(sha256(hba)).toBe(before);
   expect(elevationLeftovers(source)).toEqual([]);
   expect((await roleState(source, 'dump user')).memberOf).toEqual([]);
+});
+
+test('k8s-secret references that do not resolve: non-retryable, naming the Secret and the fix', async () => {
+  const standIn = kubectlStandIn(stack.dir, { 'db/pg-secrets': { password: Buffer.from('s3cret-value').toString('base64') } });
+  const savedPath = process.env.PATH;
+  process.env.PATH = `${standIn.binDir}:${savedPath}`;
+  try {
+    expect(await resolveSecret('k8s-secret:db/pg-secrets/password', 'source.password')).toBe('s3cret-value');
+    const missing = (await resolveSecret('k8s-secret:db/nope/password', 'source.password').catch((e: unknown) => e)) as ApplicationFailure;
+    expect(missing).toBeInstanceOf(ApplicationFailure);
+    expect(missing.type).toBe('SecretNotFound');
+    expect(missing.nonRetryable).toBe(true);
+    expect(missing.message).toBe(
+      'source.password references Secret db/nope key password, which the worker cannot read (Error from server (NotFound): secrets "nope" not found): ' +
+        "check the name, and that the worker's service account may get secrets in namespace db (deploy/rbac-source.yaml)",
+    );
+    const noKey = (await resolveSecret('k8s-secret:db/pg-secrets/pasword', 'target.password').catch((e: unknown) => e)) as ApplicationFailure;
+    expect(noKey.message).toBe('target.password references Secret db/pg-secrets key pasword, which has no such key: check the key name (kubectl describe secret -n db pg-secrets)');
+  } finally {
+    process.env.PATH = savedPath;
+  }
 });
