@@ -90,14 +90,14 @@ export async function elevatePrivileges(input: ElevationInput): Promise<Elevatio
         attributesSet: attributes,
         membershipsGranted: memberships,
       };
+      trustLine(state); // names pg_hba.conf cannot hold are refused before anything is written
       await writeState(backend, paths.stateFile, state, signal);
     }
     // The backup is taken once: a retry must never overwrite the original with the modified file.
     await backend.run(['sh', '-c', '[ -e "$2" ] || { cp -p "$1" "$2.tmp" && mv "$2.tmp" "$2"; }', 'sh', server.hbaFile, paths.backupFile], { as: 'server', signal });
     const hba = (await backend.run(['cat', server.hbaFile], { as: 'server', signal })).stdout;
     if (!hba.includes(paths.marker)) {
-      const trust = `local ${hbaToken(state.database)} ${hbaToken(state.superuser)} trust`;
-      await backend.run(['sh', '-c', '{ printf "%s\\n" "$3" "$4"; cat "$2"; } > "$1"', 'sh', server.hbaFile, paths.backupFile, paths.marker, trust], { as: 'server', signal });
+      await backend.run(['sh', '-c', '{ printf "%s\\n" "$3" "$4"; cat "$2"; } > "$1"', 'sh', server.hbaFile, paths.backupFile, paths.marker, trustLine(state)], { as: 'server', signal });
     }
     await reload(backend, server, info, signal);
     await socketSql(backend, elevation, server, state, grantStatements(state.role, state.attributesSet, state.membershipsGranted).join(' '), signal);
@@ -143,7 +143,7 @@ export async function revertPrivileges(input: ElevationInput): Promise<Elevation
     const hasBackup = (await backend.run(['sh', '-c', '[ -e "$1" ] && echo yes || echo no', 'sh', paths.backupFile], { as: 'server', signal })).stdout.trim() === 'yes';
     let how = 'pg_hba.conf restored from the backup';
     if (hasBackup) {
-      const trust = `local ${hbaToken(state.database)} ${hbaToken(state.superuser)} trust`;
+      const trust = trustLine(state);
       // Unchanged since the elevation (our two lines on top of the backup)? Then restore the bytes.
       const untouched = await backend
         .run(['sh', '-c', '{ printf "%s\\n" "$3" "$4"; cat "$2"; } | cmp -s - "$1"', 'sh', server.hbaFile, paths.backupFile, paths.marker, trust], { as: 'server', signal })
@@ -189,6 +189,11 @@ function recordOf(state: ElevationState, stateFile: string, osUser: string, reas
     membershipsGranted: state.membershipsGranted,
     statements: grantStatements(state.role, state.attributesSet, state.membershipsGranted),
   };
+}
+
+/** The one line the elevation adds: the unix socket only, one database, one role. */
+function trustLine(state: Pick<ElevationState, 'database' | 'superuser'>): string {
+  return `local ${hbaToken(state.database)} ${hbaToken(state.superuser)} trust`;
 }
 
 /** A pg_hba.conf token: always double-quoted, so "all" or "replication" are taken literally. */

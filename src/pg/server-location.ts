@@ -51,6 +51,12 @@ export async function locateServer(backend: ExecBackend, client: Client, spec: P
     );
   }
   backend.setServerUser(osUser);
+  if (!(pidFile[4] ?? '').trim()) {
+    throw ApplicationFailure.nonRetryable(
+      `the source server listens on no unix socket (unix_socket_directories is empty in ${dataDirectory}/postmaster.pid): the privilege elevation connects over one; grant by hand instead`,
+      'BadSpec',
+    );
+  }
   const hbaFile = spec.hbaFile ?? (await showSetting(client, 'hba_file')) ?? (await hbaFromPostmaster(backend, postmaster, dataDirectory, signal));
   return {
     dataDirectory,
