@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
 import { createBigDatabase, startMigration, tableFingerprint } from '../helpers/migration';
-import { createPlainRole, elevationLeftovers, requirePasswordsEverywhere, roleState, sha256 } from '../helpers/elevation';
+import { createPlainRole, elevationLeftovers, kubectlStandIn, requirePasswordsEverywhere, roleState, sha256 } from '../helpers/elevation';
 import { statusQuery } from '../../workflows/messages';
 import { waitFor } from '../../scripts/lib/ports';
 import { stopWorkerProcess } from '../../scripts/lib/worker-process';
@@ -29,7 +29,7 @@ beforeAll(async () => {
   hba = join(source.dataDir, 'pg_hba.conf');
   await requirePasswordsEverywhere(source);
   await createPlainRole(source, 'dumper', 'dumper-pw');
-  for (const db of ['elevdb', 'crashdb', 'logicdb', 'faildb']) {
+  for (const db of ['elevdb', 'crashdb', 'logicdb', 'faildb', 'kubedb']) {
     await createBigDatabase(source, db, db === 'crashdb' ? 400_000 : 20_000);
     await adminQuery(target, 'postgres', `CREATE DATABASE ${db}`);
   }
@@ -138,4 +138,36 @@ test('pre-flight fails after the elevation (target not empty): reverted all the 
   expect(sha256(hba)).toBe(hbaBefore);
   expect(await roleState(source, 'dumper')).toEqual(roleBefore);
   expect(elevationLeftovers(source)).toEqual([]);
+});
+
+test('kubectl backend in a worker (stand-in on its PATH), password from a k8s-secret: migrated, reverted', async () => {
+  const standIn = kubectlStandIn(stack.dir, { 'metastore/metastore-postgresql': { password: Buffer.from('dumper-pw').toString('base64') } });
+  await stack.startWorker({ PATH: `${standIn.binDir}:${process.env.PATH}` });
+  const hbaBefore = sha256(hba);
+  const roleBefore = await roleState(source, 'dumper');
+  const input = spec('elev-kubectl', 'kubedb', { freezeSource: false });
+  input.source.password = 'k8s-secret:metastore/metastore-postgresql/password';
+  input.source.privilegeElevation = {
+    backend: 'kubectl',
+    allow: true,
+    psql: join(DEBIAN_PG15_BIN, 'psql'),
+    kubectl: { namespace: 'metastore', pod: 'metastore-postgresql-0', container: 'postgresql', runAs: 'runuser' },
+  };
+  const result = (await (await startMigration(stack, input)).result()) as MigrationResult;
+  expect(result.status.validation?.ok).toBe(true);
+  expect(result.status.privilegeElevation).toMatchObject({ elevated: true, membershipsGranted: ['pg_read_all_data'] });
+  expect(result.status.privilegeElevation?.revertedAt).toBeDefined();
+  expect(sha256(hba)).toBe(hbaBefore);
+  expect(await roleState(source, 'dumper')).toEqual(roleBefore);
+  expect(elevationLeftovers(source)).toEqual([]);
+  const calls = standIn.calls();
+  // Every call went to the named pod (or read the named Secret), and the revert ran through it.
+  for (const call of calls) {
+    expect(call[0] === 'get' ? call.slice(0, 5) : call.slice(0, call.indexOf('--')).filter((a) => a !== '-i')).toEqual(
+      call[0] === 'get' ? ['get', 'secret', '-n', 'metastore', 'metastore-postgresql'] : ['exec', '-n', 'metastore', 'metastore-postgresql-0', '-c', 'postgresql'],
+    );
+    expect(call.join(' ')).not.toContain('dumper-pw');
+  }
+  expect(calls.some((c) => c[c.length - 1] === 'REVOKE "pg_read_all_data" FROM "dumper";')).toBe(true);
+  expect(calls.some((c) => c.join(' ').includes(`rm -f ${hba}.pgmove-elev-kubectl.json`))).toBe(true);
 });
