@@ -116,6 +116,17 @@ export async function elevatePrivileges(input: ElevationInput): Promise<Elevatio
  * removed. With nothing recorded on the server it does nothing, so a second revert is a no-op.
  */
 export async function revertPrivileges(input: ElevationInput): Promise<ElevationRecord | undefined> {
+  try {
+    return await revertOnce(input);
+  } catch (error) {
+    // Never given up on (a trust line must not stay): whatever failed — a Secret the worker may not read
+    // right now, an unreachable pod — is retried until the operator has fixed it.
+    const message = error instanceof Error ? error.message : String(error);
+    throw ApplicationFailure.retryable(`reverting the privilege elevation failed (retried until it succeeds; fix the cause): ${message}`, 'RevertPending');
+  }
+}
+
+async function revertOnce(input: ElevationInput): Promise<ElevationRecord | undefined> {
   const spec = validateSpec(input.spec);
   const elevation = spec.source.privilegeElevation;
   if (!elevation?.allow || spec.dryRun) return undefined;

@@ -166,7 +166,7 @@ test('two migrations elevate on one server and revert in either order: pg_hba.co
   expect((await roleState(source, 'dump user')).memberOf).toEqual([]);
 });
 
-test('k8s-secret references that do not resolve: non-retryable, naming the Secret and the fix', async () => {
+test('k8s-secret references that do not resolve: non-retryable, naming the Secret and the fix; the revert keeps retrying', async () => {
   const standIn = kubectlStandIn(stack.dir, { 'db/pg-secrets': { password: Buffer.from('s3cret-value').toString('base64') } });
   const savedPath = process.env.PATH;
   process.env.PATH = `${standIn.binDir}:${savedPath}`;
@@ -182,6 +182,12 @@ test('k8s-secret references that do not resolve: non-retryable, naming the Secre
     );
     const noKey = (await resolveSecret('k8s-secret:db/pg-secrets/pasword', 'target.password').catch((e: unknown) => e)) as ApplicationFailure;
     expect(noKey.message).toBe('target.password references Secret db/pg-secrets key pasword, which has no such key: check the key name (kubectl describe secret -n db pg-secrets)');
+    // The revert never gives up on such a failure: it stays retryable until the operator fixes it.
+    const revert = (await run(revertPrivileges, { spec: spec({ backend: 'local', allow: true }, 'k8s-secret:db/nope/password'), migrationId: 'elev-x' }).catch((e: unknown) => e)) as ApplicationFailure;
+    expect(revert).toBeInstanceOf(ApplicationFailure);
+    expect(revert.type).toBe('RevertPending');
+    expect(revert.nonRetryable).toBe(false);
+    expect(revert.message).toContain('secrets "nope" not found');
   } finally {
     process.env.PATH = savedPath;
   }

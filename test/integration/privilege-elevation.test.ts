@@ -142,6 +142,8 @@ test('pre-flight fails after the elevation (target not empty): reverted all the 
 
 test('kubectl backend in a worker (stand-in on its PATH), password from a k8s-secret: migrated, reverted', async () => {
   const standIn = kubectlStandIn(stack.dir, { 'metastore/metastore-postgresql': { password: Buffer.from('dumper-pw').toString('base64') } });
+  // Only workers that see the stand-in may run this migration's activities.
+  for (const earlier of stack.workers) await stopWorkerProcess(earlier, 'SIGTERM');
   await stack.startWorker({ PATH: `${standIn.binDir}:${process.env.PATH}` });
   const hbaBefore = sha256(hba);
   const roleBefore = await roleState(source, 'dumper');
