@@ -27,7 +27,7 @@ program
   .requiredOption('-f, --file <spec>', 'migration spec (YAML or JSON)')
   .option('--wait', 'follow progress until the migration ends; exit 0 only on success')
   .option('--task-queue <name>', 'Temporal task queue of the pgmove workers', process.env.PGMOVE_TASK_QUEUE ?? TASK_QUEUE)
-  .option('--existing-ok', 'exit 0 when a migration with this id was already started (a re-run Job, a retried script)')
+  .option('--existing-ok', 'exit 0 when a migration with this id is already running or completed (a re-run Job), 1 when it failed')
   .action(async (options: { file: string; wait?: boolean; taskQueue: string; existingOk?: boolean }) => {
     const { input, spec } = loadSpecFile(options.file);
     const id = migrationIdFor(spec);
