@@ -43,6 +43,8 @@ export interface CutoverResult {
   validation: ValidationReport;
   /** The worker restarted after the switch: checksums ran on the live target, not at the cutover snapshot. */
   validatedLive: boolean;
+  /** What the switch hook printed (last 4 kB). */
+  switchHookOutput?: string;
 }
 
 export async function cutover(input: CutoverInput): Promise<CutoverResult> {
@@ -58,6 +60,7 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
   const source = await connect(sourceInfo, 'source', { applicationName: 'pgmove cutover' });
   const target = await connect(targetInfo, 'target', { applicationName: 'pgmove cutover' });
   let snapshotHolder: Client | undefined;
+  let switchHookOutput: string | undefined;
   try {
     await source.query('SET default_transaction_read_only = off');
     let record = await readPublicationRecord(source, names.publication);
@@ -67,13 +70,13 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
       step = input.coordinated ? 'awaitDecision' : 'switchHook';
       log.warn(input.coordinated ? 'resuming a cluster cutover: voting again and waiting for the decision' : 'resuming a switch that was under way: running the switch hook again');
       if (input.coordinated) await awaitDecision(migrationId, source, names.publication, record, input.coordinated, heartbeat.signal);
-      else await switchHook(source, names.publication, record, spec, hookContext, heartbeat.signal);
+      else switchHookOutput = await switchHook(source, names.publication, record, spec, hookContext, heartbeat.signal);
       record = { ...record, switchedAt: new Date().toISOString() };
       await writePublicationRecord(source, names.publication, record);
     }
     if (record.switchedAt) {
       step = 'validate';
-      return { timing: {}, switchedAt: record.switchedAt, validation: await validateOrReport({ spec }), validatedLive: true };
+      return { timing: {}, switchedAt: record.switchedAt, validation: await validateOrReport({ spec }), validatedLive: true, switchHookOutput };
     }
     // An earlier attempt may have stopped the stream before failing.
     await target.query(`ALTER SUBSCRIPTION ${ident(names.subscription)} ENABLE`);
@@ -117,14 +120,14 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
     record = { ...record, switchingAt: new Date().toISOString() };
     await writePublicationRecord(source, names.publication, record);
     if (input.coordinated) await timed('awaitDecision', () => awaitDecision(migrationId, source, names.publication, record!, input.coordinated!, heartbeat.signal));
-    else await timed('switchHook', () => switchHook(source, names.publication, record!, spec, hookContext, heartbeat.signal));
+    else switchHookOutput = await timed('switchHook', () => switchHook(source, names.publication, record!, spec, hookContext, heartbeat.signal));
     const switchedAt = new Date().toISOString();
     await writePublicationRecord(source, names.publication, { ...record, switchedAt });
     const timing = { freezeToReadyMs: readyAt - frozenAt, freezeToSwitchedMs: Date.now() - frozenAt, steps: { ...steps } };
     log.info(timing, 'switched');
     step = 'validate';
     const validation = await validateOrReport({ spec, targetSnapshot: snapshot });
-    return { timing, switchedAt, validation, validatedLive: false };
+    return { timing, switchedAt, validation, validatedLive: false, switchHookOutput };
   } finally {
     heartbeat.stop();
     await snapshotHolder?.end().catch(() => undefined);
@@ -138,10 +141,10 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
  * switch — that is its contract — so the mark is taken back and the cutover can be abandoned; only a
  * worker that stops while the hook runs leaves the mark, and the retry runs the (idempotent) hook again.
  */
-async function switchHook(source: Client, publication: string, record: PublicationRecord, spec: MigrationSpec, context: HookContext, signal: AbortSignal): Promise<void> {
-  if (!spec.cutover.switchHook) return;
+async function switchHook(source: Client, publication: string, record: PublicationRecord, spec: MigrationSpec, context: HookContext, signal: AbortSignal): Promise<string | undefined> {
+  if (!spec.cutover.switchHook) return undefined;
   try {
-    await runHook('switchHook', spec.cutover.switchHook, context, durationMs(spec.cutover.hookTimeout), signal);
+    return await runHook('switchHook', spec.cutover.switchHook, context, durationMs(spec.cutover.hookTimeout), signal);
   } catch (error) {
     if (error instanceof ApplicationFailure && error.type === 'HookFailed') {
       await writePublicationRecord(source, publication, { ...record, switchingAt: undefined, switchedAt: undefined });
@@ -171,7 +174,7 @@ async function awaitDecision(workflowId: string, source: Client, publication: st
 }
 
 function hookContextOf(spec: MigrationSpec, migrationId: string): HookContext {
-  return { migrationId, sourceUri: spec.source.uri, targetUri: spec.target.uri, secretRefs: [spec.source.password, spec.target.password] };
+  return { migrationId, sourceUri: spec.source.uri, targetUri: spec.target.uri, secretRefs: [spec.source.password, spec.target.password], targetPasswordRef: spec.target.password };
 }
 
 /** After the switch, a validation that cannot run is reported (the cutover itself stands). */

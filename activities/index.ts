@@ -10,3 +10,4 @@ export { cleanup } from './cleanup';
 export { preparePublication, copyAtSlot, createSubscription, replicationStatus, dropReplication } from './sync';
 export { cutover, cutoverStage, abandonCutover, unfreezeAfterCutover, clusterSwitchHook } from './cutover';
 export { planCluster, migrateGlobals, finishGlobals, dropGlobals } from './globals';
+export { elevatePrivileges, revertPrivileges } from './elevate-privileges';

@@ -6,14 +6,17 @@
  * Pure (no Node built-ins): the workflow bundle imports the types.
  */
 import { z } from 'zod';
-import { parseSpec, SpecError, type MigrationSpecInput } from './spec';
+import { parseSpec, secretRef, SpecError, type MigrationSpecInput } from './spec';
 
-const SECRET_REF = /^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$/;
-const secretRef = z.string().regex(SECRET_REF, 'must be a reference like env:APP_PASSWORD or file:/run/secrets/pw, never the password itself');
 
 /** Server-level endpoint: the URI names the maintenance database (postgres); each child gets its own. */
 const serverEndpoint = z
-  .object({ uri: z.string().regex(/^postgres(ql)?:\/\/[^/]+\/[^/?]+/, 'must be a URI like postgresql://admin@host:5432/postgres (the maintenance database)'), password: secretRef.optional() })
+  .object({
+    uri: z.string().regex(/^postgres(ql)?:\/\/[^/]+\/[^/?]+/, 'must be a URI like postgresql://admin@host:5432/postgres (the maintenance database)'),
+    password: z.string().optional(), // validated in each database's spec (the reference kinds live there)
+    /** The privilege hack for the source server, shared by every database (validated per database). */
+    privilegeElevation: z.unknown().optional(),
+  })
   .strict();
 
 /** Fields of a database entry that belong to the cluster, not to the per-database spec. */

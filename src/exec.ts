@@ -13,6 +13,8 @@ export interface RunOptions {
   signal?: AbortSignal;
   /** Called with each stderr line, e.g. to heartbeat progress. */
   onStderrLine?: (line: string) => void;
+  /** Written to the process's stdin (closed afterwards); without it stdin is closed at once. */
+  input?: string | Buffer;
 }
 
 export interface RunResult {
@@ -37,15 +39,21 @@ export class CommandError extends Error {
 /** Runs a command to completion; rejects with CommandError on a non-zero exit. */
 export function run(file: string, args: string[], options: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { env: options.env, cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(file, args, { env: options.env, cwd: options.cwd, stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    if (options.input !== undefined) {
+      child.stdin?.on('error', () => undefined); // a process that exits without reading its input
+      child.stdin?.end(options.input);
+    }
     let stdout = '';
     let stderr = '';
     let pendingLine = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      if (stdout.length < MAX_CAPTURE) stdout += chunk.toString();
+    // Decoded as a stream: a UTF-8 character split between two chunks stays one character.
+    child.stdout!.setEncoding('utf8');
+    child.stderr!.setEncoding('utf8');
+    child.stdout!.on('data', (chunk: string) => {
+      if (stdout.length < MAX_CAPTURE) stdout += chunk;
     });
-    child.stderr.on('data', (chunk: Buffer) => {
-      const text = chunk.toString();
+    child.stderr!.on('data', (text: string) => {
       if (stderr.length < MAX_CAPTURE) stderr += text;
       if (options.onStderrLine) {
         const lines = (pendingLine + text).split('\n');

@@ -3,9 +3,11 @@
  * import them. Nothing here ever holds a secret: endpoints carry password references.
  */
 import type { TableName } from './pg/sql';
+import type { ElevationRecord } from './elevation-spec';
 
 export type Phase =
   | 'starting'
+  | 'elevatePrivileges'
   | 'preflight'
   | 'freeze'
   | 'preData'
@@ -107,6 +109,8 @@ export interface CutoverAttempt {
   freezeToSwitchedMs?: number;
   /** Where the freeze window went (step → ms). */
   steps?: Record<string, number>;
+  /** What the switch hook printed (last 4 kB, passwords redacted). */
+  switchHookOutput?: string;
 }
 
 /** One unit of copy work: a whole table, a key range of a large table, or a batch of small tables. */
@@ -205,6 +209,8 @@ export interface MigrationStatus {
   replication?: ReplicationState;
   cutovers?: CutoverAttempt[];
   warnings?: string[];
+  /** What the privilege elevation changed on the source (and whether cleanup has reverted it). */
+  privilegeElevation?: ElevationRecord;
 }
 
 /** One database of a cluster migration, as the parent's status table shows it. */

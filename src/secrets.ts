@@ -1,9 +1,11 @@
 /**
- * Resolves password references (env:NAME, file:/path) inside activities and the CLI, never in workflow
- * code: the reference travels through Temporal, the value never does.
+ * Resolves password references (env:NAME, file:/path, k8s-secret:namespace/name/key) inside activities
+ * and the CLI, never in workflow code: the reference travels through Temporal, the value never does.
  */
 import { readFile } from 'node:fs/promises';
 import { ApplicationFailure } from '@temporalio/common';
+import { CommandError, run } from './exec';
+import { kubectlProgram } from './exec-backend';
 
 export async function resolveSecret(reference: string | undefined, field: string): Promise<string | undefined> {
   if (reference === undefined) return undefined;
@@ -31,5 +33,28 @@ export async function resolveSecret(reference: string | undefined, field: string
       );
     }
   }
-  throw ApplicationFailure.nonRetryable(`${field}: unsupported secret reference (use env:NAME or file:/path)`, 'BadSpec');
+  if (reference.startsWith('k8s-secret:')) return readKubernetesSecret(reference.slice('k8s-secret:'.length), field);
+  throw ApplicationFailure.nonRetryable(`${field}: unsupported secret reference (use env:NAME, file:/path or k8s-secret:namespace/name/key)`, 'BadSpec');
+}
+
+/**
+ * A key of a Kubernetes Secret, read with `kubectl get secret` (the worker's in-cluster service account
+ * or kubeconfig): the value arrives on stdout only, base64-decoded here — never in argv or a log.
+ */
+async function readKubernetesSecret(path: string, field: string): Promise<string> {
+  const [namespace, name, key] = path.split('/');
+  const where = `Secret ${namespace}/${name} key ${key}`;
+  let encoded: string;
+  try {
+    // jsonpath: dots in a key (tls.crt) are escaped, the rest of the key is taken literally.
+    encoded = (await run(kubectlProgram(), ['get', 'secret', '-n', namespace!, name!, '-o', `jsonpath={.data.${key!.replace(/\./g, '\\.')}}`], { env: process.env })).stdout.trim();
+  } catch (error) {
+    const reason = error instanceof CommandError ? error.stderr.trim().split('\n').pop() : (error as Error).message;
+    throw ApplicationFailure.nonRetryable(
+      `${field} references ${where}, which the worker cannot read (${reason}): check the name, and that the worker's service account may get secrets in namespace ${namespace} (deploy/rbac-source.yaml)`,
+      'SecretNotFound',
+    );
+  }
+  if (!encoded) throw ApplicationFailure.nonRetryable(`${field} references ${where}, which has no such key: check the key name (kubectl describe secret -n ${namespace} ${name})`, 'SecretNotFound');
+  return Buffer.from(encoded, 'base64').toString('utf8').replace(/\r?\n$/, '');
 }

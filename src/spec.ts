@@ -5,14 +5,16 @@
  */
 import { z } from 'zod';
 import { sizeBytes } from './units';
+import { privilegeElevationSchema } from './elevation-spec';
 
-const SECRET_REF = /^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$/;
+const SECRET_REF = /^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+|k8s-secret:[a-z0-9]([-a-z0-9]*[a-z0-9])?\/[a-z0-9]([-.a-z0-9]*[a-z0-9])?\/[-._a-zA-Z0-9]+)$/;
 const ALLOWED_URI_PARAMETERS = new Set(['sslmode', 'sslrootcert', 'connect_timeout', 'application_name']);
 const DURATION = /^\d+(\.\d+)?\s*(ms|s|m|h|d)$/;
 
-const secretRef = z
+/** A password reference (shared with the cluster spec's role passwords). */
+export const secretRef = z
   .string()
-  .regex(SECRET_REF, 'must be a reference like env:SOURCE_PASSWORD or file:/run/secrets/pw, never the password itself');
+  .regex(SECRET_REF, 'must be a reference like env:SOURCE_PASSWORD, file:/run/secrets/pw or k8s-secret:namespace/name/key, never the password itself');
 
 const postgresUri = z
   .string()
@@ -47,6 +49,9 @@ const endpoint = z
   })
   .strict();
 
+/** The source endpoint may carry the privilege elevation ("privilege hack", see src/elevation-spec.ts). */
+const sourceEndpoint = endpoint.extend({ privilegeElevation: privilegeElevationSchema.optional() }).strict();
+
 const duration = z.string().regex(DURATION, 'must be a duration like 30s, 15m, 4h or 1d');
 
 /** Byte sizes: a number of bytes, or "512kB", "64MB", "10GB", "1TB" (PostgreSQL's units, 1024-based). */
@@ -68,7 +73,7 @@ export const specSchema = z
       .string()
       .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/, 'must be letters, digits, ".", "_" or "-" (it becomes the workflow id)')
       .optional(),
-    source: endpoint,
+    source: sourceEndpoint,
     target: endpoint,
     method: z.enum(['auto', 'dump', 'logical']).default('auto'),
     jobs: z.number().int().min(1).max(64).default(4),

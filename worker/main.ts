@@ -11,11 +11,14 @@ import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run } from '../src/exec';
+import { startHealthServer, type HealthSource } from './health';
 
 export interface WorkerOptions {
   address: string;
   namespace: string;
   taskQueue: string;
+  /** Serve /livez and /readyz on this port (Kubernetes probes); none when absent. */
+  healthPort?: number;
 }
 
 export function workerOptionsFromEnv(): WorkerOptions {
@@ -23,6 +26,7 @@ export function workerOptionsFromEnv(): WorkerOptions {
     address: process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233',
     namespace: process.env.TEMPORAL_NAMESPACE ?? 'default',
     taskQueue: process.env.PGMOVE_TASK_QUEUE ?? TASK_QUEUE,
+    healthPort: process.env.PGMOVE_HEALTH_PORT ? Number(process.env.PGMOVE_HEALTH_PORT) : undefined,
   };
 }
 
@@ -35,8 +39,20 @@ async function bundleInChildProcess(): Promise<string> {
 
 export async function runWorker(options: WorkerOptions): Promise<void> {
   Runtime.install({ logger: new DefaultLogger('WARN') });
+  const health: HealthSource = {};
+  // Up before the (slow) bundling, so a liveness probe sees a starting worker, not a dead one.
+  const healthServer = options.healthPort !== undefined ? await startHealthServer(options.healthPort, health) : undefined;
+  try {
+    await runWithHealth(options, health);
+  } finally {
+    healthServer?.close();
+  }
+}
+
+async function runWithHealth(options: WorkerOptions, health: HealthSource): Promise<void> {
   const codePath = await bundleInChildProcess();
   const connection = await NativeConnection.connect({ address: options.address });
+  health.connection = connection;
   try {
     const worker = await Worker.create({
       connection,
@@ -50,7 +66,8 @@ export async function runWorker(options: WorkerOptions): Promise<void> {
       defaultHeartbeatThrottleInterval: '2s',
       shutdownGraceTime: '10s',
     });
-    rootLogger.info({ address: options.address, namespace: options.namespace, taskQueue: options.taskQueue, pid: process.pid }, 'worker started');
+    health.worker = worker;
+    rootLogger.info({ address: options.address, namespace: options.namespace, taskQueue: options.taskQueue, pid: process.pid, healthPort: options.healthPort }, 'worker started');
     await worker.run();
     rootLogger.info('worker stopped');
   } finally {

@@ -138,7 +138,7 @@ async function attemptCutover(ctx: LogicalContext, request: CutoverRequest, know
   try {
     // Not cancellable: an abort waits for the attempt (a switch must never be half undone).
     const result = await CancellationScope.nonCancellable(() => acts.cutover.cutover({ spec, migrationId, knownTables, coordinated: request.coordinated }));
-    Object.assign(attempt, result.timing, { outcome: 'switched' });
+    Object.assign(attempt, result.timing, { outcome: 'switched', switchHookOutput: result.switchHookOutput });
     ctx.control.switchedAt = result.switchedAt;
     status.validation = result.validation;
     if (result.validatedLive) (status.warnings ??= []).push('the worker restarted after the switch: checksums were compared on the live target, where writes since the switch also count');

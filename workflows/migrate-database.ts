@@ -191,6 +191,14 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
         completed = true;
         return;
       }
+      if (input.source?.privilegeElevation) {
+        enterPhase('elevatePrivileges');
+        // Owed before it starts: a crash half-way is undone from what the server records.
+        if (input.source.privilegeElevation.allow && !input.dryRun) status.cleanupOwed.push(REVERT_ELEVATION);
+        status.privilegeElevation = await elevationActivities(input).elevatePrivileges({ spec: input, migrationId });
+        if (!status.privilegeElevation.elevated) status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== REVERT_ELEVATION);
+        publish();
+      }
       enterPhase('preflight');
       const checked = await preflightActivity(input)(input);
       spec = checked.spec;
@@ -262,11 +270,13 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
     status.errors.push(aborted ? `aborted: ${status.abortReason}` : errorMessage(error));
     const keepTarget = (error instanceof ApplicationFailure && error.type === 'ValidationFailed') || control.switchedAt !== undefined;
     await finish(spec, migrationId, status, targetTouched && !keepTarget, targetExtensions, enterPhase, publish);
+    await revertElevation(input, migrationId, status, enterPhase, publish);
     enterPhase(aborted ? 'aborted' : 'failed');
     if (aborted) throw ApplicationFailure.nonRetryable(`migration aborted: ${status.abortReason}`, 'Aborted');
     throw error;
   }
   await finish(spec, migrationId, status, targetTouched && !completed, targetExtensions, enterPhase, publish);
+  await revertElevation(input, migrationId, status, enterPhase, publish);
   enterPhase(spec?.dryRun ? 'dryRunCompleted' : 'completed');
   return { migrationId, outcome: spec?.dryRun ? 'dryRun' : 'completed', status };
 }
@@ -302,10 +312,33 @@ async function finish(
     }
     try {
       await quick.cleanup({ spec: ready, migrationId, resetTarget, targetExtensionsBefore });
-      status.cleanupOwed = [];
+      status.cleanupOwed = status.cleanupOwed.filter((owed) => owed === REVERT_ELEVATION);
     } catch (error) {
       status.errors.push(`cleanup failed, still owed (${status.cleanupOwed.join('; ')}): ${errorMessage(error)}`);
     }
+  });
+}
+
+const REVERT_ELEVATION = 'revert the privilege elevation on the source';
+
+function elevationActivities(input: MigrationSpecInput) {
+  const retry: RetryPolicy = { maximumAttempts: input.retries?.maximumAttempts ?? 10, initialInterval: '2s', maximumInterval: '1m' };
+  return {
+    elevatePrivileges: proxyActivities<typeof activities>({ startToCloseTimeout: '10m', retry }).elevatePrivileges,
+    // Like the unfreeze: retried until it succeeds — the source must never keep a trust line.
+    revertPrivileges: proxyActivities<typeof activities>({ startToCloseTimeout: '10m', retry: { initialInterval: '2s', maximumInterval: '1m' } }).revertPrivileges,
+  };
+}
+
+/** Phase 2's undo, last in cleanup (dropping the slot may still need the granted REPLICATION). */
+async function revertElevation(input: MigrationSpecInput, migrationId: string, status: MigrationStatus, enterPhase: (phase: Phase) => void, publish: () => void): Promise<void> {
+  if (!status.cleanupOwed.includes(REVERT_ELEVATION)) return;
+  if (status.phase !== 'cleanup') enterPhase('cleanup');
+  await CancellationScope.nonCancellable(async () => {
+    const reverted = await elevationActivities(input).revertPrivileges({ spec: input, migrationId });
+    if (status.privilegeElevation) status.privilegeElevation.revertedAt = reverted?.revertedAt ?? 'nothing left to revert';
+    status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== REVERT_ELEVATION);
+    publish();
   });
 }
 

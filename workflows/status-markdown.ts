@@ -25,6 +25,8 @@ export function renderStatusMarkdown(status: MigrationStatus): string {
   }
   for (const warning of [...(status.warnings ?? []).slice(-3), ...(r?.warning ? [r.warning] : [])]) lines.push(`- **warning**: ${warning}`);
   if (status.validation) lines.push(`- **validation**: ${status.validation.summary.split('\n')[0]}`);
+  const e = status.privilegeElevation;
+  if (e?.elevated) lines.push(`- **privileges**: ${e.statements.join(' ')} (pg_hba.conf trust line for ${e.superuser}) — ${e.revertedAt ? `reverted ${e.revertedAt}` : 'reverted in cleanup'}`);
   if (status.cleanupOwed.length) lines.push(`- **cleanup owes**: ${status.cleanupOwed.join('; ')}`);
   if (status.errors.length) {
     lines.push('', '### errors', ...status.errors.slice(-5).map((e) => `- ${e.split('\n')[0]}`));

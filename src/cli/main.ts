@@ -3,7 +3,7 @@
  * (see README): this is a convenience that validates specs first and shows progress.
  */
 import { Command } from 'commander';
-import { WorkflowExecutionAlreadyStartedError, WorkflowUpdateFailedError } from '@temporalio/client';
+import { WorkflowExecutionAlreadyStartedError, WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { migrationIdFor, SpecError } from '../spec';
 import { loadSpecFile, readSpecFile } from '../spec-file';
 import { isClusterSpec, parseClusterSpec, type ClusterSpecInput } from '../cluster-spec';
@@ -13,6 +13,7 @@ import { withTemporalClient } from './connection';
 import { follow, describeFailure } from './follow';
 import { renderStatus, snapshot } from './status-view';
 import { runWorker, workerOptionsFromEnv } from '../../worker/main';
+import { checkHealth } from '../../worker/health';
 import { devDown, devStatus, devUp } from '../../scripts/dev-stack';
 import { runDemo } from '../../scripts/demo';
 
@@ -28,11 +29,16 @@ program
   .requiredOption('-f, --file <spec>', 'migration spec (YAML or JSON); a spec with `databases:` starts a cluster migration')
   .option('--wait', 'follow progress until the migration ends; exit 0 only on success')
   .option('--task-queue <name>', 'Temporal task queue of the pgmove workers', process.env.PGMOVE_TASK_QUEUE ?? TASK_QUEUE)
-  .action(async (options: { file: string; wait?: boolean; taskQueue: string }) => {
+  .option('--existing-ok', 'exit 0 when a migration with this id is already running or completed (a re-run Job), 1 when it failed')
+  .action(async (options: { file: string; wait?: boolean; taskQueue: string; existingOk?: boolean }) => {
     const raw = readSpecFile(options.file);
     if (isClusterSpec(raw)) {
       const cluster = parseClusterSpec(raw);
       const ok = await withTemporalClient(async (client) => {
+        if (options.existingOk) {
+          const existing = await existingMigration(client, cluster.id, options.wait ? followCluster : undefined);
+          if (existing !== undefined) return existing;
+        }
         const handle = await client.workflow.start('migrateCluster', {
           taskQueue: options.taskQueue,
           workflowId: cluster.id,
@@ -50,6 +56,10 @@ program
     const { input, spec } = loadSpecFile(options.file);
     const id = migrationIdFor(spec);
     const ok = await withTemporalClient(async (client) => {
+      if (options.existingOk) {
+        const existing = await existingMigration(client, id, options.wait ? follow : undefined);
+        if (existing !== undefined) return existing;
+      }
       const handle = await client.workflow.start('migrateDatabase', {
         taskQueue: options.taskQueue,
         workflowId: id,
@@ -63,6 +73,15 @@ program
     });
     process.exitCode = ok ? 0 : 1;
   });
+
+/** --existing-ok: a migration with this id already exists — fine unless it failed; undefined when there is none. */
+async function existingMigration(client: Client, id: string, followIt?: (handle: WorkflowHandle) => Promise<boolean>): Promise<boolean | undefined> {
+  const existing = await client.workflow.getHandle(id).describe().catch(() => undefined);
+  if (!existing) return undefined;
+  const fine = ['RUNNING', 'COMPLETED', 'CONTINUED_AS_NEW'].includes(existing.status.name);
+  console.log(`${id} (already started: ${existing.status.name}${fine ? '' : '; set a new id in the spec to start again'})`);
+  return fine && followIt ? followIt(client.workflow.getHandle(id)) : fine;
+}
 
 program
   .command('status')
@@ -127,8 +146,22 @@ program
 program
   .command('worker')
   .description('run a pgmove worker in the foreground (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, PGMOVE_TASK_QUEUE)')
-  .action(async () => {
-    await runWorker(workerOptionsFromEnv());
+  .option('--health-port <port>', 'serve GET /livez and /readyz on this port for probes (env PGMOVE_HEALTH_PORT)')
+  .action(async (options: { healthPort?: string }) => {
+    const workerOptions = workerOptionsFromEnv();
+    if (options.healthPort !== undefined) workerOptions.healthPort = Number(options.healthPort);
+    await runWorker(workerOptions);
+  });
+
+program
+  .command('health')
+  .description("check a worker's health endpoint (what the Kubernetes probes call); exit 0 when healthy")
+  .option('--url <url>', 'the endpoint', `http://127.0.0.1:${process.env.PGMOVE_HEALTH_PORT ?? '8080'}/readyz`)
+  .option('--timeout <ms>', 'give up after this many milliseconds', '10000')
+  .action(async (options: { url: string; timeout: string }) => {
+    const result = await checkHealth(options.url, Number(options.timeout));
+    console.log(result.detail);
+    process.exitCode = result.ok ? 0 : 1;
   });
 
 const dev = program.command('dev').description('the embedded default stack: Temporal dev server + Web UI, a worker, source and target PostgreSQL');

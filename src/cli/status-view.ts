@@ -83,6 +83,11 @@ export function renderStatus(view: StatusSnapshot): string {
   }
   for (const warning of [...(status.warnings ?? []), ...(r?.warning ? [r.warning] : [])]) lines.push(`warning   ${warning}`);
   if (status.validation) lines.push(`validate  ${status.validation.summary}`);
+  const e = status.privilegeElevation;
+  if (e) {
+    const changed = e.elevated ? `${e.statements.join(' ')}; trust line for ${e.superuser} in ${e.hbaFile} (backup ${e.backupFile})` : e.reason;
+    lines.push(`privilege ${changed}${e.revertedAt ? ` — reverted ${e.revertedAt}` : e.elevated ? ' — reverted in cleanup' : ''}`);
+  }
   if (status.cleanupOwed.length) lines.push(`owed      ${status.cleanupOwed.join('; ')}`);
   for (const error of status.errors) lines.push(`error     ${error}`);
   return lines.join('\n');

@@ -51,7 +51,7 @@ afterAll(async () => {
 /** A switch hook that fails while `fail-once` exists (removing it), and otherwise waits for `go`. */
 function switchHook(): string[] {
   const dir = stack.dir;
-  return ['sh', '-c', `if [ -f ${dir}/fail-once ]; then rm ${dir}/fail-once; exit 3; fi; touch ${dir}/frozen; for i in $(seq 1200); do [ -f ${dir}/go ] && exit 0; sleep 0.05; done; exit 4`];
+  return ['sh', '-c', `if [ -f ${dir}/fail-once ]; then rm ${dir}/fail-once; exit 3; fi; touch ${dir}/frozen; for i in $(seq 1200); do [ -f ${dir}/go ] && { echo "switched to $PGMOVE_TARGET_HOST:$PGMOVE_TARGET_PORT/$PGMOVE_TARGET_DATABASE"; exit 0; }; sleep 0.05; done; exit 4`];
 }
 
 test('15 → 18 online under pgbench: rejected early, failed cutover resumes, fenced, then switched with nothing lost', async () => {
@@ -124,6 +124,7 @@ test('15 → 18 online under pgbench: rejected early, failed cutover resumes, fe
   expect(status.validation?.ok).toBe(true);
   const switched = status.cutovers!.find((c) => c.outcome === 'switched')!;
   expect(switched.freezeToReadyMs).toBeGreaterThan(0);
+  expect(switched.switchHookOutput).toBe(`switched to 127.0.0.1:${target.port}/shop`);
 
   // Every transaction the source committed is on the target, and pgbench's invariant holds there.
   const [s, t] = [await pgbenchSums(source, 'shop'), await pgbenchSums(target, 'shop')];
