@@ -9,3 +9,5 @@ export { validate } from './validate';
 export { cleanup } from './cleanup';
 export { preparePublication, copyAtSlot, createSubscription, replicationStatus, dropReplication } from './sync';
 export { cutover, cutoverStage, abandonCutover, unfreezeAfterCutover } from './cutover';
+export { provisionTarget, planProvisionTarget } from './provision-target';
+export { cleanupAwsResources } from './cleanup-aws';

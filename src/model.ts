@@ -3,9 +3,11 @@
  * import them. Nothing here ever holds a secret: endpoints carry password references.
  */
 import type { TableName } from './pg/sql';
+import type { AwsResource, ProvisionedTarget } from './aws/model';
 
 export type Phase =
   | 'starting'
+  | 'provisionTarget'
   | 'preflight'
   | 'freeze'
   | 'preData'
@@ -203,4 +205,8 @@ export interface MigrationStatus {
   replication?: ReplicationState;
   cutovers?: CutoverAttempt[];
   warnings?: string[];
+  /** target.provision: the instance and what was created for it (no secret: a reference to it). */
+  provisioned?: ProvisionedTarget;
+  /** AWS resources deleted by cleanup (or kept, with the reason). */
+  awsCleanup?: { deleted: AwsResource[]; kept: string[] };
 }

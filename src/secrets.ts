@@ -1,9 +1,10 @@
 /**
- * Resolves password references (env:NAME, file:/path) inside activities and the CLI, never in workflow
+ * Resolves password references (env:NAME, file:/path, aws-secretsmanager:ARN[#key]) inside activities and the CLI, never in workflow
  * code: the reference travels through Temporal, the value never does.
  */
 import { readFile } from 'node:fs/promises';
 import { ApplicationFailure } from '@temporalio/common';
+import { AWS_SECRET_PREFIX, resolveAwsSecret } from './aws/secret-ref';
 
 export async function resolveSecret(reference: string | undefined, field: string): Promise<string | undefined> {
   if (reference === undefined) return undefined;
@@ -31,5 +32,6 @@ export async function resolveSecret(reference: string | undefined, field: string
       );
     }
   }
-  throw ApplicationFailure.nonRetryable(`${field}: unsupported secret reference (use env:NAME or file:/path)`, 'BadSpec');
+  if (reference.startsWith(AWS_SECRET_PREFIX)) return resolveAwsSecret(reference, field);
+  throw ApplicationFailure.nonRetryable(`${field}: unsupported secret reference (use env:NAME, file:/path or aws-secretsmanager:ARN[#key])`, 'BadSpec');
 }

@@ -27,6 +27,7 @@ import { abortSignal, cutoverSignal, migrationPhaseKey, requestCutoverUpdate, st
 import { renderStatusMarkdown } from './status-markdown';
 import { durationMs } from '../src/units';
 import { cutoverActivities, cutoverRefusal, runLogical, syncUntilCutover, type CutoverControl, type LogicalContext } from './logical';
+import { provisionIfNeeded, releaseAwsResources } from './aws';
 
 export interface MigrationResult {
   migrationId: string;
@@ -170,8 +171,10 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
         completed = true;
         return;
       }
+      const resolvedInput = await provisionIfNeeded(input, migrationId, status, enterPhase);
+      if (input.dryRun && input.target.provision) return;
       enterPhase('preflight');
-      const checked = await preflightActivity(input)(input);
+      const checked = await preflightActivity(input)(resolvedInput);
       spec = checked.spec;
       status.preflight = checked.report;
       status.method = checked.report.method;
@@ -241,13 +244,16 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
     status.errors.push(aborted ? `aborted: ${status.abortReason}` : errorMessage(error));
     const keepTarget = (error instanceof ApplicationFailure && error.type === 'ValidationFailed') || control.switchedAt !== undefined;
     await finish(spec, migrationId, status, targetTouched && !keepTarget, targetExtensions, enterPhase, publish);
+    await releaseAwsResources(input, migrationId, status, keepTarget, publish);
     enterPhase(aborted ? 'aborted' : 'failed');
     if (aborted) throw ApplicationFailure.nonRetryable(`migration aborted: ${status.abortReason}`, 'Aborted');
     throw error;
   }
   await finish(spec, migrationId, status, targetTouched && !completed, targetExtensions, enterPhase, publish);
-  enterPhase(spec?.dryRun ? 'dryRunCompleted' : 'completed');
-  return { migrationId, outcome: spec?.dryRun ? 'dryRun' : 'completed', status };
+  await releaseAwsResources(input, migrationId, status, completed, publish);
+  const dryRun = spec?.dryRun ?? input.dryRun === true;
+  enterPhase(dryRun ? 'dryRunCompleted' : 'completed');
+  return { migrationId, outcome: dryRun ? 'dryRun' : 'completed', status };
 }
 
 /** Cleanup runs even when the workflow was cancelled or aborted; its own failure is reported too. */

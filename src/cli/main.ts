@@ -34,7 +34,7 @@ program
         taskQueue: options.taskQueue,
         workflowId: id,
         args: [input],
-        staticSummary: `pgmove ${spec.dryRun ? 'dry run' : 'migration'}: ${new URL(spec.source.uri).host} → ${new URL(spec.target.uri).host}`,
+        staticSummary: `pgmove ${spec.dryRun ? 'dry run' : 'migration'}: ${new URL(spec.source.uri).host} → ${spec.target.uri ? new URL(spec.target.uri).host : `new RDS instance (${spec.aws.region})`}`,
         staticDetails: `method ${spec.method}, ${spec.jobs} job(s), spec ${options.file}`,
         typedSearchAttributes: [{ key: migrationPhaseKey, value: 'starting' }],
       });
