@@ -4,6 +4,7 @@
  * target.endpointOverride, and the test (which may read moto's secrets) sets the local master role's
  * password to the one RDS generated in Secrets Manager — pgmove itself only ever holds its reference.
  */
+import { readFileSync } from 'node:fs';
 import { CreateDBInstanceCommand, DescribeDBInstancesCommand, DescribeDBParametersCommand, DescribeDBSubnetGroupsCommand, ListTagsForResourceCommand } from '@aws-sdk/client-rds';
 import { CreateSecurityGroupCommand } from '@aws-sdk/client-ec2';
 import { GetSecretValueCommand } from '@aws-sdk/client-secrets-manager';
@@ -67,7 +68,7 @@ function rdsSpec(id: string, provision: Record<string, unknown> = {}, extra: Rec
     method: 'auto',
     jobs: 2,
     timeouts: { heartbeat: '5s' },
-    logical: { statusInterval: '1s' },
+    logical: { statusInterval: '1s', replicaIdentityFull: true },
     cutover: { autoCutover: true },
     ...extra,
   } as MigrationSpecInput;
@@ -104,6 +105,7 @@ test('rds target end to end: resources with the right properties, worker SIGKILL
 
   const result = (await handle.result()) as MigrationResult;
   expect(result.outcome).toBe('completed');
+  expect(result.status.method).toBe('logical');
   expect(result.status.validation?.ok).toBe(true);
 
   // No duplicates: exactly what the first attempt created, one managed secret.
@@ -137,6 +139,7 @@ test('rds target end to end: resources with the right properties, worker SIGKILL
   expect(text).toContain(instance.MasterUserSecret!.SecretArn!); // the reference travels…
   expect(text).not.toContain(password); // …the value never does
   expect(JSON.stringify(result)).not.toContain(password);
+  for (const worker of stack.workers) expect(readFileSync(worker.logFile, 'utf8')).not.toContain(password);
 
   // Data equal on the database behind the endpoint override.
   expect(await compareDatabases(ref(source, 'shop'), ref(target, 'shop'))).toEqual([]);
@@ -150,9 +153,9 @@ test('abort after provisioning: every resource this migration created is deleted
   await adminQuery(target, 'postgres', `CREATE ROLE abortowner LOGIN PASSWORD 'placeholder-pw'; GRANT pg_create_subscription TO abortowner`);
   await adminQuery(target, 'postgres', `CREATE DATABASE shopabort OWNER abortowner`);
 
-  const handle = await startMigration(stack, rdsSpec('shop-abort', { databaseName: 'shopabort', masterUsername: 'abortowner' }, { cutover: { autoCutover: false } }));
+  const handle = await startMigration(stack, rdsSpec('shop-abort', { databaseName: 'shopabort', masterUsername: 'abortowner' }, { method: 'logical', cutover: { autoCutover: false } }));
   await adoptGeneratedPassword(identifier, 'abortowner');
-  await waitForStatus(handle, 'syncing', (s) => s.phase === 'syncing', 240_000);
+  await waitForStatus(handle, 'syncing', (s) => s.phase === 'syncing', 120_000);
   expect(await awsInventory(moto.aws, identifier)).toEqual([
     `instance ${identifier}`,
     `instance ${identifier}-2`,
