@@ -188,10 +188,17 @@ export async function planProvisionTarget(input: ProvisionInput): Promise<string
 
 /** Subnets must exist, lie in one VPC (the spec's vpcId when given) and span two availability zones. */
 async function checkSubnets(aws: AwsClients, provision: RdsProvision): Promise<string> {
-  const subnets = (
-    await awsCall('looking up target.provision.subnetIds', `${FIELD}.subnetIds`, () => aws.ec2.send(new DescribeSubnetsCommand({ SubnetIds: provision.subnetIds })))
-  ).Subnets ?? [];
-  const missing = provision.subnetIds.filter((id) => !subnets.some((s) => s.SubnetId === id));
+  // One by one: EC2 names only one unknown subnet per call (moto not even the right one).
+  const subnets = [];
+  const missing: string[] = [];
+  for (const id of provision.subnetIds) {
+    try {
+      subnets.push(...((await aws.ec2.send(new DescribeSubnetsCommand({ SubnetIds: [id] }))).Subnets ?? []));
+    } catch (error) {
+      if (awsErrorCode(error) === 'InvalidSubnetID.NotFound') missing.push(id);
+      else await awsCall('looking up target.provision.subnetIds', `${FIELD}.subnetIds`, () => Promise.reject(error));
+    }
+  }
   if (missing.length) {
     throw ApplicationFailure.nonRetryable(`${FIELD}.subnetIds: subnet(s) ${missing.join(', ')} do not exist in ${aws.region}: list existing subnets (aws ec2 describe-subnets)`, 'BadSpec');
   }
