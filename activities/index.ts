@@ -11,3 +11,4 @@ export { preparePublication, copyAtSlot, createSubscription, replicationStatus, 
 export { cutover, cutoverStage, abandonCutover, unfreezeAfterCutover } from './cutover';
 export { provisionTarget, planProvisionTarget } from './provision-target';
 export { cleanupAwsResources } from './cleanup-aws';
+export { createDmsResources, startDmsTask, waitDmsFullLoad, describeDmsTask, stopDmsTask, dmsSlotState } from './dms';

@@ -41,7 +41,7 @@ import { activityLogger } from '../src/log';
 
 const FIELD = 'target.provision';
 /** How often the instance status is polled (RDS takes minutes; PGMOVE_AWS_POLL_MS shortens it for emulators). */
-const POLL_MS = Number(process.env.PGMOVE_AWS_POLL_MS ?? 15_000);
+const pollMs = (): number => Number(process.env.PGMOVE_AWS_POLL_MS ?? 15_000);
 
 export interface ProvisionInput {
   /** The operator's spec as given (target.provision), validated here. */
@@ -363,7 +363,7 @@ async function waitAvailable(aws: AwsClients, ctx: ProvisionContext, progress: {
       throw ApplicationFailure.nonRetryable(`DB instance ${ctx.names.instance} is ${instance.DBInstanceStatus}: see its events in the RDS console (aws rds describe-events --source-identifier ${ctx.names.instance})`, 'ProvisionFailed');
     }
     if (Date.now() > deadline) throw ApplicationFailure.nonRetryable(`DB instance ${ctx.names.instance} not available after ${ctx.provision.availableTimeout} (status ${progress.instanceStatus}): raise ${FIELD}.availableTimeout or check the instance`, 'ProvisionTimeout');
-    await pause(POLL_MS, signal);
+    await pause(pollMs(), signal);
   }
 }
 
@@ -410,7 +410,7 @@ async function waitConnectable(ctx: ProvisionContext, target: ProvisionedTarget,
         'Unreachable',
       );
     }
-    await pause(Math.min(POLL_MS, 2000), signal);
+    await pause(Math.min(pollMs(), 2000), signal);
   }
 }
 

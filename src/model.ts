@@ -3,7 +3,7 @@
  * import them. Nothing here ever holds a secret: endpoints carry password references.
  */
 import type { TableName } from './pg/sql';
-import type { AwsResource, ProvisionedTarget } from './aws/model';
+import type { AwsResource, DmsPlan, ProvisionedTarget } from './aws/model';
 
 export type Phase =
   | 'starting'
@@ -35,12 +35,14 @@ export interface PreflightReport {
   sourceVersion: string;
   targetVersion: string;
   clientTools: { binDir: string; version: string };
-  method: 'dump' | 'logical';
+  method: 'dump' | 'logical' | 'dms';
   methodReason: string;
   /** Why the logical method cannot run here (empty when it can); shown when auto falls back to dump. */
   logicalBlockers: string[];
   /** Logical method only: what replication cannot carry and how pgmove handles it. */
   logical?: LogicalPlan;
+  /** Method dms only: what the task carries and the LOB sizes measured on the source. */
+  dms?: DmsPlan;
   tables: number;
   sequences: number;
   largeObjects: number;

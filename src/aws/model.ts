@@ -42,3 +42,14 @@ export interface DeprovisionResult {
   skipped: string[];
   dryRun: boolean;
 }
+
+/** Method dms: what pre-flight measured and decided. */
+export interface DmsPlan {
+  /** Tables the task carries, and those left out (no primary key, with tablesWithoutPrimaryKey: exclude). */
+  tables: string[];
+  excludedTables: string[];
+  /** Largest LOB value found on the source (bytes) and where. */
+  maxLobBytes: number;
+  maxLobColumn?: string;
+  lobColumns: number;
+}
