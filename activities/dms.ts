@@ -297,12 +297,13 @@ export async function stopDmsTask(input: DmsInput): Promise<DmsProgress> {
 /** DMS's slots on the source: test_decoding / pglogical slots of this database that pgmove did not create. */
 const DMS_SLOTS_SQL = `
   SELECT slot_name, active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint AS retained,
+         coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::bigint AS lag,
          (confirmed_flush_lsn >= $1::pg_lsn) AS caught_up
     FROM pg_replication_slots
    WHERE database = current_database() AND slot_type = 'logical' AND plugin <> 'pgoutput'`;
 
 export interface DmsSlotState {
-  slots: { name: string; active: boolean; retainedWalBytes: number; caughtUp: boolean }[];
+  slots: { name: string; active: boolean; retainedWalBytes: number; lagBytes: number; caughtUp: boolean }[];
   position: string;
 }
 
@@ -311,8 +312,8 @@ export async function dmsSlotState(input: { spec: MigrationSpec; position?: stri
   const info = await connectionInfo(input.spec.source, 'source');
   return withClient(info, 'source', async (client) => {
     const position = input.position ?? (await client.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn')).rows[0]!.lsn;
-    const rows = (await client.query<{ slot_name: string; active: boolean; retained: string; caught_up: boolean }>(DMS_SLOTS_SQL, [position])).rows;
-    return { position, slots: rows.map((r) => ({ name: r.slot_name, active: r.active, retainedWalBytes: Number(r.retained), caughtUp: r.caught_up })) };
+    const rows = (await client.query<{ slot_name: string; active: boolean; retained: string; lag: string; caught_up: boolean }>(DMS_SLOTS_SQL, [position])).rows;
+    return { position, slots: rows.map((r) => ({ name: r.slot_name, active: r.active, retainedWalBytes: Number(r.retained), lagBytes: Number(r.lag), caughtUp: r.caught_up })) };
   });
 }
 

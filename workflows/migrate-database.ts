@@ -28,6 +28,7 @@ import { renderStatusMarkdown } from './status-markdown';
 import { durationMs } from '../src/units';
 import { cutoverActivities, cutoverRefusal, runLogical, syncUntilCutover, type CutoverControl, type LogicalContext } from './logical';
 import { provisionIfNeeded, releaseAwsResources } from './aws';
+import { runDms } from './dms';
 
 export interface MigrationResult {
   migrationId: string;
@@ -184,6 +185,16 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
       const acts = phaseActivities(spec);
       const ready = spec;
       let sourceAtSnapshot: SourceTableChecksum[] | undefined;
+
+      if (status.method === 'dms') {
+        enterPhase('preData');
+        targetTouched = true;
+        status.cleanupOwed.push('reset the target if the migration does not complete');
+        await acts.schema.preData({ spec: ready, migrationId, binDir: checked.report.clientTools.binDir });
+        await runDms(logicalContext(ready, checked.report.clientTools.binDir), checked.report.dms!, status.provisioned);
+        completed = true;
+        return;
+      }
 
       if (status.method === 'logical') {
         enterPhase('preData');

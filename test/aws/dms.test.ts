@@ -15,6 +15,9 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { ApplicationFailure } from '@temporalio/common';
 import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
 import { createNetwork, REGION, startMoto, type Moto } from '../helpers/aws';
+import { migrationFailure, startMigration, userObjects } from '../helpers/migration';
+import { waitForStatus } from '../helpers/online';
+import { abortSignal } from '../../workflows/messages';
 import { preflight } from '../../activities/preflight';
 import { createDmsResources, startDmsTask, stopDmsTask, waitDmsFullLoad, type DmsInput, type DmsProgress } from '../../activities/dms';
 import { cleanupAwsResources } from '../../activities/cleanup-aws';
@@ -29,6 +32,7 @@ let network: { vpcId: string; subnetIds: string[] };
 
 beforeAll(async () => {
   moto = await startMoto(stack);
+  await stack.startTemporal();
   source = await stack.startCluster('source15', DEBIAN_PG15_BIN);
   target = await stack.startCluster('target18', PROJECT_PG18_BIN);
   await adminQuery(source, 'postgres', 'CREATE DATABASE lobs');
@@ -47,6 +51,7 @@ beforeAll(async () => {
   process.env.PGMOVE_TEST_SOURCE_PW = source.superuserPassword;
   process.env.PGMOVE_TEST_TARGET_PW = target.superuserPassword;
   process.env.PGMOVE_AWS_POLL_MS = '100';
+  await stack.startWorker({ ...moto.workerEnv, PGMOVE_TEST_SOURCE_PW: source.superuserPassword, PGMOVE_TEST_TARGET_PW: target.superuserPassword });
 });
 
 afterAll(async () => {
@@ -136,4 +141,23 @@ test('dms API sequence against moto: create (idempotent), start, describe progre
   expect((await dms.send(new DescribeEndpointsCommand({}))).Endpoints ?? []).toEqual([]);
   expect((await dms.send(new DescribeReplicationInstancesCommand({}))).ReplicationInstances ?? []).toEqual([]);
   expect((await dms.send(new DescribeReplicationSubnetGroupsCommand({}))).ReplicationSubnetGroups ?? []).toEqual([]);
+});
+
+test('dms workflow against moto: pre-data, DMS resources, full load followed, post-data, syncing (moto runs no DMS engine: no slot, not streaming), abort deletes every DMS resource and resets the target — no data check', async () => {
+  const handle = await startMigration(stack, { ...spec({ lobMaxSizeKB: 128, tablesWithoutPrimaryKey: 'exclude' }), id: 'lobs-dms-wf', logical: { statusInterval: '1s' } } as MigrationSpecInput);
+  const syncing = await waitForStatus(handle, 'syncing with a measurement', (s) => s.phase === 'syncing' && s.replication !== undefined, 120_000);
+  expect(syncing.method).toBe('dms');
+  expect(Object.keys(syncing.timings)).toEqual(expect.arrayContaining(['preflight', 'preData', 'copy', 'postData', 'syncing']));
+  expect(syncing.replication).toMatchObject({ streaming: false, warning: 'no DMS replication slot on the source yet' });
+  expect((await moto.aws.dms.send(new DescribeReplicationTasksCommand({}))).ReplicationTasks?.map((t) => [t.ReplicationTaskIdentifier, t.Status])).toEqual([['pgmove-lobs-dms-wf-dms-task', 'running']]);
+  // pgmove's own pre-data and post-data ran on the target (DMS only moves rows).
+  expect(await userObjects(target, 'lobs')).toEqual(expect.arrayContaining(['audit_log', 'blobs', 'blobs_pkey', 'docs', 'docs_pkey']));
+
+  await handle.signal(abortSignal, { reason: 'test: abort while syncing' });
+  expect((await migrationFailure(handle)).type).toBe('Aborted');
+  expect((await moto.aws.dms.send(new DescribeReplicationTasksCommand({}))).ReplicationTasks ?? []).toEqual([]);
+  expect((await moto.aws.dms.send(new DescribeEndpointsCommand({}))).Endpoints ?? []).toEqual([]);
+  expect((await moto.aws.dms.send(new DescribeReplicationInstancesCommand({}))).ReplicationInstances ?? []).toEqual([]);
+  expect((await moto.aws.dms.send(new DescribeReplicationSubnetGroupsCommand({}))).ReplicationSubnetGroups ?? []).toEqual([]);
+  expect(await userObjects(target, 'lobs')).toEqual([]);
 });
