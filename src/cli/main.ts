@@ -13,6 +13,7 @@ import { renderStatus, snapshot } from './status-view';
 import { runWorker, workerOptionsFromEnv } from '../../worker/main';
 import { devDown, devStatus, devUp } from '../../scripts/dev-stack';
 import { runDemo } from '../../scripts/demo';
+import { cleanupCommand } from './cleanup';
 
 const program = new Command();
 program
@@ -102,6 +103,18 @@ program
   .description('run a pgmove worker in the foreground (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, PGMOVE_TASK_QUEUE)')
   .action(async () => {
     await runWorker(workerOptionsFromEnv());
+  });
+
+program
+  .command('cleanup')
+  .description('delete the AWS resources an ended migration left behind (only those tagged with its id); --dry-run lists them')
+  .argument('<id>', 'workflow id of the ended migration')
+  .option('--dry-run', 'list what would be deleted, delete nothing')
+  .option('--delete-target', 'also delete the provisioned RDS instance kept after a completed migration or with keepTargetOnAbort')
+  .option('--task-queue <name>', 'Temporal task queue of the pgmove workers (they run the deletion with their AWS identity)', process.env.PGMOVE_TASK_QUEUE ?? TASK_QUEUE)
+  .action(async (id: string, options: { dryRun?: boolean; deleteTarget?: boolean; taskQueue: string }) => {
+    const ok = await withTemporalClient((client) => cleanupCommand(client, id, options));
+    process.exitCode = ok ? 0 : 1;
   });
 
 const dev = program.command('dev').description('the embedded default stack: Temporal dev server + Web UI, a worker, source and target PostgreSQL');

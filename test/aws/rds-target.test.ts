@@ -9,7 +9,7 @@ import { CreateDBInstanceCommand, DescribeDBInstancesCommand, DescribeDBParamete
 import { CreateSecurityGroupCommand } from '@aws-sdk/client-ec2';
 import { GetSecretValueCommand } from '@aws-sdk/client-secrets-manager';
 import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
-import { migrationFailure, startMigration } from '../helpers/migration';
+import { migrationFailure, pgmoveCli, startMigration } from '../helpers/migration';
 import { createOnlineTarget, createPgbenchSource, waitForStatus, type OnlineDatabase } from '../helpers/online';
 import { compareDatabases, type DbRef } from '../helpers/compare';
 import { allText, awsInventory, createNetwork, managedSecrets, securityGroupsNamed, startMoto, type Moto } from '../helpers/aws';
@@ -173,4 +173,29 @@ test('abort after provisioning: every resource this migration created is deleted
   expect((await securityGroupsNamed(moto.aws, `${identifier}-sg-manual`))[0]?.GroupId).toBe(foreignSg.GroupId);
   const status = await handle.query('status');
   expect((status as { awsCleanup?: { deleted: { kind: string }[] } }).awsCleanup?.deleted.map((r) => r.kind)).toEqual(['dbInstance', 'dbParameterGroup', 'dbSubnetGroup', 'securityGroup']);
+});
+
+test('`pgmove cleanup ID`: the completed migration keeps its instance; --delete-target --dry-run lists it and deletes nothing; then deletes only what is tagged as its own', async () => {
+  const identifier = 'pgmove-shop-to-rds';
+  const owned = [`instance ${identifier}`, `parameter-group ${identifier}-params`, `security-group ${identifier}-sg`, `subnet-group ${identifier}-subnets`];
+  expect(await awsInventory(moto.aws, identifier)).toEqual(owned);
+
+  const keep = pgmoveCli(stack, ['cleanup', 'shop-to-rds']);
+  expect(keep.code).toBe(0);
+  expect(keep.stdout).toMatch(/kept\s+the RDS instance and its groups \(the migration completed: it is the product\)/);
+  expect(await awsInventory(moto.aws, identifier)).toEqual(owned);
+
+  const dry = pgmoveCli(stack, ['cleanup', 'shop-to-rds', '--delete-target', '--dry-run']);
+  expect(dry.code).toBe(0);
+  for (const line of ['would delete  dbInstance pgmove-shop-to-rds', 'would delete  dbParameterGroup pgmove-shop-to-rds-params', 'would delete  dbSubnetGroup pgmove-shop-to-rds-subnets', 'would delete  securityGroup sg-']) {
+    expect(dry.stdout).toContain(line);
+  }
+  expect(await awsInventory(moto.aws, identifier)).toEqual(owned);
+
+  const done = pgmoveCli(stack, ['cleanup', 'shop-to-rds', '--delete-target']);
+  expect(done.code).toBe(0);
+  expect(done.stdout).toContain('deleted  dbInstance pgmove-shop-to-rds');
+  expect(await awsInventory(moto.aws, identifier)).toEqual([]);
+  // The abort test's untagged look-alikes are still there.
+  expect(await awsInventory(moto.aws, 'pgmove-shop-abort')).toEqual(['instance pgmove-shop-abort-2', 'security-group pgmove-shop-abort-sg-manual']);
 });
