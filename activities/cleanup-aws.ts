@@ -34,7 +34,7 @@ import { awsCall, awsErrorCode, isAwsNotFound } from '../src/aws/errors';
 import { ownership, provisionNames, type ProvisionNames } from '../src/aws/names';
 import type { AwsResource, DeprovisionResult } from '../src/aws/model';
 import type { AwsSettings } from '../src/aws/spec';
-import { describeOrUndefined, findInstance } from './provision-target';
+import { describeOrUndefined, findInstance } from '../src/aws/lookup';
 import { startHeartbeat } from '../src/heartbeat';
 import { activityLogger } from '../src/log';
 import { waitGone } from '../src/aws/wait';

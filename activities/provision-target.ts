@@ -11,18 +11,12 @@
 import {
   AuthorizeSecurityGroupIngressCommand,
   CreateSecurityGroupCommand,
-  DescribeSecurityGroupsCommand,
   DescribeSubnetsCommand,
-  type SecurityGroup,
 } from '@aws-sdk/client-ec2';
 import {
   CreateDBInstanceCommand,
   CreateDBParameterGroupCommand,
   CreateDBSubnetGroupCommand,
-  DescribeDBInstancesCommand,
-  DescribeDBParameterGroupsCommand,
-  DescribeDBSubnetGroupsCommand,
-  ListTagsForResourceCommand,
   ModifyDBParameterGroupCommand,
   type DBInstance,
 } from '@aws-sdk/client-rds';
@@ -30,8 +24,9 @@ import { ApplicationFailure } from '@temporalio/common';
 import { parseSpecInput, SpecError, type ParsedSpec } from '../src/spec';
 import { durationMs } from '../src/units';
 import { withAws, type AwsClients } from '../src/aws/clients';
-import { awsCall, awsErrorCode, isAwsNotFound } from '../src/aws/errors';
-import { ownership, ownershipTags, provisionNames, type ProvisionNames } from '../src/aws/names';
+import { awsCall, awsErrorCode } from '../src/aws/errors';
+import { findInstance, findParameterGroup, findSecurityGroup, findSubnetGroup } from '../src/aws/lookup';
+import { ownershipTags, provisionNames, type ProvisionNames } from '../src/aws/names';
 import { awsSecretReference } from '../src/aws/secret-ref';
 import type { AwsResource, ProvisionedTarget } from '../src/aws/model';
 import type { RdsProvision } from '../src/aws/spec';
@@ -212,71 +207,6 @@ async function checkSubnets(aws: AwsClients, provision: RdsProvision): Promise<s
     throw ApplicationFailure.nonRetryable(`${FIELD}.subnetIds: all subnets are in one availability zone; RDS needs a subnet group covering at least two: add a subnet of another zone`, 'BadSpec');
   }
   return vpcId;
-}
-
-function foreign(kind: string, name: string, owner: 'other' | 'untagged'): ApplicationFailure {
-  return ApplicationFailure.nonRetryable(
-    `${kind} ${name} already exists and ${owner === 'other' ? 'belongs to another pgmove migration' : 'was not created by pgmove (no pgmove:migration-id tag)'}; ` +
-      `pgmove never adopts or deletes it: choose another ${FIELD}.identifier (or migration id)`,
-    'ResourceConflict',
-  );
-}
-
-async function findSecurityGroup(aws: AwsClients, ctx: ProvisionContext, vpcId: string): Promise<SecurityGroup | undefined> {
-  const groups = (
-    await awsCall('describing security groups', FIELD, () =>
-      aws.ec2.send(new DescribeSecurityGroupsCommand({ Filters: [{ Name: 'group-name', Values: [ctx.names.securityGroup] }, { Name: 'vpc-id', Values: [vpcId] }] })),
-    )
-  ).SecurityGroups ?? [];
-  const group = groups[0];
-  if (!group) return undefined;
-  const owner = ownership(group.Tags, ctx.migrationId);
-  if (owner !== 'ours') throw foreign('security group', `${ctx.names.securityGroup} (${group.GroupId})`, owner);
-  return group;
-}
-
-async function rdsTags(aws: AwsClients, arn: string | undefined) {
-  if (!arn) return [];
-  return (await awsCall('reading RDS tags', FIELD, () => aws.rds.send(new ListTagsForResourceCommand({ ResourceName: arn })))).TagList ?? [];
-}
-
-async function findSubnetGroup(aws: AwsClients, ctx: ProvisionContext) {
-  const group = await describeOrUndefined(() => aws.rds.send(new DescribeDBSubnetGroupsCommand({ DBSubnetGroupName: ctx.names.subnetGroup })).then((r) => r.DBSubnetGroups?.[0]));
-  if (!group) return undefined;
-  const owner = ownership(await rdsTags(aws, group.DBSubnetGroupArn), ctx.migrationId);
-  if (owner !== 'ours') throw foreign('DB subnet group', ctx.names.subnetGroup, owner);
-  return group;
-}
-
-async function findParameterGroup(aws: AwsClients, ctx: ProvisionContext) {
-  const group = await describeOrUndefined(() =>
-    aws.rds.send(new DescribeDBParameterGroupsCommand({ DBParameterGroupName: ctx.names.parameterGroup })).then((r) => r.DBParameterGroups?.[0]),
-  );
-  if (!group) return undefined;
-  const owner = ownership(await rdsTags(aws, group.DBParameterGroupArn), ctx.migrationId);
-  if (owner !== 'ours') throw foreign('DB parameter group', ctx.names.parameterGroup, owner);
-  return group;
-}
-
-export async function findInstance(aws: AwsClients, ctx: Pick<ProvisionContext, 'names' | 'migrationId'>, options: { foreignIsError?: boolean } = {}): Promise<DBInstance | undefined> {
-  const instance = await describeOrUndefined(() => aws.rds.send(new DescribeDBInstancesCommand({ DBInstanceIdentifier: ctx.names.instance })).then((r) => r.DBInstances?.[0]));
-  if (!instance) return undefined;
-  const owner = ownership(instance.TagList, ctx.migrationId);
-  if (owner !== 'ours') {
-    if (options.foreignIsError === false) return undefined;
-    throw foreign('DB instance', ctx.names.instance, owner);
-  }
-  return instance;
-}
-
-/** A describe that treats "not found" as absent; other errors (permissions) are classified. */
-export async function describeOrUndefined<T>(describe: () => Promise<T | undefined>): Promise<T | undefined> {
-  try {
-    return await describe();
-  } catch (error) {
-    if (isAwsNotFound(error)) return undefined;
-    return awsCall('describing RDS resources', FIELD, () => Promise.reject(error));
-  }
 }
 
 async function createSecurityGroup(aws: AwsClients, ctx: ProvisionContext, vpcId: string): Promise<string> {

@@ -14,10 +14,9 @@ export const awsSchema = z
   })
   .strict();
 
-const awsTags = z.record(
-  z.string().min(1).max(128).refine((key) => !key.startsWith('pgmove:') && !key.startsWith('aws:'), 'tag keys starting with pgmove: or aws: are reserved'),
-  z.string().max(256),
-);
+const awsTags = z
+  .record(z.string().min(1).max(128), z.string().max(256))
+  .refine((tags) => Object.keys(tags).every((key) => !key.startsWith('pgmove:') && !key.startsWith('aws:')), 'tag keys starting with pgmove: or aws: are reserved (pgmove records ownership in pgmove:migration-id)');
 
 const cidr = z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, 'must be an IPv4 CIDR like 10.0.0.0/16');
 
