@@ -49,6 +49,7 @@ export async function provisionIfNeeded(
  * with this migration's id are deleted. Retried for a while (an instance's deletion takes minutes).
  */
 export async function releaseAwsResources(input: MigrationSpecInput, migrationId: string, status: MigrationStatus, keepInstance: boolean, publish: () => void): Promise<void> {
+  if (input.dryRun) return;
   const provisioning = input.target.provision !== undefined && status.timings.provisionTarget !== undefined && !input.dryRun;
   const dms = input.method === 'dms' || status.method === 'dms';
   if (!provisioning && !dms) return;

@@ -6,7 +6,7 @@
  * cutover, not before), validate, unfreeze. DMS resources are deleted by the workflow's AWS cleanup.
  * Deterministic code only.
  */
-import { ApplicationFailure, CancellationScope, condition, proxyActivities, sleep } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, condition, proxyActivities, sleep, workflowInfo } from '@temporalio/workflow';
 import type { Duration, RetryPolicy } from '@temporalio/common';
 import type * as activities from '../activities';
 import type { DmsPlan, ProvisionedTarget } from '../src/aws/model';
@@ -14,8 +14,8 @@ import type { CutoverAttempt } from '../src/model';
 import { durationMs, sizeBytes } from '../src/units';
 import type { LogicalContext } from './logical';
 
-export async function runDms(ctx: LogicalContext, plan: DmsPlan, provisioned: ProvisionedTarget | undefined): Promise<void> {
-  const { spec, migrationId, status, acts } = ctx;
+function dmsActivities(ctx: LogicalContext, plan: DmsPlan, provisioned: ProvisionedTarget | undefined) {
+  const { spec, migrationId } = ctx;
   const timeouts = spec.timeouts as Record<keyof typeof spec.timeouts, Duration>;
   const retry: RetryPolicy = { maximumAttempts: spec.retries.maximumAttempts, initialInterval: '2s', maximumInterval: '1m' };
   const dms = proxyActivities<typeof activities>({ startToCloseTimeout: '2h', heartbeatTimeout: timeouts.heartbeat, retry });
@@ -30,6 +30,12 @@ export async function runDms(ctx: LogicalContext, plan: DmsPlan, provisioned: Pr
     identifier: provisioned ? provisioned.instanceIdentifier : undefined,
     subnetIds: spec.dms?.subnetIds,
   };
+  return { dms, load, quick, checks, input };
+}
+
+export async function runDms(ctx: LogicalContext, plan: DmsPlan, provisioned: ProvisionedTarget | undefined): Promise<void> {
+  const { spec, migrationId, status, acts } = ctx;
+  const { dms, load, input } = dmsActivities(ctx, plan, provisioned);
 
   ctx.enterPhase('copy');
   status.cleanupOwed.push('delete the DMS task, endpoints, replication instance and subnet group');
@@ -44,6 +50,13 @@ export async function runDms(ctx: LogicalContext, plan: DmsPlan, provisioned: Pr
   await acts.postData.postData({ spec, migrationId, binDir: ctx.binDir });
 
   ctx.enterPhase('syncing');
+  await syncDmsUntilCutover(ctx, plan, provisioned);
+}
+
+/** Syncing (CDC) until a cutover is requested, then the cutover; continues as a new run to keep histories short. */
+export async function syncDmsUntilCutover(ctx: LogicalContext, plan: DmsPlan, provisioned: ProvisionedTarget | undefined): Promise<void> {
+  const { spec, status, acts } = ctx;
+  const { dms, quick, checks, input } = dmsActivities(ctx, plan, provisioned);
   const interval = spec.logical.statusInterval as Duration;
   for (;;) {
     const [task, slots] = await Promise.all([quick.describeDmsTask(input), quick.dmsSlotState({ spec })]);
@@ -66,6 +79,8 @@ export async function runDms(ctx: LogicalContext, plan: DmsPlan, provisioned: Pr
     ctx.publish();
     if (!ctx.control.request && spec.cutover.autoCutover === true && lag <= sizeBytes(spec.cutover.maxLagBytes) && status.replication.streaming) ctx.control.request = { approvedBy: 'autoCutover' };
     if (ctx.control.request) break;
+    const info = workflowInfo();
+    if (info.continueAsNewSuggested || info.historyLength >= spec.logical.historyEventsPerRun) await ctx.continueSyncing([]);
     await condition(() => ctx.control.request !== undefined, interval);
   }
 

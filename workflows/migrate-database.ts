@@ -28,7 +28,7 @@ import { renderStatusMarkdown } from './status-markdown';
 import { durationMs } from '../src/units';
 import { cutoverActivities, cutoverRefusal, runLogical, syncUntilCutover, type CutoverControl, type LogicalContext } from './logical';
 import { provisionIfNeeded, releaseAwsResources } from './aws';
-import { runDms } from './dms';
+import { runDms, syncDmsUntilCutover } from './dms';
 
 export interface MigrationResult {
   migrationId: string;
@@ -168,7 +168,8 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
         spec = resume.spec;
         targetTouched = true;
         targetExtensions = resume.targetExtensions;
-        await syncUntilCutover(logicalContext(resume.spec, resume.binDir), resume.knownTables);
+        if (status.method === 'dms') await syncDmsUntilCutover(logicalContext(resume.spec, resume.binDir), status.preflight!.dms!, status.provisioned);
+        else await syncUntilCutover(logicalContext(resume.spec, resume.binDir), resume.knownTables);
         completed = true;
         return;
       }
