@@ -28,7 +28,9 @@ import { durationMs } from '../src/units';
 import { withAws, type AwsClients } from '../src/aws/clients';
 import { awsCall, awsErrorCode, isAwsNotFound } from '../src/aws/errors';
 import { ownershipTags, provisionNames, type ProvisionNames } from '../src/aws/names';
-import type { AwsResource } from '../src/aws/model';
+import type { AwsResource, DmsProgress } from '../src/aws/model';
+
+export type { DmsProgress };
 import { connectionInfo, withClient } from '../src/pg/connect';
 import { startHeartbeat } from '../src/heartbeat';
 import { activityLogger } from '../src/log';
@@ -51,16 +53,6 @@ export interface DmsInput {
 export interface DmsResources {
   taskArn: string;
   resources: AwsResource[];
-}
-
-export interface DmsProgress {
-  status: string;
-  fullLoadPercent: number;
-  tablesLoaded: number;
-  tablesLoading: number;
-  tablesQueued: number;
-  tablesErrored: number;
-  lastFailure?: string;
 }
 
 function names(input: DmsInput): ProvisionNames {

@@ -102,7 +102,9 @@ async function inspect(
   checks.push(...(await sourcePrivilegeChecks(source, tables, sourceInfo, largeObjects)));
   const logical = spec.method === 'dump' || spec.method === 'dms' ? undefined : await logicalReadiness(spec, source, target, tables, largeObjects, sourceInfo, targetInfo);
   // DMS is offered only when the spec enables it (a dms: block); auto prefers native logical replication.
-  const dms = spec.dms?.enabled && (spec.method === 'dms' || spec.method === 'auto') ? await dmsReadiness(spec, source, tables) : undefined;
+  // Only when it may be chosen: measuring LOB sizes scans every table holding LOB columns.
+  const dmsCandidate = spec.method === 'dms' || (spec.method === 'auto' && (logical?.blockers.length ?? 0) > 0);
+  const dms = spec.dms?.enabled && dmsCandidate ? await dmsReadiness(spec, source, tables) : undefined;
   const method =
     spec.method === 'logical' || (spec.method === 'auto' && logical?.blockers.length === 0)
       ? 'logical'

@@ -3,7 +3,7 @@
  * import them. Nothing here ever holds a secret: endpoints carry password references.
  */
 import type { TableName } from './pg/sql';
-import type { AwsResource, DmsPlan, ProvisionedTarget } from './aws/model';
+import type { AwsResource, DmsPlan, DmsProgress, ProvisionedTarget } from './aws/model';
 
 export type Phase =
   | 'starting'
@@ -209,6 +209,8 @@ export interface MigrationStatus {
   warnings?: string[];
   /** target.provision: the instance and what was created for it (no secret: a reference to it). */
   provisioned?: ProvisionedTarget;
+  /** Method dms: the resources pgmove created and the task's last describe. */
+  dms?: { resources: AwsResource[]; task?: DmsProgress };
   /** AWS resources deleted by cleanup (or kept, with the reason). */
   awsCleanup?: { deleted: AwsResource[]; kept: string[] };
 }

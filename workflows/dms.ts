@@ -40,9 +40,11 @@ export async function runDms(ctx: LogicalContext, plan: DmsPlan, provisioned: Pr
   ctx.enterPhase('copy');
   status.cleanupOwed.push('delete the DMS task, endpoints, replication instance and subnet group');
   const created = await dms.createDmsResources(input);
-  (status.warnings ??= []).push(`DMS: ${created.resources.map((r) => `${r.kind} ${r.id}`).join(', ')}`);
-  await dms.startDmsTask(input);
+  status.dms = { resources: created.resources };
+  ctx.publish();
+  status.dms.task = await dms.startDmsTask(input);
   const loaded = await load.waitDmsFullLoad(input);
+  status.dms.task = loaded;
   status.totals = { ...status.totals, tables: plan.tables.length, tablesDone: loaded.tablesLoaded };
   ctx.publish();
 
@@ -60,6 +62,7 @@ export async function syncDmsUntilCutover(ctx: LogicalContext, plan: DmsPlan, pr
   const interval = spec.logical.statusInterval as Duration;
   for (;;) {
     const [task, slots] = await Promise.all([quick.describeDmsTask(input), quick.dmsSlotState({ spec })]);
+    if (status.dms) status.dms.task = task;
     const retained = Math.max(0, ...slots.slots.map((s) => s.retainedWalBytes));
     const lag = Math.max(0, ...slots.slots.map((s) => s.lagBytes));
     status.replication = {

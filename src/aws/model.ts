@@ -53,3 +53,14 @@ export interface DmsPlan {
   maxLobColumn?: string;
   lobColumns: number;
 }
+
+/** A DMS task as its describe call reports it. */
+export interface DmsProgress {
+  status: string;
+  fullLoadPercent: number;
+  tablesLoaded: number;
+  tablesLoading: number;
+  tablesQueued: number;
+  tablesErrored: number;
+  lastFailure?: string;
+}

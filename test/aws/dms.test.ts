@@ -149,6 +149,8 @@ test('dms workflow against moto: pre-data, DMS resources, full load followed, po
   expect(syncing.method).toBe('dms');
   expect(Object.keys(syncing.timings)).toEqual(expect.arrayContaining(['preflight', 'preData', 'copy', 'postData', 'syncing']));
   expect(syncing.replication).toMatchObject({ streaming: false, warning: 'no DMS replication slot on the source yet' });
+  expect(syncing.dms?.resources.map((r) => r.kind)).toEqual(['replicationSubnetGroup', 'replicationInstance', 'dmsEndpoint', 'dmsEndpoint', 'replicationTask']);
+  expect(syncing.dms?.task?.status).toBe('running');
   expect((await moto.aws.dms.send(new DescribeReplicationTasksCommand({}))).ReplicationTasks?.map((t) => [t.ReplicationTaskIdentifier, t.Status])).toEqual([['pgmove-lobs-dms-wf-dms-task', 'running']]);
   // pgmove's own pre-data and post-data ran on the target (DMS only moves rows).
   expect(await userObjects(target, 'lobs')).toEqual(expect.arrayContaining(['audit_log', 'blobs', 'blobs_pkey', 'docs', 'docs_pkey']));
