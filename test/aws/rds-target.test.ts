@@ -141,6 +141,13 @@ test('rds target end to end: resources with the right properties, worker SIGKILL
   expect(JSON.stringify(result)).not.toContain(password);
   for (const worker of stack.workers) expect(readFileSync(worker.logFile, 'utf8')).not.toContain(password);
 
+  // `pgmove status` shows the instance and what was created for it, with the reference, never the password.
+  const shown = pgmoveCli(stack, ['status', 'shop-to-rds']);
+  expect(shown.stdout).toContain(`RDS instance ${identifier} (us-east-1) at ${instance.Endpoint!.Address}:5432, data path 127.0.0.1:${target.port}`);
+  expect(shown.stdout).toMatch(/aws +securityGroup sg-\S+ — pgmove-shop-to-rds-sg: tcp\/5432 from 10\.20\.0\.0\/16 \(reused from an earlier attempt\)/);
+  expect(shown.stdout).toMatch(/aws +dbParameterGroup pgmove-shop-to-rds-params — rds\.logical_replication=1, work_mem=65536/);
+  expect(shown.stdout).not.toContain(password);
+
   // Data equal on the database behind the endpoint override.
   expect(await compareDatabases(ref(source, 'shop'), ref(target, 'shop'))).toEqual([]);
 });
