@@ -206,3 +206,13 @@ test('`pgmove cleanup ID`: the completed migration keeps its instance; --delete-
   // The abort test's untagged look-alikes are still there.
   expect(await awsInventory(moto.aws, 'pgmove-shop-abort')).toEqual(['instance pgmove-shop-abort-2', 'security-group pgmove-shop-abort-sg-manual']);
 });
+
+test('dry run with target.provision: inputs checked against AWS read-only, the plan listed, nothing created', async () => {
+  const result = (await (await startMigration(stack, { ...rdsSpec('shop-dry'), dryRun: true } as MigrationSpecInput)).result()) as MigrationResult;
+  expect(result.outcome).toBe('dryRun');
+  expect(result.status.phase).toBe('dryRunCompleted');
+  expect(result.status.warnings?.join('\n')).toMatch(
+    /dry run: would create security group pgmove-shop-dry-sg in vpc-\S+ \(tcp\/5432 from 10\.20\.0\.0\/16\); DB subnet group pgmove-shop-dry-subnets; DB parameter group pgmove-shop-dry-params \(rds\.logical_replication=1, work_mem=65536\); DB instance pgmove-shop-dry \(db\.t4g\.micro, PostgreSQL 16\.4, 20 GB\)/,
+  );
+  expect(await awsInventory(moto.aws, 'pgmove-shop-dry')).toEqual([]);
+});
