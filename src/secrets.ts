@@ -1,11 +1,13 @@
 /**
- * Resolves password references (env:NAME, file:/path, k8s-secret:namespace/name/key) inside activities
+ * Resolves password references (env:NAME, file:/path, k8s-secret:namespace/name/key,
+ * aws-secretsmanager:ARN[#key]) inside activities
  * and the CLI, never in workflow code: the reference travels through Temporal, the value never does.
  */
 import { readFile } from 'node:fs/promises';
 import { ApplicationFailure } from '@temporalio/common';
 import { CommandError, run } from './exec';
 import { kubectlProgram } from './exec-backend';
+import { AWS_SECRET_PREFIX, resolveAwsSecret } from './aws/secret-ref';
 
 export async function resolveSecret(reference: string | undefined, field: string): Promise<string | undefined> {
   if (reference === undefined) return undefined;
@@ -33,8 +35,9 @@ export async function resolveSecret(reference: string | undefined, field: string
       );
     }
   }
+  if (reference.startsWith(AWS_SECRET_PREFIX)) return resolveAwsSecret(reference, field);
   if (reference.startsWith('k8s-secret:')) return readKubernetesSecret(reference.slice('k8s-secret:'.length), field);
-  throw ApplicationFailure.nonRetryable(`${field}: unsupported secret reference (use env:NAME, file:/path or k8s-secret:namespace/name/key)`, 'BadSpec');
+  throw ApplicationFailure.nonRetryable(`${field}: unsupported secret reference (use env:NAME, file:/path, k8s-secret:namespace/name/key or aws-secretsmanager:ARN[#key])`, 'BadSpec');
 }
 
 /**

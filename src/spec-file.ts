@@ -1,17 +1,17 @@
 /** Reads a spec file (YAML, or JSON which is YAML too) and validates it before anything starts. */
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
-import { parseSpec, type MigrationSpec, type MigrationSpecInput } from './spec';
+import { parseSpecInput, type MigrationSpecInput, type ParsedSpec } from './spec';
 
 export interface LoadedSpec {
   /** What the operator wrote: the workflow input (references only, no secrets). */
   input: MigrationSpecInput;
-  spec: MigrationSpec;
+  spec: ParsedSpec;
 }
 
 export function loadSpecFile(path: string): LoadedSpec {
   const input = readSpecFile(path);
-  const spec = parseSpec(input);
+  const spec = parseSpecInput(input);
   return { input: input as MigrationSpecInput, spec };
 }
 

@@ -6,15 +6,17 @@
 import { z } from 'zod';
 import { sizeBytes } from './units';
 import { privilegeElevationSchema } from './elevation-spec';
+import { awsSchema, dmsSchema, endpointOverrideSchema, rdsProvisionSchema } from './aws/spec';
 
-const SECRET_REF = /^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+|k8s-secret:[a-z0-9]([-a-z0-9]*[a-z0-9])?\/[a-z0-9]([-.a-z0-9]*[a-z0-9])?\/[-._a-zA-Z0-9]+)$/;
+const SECRET_REF =
+  /^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+|k8s-secret:[a-z0-9]([-a-z0-9]*[a-z0-9])?\/[a-z0-9]([-.a-z0-9]*[a-z0-9])?\/[-._a-zA-Z0-9]+|aws-secretsmanager:arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[^#]+(#.+)?)$/;
 const ALLOWED_URI_PARAMETERS = new Set(['sslmode', 'sslrootcert', 'connect_timeout', 'application_name']);
 const DURATION = /^\d+(\.\d+)?\s*(ms|s|m|h|d)$/;
 
 /** A password reference (shared with the cluster spec's role passwords). */
 export const secretRef = z
   .string()
-  .regex(SECRET_REF, 'must be a reference like env:SOURCE_PASSWORD, file:/run/secrets/pw or k8s-secret:namespace/name/key, never the password itself');
+  .regex(SECRET_REF, 'must be a reference like env:SOURCE_PASSWORD, file:/run/secrets/pw, k8s-secret:namespace/name/key or aws-secretsmanager:<secret ARN>#password, never the password itself');
 
 const postgresUri = z
   .string()
@@ -51,6 +53,26 @@ const endpoint = z
 
 /** The source endpoint may carry the privilege elevation ("privilege hack", see src/elevation-spec.ts). */
 const sourceEndpoint = endpoint.extend({ privilegeElevation: privilegeElevationSchema.optional() }).strict();
+/** The target: an existing database (uri), or an RDS instance pgmove creates (provision). */
+const target = z
+  .object({
+    uri: postgresUri.optional(),
+    password: secretRef.optional(),
+    provision: rdsProvisionSchema.optional(),
+    endpointOverride: endpointOverrideSchema.optional(),
+  })
+  .strict()
+  .refine((t) => (t.uri === undefined) !== (t.provision === undefined), {
+    message: 'give exactly one of target.uri (an existing, empty database) and target.provision (an RDS instance pgmove creates)',
+  })
+  .refine((t) => t.provision === undefined || t.password === undefined, {
+    path: ['password'],
+    message: 'an instance pgmove provisions gets its master password from RDS (kept in Secrets Manager): remove target.password',
+  })
+  .refine((t) => t.endpointOverride === undefined || t.provision !== undefined, {
+    path: ['endpointOverride'],
+    message: 'only with target.provision (with target.uri, write the address you want into the URI)',
+  });
 
 const duration = z.string().regex(DURATION, 'must be a duration like 30s, 15m, 4h or 1d');
 
@@ -74,8 +96,11 @@ export const specSchema = z
       .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/, 'must be letters, digits, ".", "_" or "-" (it becomes the workflow id)')
       .optional(),
     source: sourceEndpoint,
-    target: endpoint,
-    method: z.enum(['auto', 'dump', 'logical']).default('auto'),
+    target,
+    method: z.enum(['auto', 'dump', 'logical', 'dms']).default('auto'),
+    aws: awsSchema.default({ region: 'us-east-1' }),
+    /** Method dms (AWS DMS); offered by pre-flight only when this block is present. */
+    dms: dmsSchema.optional(),
     jobs: z.number().int().min(1).max(64).default(4),
     include: z
       .object({ schemas: z.array(z.string().min(1)).default([]), tables: z.array(qualifiedTable).default([]) })
@@ -193,12 +218,23 @@ export const specSchema = z
   .refine((spec) => sizeBytes(spec.logical.walWarningBytes) <= sizeBytes(spec.logical.walLimitBytes), {
     path: ['logical', 'walWarningBytes'],
     message: 'must not be above logical.walLimitBytes',
+  })
+  .refine((spec) => spec.method !== 'dms' || (spec.dms !== undefined && spec.dms.enabled), {
+    path: ['method'],
+    message: 'method dms needs a dms: {...} block (replication instance class, LOB limit, ...) — see the README',
   });
 
 /** What the operator writes (defaults optional). */
 export type MigrationSpecInput = z.input<typeof specSchema>;
-/** The validated spec with every default filled in: this is the workflow's input after pre-flight. */
-export type MigrationSpec = z.output<typeof specSchema>;
+/** A validated spec whose target may still be `provision` (what the CLI checks before starting). */
+export type ParsedSpec = z.output<typeof specSchema>;
+/** The data path of a target: an existing database, or the provisioned instance once it exists. */
+export interface ResolvedTarget {
+  uri: string;
+  password?: string;
+}
+/** The validated spec with every default filled in and the target resolved: the workflow's input after pre-flight. */
+export type MigrationSpec = Omit<ParsedSpec, 'target'> & { target: ResolvedTarget };
 
 export class SpecError extends Error {
   constructor(public readonly problems: string[]) {
@@ -207,8 +243,17 @@ export class SpecError extends Error {
   }
 }
 
-/** Validates an already-parsed spec object; throws SpecError listing every problem by field path. */
+/** Validates a spec whose target is an existing database (or already provisioned); throws SpecError. */
 export function parseSpec(input: unknown): MigrationSpec {
+  const spec = parseSpecInput(input);
+  if (spec.target.uri === undefined) {
+    throw new SpecError(['target.provision: the instance does not exist yet (the workflow\'s provisionTarget phase creates it and resolves the target)']);
+  }
+  return { ...spec, target: { uri: spec.target.uri, password: spec.target.password } };
+}
+
+/** Validates an already-parsed spec object; throws SpecError listing every problem by field path. */
+export function parseSpecInput(input: unknown): ParsedSpec {
   const result = specSchema.safeParse(input);
   if (result.success) return result.data;
   const problems = result.error.issues.map((issue) => {
@@ -222,13 +267,18 @@ export function parseSpec(input: unknown): MigrationSpec {
 }
 
 /** Workflow id for a spec: its `id`, else derived from the source and target database names. */
-export function migrationIdFor(spec: Pick<MigrationSpec, 'id' | 'source' | 'target'>): string {
+export function migrationIdFor(spec: Pick<ParsedSpec, 'id' | 'source' | 'target'>): string {
   if (spec.id) return spec.id;
+  if (spec.target.uri === undefined) {
+    const database = new URL(spec.source.uri).pathname.slice(1);
+    return `pgmove-${spec.target.provision?.identifier ?? `rds-${database}`}`.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 200);
+  }
+  const targetUri = spec.target.uri;
   const part = (uri: string) => {
     const url = new URL(uri);
     return `${url.hostname}-${url.pathname.slice(1)}`.replace(/[^A-Za-z0-9._-]/g, '_');
   };
-  return `pgmove-${part(spec.source.uri)}-to-${part(spec.target.uri)}`.slice(0, 200);
+  return `pgmove-${part(spec.source.uri)}-to-${part(targetUri)}`.slice(0, 200);
 }
 
 export { durationMs, sizeBytes } from './units';

@@ -1,3 +1,4 @@
 /** Workflow entry points bundled by the worker. */
 export { migrateDatabase } from './migrate-database';
 export { migrateCluster } from './migrate-cluster';
+export { cleanupMigration } from './cleanup';

@@ -28,6 +28,8 @@ import { abortSignal, cutoverSignal, databaseProgressSignal, migrationPhaseKey, 
 import { renderStatusMarkdown } from './status-markdown';
 import { durationMs } from '../src/units';
 import { cutoverActivities, cutoverRefusal, runLogical, syncUntilCutover, voteFailed, type CutoverControl, type LogicalContext } from './logical';
+import { provisionIfNeeded, releaseAwsResources } from './aws';
+import { runDms, syncDmsUntilCutover } from './dms';
 
 export interface MigrationResult {
   migrationId: string;
@@ -187,10 +189,13 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
         spec = resume.spec;
         targetTouched = true;
         targetExtensions = resume.targetExtensions;
-        await syncUntilCutover(logicalContext(resume.spec, resume.binDir), resume.knownTables);
+        if (status.method === 'dms') await syncDmsUntilCutover(logicalContext(resume.spec, resume.binDir), status.preflight!.dms!, status.provisioned);
+        else await syncUntilCutover(logicalContext(resume.spec, resume.binDir), resume.knownTables);
         completed = true;
         return;
       }
+      const resolvedInput = await provisionIfNeeded(input, migrationId, status, enterPhase);
+      if (input.dryRun && input.target.provision) return;
       if (input.source?.privilegeElevation) {
         enterPhase('elevatePrivileges');
         // Owed before it starts: a crash half-way is undone from what the server records.
@@ -200,7 +205,7 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
         publish();
       }
       enterPhase('preflight');
-      const checked = await preflightActivity(input)(input);
+      const checked = await preflightActivity(input)(resolvedInput);
       spec = checked.spec;
       status.preflight = checked.report;
       status.method = checked.report.method;
@@ -210,6 +215,16 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
       const acts = phaseActivities(spec);
       const ready = spec;
       let sourceAtSnapshot: SourceTableChecksum[] | undefined;
+
+      if (status.method === 'dms') {
+        enterPhase('preData');
+        targetTouched = true;
+        status.cleanupOwed.push('reset the target if the migration does not complete');
+        await acts.schema.preData({ spec: ready, migrationId, binDir: checked.report.clientTools.binDir });
+        await runDms(logicalContext(ready, checked.report.clientTools.binDir), checked.report.dms!, status.provisioned);
+        completed = true;
+        return;
+      }
 
       if (status.method === 'logical') {
         enterPhase('preData');
@@ -270,15 +285,18 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
     status.errors.push(aborted ? `aborted: ${status.abortReason}` : errorMessage(error));
     const keepTarget = (error instanceof ApplicationFailure && error.type === 'ValidationFailed') || control.switchedAt !== undefined;
     await finish(spec, migrationId, status, targetTouched && !keepTarget, targetExtensions, enterPhase, publish);
+    await releaseAwsResources(input, migrationId, status, keepTarget, publish);
     await revertElevation(input, migrationId, status, enterPhase, publish);
     enterPhase(aborted ? 'aborted' : 'failed');
     if (aborted) throw ApplicationFailure.nonRetryable(`migration aborted: ${status.abortReason}`, 'Aborted');
     throw error;
   }
   await finish(spec, migrationId, status, targetTouched && !completed, targetExtensions, enterPhase, publish);
+  await releaseAwsResources(input, migrationId, status, completed, publish);
   await revertElevation(input, migrationId, status, enterPhase, publish);
-  enterPhase(spec?.dryRun ? 'dryRunCompleted' : 'completed');
-  return { migrationId, outcome: spec?.dryRun ? 'dryRun' : 'completed', status };
+  const dryRun = spec?.dryRun ?? input.dryRun === true;
+  enterPhase(dryRun ? 'dryRunCompleted' : 'completed');
+  return { migrationId, outcome: dryRun ? 'dryRun' : 'completed', status };
 }
 
 /** Cleanup runs even when the workflow was cancelled or aborted; its own failure is reported too. */

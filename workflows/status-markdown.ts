@@ -6,6 +6,14 @@ const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 export function renderStatusMarkdown(status: MigrationStatus): string {
   const lines = [`## ${status.migrationId}: ${status.phase}`, ''];
   lines.push(`- **method**: ${status.method}${status.methodReason ? ` — ${status.methodReason}` : ''}`);
+  const p = status.provisioned;
+  if (p) {
+    lines.push(`- **target instance**: ${p.instanceIdentifier} (${p.region}) at ${p.endpoint.host}:${p.endpoint.port}${p.dataPath.host !== p.endpoint.host ? `, data path ${p.dataPath.host}:${p.dataPath.port}` : ''}`);
+    lines.push(`- **AWS resources**: ${p.resources.map((r) => `${r.kind} ${r.id}${r.reused ? ' (reused)' : ''}`).join(', ')}`);
+  }
+  const t = status.dms?.task;
+  if (t) lines.push(`- **DMS task**: ${t.status}, full load ${t.fullLoadPercent}%, ${t.tablesLoaded} table(s) loaded, ${t.tablesLoading} loading, ${t.tablesQueued} queued, ${t.tablesErrored} errored`);
+  if (status.awsCleanup?.deleted.length) lines.push(`- **AWS deleted**: ${status.awsCleanup.deleted.map((r) => `${r.kind} ${r.id}`).join(', ')}`);
   if (status.totals.tables > 0) {
     lines.push(
       `- **tables**: ${status.totals.tablesDone}/${status.totals.tables} done, ${status.totals.rows} rows, ${mb(status.totals.bytes)} copied (of ~${mb(status.totals.totalBytes)} on disk)`,

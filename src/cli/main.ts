@@ -16,6 +16,7 @@ import { runWorker, workerOptionsFromEnv } from '../../worker/main';
 import { checkHealth } from '../../worker/health';
 import { devDown, devStatus, devUp } from '../../scripts/dev-stack';
 import { runDemo } from '../../scripts/demo';
+import { cleanupCommand } from './cleanup';
 
 const program = new Command();
 program
@@ -64,7 +65,7 @@ program
         taskQueue: options.taskQueue,
         workflowId: id,
         args: [input],
-        staticSummary: `pgmove ${spec.dryRun ? 'dry run' : 'migration'}: ${new URL(spec.source.uri).host} → ${new URL(spec.target.uri).host}`,
+        staticSummary: `pgmove ${spec.dryRun ? 'dry run' : 'migration'}: ${new URL(spec.source.uri).host} → ${spec.target.uri ? new URL(spec.target.uri).host : `new RDS instance (${spec.aws.region})`}`,
         staticDetails: `method ${spec.method}, ${spec.jobs} job(s), spec ${options.file}`,
         typedSearchAttributes: [{ key: migrationPhaseKey, value: 'starting' }],
       });
@@ -162,6 +163,18 @@ program
     const result = await checkHealth(options.url, Number(options.timeout));
     console.log(result.detail);
     process.exitCode = result.ok ? 0 : 1;
+  });
+
+program
+  .command('cleanup')
+  .description('delete the AWS resources an ended migration left behind (only those tagged with its id); --dry-run lists them')
+  .argument('<id>', 'workflow id of the ended migration')
+  .option('--dry-run', 'list what would be deleted, delete nothing')
+  .option('--delete-target', 'also delete the provisioned RDS instance kept after a completed migration or with keepTargetOnAbort')
+  .option('--task-queue <name>', 'Temporal task queue of the pgmove workers (they run the deletion with their AWS identity)', process.env.PGMOVE_TASK_QUEUE ?? TASK_QUEUE)
+  .action(async (id: string, options: { dryRun?: boolean; deleteTarget?: boolean; taskQueue: string }) => {
+    const ok = await withTemporalClient((client) => cleanupCommand(client, id, options));
+    process.exitCode = ok ? 0 : 1;
   });
 
 const dev = program.command('dev').description('the embedded default stack: Temporal dev server + Web UI, a worker, source and target PostgreSQL');

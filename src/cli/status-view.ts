@@ -59,6 +59,16 @@ export function renderStatus(view: StatusSnapshot): string {
     `migration ${status.migrationId}: ${status.phase} (workflow ${view.workflowStatus})`,
     `method    ${status.method}${status.methodReason ? ` — ${status.methodReason}` : ''}`,
   ];
+  const p = status.provisioned;
+  if (p) {
+    lines.push(`target    RDS instance ${p.instanceIdentifier} (${p.region}) at ${p.endpoint.host}:${p.endpoint.port}, data path ${p.dataPath.host}:${p.dataPath.port}, password ${p.passwordRef}`);
+    lines.push(...p.resources.map((r) => `  aws     ${r.kind} ${r.id}${r.detail ? ` — ${r.detail}` : ''}${r.reused ? ' (reused from an earlier attempt)' : ''}`));
+  }
+  for (const r of status.dms?.resources ?? []) lines.push(`dms       ${r.kind} ${r.id}${r.detail ? ` — ${r.detail}` : ''}${r.reused ? ' (reused)' : ''}`);
+  const t = status.dms?.task;
+  if (t) lines.push(`dms task  ${t.status}, full load ${t.fullLoadPercent}%, ${t.tablesLoaded} loaded, ${t.tablesLoading} loading, ${t.tablesQueued} queued, ${t.tablesErrored} errored${t.lastFailure ? ` — ${t.lastFailure}` : ''}`);
+  for (const r of status.awsCleanup?.deleted ?? []) lines.push(`deleted   ${r.kind} ${r.id}`);
+  for (const kept of status.awsCleanup?.kept ?? []) lines.push(`kept      ${kept}`);
   if (status.totals.tables) {
     lines.push(`tables    ${status.totals.tablesDone}/${status.totals.tables} done, ${view.liveRows} rows, ${mb(view.liveBytes)} copied of ~${mb(status.totals.totalBytes)}`);
     const rows = Object.entries(status.tables)

@@ -1,0 +1,237 @@
+/**
+ * Phase 11 for AWS: deletes what this migration created, in reverse order of creation — DMS task,
+ * endpoints, replication instance, replication subnet group, then (unless the instance is kept) the
+ * DB instance, its parameter group, subnet group and security group. Resources are found by their
+ * deterministic names and deleted only when tagged with this migration's id (a DMS subnet group has
+ * no tags: its description records the owner); anything else is listed as skipped, never touched.
+ * Idempotent; `dryRun` lists what would be deleted. Used by the workflow and by `pgmove cleanup`.
+ */
+import { DeleteSecurityGroupCommand, DescribeSecurityGroupsCommand } from '@aws-sdk/client-ec2';
+import {
+  DeleteDBInstanceCommand,
+  DeleteDBParameterGroupCommand,
+  DeleteDBSubnetGroupCommand,
+  DescribeDBInstancesCommand,
+  DescribeDBParameterGroupsCommand,
+  DescribeDBSubnetGroupsCommand,
+  ListTagsForResourceCommand,
+} from '@aws-sdk/client-rds';
+import {
+  DeleteEndpointCommand,
+  DeleteReplicationInstanceCommand,
+  DeleteReplicationSubnetGroupCommand,
+  DeleteReplicationTaskCommand,
+  DescribeEndpointsCommand,
+  DescribeReplicationInstancesCommand,
+  DescribeReplicationSubnetGroupsCommand,
+  DescribeReplicationTasksCommand,
+  ListTagsForResourceCommand as DmsListTagsCommand,
+  StopReplicationTaskCommand,
+} from '@aws-sdk/client-database-migration-service';
+import { Context } from '@temporalio/activity';
+import { withAws, type AwsClients } from '../src/aws/clients';
+import { awsCall, awsErrorCode, isAwsNotFound } from '../src/aws/errors';
+import { ownership, provisionNames, type ProvisionNames } from '../src/aws/names';
+import type { AwsResource, DeprovisionResult } from '../src/aws/model';
+import type { AwsSettings } from '../src/aws/spec';
+import { describeOrUndefined, findInstance } from '../src/aws/lookup';
+import { startHeartbeat } from '../src/heartbeat';
+import { activityLogger } from '../src/log';
+import { waitGone } from '../src/aws/wait';
+
+export interface AwsCleanupInput {
+  migrationId: string;
+  aws: AwsSettings;
+  /** target.provision.identifier, when the spec named one (the names derive from it). */
+  identifier?: string;
+  /** Delete only the DMS resources (after a successful migration the instance is the product). */
+  dmsOnly: boolean;
+  dryRun?: boolean;
+}
+
+const FIELD = 'cleanup';
+
+export async function cleanupAwsResources(input: AwsCleanupInput): Promise<DeprovisionResult> {
+  const names = provisionNames(input.migrationId, input.identifier);
+  const result: DeprovisionResult = { deleted: [], skipped: [], dryRun: input.dryRun ?? false };
+  const progress = { step: 'describing', deleted: [] as string[] };
+  const heartbeat = inActivity() ? startHeartbeat(() => progress, 5000) : undefined;
+  const log = activityLogger('cleanup');
+  try {
+    await withAws(input.aws, async (aws) => {
+      const steps: [string, () => Promise<void>][] = [
+        ['DMS replication task', () => dmsTask(aws, names, input, result)],
+        ['DMS endpoints', () => dmsEndpoints(aws, names, input, result)],
+        ['DMS replication instance', () => dmsInstance(aws, names, input, result)],
+        ['DMS replication subnet group', () => dmsSubnetGroup(aws, names, input, result)],
+      ];
+      if (!input.dmsOnly) {
+        steps.push(
+          ['DB instance', () => dbInstance(aws, names, input, result)],
+          ['DB parameter group', () => dbParameterGroup(aws, names, input, result)],
+          ['DB subnet group', () => dbSubnetGroup(aws, names, input, result)],
+          ['security group', () => securityGroup(aws, names, input, result)],
+        );
+      }
+      for (const [step, run] of steps) {
+        progress.step = step;
+        await run();
+        progress.deleted = result.deleted.map((r) => `${r.kind}:${r.id}`);
+      }
+    });
+  } finally {
+    heartbeat?.stop();
+  }
+  log.info({ deleted: progress.deleted, skipped: result.skipped, dryRun: result.dryRun }, 'AWS cleanup finished');
+  return result;
+}
+
+function inActivity(): boolean {
+  try {
+    Context.current();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+type Step = (aws: AwsClients, names: ProvisionNames, input: AwsCleanupInput, result: DeprovisionResult) => Promise<void>;
+
+/** Records a found resource: deleted when ours (unless dry run), skipped otherwise. */
+async function handle(result: DeprovisionResult, owner: 'ours' | 'other' | 'untagged', resource: AwsResource, remove: () => Promise<void>): Promise<void> {
+  if (owner !== 'ours') {
+    result.skipped.push(`${resource.kind} ${resource.id} (${owner === 'other' ? 'tagged by another migration' : 'not tagged by pgmove'}: left alone)`);
+    return;
+  }
+  if (!result.dryRun) await remove();
+  result.deleted.push(resource);
+}
+
+async function dmsTags(aws: AwsClients, arn: string | undefined) {
+  if (!arn) return [];
+  return (await awsCall('reading DMS tags', FIELD, () => aws.dms.send(new DmsListTagsCommand({ ResourceArn: arn })))).TagList ?? [];
+}
+
+/** DMS describes answer ResourceNotFoundFault for an empty filter result. */
+async function dmsDescribe<T>(describe: () => Promise<T[] | undefined>): Promise<T[]> {
+  try {
+    return (await describe()) ?? [];
+  } catch (error) {
+    if (isAwsNotFound(error)) return [];
+    return awsCall('describing DMS resources', FIELD, () => Promise.reject(error));
+  }
+}
+
+const dmsTask: Step = async (aws, names, input, result) => {
+  const tasks = await dmsDescribe(() => aws.dms.send(new DescribeReplicationTasksCommand({ Filters: [{ Name: 'replication-task-id', Values: [names.dmsTask] }] })).then((r) => r.ReplicationTasks));
+  for (const task of tasks) {
+    const owner = ownership(await dmsTags(aws, task.ReplicationTaskArn), input.migrationId);
+    await handle(result, owner, { kind: 'replicationTask', id: names.dmsTask, arn: task.ReplicationTaskArn, detail: task.Status }, async () => {
+      if (task.Status === 'running' || task.Status === 'starting') {
+        await aws.dms.send(new StopReplicationTaskCommand({ ReplicationTaskArn: task.ReplicationTaskArn })).catch((error: unknown) => {
+          if (awsErrorCode(error) !== 'InvalidResourceStateFault') throw error;
+        });
+      }
+      await awsCall('deleting the DMS task', FIELD, () => aws.dms.send(new DeleteReplicationTaskCommand({ ReplicationTaskArn: task.ReplicationTaskArn })));
+      await waitGone(`DMS task ${names.dmsTask}`, async () =>
+        (await dmsDescribe(() => aws.dms.send(new DescribeReplicationTasksCommand({ Filters: [{ Name: 'replication-task-id', Values: [names.dmsTask] }] })).then((r) => r.ReplicationTasks))).length > 0,
+      );
+    });
+  }
+};
+
+const dmsEndpoints: Step = async (aws, names, input, result) => {
+  for (const id of [names.dmsSourceEndpoint, names.dmsTargetEndpoint]) {
+    const endpoints = await dmsDescribe(() => aws.dms.send(new DescribeEndpointsCommand({ Filters: [{ Name: 'endpoint-id', Values: [id] }] })).then((r) => r.Endpoints));
+    for (const endpoint of endpoints) {
+      const owner = ownership(await dmsTags(aws, endpoint.EndpointArn), input.migrationId);
+      await handle(result, owner, { kind: 'dmsEndpoint', id, arn: endpoint.EndpointArn }, async () => {
+        await awsCall('deleting a DMS endpoint', FIELD, () => aws.dms.send(new DeleteEndpointCommand({ EndpointArn: endpoint.EndpointArn })));
+      });
+    }
+  }
+};
+
+const dmsInstance: Step = async (aws, names, input, result) => {
+  const describe = () =>
+    dmsDescribe(() => aws.dms.send(new DescribeReplicationInstancesCommand({ Filters: [{ Name: 'replication-instance-id', Values: [names.dmsInstance] }] })).then((r) => r.ReplicationInstances));
+  for (const instance of await describe()) {
+    const owner = ownership(await dmsTags(aws, instance.ReplicationInstanceArn), input.migrationId);
+    await handle(result, owner, { kind: 'replicationInstance', id: names.dmsInstance, arn: instance.ReplicationInstanceArn }, async () => {
+      if (instance.ReplicationInstanceStatus !== 'deleting') {
+        await awsCall('deleting the DMS replication instance', FIELD, () => aws.dms.send(new DeleteReplicationInstanceCommand({ ReplicationInstanceArn: instance.ReplicationInstanceArn })));
+      }
+      await waitGone(`DMS replication instance ${names.dmsInstance}`, async () => (await describe()).length > 0);
+    });
+  }
+};
+
+const dmsSubnetGroup: Step = async (aws, names, input, result) => {
+  const groups = await dmsDescribe(() =>
+    aws.dms.send(new DescribeReplicationSubnetGroupsCommand({ Filters: [{ Name: 'replication-subnet-group-id', Values: [names.dmsSubnetGroup] }] })).then((r) => r.ReplicationSubnetGroups),
+  );
+  for (const group of groups) {
+    // Replication subnet groups carry no readable tags: pgmove writes its owner into the description.
+    const owner = group.ReplicationSubnetGroupDescription === `pgmove ${input.migrationId}` ? 'ours' : 'untagged';
+    await handle(result, owner, { kind: 'replicationSubnetGroup', id: names.dmsSubnetGroup }, async () => {
+      await awsCall('deleting the DMS replication subnet group', FIELD, () =>
+        aws.dms.send(new DeleteReplicationSubnetGroupCommand({ ReplicationSubnetGroupIdentifier: names.dmsSubnetGroup })),
+      ).catch((error: unknown) => {
+        if (!isAwsNotFound(error)) throw error;
+      });
+    });
+  }
+};
+
+async function rdsOwner(aws: AwsClients, arn: string | undefined, migrationId: string) {
+  if (!arn) return 'untagged' as const;
+  const tags = (await awsCall('reading RDS tags', FIELD, () => aws.rds.send(new ListTagsForResourceCommand({ ResourceName: arn })))).TagList;
+  return ownership(tags, migrationId);
+}
+
+const dbInstance: Step = async (aws, names, input, result) => {
+  const found = await findInstance(aws, { names, migrationId: input.migrationId }, { foreignIsError: false });
+  if (!found) {
+    // Not ours, or absent: say which.
+    const any = await describeOrUndefined(() => aws.rds.send(new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.instance })).then((r) => r.DBInstances?.[0]));
+    if (any) result.skipped.push(`dbInstance ${names.instance} (not tagged by this migration: left alone)`);
+    return;
+  }
+  await handle(result, 'ours', { kind: 'dbInstance', id: names.instance, arn: found.DBInstanceArn, detail: found.DBInstanceStatus }, async () => {
+    if (found.DBInstanceStatus !== 'deleting') {
+      await awsCall('deleting the DB instance', FIELD, () =>
+        aws.rds.send(new DeleteDBInstanceCommand({ DBInstanceIdentifier: names.instance, SkipFinalSnapshot: true, DeleteAutomatedBackups: true })),
+      ).catch((error: unknown) => {
+        if (!isAwsNotFound(error)) throw error;
+      });
+    }
+    await waitGone(`DB instance ${names.instance}`, async () => (await findInstance(aws, { names, migrationId: input.migrationId }, { foreignIsError: false })) !== undefined);
+  });
+};
+
+const dbParameterGroup: Step = async (aws, names, input, result) => {
+  const group = await describeOrUndefined(() => aws.rds.send(new DescribeDBParameterGroupsCommand({ DBParameterGroupName: names.parameterGroup })).then((r) => r.DBParameterGroups?.[0]));
+  if (!group) return;
+  await handle(result, await rdsOwner(aws, group.DBParameterGroupArn, input.migrationId), { kind: 'dbParameterGroup', id: names.parameterGroup }, async () => {
+    await awsCall('deleting the DB parameter group', FIELD, () => aws.rds.send(new DeleteDBParameterGroupCommand({ DBParameterGroupName: names.parameterGroup })));
+  });
+};
+
+const dbSubnetGroup: Step = async (aws, names, input, result) => {
+  const group = await describeOrUndefined(() => aws.rds.send(new DescribeDBSubnetGroupsCommand({ DBSubnetGroupName: names.subnetGroup })).then((r) => r.DBSubnetGroups?.[0]));
+  if (!group) return;
+  await handle(result, await rdsOwner(aws, group.DBSubnetGroupArn, input.migrationId), { kind: 'dbSubnetGroup', id: names.subnetGroup }, async () => {
+    await awsCall('deleting the DB subnet group', FIELD, () => aws.rds.send(new DeleteDBSubnetGroupCommand({ DBSubnetGroupName: names.subnetGroup })));
+  });
+};
+
+const securityGroup: Step = async (aws, names, input, result) => {
+  const groups = (await awsCall('describing security groups', FIELD, () => aws.ec2.send(new DescribeSecurityGroupsCommand({ Filters: [{ Name: 'group-name', Values: [names.securityGroup] }] }))))
+    .SecurityGroups ?? [];
+  for (const group of groups) {
+    await handle(result, ownership(group.Tags, input.migrationId), { kind: 'securityGroup', id: group.GroupId!, detail: names.securityGroup }, async () => {
+      // DependencyViolation while the deleted instance's network interfaces linger: retried by Temporal.
+      await awsCall('deleting the security group', FIELD, () => aws.ec2.send(new DeleteSecurityGroupCommand({ GroupId: group.GroupId })));
+    });
+  }
+};
