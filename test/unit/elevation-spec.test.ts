@@ -24,7 +24,7 @@ function problems(input: unknown): string[] {
 test('k8s-secret:namespace/name/key is a password reference; malformed ones name the field', () => {
   expect(parseSpec(base).source.password).toBe('k8s-secret:metastore/metastore-postgresql/postgres-password');
   expect(problems({ ...base, target: { ...base.target, password: 'k8s-secret:Bad_NS/name' } })).toEqual([
-    'target.password: must be a reference like env:SOURCE_PASSWORD, file:/run/secrets/pw or k8s-secret:namespace/name/key, never the password itself',
+    'target.password: must be a reference like env:SOURCE_PASSWORD, file:/run/secrets/pw, k8s-secret:namespace/name/key or aws-secretsmanager:<secret ARN>#password, never the password itself',
   ]);
 });
 
