@@ -23,9 +23,10 @@ import type { Duration, RetryPolicy } from '@temporalio/common';
 import type * as activities from '../activities';
 import type { SourceTableChecksum } from '../activities/validate';
 import type { MigrationSpec, MigrationSpecInput } from '../src/spec';
-import type { CopyPlan, CopyUnitResult, CutoverRequest, MigrationStatus, Phase, ValidationReport } from '../src/model';
+import type { CutoverRequest, MigrationStatus, Phase, ValidationReport } from '../src/model';
 import { abortSignal, cutoverSignal, databaseProgressSignal, migrationPhaseKey, requestCutoverUpdate, statusQuery, type DatabaseProgress } from './messages';
 import { renderStatusMarkdown } from './status-markdown';
+import { initTableProgress, recordUnit, runUnits } from './copy-progress';
 import { durationMs } from '../src/units';
 import { cutoverActivities, cutoverRefusal, runLogical, syncUntilCutover, voteFailed, type CutoverControl, type LogicalContext } from './logical';
 import { provisionIfNeeded, releaseAwsResources } from './aws';
@@ -358,57 +359,6 @@ async function revertElevation(input: MigrationSpecInput, migrationId: string, s
     status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== REVERT_ELEVATION);
     publish();
   });
-}
-
-/**
- * Runs copy units with at most `jobs` in flight; finished units are never scheduled again. After the
- * first failure no new unit starts and the ones in flight are awaited (they end on their own or through
- * an abort), so cleanup never races a running COPY.
- */
-async function runUnits(plan: CopyPlan, jobs: number, copy: (unit: CopyPlan['units'][number]) => Promise<void>): Promise<void> {
-  const queue = [...plan.units];
-  const lane = async () => {
-    for (let unit = queue.shift(); unit; unit = queue.shift()) {
-      try {
-        await copy(unit);
-      } catch (error) {
-        queue.length = 0;
-        throw error;
-      }
-    }
-  };
-  const lanes = await Promise.allSettled(Array.from({ length: Math.max(1, Math.min(jobs, plan.units.length)) }, lane));
-  const failed = lanes.find((l): l is PromiseRejectedResult => l.status === 'rejected');
-  if (failed) throw failed.reason;
-}
-
-function initTableProgress(status: MigrationStatus, plan: CopyPlan): void {
-  for (const [name, table] of Object.entries(plan.tables)) {
-    status.tables[name] = { rows: 0, bytes: 0, totalBytes: table.bytes, unitsDone: 0, units: table.units, done: table.units === 0 };
-  }
-  status.totals = {
-    tables: Object.keys(plan.tables).length,
-    tablesDone: Object.values(status.tables).filter((t) => t.done).length,
-    rows: 0,
-    bytes: 0,
-    totalBytes: Object.values(plan.tables).reduce((sum, t) => sum + t.bytes, 0),
-  };
-}
-
-function recordUnit(status: MigrationStatus, result: CopyUnitResult): void {
-  for (const copied of result.tables) {
-    const table = status.tables[copied.table];
-    if (!table) continue;
-    table.rows += copied.rows;
-    table.bytes += copied.bytes;
-    table.unitsDone += 1;
-    if (table.unitsDone >= table.units && !table.done) {
-      table.done = true;
-      status.totals.tablesDone += 1;
-    }
-    status.totals.rows += copied.rows;
-    status.totals.bytes += copied.bytes;
-  }
 }
 
 function errorMessage(error: unknown): string {
