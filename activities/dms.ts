@@ -34,6 +34,7 @@ export type { DmsProgress };
 import { connectionInfo, withClient } from '../src/pg/connect';
 import { startHeartbeat } from '../src/heartbeat';
 import { activityLogger } from '../src/log';
+import { pause } from '../src/aws/wait';
 
 const FIELD = 'dms';
 const pollMs = (): number => Number(process.env.PGMOVE_AWS_POLL_MS ?? 15_000);
@@ -306,14 +307,5 @@ export async function dmsSlotState(input: { spec: MigrationSpec; position?: stri
     const position = input.position ?? (await client.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn')).rows[0]!.lsn;
     const rows = (await client.query<{ slot_name: string; active: boolean; retained: string; lag: string; caught_up: boolean }>(DMS_SLOTS_SQL, [position])).rows;
     return { position, slots: rows.map((r) => ({ name: r.slot_name, active: r.active, retainedWalBytes: Number(r.retained), lagBytes: Number(r.lag), caughtUp: r.caught_up })) };
-  });
-}
-
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const timer = setTimeout(() => (signal.removeEventListener('abort', onAbort), resolve()), ms);
-    const onAbort = () => (clearTimeout(timer), reject(signal.reason));
-    signal.addEventListener('abort', onAbort, { once: true });
   });
 }

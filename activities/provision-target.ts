@@ -33,10 +33,10 @@ import type { RdsProvision } from '../src/aws/spec';
 import { connect, connectionInfo } from '../src/pg/connect';
 import { startHeartbeat } from '../src/heartbeat';
 import { activityLogger } from '../src/log';
+import { pause, pollMs } from '../src/aws/wait';
 
 const FIELD = 'target.provision';
 /** How often the instance status is polled (RDS takes minutes; PGMOVE_AWS_POLL_MS shortens it for emulators). */
-const pollMs = (): number => Number(process.env.PGMOVE_AWS_POLL_MS ?? 15_000);
 
 export interface ProvisionInput {
   /** The operator's spec as given (target.provision), validated here. */
@@ -342,14 +342,5 @@ async function waitConnectable(ctx: ProvisionContext, target: ProvisionedTarget,
     }
     await pause(Math.min(pollMs(), 2000), signal);
   }
-}
-
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const timer = setTimeout(() => (signal.removeEventListener('abort', onAbort), resolve()), ms);
-    const onAbort = () => (clearTimeout(timer), reject(signal.reason));
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
 }
 

@@ -10,6 +10,7 @@ import type * as activities from '../activities';
 import type { MigrationSpec } from '../src/spec';
 import { durationMs, formatBytes as mb, sizeBytes as bytes } from '../src/units';
 import { cutoverVoteSignal } from './messages';
+import { errorText } from './error-text';
 import type { CopyUnitResult, CutoverAttempt, CutoverRequest, MigrationStatus, Phase, ReplicationState } from '../src/model';
 
 type Acts = ReturnType<typeof proxyActivities<typeof activities>>;
@@ -241,14 +242,4 @@ export function cutoverRefusal(spec: MigrationSpec | undefined, status: Migratio
   if (!status.replication!.streaming) return 'the subscription is not streaming right now (see the warnings and the target server log)';
   if (status.replication!.newTables.length) return `tables were created on the source since the start and are not replicated: ${status.replication!.newTables.join(', ')}`;
   return undefined;
-}
-
-function errorText(error: unknown): string {
-  let current: unknown = error;
-  const parts: string[] = [];
-  while (current instanceof Error && parts.length < 4) {
-    parts.push(current.message);
-    current = (current as { cause?: unknown }).cause;
-  }
-  return parts.filter((p, i) => p && !parts.slice(0, i).includes(p)).join(': ');
 }

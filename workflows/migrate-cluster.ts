@@ -37,6 +37,7 @@ import {
 } from './messages';
 import { migrateDatabase } from './migrate-database';
 import { renderClusterMarkdown } from './status-markdown';
+import { errorText } from './error-text';
 import { clusterCutoverRefusal, runClusterCutover, type ClusterCutoverState } from './cluster-cutover';
 
 export interface ClusterResult {
@@ -162,7 +163,7 @@ export async function migrateCluster(input: ClusterSpecInput, resume?: ClusterRe
   } catch (error) {
     if (error instanceof ContinueAsNew) throw error;
     const aborted = status.abortReason !== undefined;
-    if (!(error instanceof ApplicationFailure && error.type === 'DatabasesFailed')) status.errors.push(aborted ? `aborted: ${status.abortReason}` : errorText(error));
+    if (!(error instanceof ApplicationFailure && error.type === 'DatabasesFailed')) status.errors.push(aborted ? `aborted: ${status.abortReason}` : errorText(error, TEMPORAL_WRAPPERS));
     if (plan && status.phase !== 'preflight') await undoGlobals(plan, status, enterPhase);
     enterPhase(aborted ? 'aborted' : 'failed');
     throw error;
@@ -229,7 +230,7 @@ export async function migrateCluster(input: ClusterSpecInput, resume?: ClusterRe
       r.phase = 'completed';
       r.method = result.status.method;
     } catch (error) {
-      const text = errorText(error);
+      const text = errorText(error, TEMPORAL_WRAPPERS);
       r.status = /aborted/.test(text) || status.abortReason !== undefined ? 'aborted' : 'failed';
       r.phase = r.status;
       r.error = oneLine(text);
@@ -256,7 +257,7 @@ async function preflightAll(plan: ClusterPlan, status: ClusterStatus, publish: (
         r.method = checked.report.method;
         r.phase = 'pending';
       } catch (error) {
-        const text = errorText(error);
+        const text = errorText(error, TEMPORAL_WRAPPERS);
         failures.push(`${planned.database}: ${text}`);
         Object.assign(r, { phase: 'skipped', status: 'skipped', error: oneLine(text) });
       }
@@ -291,15 +292,8 @@ async function undoGlobals(plan: ClusterPlan, status: ClusterStatus, enterPhase:
   }
 }
 
-function errorText(error: unknown): string {
-  let current: unknown = error;
-  const parts: string[] = [];
-  while (current instanceof Error && parts.length < 4) {
-    parts.push(current.message);
-    current = (current as { cause?: unknown }).cause;
-  }
-  return parts.filter((p, i) => p && !parts.slice(0, i).includes(p) && !/^(Activity task failed|Child Workflow execution failed)$/.test(p)).join(': ');
-}
+/** Temporal's generic wrapper messages say nothing a table row needs. */
+const TEMPORAL_WRAPPERS = /^(Activity task failed|Child Workflow execution failed)$/;
 
 /** One line for the per-database table (pre-flight lists its checks on separate lines). */
 function oneLine(text: string): string {
