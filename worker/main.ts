@@ -6,7 +6,7 @@ import { NativeConnection, Runtime, Worker, DefaultLogger } from '@temporalio/wo
 import * as activities from '../activities';
 import { TASK_QUEUE } from '../workflows/messages';
 import { rootLogger } from '../src/log';
-import { classifyErrorsInterceptor } from './classify-errors';
+import { activityInterceptors } from './interceptors';
 import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -60,7 +60,7 @@ async function runWithHealth(options: WorkerOptions, health: HealthSource): Prom
       taskQueue: options.taskQueue,
       workflowBundle: { codePath },
       activities,
-      interceptors: { activity: [classifyErrorsInterceptor] },
+      interceptors: { activity: activityInterceptors },
       // Cancellation (abort) reaches a running activity with its next heartbeat: keep that quick.
       maxHeartbeatThrottleInterval: '2s',
       defaultHeartbeatThrottleInterval: '2s',

@@ -85,6 +85,7 @@ export async function runClusterCutover(spec: ClusterSpec, status: ClusterStatus
 function hooks(spec: ClusterSpec) {
   return proxyActivities<typeof activities>({
     startToCloseTimeout: durationMs(spec.cutover.hookTimeout) + 60_000,
+    heartbeatTimeout: '30s',
     // Exit non-zero means "not switched" (the hook's contract): no retry. A lost worker is retried.
     retry: { maximumAttempts: 3, initialInterval: '1s', nonRetryableErrorTypes: ['HookFailed'] },
   });

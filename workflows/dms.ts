@@ -20,7 +20,7 @@ function dmsActivities(ctx: LogicalContext, plan: DmsPlan, provisioned: Provisio
   const retry: RetryPolicy = { maximumAttempts: spec.retries.maximumAttempts, initialInterval: '2s', maximumInterval: '1m' };
   const dms = proxyActivities<typeof activities>({ startToCloseTimeout: '2h', heartbeatTimeout: timeouts.heartbeat, retry });
   const load = proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.copy, heartbeatTimeout: timeouts.heartbeat, retry });
-  const quick = proxyActivities<typeof activities>({ startToCloseTimeout: '5m', retry });
+  const quick = proxyActivities<typeof activities>({ startToCloseTimeout: '5m', heartbeatTimeout: timeouts.heartbeat, retry });
   const checks = proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.validate, heartbeatTimeout: timeouts.heartbeat, retry });
   const input = {
     spec,

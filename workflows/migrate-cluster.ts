@@ -52,10 +52,12 @@ export interface ClusterResume {
   status: ClusterStatus;
 }
 
-const quick = proxyActivities<typeof activities>({ startToCloseTimeout: '10m', retry: { maximumAttempts: 5, initialInterval: '2s' } });
-const planning = proxyActivities<typeof activities>({ startToCloseTimeout: '30m', retry: { maximumAttempts: 3, initialInterval: '2s' } });
+// The worker heartbeats for every activity (liveness interceptor): a lost worker costs 30 s, not the timeout.
+const heartbeatTimeout = '30s';
+const quick = proxyActivities<typeof activities>({ startToCloseTimeout: '10m', heartbeatTimeout, retry: { maximumAttempts: 5, initialInterval: '2s' } });
+const planning = proxyActivities<typeof activities>({ startToCloseTimeout: '30m', heartbeatTimeout, retry: { maximumAttempts: 3, initialInterval: '2s' } });
 // Undo must happen: retried until it succeeds.
-const undo = proxyActivities<typeof activities>({ startToCloseTimeout: '10m', retry: { initialInterval: '2s', maximumInterval: '1m' } });
+const undo = proxyActivities<typeof activities>({ startToCloseTimeout: '10m', heartbeatTimeout, retry: { initialInterval: '2s', maximumInterval: '1m' } });
 
 export async function migrateCluster(input: ClusterSpecInput, resume?: ClusterResume): Promise<ClusterResult> {
   const migrationId = workflowInfo().workflowId;

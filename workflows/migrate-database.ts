@@ -41,6 +41,7 @@ export interface MigrationResult {
 function preflightActivity(input: MigrationSpecInput) {
   return proxyActivities<typeof activities>({
     startToCloseTimeout: (input.timeouts?.preflight ?? '5m') as Duration,
+    heartbeatTimeout: (input.timeouts?.heartbeat ?? '60s') as Duration,
     retry: { maximumAttempts: 3, initialInterval: '2s' },
   }).preflight;
 }
@@ -57,11 +58,12 @@ function phaseActivities(spec: MigrationSpec) {
     copy: proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.copy, heartbeatTimeout, retry, cancellationType }),
     postData: proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.postData, heartbeatTimeout, retry, cancellationType }),
     validate: proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.validate, heartbeatTimeout, retry, cancellationType }),
-    quick: proxyActivities<typeof activities>({ startToCloseTimeout: '10m', retry, cancellationType }),
+    quick: proxyActivities<typeof activities>({ startToCloseTimeout: '10m', heartbeatTimeout, retry, cancellationType }),
     // The source must never stay frozen: unfreezing is retried until it succeeds (the status shows
     // "cleanup owes: unfreeze the source" and the last error meanwhile).
     unfreeze: proxyActivities<typeof activities>({
       startToCloseTimeout: Math.max(5 * 60_000, durationMs(spec.cutover.hookTimeout) + 60_000),
+      heartbeatTimeout,
       retry: { initialInterval: '2s', maximumInterval: '1m' }, // no maximumAttempts: unlimited
     }),
   };
@@ -342,10 +344,11 @@ const REVERT_ELEVATION = 'revert the privilege elevation on the source';
 
 function elevationActivities(input: MigrationSpecInput) {
   const retry: RetryPolicy = { maximumAttempts: input.retries?.maximumAttempts ?? 10, initialInterval: '2s', maximumInterval: '1m' };
+  const heartbeatTimeout = (input.timeouts?.heartbeat ?? '60s') as Duration;
   return {
-    elevatePrivileges: proxyActivities<typeof activities>({ startToCloseTimeout: '10m', retry }).elevatePrivileges,
+    elevatePrivileges: proxyActivities<typeof activities>({ startToCloseTimeout: '10m', heartbeatTimeout, retry }).elevatePrivileges,
     // Like the unfreeze: retried until it succeeds — the source must never keep a trust line.
-    revertPrivileges: proxyActivities<typeof activities>({ startToCloseTimeout: '10m', retry: { initialInterval: '2s', maximumInterval: '1m' } }).revertPrivileges,
+    revertPrivileges: proxyActivities<typeof activities>({ startToCloseTimeout: '10m', heartbeatTimeout, retry: { initialInterval: '2s', maximumInterval: '1m' } }).revertPrivileges,
   };
 }
 

@@ -69,7 +69,8 @@ export class TestStack {
     await attempt(async () => this.connection?.close());
     if (this.temporal) await attempt(() => stopTemporalServer(this.temporal!));
     for (const cluster of this.clusters) await attempt(() => stopCluster(cluster));
-    rmSync(this.dir, { recursive: true, force: true });
+    // PGMOVE_KEEP_TEST_DIR=1 keeps logs and data directories for a post-mortem of a failed run.
+    if (!process.env.PGMOVE_KEEP_TEST_DIR) rmSync(this.dir, { recursive: true, force: true });
     if (errors.length) throw errors[0];
   }
 }

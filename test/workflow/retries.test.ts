@@ -10,6 +10,7 @@ import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 import { WorkflowFailedError } from '@temporalio/client';
 import * as activities from '../../activities';
+import { activityInterceptors } from '../../worker/interceptors';
 import { statusQuery } from '../../workflows/messages';
 import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
 import { createBigDatabase, databaseAccessState } from '../helpers/migration';
@@ -42,6 +43,7 @@ test('a target that rejects the copy: retried with backoff, then failed cleanly'
     connection: env.nativeConnection,
     taskQueue: 'retries',
     workflowsPath: require.resolve('../../workflows'),
+    interceptors: { activity: activityInterceptors },
     activities: {
       ...activities,
       // Someone rotates the target's password between pre-data and the copy.
