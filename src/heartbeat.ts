@@ -21,6 +21,9 @@ export interface Heartbeater {
 export function startHeartbeat(details: () => unknown, intervalMs = 1000): Heartbeater {
   const context = Context.current();
   selfBeating.add(context);
+  // Several beats per heartbeat timeout, so one late beat on a loaded machine is not a lost worker.
+  const timeoutMs = context.info.heartbeatTimeoutMs;
+  if (timeoutMs) intervalMs = Math.max(200, Math.min(intervalMs, timeoutMs / 3));
   const beat = () => context.heartbeat(details());
   beat();
   const timer = setInterval(beat, intervalMs);

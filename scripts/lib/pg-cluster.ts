@@ -73,17 +73,23 @@ export async function startCluster(options: { binDir: string; dataDir: string; p
     appendFileSync(join(dataDir, 'postgresql.conf'), '\n' + Object.entries(settings).map(([k, v]) => `${k} = ${v}`).join('\n') + '\n');
   }
   chmodSync(dataDir, 0o700);
-  runAs(join(binDir, 'pg_ctl'), ['-D', dataDir, '-l', join(dataDir, 'server.log'), '-o', `-p ${port}`, '-w', '-t', '120', 'start']);
   const handle: ClusterHandle = { binDir, dataDir, port, host: '127.0.0.1', superuser: 'postgres', superuserPassword: password, major: 0 };
-  handle.major = await waitFor('PostgreSQL to accept connections', async () => {
-    const client = adminClient(handle);
-    await client.connect();
-    try {
-      return Math.floor(Number((await client.query('SHOW server_version_num')).rows[0].server_version_num) / 10000);
-    } finally {
-      await client.end();
-    }
-  });
+  try {
+    runAs(join(binDir, 'pg_ctl'), ['-D', dataDir, '-l', join(dataDir, 'server.log'), '-o', `-p ${port}`, '-w', '-t', '120', 'start']);
+    handle.major = await waitFor('PostgreSQL to accept connections', async () => {
+      const client = adminClient(handle);
+      await client.connect();
+      try {
+        return Math.floor(Number((await client.query('SHOW server_version_num')).rows[0].server_version_num) / 10000);
+      } finally {
+        await client.end();
+      }
+    });
+  } catch (error) {
+    // A server that started but never answered must not outlive its caller.
+    await stopCluster(handle).catch(() => undefined);
+    throw error;
+  }
   return handle;
 }
 

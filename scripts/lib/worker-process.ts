@@ -17,7 +17,8 @@ export async function startWorkerProcess(options: { address: string; taskQueue: 
   const child = spawn(process.execPath, [BIN, 'worker'], {
     env: { ...process.env, ...options.env, TEMPORAL_ADDRESS: options.address, PGMOVE_TASK_QUEUE: options.taskQueue },
     stdio: ['ignore', log, log],
-    detached: options.detached ?? false,
+    // Its own process group (like a pod): a kill reaches what the worker started (pg_restore, hooks).
+    detached: true,
   });
   if (options.detached) child.unref();
   const handle = { pid: child.pid!, logFile: options.logFile };
@@ -27,12 +28,26 @@ export async function startWorkerProcess(options: { address: string; taskQueue: 
     if (exited) throw new Error(`worker exited during start-up; see ${options.logFile}:\n${readFileSync(options.logFile, 'utf8').slice(startOffset).slice(-2000)}`);
     return readFileSync(options.logFile, 'utf8').slice(startOffset).includes('"msg":"worker started"');
   }, 120_000, 200).catch((error: Error) => {
-    if (!exited) process.kill(handle.pid, 'SIGKILL');
+    if (!exited) killGroup(handle.pid, 'SIGKILL');
     throw error;
   });
   return handle;
 }
 
+/**
+ * SIGKILL ends the worker and everything it started at once, as a node or pod failure would; SIGTERM
+ * lets the worker shut down gracefully, then ends whatever it left behind.
+ */
 export async function stopWorkerProcess(handle: Pick<WorkerHandle, 'pid'>, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (signal === 'SIGKILL') killGroup(handle.pid, 'SIGKILL');
   await stopPid(handle.pid, signal, 30_000);
+  killGroup(handle.pid, 'SIGKILL');
+}
+
+function killGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    /* the group is gone */
+  }
 }

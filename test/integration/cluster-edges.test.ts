@@ -148,7 +148,8 @@ test('cutover.mode perDatabase: the cluster refuses one cutover, each database i
     workflowId: 'cluster-per-database',
     args: [clusterSpec('cluster-per-database', { databases: [{ name: 'alpha', method: 'logical', targetName: 'alpha_per_db' }], roles: { migrate: false }, defaults: { method: 'dump', dump: { noPrivileges: true }, logical: { statusInterval: '1s' } }, cutover: { mode: 'perDatabase' } })],
   });
-  await waitForCluster(handle, 'alpha syncing', (s) => s.databases[0]?.phase === 'syncing');
+  // Ready for a cutover: syncing alone is reported before the first stream measurement.
+  await waitForCluster(handle, 'alpha syncing, nothing blocking a cutover', (s) => s.databases[0]?.phase === 'syncing' && s.databases[0].cutoverBlocker === '');
   await expect(handle.executeUpdate(requestCutoverUpdate, { args: [{ approvedBy: 'test' }] })).rejects.toThrow(WorkflowUpdateFailedError);
   const cli = await pgmoveCliAsync(stack, ['cutover', 'cluster-per-database.alpha']);
   expect(cli.stdout).toMatch(/^accepted: /);

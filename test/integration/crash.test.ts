@@ -24,6 +24,9 @@ beforeAll(async () => {
 
 afterAll(() => stack.stop());
 
+// A 2.5M-row copy, a kill, a second worker and a full comparison: room for a loaded 2-core machine.
+jest.setTimeout(900_000);
+
 test('a worker killed mid-copy: resumed, equal, nothing copied twice', async () => {
   const first = await stack.startWorker();
   const handle = await startMigration(stack, {

@@ -74,6 +74,9 @@ async function cutoverWhenSynced(handle: WorkflowHandle): Promise<void> {
   }, 300_000, 500);
 }
 
+// Each test waits for syncing, kills a worker and waits again: room for a loaded 2-core machine.
+jest.setTimeout(900_000);
+
 test('killed during the copy at the slot snapshot: the copy restarts at a new slot, equal data', async () => {
   const handle = await start('crash-copy');
   // The slot exists from the moment the copy at its snapshot starts (scale 10 takes seconds to copy).

@@ -43,14 +43,14 @@ afterAll(async () => {
 jest.setTimeout(120_000);
 
 test('an activity that never heartbeats outlives a heartbeat timeout of a third of its runtime, on its first attempt', async () => {
-  const handle = await stack.client!.workflow.start('quietActivity', { taskQueue: stack.taskQueue, workflowId: 'quiet', args: [3000] });
+  const handle = await stack.client!.workflow.start('quietActivity', { taskQueue: stack.taskQueue, workflowId: 'quiet', args: [6000] });
   expect(await handle.result()).toBe('quiet done');
   const started = ((await handle.fetchHistory()).events ?? []).filter((e) => e.activityTaskStartedEventAttributes);
   expect(started.map((e) => e.activityTaskStartedEventAttributes!.attempt)).toEqual([1]);
 });
 
 test('an activity with its own progress heartbeats keeps its details', async () => {
-  const handle = await stack.client!.workflow.start('reportingActivity', { taskQueue: stack.taskQueue, workflowId: 'reporting', args: [4000] });
+  const handle = await stack.client!.workflow.start('reportingActivity', { taskQueue: stack.taskQueue, workflowId: 'reporting', args: [6000] });
   const seen: unknown[] = [];
   const done = handle.result();
   let finished = false;
