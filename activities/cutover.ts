@@ -11,7 +11,7 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import type { Client } from 'pg';
-import type { MigrationSpec } from '../src/spec';
+import type { MigrationSpec, MigrationSpecInput } from '../src/spec';
 import type { ClusterSpec } from '../src/cluster-spec';
 import { durationMs } from '../src/units';
 import type { CutoverAttempt, CutoverRequest, ValidationReport } from '../src/model';
@@ -28,6 +28,7 @@ import { freezeSource, unfreezeSource, verifyFence } from './freeze';
 import { syncSequences } from './sequences';
 import { copyLargeObjectsWith, copyTableOf, runUnit } from './copy';
 import { validate } from './validate';
+import { validateSpec } from './preflight';
 
 export interface CutoverInput {
   spec: MigrationSpec;
@@ -253,6 +254,31 @@ export async function unfreezeAfterCutover(input: CutoverInput): Promise<void> {
     }
     await writePublicationRecord(source, names.publication, { ...record, frozenByHook: false });
   });
+}
+
+/**
+ * `pgmove unfreeze ID`: makes the old source of an ended migration writable again (kept fenced after the
+ * switch by `cutover.sourceAfterSwitch: frozen`). The readOnly fence is undone from its record on the
+ * source (nothing recorded: nothing to do); with `freeze: hook` the operator's unfreeze hook runs.
+ */
+export async function releaseSource(input: { spec: MigrationSpecInput; migrationId: string }): Promise<{ released: boolean; how: string }> {
+  const spec = validateSpec(input.spec);
+  const log = activityLogger('unfreeze');
+  if (spec.cutover.freeze === 'hook') {
+    const heartbeat = startHeartbeat(() => ({ step: 'unfreezeHook' }));
+    try {
+      await runHook('unfreezeHook', spec.cutover.unfreezeHook!, hookContextOf(spec, input.migrationId), durationMs(spec.cutover.hookTimeout), heartbeat.signal);
+    } finally {
+      heartbeat.stop();
+    }
+    log.info({ how: 'unfreezeHook' }, 'source released');
+    return { released: true, how: 'the unfreeze hook ran' };
+  }
+  const { unfrozen } = await unfreezeSource(spec);
+  log.info({ unfrozen }, 'source released');
+  return unfrozen
+    ? { released: true, how: 'the former CONNECT grants, read-only default and comment were restored' }
+    : { released: false, how: 'pgmove has no freeze recorded on the source (never frozen, or already released)' };
 }
 
 /** Waits until the subscriber has confirmed everything the (frozen) source has written so far. */

@@ -259,7 +259,8 @@ async function withDumpClient<T>(info: ConnectionInfo, fn: (client: Client) => P
 
 /** Runs SQL as the superuser over the server's unix socket, with psql started as the server's OS user. */
 async function socketSql(backend: ExecBackend, elevation: PrivilegeElevationSpec, server: ServerLocation, state: ElevationState, sql: string, signal: AbortSignal): Promise<void> {
-  const conninfo = Object.entries({ host: server.socketDirectory, port: String(server.port), user: state.superuser, dbname: state.database })
+  // The database may be frozen (read-only by default) when the revert runs: this session writes anyway.
+  const conninfo = Object.entries({ host: server.socketDirectory, port: String(server.port), user: state.superuser, dbname: state.database, options: '-c default_transaction_read_only=off' })
     .map(([key, value]) => `${key}='${value.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`)
     .join(' ');
   await backend.run([elevation.psql, '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', conninfo, '-c', sql], { as: 'server', signal });

@@ -8,7 +8,7 @@ export { syncSequences } from './sequences';
 export { validate } from './validate';
 export { cleanup } from './cleanup';
 export { preparePublication, copyAtSlot, createSubscription, replicationStatus, dropReplication } from './sync';
-export { cutover, cutoverStage, abandonCutover, unfreezeAfterCutover, clusterSwitchHook } from './cutover';
+export { cutover, cutoverStage, abandonCutover, unfreezeAfterCutover, clusterSwitchHook, releaseSource } from './cutover';
 export { planCluster, migrateGlobals, finishGlobals, dropGlobals } from './globals';
 export { elevatePrivileges, revertPrivileges } from './elevate-privileges';
 export { provisionTarget, planProvisionTarget } from './provision-target';

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { STACK_DIR, withTemporalClient } from '../src/cli/connection';
 import { follow } from '../src/cli/follow';
+import { unfreezeCommand } from '../src/cli/unfreeze';
 import { parseSpec, type MigrationSpecInput } from '../src/spec';
 import { TASK_QUEUE, migrationPhaseKey } from '../workflows/messages';
 import { devUp, type StackCluster } from './dev-stack';
@@ -62,7 +63,10 @@ export async function runDemo(): Promise<boolean> {
       staticSummary: `pgmove demo: ${DATABASE} from PostgreSQL ${source.major} to ${target.major}`,
       typedSearchAttributes: [{ key: migrationPhaseKey, value: 'starting' }],
     });
-    return follow(handle);
+    if (!(await follow(handle))) return false;
+    // The demo's source is reused by the next demo run: release the fence the switch left on it.
+    console.log(`\nThe old source stays frozen after the switch (cutover.sourceAfterSwitch: frozen), so no client can\nwrite where nobody reads any more. The demo releases it, as \`npx pgmove unfreeze ${id}\` does:`);
+    return unfreezeCommand(client, id, TASK_QUEUE);
   });
   const ui = `http://127.0.0.1:${stack.temporal!.uiPort}/namespaces/default/workflows/${id}`;
   console.log(`

@@ -198,9 +198,15 @@ export const specSchema = z
           .default(false),
         /** Row counts of every table compared inside the freeze (checksums run after the switch). */
         quickValidation: z.boolean().default(true),
+        /**
+         * After a successful switch the old source stays fenced (frozen), so a client that still points at
+         * it (a pod not yet restarted, a cron job) fails loudly instead of writing where nobody reads:
+         * `pgmove unfreeze ID` releases it. `writable` unfreezes it when the migration ends.
+         */
+        sourceAfterSwitch: z.enum(['frozen', 'writable']).default('frozen'),
       })
       .strict()
-      .default({ freeze: 'readOnly', maxLagBytes: '16MB', drainTimeout: '60s', hookTimeout: '5m', autoCutover: false, quickValidation: true }),
+      .default({ freeze: 'readOnly', maxLagBytes: '16MB', drainTimeout: '60s', hookTimeout: '5m', autoCutover: false, quickValidation: true, sourceAfterSwitch: 'frozen' }),
     retries: z
       .object({ maximumAttempts: z.number().int().min(1).max(1000).default(10) })
       .strict()

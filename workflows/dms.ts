@@ -119,7 +119,8 @@ export async function syncDmsUntilCutover(ctx: LogicalContext, plan: DmsPlan, pr
     throw error;
   } finally {
     ctx.control.running = false;
-    await CancellationScope.nonCancellable(() => acts.unfreeze.unfreezeSource(spec));
+    // After a switch the source stays fenced unless the spec says writable (cleanup says so in the status).
+    if (!(ctx.control.switchedAt && spec.cutover.sourceAfterSwitch === 'frozen')) await CancellationScope.nonCancellable(() => acts.unfreeze.unfreezeSource(spec));
     status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'unfreeze the source');
     ctx.publish();
   }

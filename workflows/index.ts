@@ -2,3 +2,4 @@
 export { migrateDatabase } from './migrate-database';
 export { migrateCluster } from './migrate-cluster';
 export { cleanupMigration } from './cleanup';
+export { unfreezeMigrationSource } from './unfreeze';

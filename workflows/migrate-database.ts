@@ -317,16 +317,22 @@ async function finish(
   enterPhase('cleanup');
   await CancellationScope.nonCancellable(async () => {
     const { quick, unfreeze } = phaseActivities(ready);
+    const keepFrozen = keepSourceFrozen(ready, status);
+    if (keepFrozen) {
+      status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'unfreeze the source');
+      (status.warnings ??= []).push(`the source stays frozen after the switch (cutover.sourceAfterSwitch: frozen): a client still pointing at it fails instead of writing where nobody reads; \`pgmove unfreeze ${migrationId}\` makes it writable again`);
+      publish();
+    }
     if (status.method === 'logical') {
       // The source first: unfrozen (its record lives on the publication), then the slot — a forgotten
       // slot fills the source's disk; both are retried until they succeed.
-      if (status.cutovers?.length) await unfreeze.unfreezeAfterCutover({ spec: ready, migrationId, knownTables: [] });
+      if (status.cutovers?.length && !keepFrozen) await unfreeze.unfreezeAfterCutover({ spec: ready, migrationId, knownTables: [] });
       status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'unfreeze the source');
       publish();
       await unfreeze.dropReplication({ spec: ready, migrationId });
       status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'drop the subscription, replication slot and publication');
       publish();
-    } else if (ready.freezeSource) {
+    } else if (ready.freezeSource && !keepFrozen) {
       await unfreeze.unfreezeSource(ready);
       status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'unfreeze the source');
       publish();
@@ -338,6 +344,11 @@ async function finish(
       status.errors.push(`cleanup failed, still owed (${status.cleanupOwed.join('; ')}): ${errorMessage(error)}`);
     }
   });
+}
+
+/** An online migration that switched keeps its old source fenced unless the spec says otherwise. */
+function keepSourceFrozen(spec: MigrationSpec, status: MigrationStatus): boolean {
+  return spec.cutover.sourceAfterSwitch === 'frozen' && (status.cutovers ?? []).some((attempt) => attempt.outcome === 'switched');
 }
 
 const REVERT_ELEVATION = 'revert the privilege elevation on the source';

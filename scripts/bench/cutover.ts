@@ -97,7 +97,8 @@ async function main(): Promise<void> {
         args: [specFor(id, await createOnlineTarget(target, `online_${run}`), {
           method: 'logical',
           logical: { replicaIdentityFull: true, statusInterval: '1s' },
-          cutover: { switchHook: ['sh', '-c', `echo "$PGMOVE_TARGET_URI" > ${join(dir, 'switched-to')}`] },
+          // Every run migrates the same source while pgbench writes to it: writable again after each switch.
+          cutover: { switchHook: ['sh', '-c', `echo "$PGMOVE_TARGET_URI" > ${join(dir, 'switched-to')}`], sourceAfterSwitch: 'writable' },
         })],
       });
       const syncing = await waitFor('syncing with lag under 1 MB', async () => {

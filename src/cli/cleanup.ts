@@ -3,8 +3,8 @@
  * migration's spec (references only) from its history, then runs the cleanupMigration workflow on the
  * workers (their AWS identity created the resources) and prints what was — or would be — deleted.
  */
-import { defaultPayloadConverter } from '@temporalio/common';
 import type { Client } from '@temporalio/client';
+import { startedMigration } from './history';
 import type { MigrationSpecInput } from '../spec';
 import type { DeprovisionResult } from '../aws/model';
 
@@ -15,20 +15,16 @@ export interface CleanupOptions {
 }
 
 export async function cleanupCommand(client: Client, id: string, options: CleanupOptions): Promise<boolean> {
-  const handle = client.workflow.getHandle(id);
-  const description = await handle.describe();
-  if (description.status.name === 'RUNNING') {
+  const { status, input: spec } = await startedMigration<MigrationSpecInput>(client, id);
+  if (status === 'RUNNING') {
     console.error(`migration ${id} is still running: abort it (pgmove abort ${id}); its own cleanup deletes what it created`);
     return false;
   }
-  const history = await handle.fetchHistory();
-  const payload = history.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0];
-  const spec = payload ? defaultPayloadConverter.fromPayload<MigrationSpecInput>(payload) : undefined;
   if (!spec?.target || (!spec.target.provision && spec.method !== 'dms')) {
     console.log(`migration ${id} created no AWS resources (no target.provision, method not dms): nothing to clean up`);
     return true;
   }
-  const completed = description.status.name === 'COMPLETED';
+  const completed = status === 'COMPLETED';
   const keepInstance = !options.deleteTarget && (completed || spec.target.provision?.keepTargetOnAbort === true);
   const result = (await client.workflow.execute('cleanupMigration', {
     taskQueue: options.taskQueue,

@@ -17,6 +17,7 @@ import { checkHealth } from '../../worker/health';
 import { devDown, devStatus, devUp } from '../../scripts/dev-stack';
 import { runDemo } from '../../scripts/demo';
 import { cleanupCommand } from './cleanup';
+import { unfreezeCommand } from './unfreeze';
 
 const program = new Command();
 program
@@ -174,6 +175,16 @@ program
   .option('--task-queue <name>', 'Temporal task queue of the pgmove workers (they run the deletion with their AWS identity)', process.env.PGMOVE_TASK_QUEUE ?? TASK_QUEUE)
   .action(async (id: string, options: { dryRun?: boolean; deleteTarget?: boolean; taskQueue: string }) => {
     const ok = await withTemporalClient((client) => cleanupCommand(client, id, options));
+    process.exitCode = ok ? 0 : 1;
+  });
+
+program
+  .command('unfreeze')
+  .description('make the old source of an ended migration writable again (after a switch it stays frozen: cutover.sourceAfterSwitch)')
+  .argument('<id>', 'workflow id of the ended migration (a cluster id releases every database)')
+  .option('--task-queue <name>', 'Temporal task queue of the pgmove workers (they hold the source credentials)', process.env.PGMOVE_TASK_QUEUE ?? TASK_QUEUE)
+  .action(async (id: string, options: { taskQueue: string }) => {
+    const ok = await withTemporalClient((client) => unfreezeCommand(client, id, options.taskQueue));
     process.exitCode = ok ? 0 : 1;
   });
 

@@ -69,7 +69,8 @@ function rdsSpec(id: string, provision: Record<string, unknown> = {}, extra: Rec
     jobs: 2,
     timeouts: { heartbeat: '5s' },
     logical: { statusInterval: '1s', replicaIdentityFull: true },
-    cutover: { autoCutover: true },
+    // The next test migrates the same source again: writable after the switch.
+    cutover: { autoCutover: true, sourceAfterSwitch: 'writable' },
     ...extra,
   } as MigrationSpecInput;
 }

@@ -13,6 +13,7 @@ import type { WorkflowHandle } from '@temporalio/client';
 import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
 import { compareDatabases, type DbRef } from '../helpers/compare';
 import { replicationLeftovers } from '../helpers/online';
+import { databaseAccessState, pgmoveCliAsync } from '../helpers/migration';
 import { APP_RW_PASSWORD, createAppDatabase, createSharedRoles, roleState, waitForCluster } from '../helpers/cluster';
 import { clusterStatusQuery, requestCutoverUpdate } from '../../workflows/messages';
 import type { ClusterResult } from '../../workflows/migrate-cluster';
@@ -139,4 +140,19 @@ test('five databases with shared roles, dump and logical, one cluster cutover th
   const status = await handle.query(clusterStatusQuery);
   expect(status.kind).toBe('cluster');
   expect(status.phase).toBe('completed');
+
+  // The switched sources stay fenced; one `pgmove unfreeze` of the cluster releases every database.
+  for (const database of ['jobs', 'metrics']) expect((await databaseAccessState(source, database)).settings).toContain('default_transaction_read_only=on');
+  const released = await pgmoveCliAsync(stack, ['unfreeze', 'cluster-main']);
+  expect(released.stdout).toContain('cluster-main.jobs: source writable again');
+  expect(released.stdout).toContain('cluster-main.metrics: source writable again');
+  expect(released.stdout).toContain('cluster-main.accounts: nothing to do');
+  expect(released.code).toBe(0);
+  for (const database of ['jobs', 'metrics']) {
+    expect((await databaseAccessState(source, database)).settings ?? []).not.toContain('default_transaction_read_only=on');
+    const app = new Client({ host: source.host, port: source.port, database, user: 'app_rw', password: APP_RW_PASSWORD });
+    await app.connect();
+    await app.query(`INSERT INTO items (name) VALUES ('after-release')`);
+    await app.end();
+  }
 });

@@ -47,6 +47,8 @@ async function start(id: string, extra: Record<string, unknown> = {}): Promise<W
     logical: { replicaIdentityFull: true, statusInterval: '1s' },
     timeouts: { heartbeat: '5s' },
     ...extra,
+    // pgbench writes to the same source in every test: writable after each switch.
+    cutover: { sourceAfterSwitch: 'writable', ...(extra.cutover as object | undefined) },
   });
 }
 

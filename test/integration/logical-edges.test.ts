@@ -43,6 +43,9 @@ async function spec(id: string, from: OnlineDatabase, extra: Partial<MigrationSp
     target: { uri: to.uri, password: stack.secretFile(`${id}-t`, to.password) },
     logical: { replicaIdentityFull: true, statusInterval: '1s' },
     ...extra,
+    // Every test migrates the same source again: writable after each switch (the fence that stays is
+    // tested in logical-migration.test.ts).
+    cutover: { sourceAfterSwitch: 'writable', ...extra.cutover },
   };
 }
 

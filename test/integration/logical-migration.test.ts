@@ -3,8 +3,8 @@
  * application role: cutover requests rejected before syncing and while lag is high, a failed cutover
  * (switch hook exits non-zero) that unfreezes the source and resumes syncing, the fence during the
  * freeze, then a successful cutover: pgbench's invariant holds on the target, every committed
- * transaction is there, sequences are not behind, nothing is left on either server, every role has
- * its former rights.
+ * transaction is there, sequences are not behind, nothing is left on either server; the old source
+ * stays fenced until `pgmove unfreeze`, after which every role has its former rights.
  */
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -136,12 +136,29 @@ test('15 → 18 online under pgbench: rejected early, failed cutover resumes, fe
   const [seq] = await adminQuery<{ last: string }>(target, 'shop', `SELECT last_value::text AS last FROM events_id_seq`);
   expect(BigInt(seq!.last)).toBeGreaterThanOrEqual(BigInt(t.eventsMax));
 
-  // Nothing left behind; the source is exactly as before.
+  // Nothing left behind.
   expect(await replicationLeftovers(source, 'shop')).toEqual([]);
   expect(await replicationLeftovers(target, 'shop')).toEqual([]);
-  expect(await databaseAccessState(source, 'shop')).toEqual(accessBefore);
   expect(await replicaIdentities(source, 'shop')).toEqual(identitiesBefore);
   await held.end().catch(() => undefined);
+
+  // The old source stays fenced after the switch (cutover.sourceAfterSwitch defaults to frozen): an
+  // application still pointing at it is refused instead of writing where nobody reads.
+  expect(status.warnings?.join('\n')).toContain(`pgmove unfreeze ${id}`);
+  await expect(appClient(source, 'shop')).rejects.toThrow(/permission denied for database|not permitted/);
+  expect((await databaseAccessState(source, 'shop')).settings).toContain('default_transaction_read_only=on');
+  // `pgmove unfreeze` releases it: exactly as before the migration, and writable by the application.
+  const released = await pgmoveCliAsync(stack, ['unfreeze', id]);
+  expect(released.stdout).toContain(`${id}: source writable again`);
+  expect(released.code).toBe(0);
+  expect(await databaseAccessState(source, 'shop')).toEqual(accessBefore);
+  const app = await appClient(source, 'shop');
+  await app.query(`INSERT INTO events (aid) VALUES (-2)`);
+  await app.end();
+  // A second release finds nothing recorded and changes nothing.
+  const again = await pgmoveCliAsync(stack, ['unfreeze', id]);
+  expect(again.stdout).toContain(`${id}: nothing to do`);
+  expect(await databaseAccessState(source, 'shop')).toEqual(accessBefore);
 });
 
 async function subscriptionName(): Promise<string> {

@@ -128,7 +128,7 @@ test('kubectl backend: argv, quoting, k8s-secret reference, revert path', async 
     const psql = (calls: string[][]) => calls.filter((c) => c.includes('-c') && c.some((a) => a.endsWith('/psql')));
     const [grant] = psql(elevateCalls);
     expect(grant).toBeDefined();
-    expect(grant![grant!.indexOf('-d') + 1]).toBe(`host='${source.dataDir}' port='${source.port}' user='postgres' dbname='o\\'db name'`);
+    expect(grant![grant!.indexOf('-d') + 1]).toBe(`host='${source.dataDir}' port='${source.port}' user='postgres' dbname='o\\'db name' options='-c default_transaction_read_only=off'`);
     expect(grant![grant!.length - 1]).toBe('GRANT "pg_read_all_data" TO "dump user";');
     expect(elevateCalls.some((c) => c.includes(`local "o'db name" "postgres" trust`))).toBe(true);
     const [revoke] = psql(revertCalls);

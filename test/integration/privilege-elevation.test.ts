@@ -7,7 +7,7 @@
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
-import { createBigDatabase, startMigration, tableFingerprint } from '../helpers/migration';
+import { createBigDatabase, databaseAccessState, pgmoveCliAsync, startMigration, tableFingerprint } from '../helpers/migration';
 import { createPlainRole, elevationLeftovers, kubectlStandIn, requirePasswordsEverywhere, roleState, sha256 } from '../helpers/elevation';
 import { statusQuery } from '../../workflows/messages';
 import { waitFor } from '../../scripts/lib/ports';
@@ -122,6 +122,32 @@ test('logical, aborted while syncing: REPLICATION granted for the slot, the slot
   expect(sha256(hba)).toBe(hbaBefore);
   expect(await roleState(source, 'owner')).toEqual(roleBefore);
   expect(elevationLeftovers(source)).toEqual([]);
+});
+
+test('logical, switched: the source stays frozen, the revert still runs in it, pgmove unfreeze releases it', async () => {
+  await stack.startWorker();
+  const hbaBefore = sha256(hba);
+  const roleBefore = await roleState(source, 'owner');
+  const accessBefore = await databaseAccessState(source, 'logicdb');
+  await adminQuery(target, 'postgres', 'CREATE DATABASE logicdb_switched');
+  const input = spec('elev-switched', 'logicdb', { method: 'logical', cutover: { autoCutover: true } });
+  input.source.uri = `postgresql://owner@127.0.0.1:${source.port}/logicdb`;
+  input.source.password = stack.secretFile('owner', 'owner-pw');
+  input.target.uri = `postgresql://postgres@127.0.0.1:${target.port}/logicdb_switched`;
+  const result = (await (await startMigration(stack, input)).result()) as MigrationResult;
+  expect(result.status.cutovers?.map((c) => c.outcome)).toEqual(['switched']);
+  expect(await tableFingerprint(target, 'logicdb_switched', 'public.big')).toEqual(await tableFingerprint(source, 'logicdb', 'public.big'));
+  // The revert ran inside the frozen (read-only by default) database: everything is back but the fence.
+  expect(result.status.privilegeElevation?.revertedAt).toBeDefined();
+  expect(sha256(hba)).toBe(hbaBefore);
+  expect(await roleState(source, 'owner')).toEqual(roleBefore);
+  expect(elevationLeftovers(source)).toEqual([]);
+  expect((await databaseAccessState(source, 'logicdb')).settings).toContain('default_transaction_read_only=on');
+  // The owner, without its granted extras, releases the fence.
+  const released = await pgmoveCliAsync(stack, ['unfreeze', 'elev-switched']);
+  expect(released.stdout).toContain('elev-switched: source writable again');
+  expect(released.code).toBe(0);
+  expect(await databaseAccessState(source, 'logicdb')).toEqual(accessBefore);
 });
 
 test('pre-flight fails after the elevation (target not empty): reverted all the same', async () => {
