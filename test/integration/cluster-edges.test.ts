@@ -155,6 +155,10 @@ test('cutover.mode perDatabase: the cluster refuses one cutover, each database i
   expect(cli.stdout).toMatch(/^accepted: /);
   const result = (await handle.result()) as ClusterResult;
   expect(result.status.databases.map((r) => [r.database, r.method, r.status])).toEqual([['alpha', 'logical', 'completed']]);
+  // The switched source stays fenced until released; the child's id releases that database.
+  const released = await pgmoveCliAsync(stack, ['unfreeze', 'cluster-per-database.alpha']);
+  expect(released.stdout).toContain('cluster-per-database.alpha: source writable again');
+  expect(released.code).toBe(0);
   const ref = (c: ClusterHandle, database: string) => ({ host: c.host, port: c.port, user: c.superuser, password: c.superuserPassword, database });
   expect(await compareDatabases(ref(source, 'alpha'), ref(target, 'alpha_per_db'))).toEqual([]);
 });
