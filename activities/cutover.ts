@@ -11,7 +11,7 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import type { Client } from 'pg';
-import type { MigrationSpec, MigrationSpecInput } from '../src/spec';
+import { parseSpecInput, SpecError, type MigrationSpec, type MigrationSpecInput } from '../src/spec';
 import type { ClusterSpec } from '../src/cluster-spec';
 import { durationMs } from '../src/units';
 import type { CutoverAttempt, CutoverRequest, ValidationReport } from '../src/model';
@@ -28,7 +28,6 @@ import { freezeSource, unfreezeSource, verifyFence } from './freeze';
 import { syncSequences } from './sequences';
 import { copyLargeObjectsWith, copyTableOf, runUnit } from './copy';
 import { validate } from './validate';
-import { validateSpec } from './preflight';
 
 export interface CutoverInput {
   spec: MigrationSpec;
@@ -99,7 +98,7 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
     // The window starts when the freeze starts: from then on the application's writes may be refused.
     const frozenAt = mark;
     if (spec.cutover.freeze === 'hook') await timed('freeze', () => runHook('freezeHook', spec.cutover.freezeHook!, hookContext, durationMs(spec.cutover.hookTimeout), heartbeat.signal));
-    else await timed('freeze', () => freezeSource(spec));
+    else await timed('freeze', () => freezeSource(spec, migrationId));
     if (spec.cutover.freeze === 'readOnly') await timed('verifyFence', () => verifyFence(source));
     // One catalog read inside the freeze: the drift check, the counts and the unlogged copy share it.
     const tables = await listTables(source, spec);
@@ -235,7 +234,7 @@ export async function abandonCutover(input: CutoverInput): Promise<{ resumed: bo
 export async function unfreezeAfterCutover(input: CutoverInput): Promise<void> {
   const { spec, migrationId } = input;
   if (spec.cutover.freeze !== 'hook') {
-    await unfreezeSource(spec);
+    await unfreezeSource(spec, migrationId);
     return;
   }
   const names = replicationNames(migrationId);
@@ -258,24 +257,20 @@ export async function unfreezeAfterCutover(input: CutoverInput): Promise<void> {
 
 /**
  * `pgmove unfreeze ID`: makes the old source of an ended migration writable again (kept fenced after the
- * switch by `cutover.sourceAfterSwitch: frozen`). The readOnly fence is undone from its record on the
- * source (nothing recorded: nothing to do); with `freeze: hook` the operator's unfreeze hook runs.
+ * switch by `cutover.sourceAfterSwitch: frozen`): pgmove's fence is undone from its record on the source
+ * (nothing recorded: nothing to do). Only the migration that froze it may lift it.
  */
 export async function releaseSource(input: { spec: MigrationSpecInput; migrationId: string }): Promise<{ released: boolean; how: string }> {
-  const spec = validateSpec(input.spec);
-  const log = activityLogger('unfreeze');
-  if (spec.cutover.freeze === 'hook') {
-    const heartbeat = startHeartbeat(() => ({ step: 'unfreezeHook' }));
-    try {
-      await runHook('unfreezeHook', spec.cutover.unfreezeHook!, hookContextOf(spec, input.migrationId), durationMs(spec.cutover.hookTimeout), heartbeat.signal);
-    } finally {
-      heartbeat.stop();
-    }
-    log.info({ how: 'unfreezeHook' }, 'source released');
-    return { released: true, how: 'the unfreeze hook ran' };
+  let spec: Pick<MigrationSpec, 'source'>;
+  try {
+    spec = parseSpecInput(input.spec); // the source is all it needs (a provisioned target has no uri in the input)
+  } catch (error) {
+    if (error instanceof SpecError) throw ApplicationFailure.nonRetryable(error.message, 'BadSpec');
+    throw error;
   }
-  const { unfrozen } = await unfreezeSource(spec);
-  log.info({ unfrozen }, 'source released');
+  const { unfrozen, fencedBy } = await unfreezeSource(spec, input.migrationId);
+  activityLogger('unfreeze').info({ unfrozen, fencedBy }, 'source release');
+  if (fencedBy) throw ApplicationFailure.nonRetryable(`the source is fenced by migration ${fencedBy}, not ${input.migrationId}: run pgmove unfreeze ${fencedBy}`, 'SourceFenced');
   return unfrozen
     ? { released: true, how: 'the former CONNECT grants, read-only default and comment were restored' }
     : { released: false, how: 'pgmove has no freeze recorded on the source (never frozen, or already released)' };

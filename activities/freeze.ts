@@ -28,12 +28,13 @@ const OTHER_CLIENT_SESSION = `a.datname = current_database() AND a.pid <> pg_bac
   AND a.pid NOT IN (SELECT s.active_pid FROM pg_replication_slots s WHERE s.active_pid IS NOT NULL)
   AND NOT (a.usename = current_user AND a.application_name LIKE 'pgmove%')`;
 
-export async function freezeSource(spec: MigrationSpec): Promise<FreezeState> {
+export async function freezeSource(spec: MigrationSpec, migrationId?: string): Promise<FreezeState> {
   const log = activityLogger('freeze');
   const info = await connectionInfo(spec.source, 'source');
   return withClient(info, 'source', async (client) => {
     await client.query('SET default_transaction_read_only = off');
     const existing = await readFreezeState(client);
+    if (existing && foreignFence(existing, migrationId)) throw fencedByOther(info.database, existing.migrationId!);
     if (existing) {
       log.info('source already frozen by this migration; re-ending stray sessions');
       await endOtherSessions(client);
@@ -55,6 +56,7 @@ export async function freezeSource(spec: MigrationSpec): Promise<FreezeState> {
     ).rows.map((r) => r.rolname);
     const state: FreezeState = {
       database: info.database,
+      migrationId,
       revokedConnectFrom: grantees,
       previousReadOnlySetting: settings.get('default_transaction_read_only') ?? null,
       terminatedSessions: 0,
@@ -86,14 +88,21 @@ export async function freezeSource(spec: MigrationSpec): Promise<FreezeState> {
   });
 }
 
-/** Undoes the freeze recorded on the source; a no-op when the source is not frozen. */
-export async function unfreezeSource(spec: MigrationSpec): Promise<{ unfrozen: boolean }> {
+/**
+ * Undoes the freeze recorded on the source; a no-op when the source is not frozen, or when another
+ * migration froze it (`fencedBy` names it: its fence is not ours to lift).
+ */
+export async function unfreezeSource(spec: Pick<MigrationSpec, 'source'>, migrationId?: string): Promise<{ unfrozen: boolean; fencedBy?: string }> {
   const log = activityLogger('unfreeze');
   const info = await connectionInfo(spec.source, 'source');
   return withClient(info, 'source', async (client) => {
     await client.query('SET default_transaction_read_only = off');
     const state = await readFreezeState(client);
     if (!state) return { unfrozen: false };
+    if (foreignFence(state, migrationId)) {
+      log.warn({ fencedBy: state.migrationId }, 'source fenced by another migration: left as it is');
+      return { unfrozen: false, fencedBy: state.migrationId };
+    }
     const db = ident(info.database);
     const existingRoles = new Set(
       (await client.query<{ name: string }>(`SELECT oid::regrole::text AS name FROM pg_roles`)).rows.map((r) => r.name),
@@ -140,6 +149,18 @@ async function databaseComment(client: Client): Promise<string | null> {
     )
   ).rows[0];
   return row?.comment ?? null;
+}
+
+/** A fence recorded by a different migration (records without an id predate the field: treated as ours). */
+function foreignFence(state: FreezeState, migrationId: string | undefined): boolean {
+  return state.migrationId !== undefined && migrationId !== undefined && state.migrationId !== migrationId;
+}
+
+export function fencedByOther(database: string, owner: string): ApplicationFailure {
+  return ApplicationFailure.nonRetryable(
+    `the source database ${database} is still fenced by pgmove migration ${owner} (kept frozen after its switch): release it with \`pgmove unfreeze ${owner}\` before migrating it again`,
+    'SourceFenced',
+  );
 }
 
 export async function readFreezeState(client: Client): Promise<FreezeState | undefined> {

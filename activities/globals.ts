@@ -33,6 +33,12 @@ export interface PlannedDatabase {
   targetDatabase: string;
   workflowId: string;
   spec: MigrationSpecInput;
+  /**
+   * The source database's grants and comment, read before anything froze it: finishGlobals copies
+   * these, not the fence a switched source keeps (cutover.sourceAfterSwitch: frozen).
+   */
+  sourceGrants?: SourceDatabase['grants'];
+  sourceComment?: string | null;
 }
 
 export interface ClusterPlan {
@@ -62,12 +68,17 @@ export async function planCluster(input: unknown): Promise<ClusterPlan> {
     const rolesToCreate = spec.roles.migrate ? (await listSourceRoles(source)).map((r) => r.name).filter((name) => !existingRoles.has(name) && !spec.roles.exclude.includes(name)) : [];
     let databases: PlannedDatabase[];
     try {
-      databases = entries.map((entry) => ({
-        database: entry.name,
-        targetDatabase: entry.targetName ?? entry.name,
-        workflowId: childWorkflowId(spec.id, entry.name),
-        spec: childSpecFor(spec, entry),
-      }));
+      databases = entries.map((entry) => {
+        const onSourceRow = onSource.find((d) => d.name === entry.name);
+        return {
+          database: entry.name,
+          targetDatabase: entry.targetName ?? entry.name,
+          workflowId: childWorkflowId(spec.id, entry.name),
+          spec: childSpecFor(spec, entry),
+          sourceGrants: onSourceRow?.grants ?? null,
+          sourceComment: onSourceRow?.comment ?? null,
+        };
+      });
     } catch (error) {
       if (error instanceof SpecError) throw ApplicationFailure.nonRetryable(error.message, 'BadSpec');
       throw error;
@@ -227,11 +238,14 @@ export async function finishGlobals(input: FinishGlobalsInput): Promise<{ warnin
     for (const planned of input.completed) {
       const database = databases.get(planned.database);
       if (!database) continue;
+      // As planned (before any freeze); a plan from before these fields existed reads them now.
+      const grants = planned.sourceGrants !== undefined ? planned.sourceGrants : database.grants;
+      const comment = planned.sourceComment !== undefined ? planned.sourceComment : database.comment;
       const name = ident(planned.targetDatabase);
-      if (database.grants !== null) {
+      if (grants !== null) {
         // Non-default privileges: PUBLIC loses what the source took away, named roles get theirs.
         await target.query(`REVOKE ALL ON DATABASE ${name} FROM PUBLIC`);
-        for (const grant of database.grants) {
+        for (const grant of grants) {
           if (grant.grantee !== 'PUBLIC' && !roles.has(grant.grantee)) {
             warnings.push(`database ${planned.targetDatabase}: ${grant.privilege} for ${grant.grantee} not granted (no such role on the target)`);
             continue;
@@ -241,7 +255,7 @@ export async function finishGlobals(input: FinishGlobalsInput): Promise<{ warnin
         }
       }
       const current = (await target.query<{ comment: string | null }>(`SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = $1`, [planned.targetDatabase])).rows[0];
-      if (current?.comment === marker) await target.query(`COMMENT ON DATABASE ${name} IS ${database.comment === null ? 'NULL' : literal(database.comment)}`);
+      if (current?.comment === marker) await target.query(`COMMENT ON DATABASE ${name} IS ${comment === null ? 'NULL' : literal(comment)}`);
     }
     const sourceComments = new Map((await listSourceRoles(source)).map((r) => [r.name, r.comment]));
     for (const role of await markedRoles(target, marker)) {

@@ -232,7 +232,7 @@ function logicalPlanSteps(spec: MigrationSpec, tables: number, totalBytes: numbe
     'post-data (indexes, constraints, triggers) in parallel, then the subscription streams changes from the slot',
     `syncing: waits for the cutover signal or update${spec.cutover.autoCutover ? ' (autoCutover is on)' : ''}; lag and retained WAL in the status`,
     `cutover: freeze the source (${spec.cutover.freeze}), drain, set ${sequences} sequence(s)${plan.unloggedTables.length || plan.largeObjects ? ', copy unlogged tables and large objects' : ''}, compare row counts${spec.cutover.switchHook ? ', run the switch hook' : ''}`,
-    `validate checksums${spec.validate.checksums ? '' : ' (off: counts only)'}; drop subscription, slot and publication; unfreeze the source`,
+    `validate checksums${spec.validate.checksums ? '' : ' (off: counts only)'}; drop subscription, slot and publication; ${spec.cutover.sourceAfterSwitch === 'frozen' && spec.cutover.freeze === 'readOnly' ? 'the old source stays frozen (pgmove unfreeze ID releases it)' : 'unfreeze the source'}`,
   ];
 }
 

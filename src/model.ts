@@ -148,6 +148,8 @@ export interface CopyPlan {
 /** What the freeze changed on the source, so it can be undone exactly (also after a crash). */
 export interface FreezeState {
   database: string;
+  /** The migration that froze it: only that migration (or `pgmove unfreeze` of it) releases the fence. */
+  migrationId?: string;
   /** Roles (or PUBLIC) whose CONNECT privilege was revoked. */
   revokedConnectFrom: string[];
   /** CONNECT granted to the migration role itself (it came through a revoked grant); revoked on unfreeze. */

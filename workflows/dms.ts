@@ -3,7 +3,8 @@
  * follow the full load, post-data, then sync (CDC) — status shows the task and the WAL its slot holds
  * on the source, with the logical method's guardrail — until a cutover is requested: freeze the source,
  * wait until DMS's slot has confirmed the frozen WAL position, stop the task, set sequences (at the
- * cutover, not before), validate, unfreeze. DMS resources are deleted by the workflow's AWS cleanup.
+ * cutover, not before), validate; the source then stays fenced unless `cutover.sourceAfterSwitch` says
+ * writable. DMS resources are deleted by the workflow's AWS cleanup.
  * Deterministic code only.
  */
 import { ApplicationFailure, CancellationScope, condition, proxyActivities, sleep, workflowInfo } from '@temporalio/workflow';
@@ -12,7 +13,7 @@ import type * as activities from '../activities';
 import type { DmsPlan, ProvisionedTarget } from '../src/aws/model';
 import type { CutoverAttempt } from '../src/model';
 import { durationMs, sizeBytes } from '../src/units';
-import type { LogicalContext } from './logical';
+import { sourceStaysFrozen, type LogicalContext } from './logical';
 
 function dmsActivities(ctx: LogicalContext, plan: DmsPlan, provisioned: ProvisionedTarget | undefined) {
   const { spec, migrationId } = ctx;
@@ -95,7 +96,7 @@ export async function syncDmsUntilCutover(ctx: LogicalContext, plan: DmsPlan, pr
   ctx.enterPhase('cutover');
   status.cleanupOwed.push('unfreeze the source');
   try {
-    await CancellationScope.nonCancellable(() => acts.quick.freezeSource(spec));
+    await CancellationScope.nonCancellable(() => acts.quick.freezeSource(spec, ctx.migrationId));
     // CDC has settled when DMS's slot has confirmed everything written before the freeze.
     const frozenAt = (await quick.dmsSlotState({ spec })).position;
     const deadline = Date.now() + durationMs(spec.cutover.drainTimeout);
@@ -119,8 +120,8 @@ export async function syncDmsUntilCutover(ctx: LogicalContext, plan: DmsPlan, pr
     throw error;
   } finally {
     ctx.control.running = false;
-    // After a switch the source stays fenced unless the spec says writable (cleanup says so in the status).
-    if (!(ctx.control.switchedAt && spec.cutover.sourceAfterSwitch === 'frozen')) await CancellationScope.nonCancellable(() => acts.unfreeze.unfreezeSource(spec));
+    // After a switch the source may stay fenced (cleanup says so in the status).
+    if (!sourceStaysFrozen(spec, status).keep) await CancellationScope.nonCancellable(() => acts.unfreeze.unfreezeSource(spec, ctx.migrationId));
     status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'unfreeze the source');
     ctx.publish();
   }

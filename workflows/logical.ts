@@ -243,3 +243,18 @@ export function cutoverRefusal(spec: MigrationSpec | undefined, status: Migratio
   if (status.replication!.newTables.length) return `tables were created on the source since the start and are not replicated: ${status.replication!.newTables.join(', ')}`;
   return undefined;
 }
+
+/**
+ * After a switch the old source keeps pgmove's fence (`cutover.sourceAfterSwitch: frozen`) when the
+ * fence is pgmove's own (readOnly; DMS always) and the migration role can lift it later without help:
+ * a SUPERUSER granted by the privilege hack is reverted at the end, so then the source is unfrozen now.
+ */
+export function sourceStaysFrozen(spec: MigrationSpec, status: MigrationStatus): { keep: boolean; note?: string } {
+  const switched = (status.cutovers ?? []).some((attempt) => attempt.outcome === 'switched');
+  if (!switched || spec.cutover.sourceAfterSwitch !== 'frozen') return { keep: false };
+  if (spec.cutover.freeze === 'hook' && status.method !== 'dms') return { keep: false };
+  if (status.privilegeElevation?.attributesSet.includes('SUPERUSER')) {
+    return { keep: false, note: 'the source was unfrozen after the switch although cutover.sourceAfterSwitch is frozen: lifting the fence later needs the SUPERUSER the privilege hack granted, which is reverted now' };
+  }
+  return { keep: true };
+}

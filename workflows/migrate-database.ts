@@ -28,7 +28,7 @@ import { abortSignal, cutoverSignal, databaseProgressSignal, migrationPhaseKey, 
 import { renderStatusMarkdown } from './status-markdown';
 import { initTableProgress, recordUnit, runUnits } from './copy-progress';
 import { durationMs } from '../src/units';
-import { cutoverActivities, cutoverRefusal, runLogical, syncUntilCutover, voteFailed, type CutoverControl, type LogicalContext } from './logical';
+import { cutoverActivities, cutoverRefusal, runLogical, sourceStaysFrozen, syncUntilCutover, voteFailed, type CutoverControl, type LogicalContext } from './logical';
 import { provisionIfNeeded, releaseAwsResources } from './aws';
 import { runDms, syncDmsUntilCutover } from './dms';
 
@@ -243,7 +243,7 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
         enterPhase('freeze');
         status.cleanupOwed.push('unfreeze the source');
         // Not cancellable: an abort must not let the unfreeze run before the freeze has committed.
-        await CancellationScope.nonCancellable(() => acts.quick.freezeSource(ready));
+        await CancellationScope.nonCancellable(() => acts.quick.freezeSource(ready, migrationId));
       }
 
       enterPhase('preData');
@@ -317,14 +317,15 @@ async function finish(
   enterPhase('cleanup');
   await CancellationScope.nonCancellable(async () => {
     const { quick, unfreeze } = phaseActivities(ready);
-    const keepFrozen = keepSourceFrozen(ready, status);
+    const { keep: keepFrozen, note } = sourceStaysFrozen(ready, status);
+    if (note) (status.warnings ??= []).push(note);
     if (keepFrozen) {
       status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'unfreeze the source');
       (status.warnings ??= []).push(`the source stays frozen after the switch (cutover.sourceAfterSwitch: frozen): a client still pointing at it fails instead of writing where nobody reads; \`pgmove unfreeze ${migrationId}\` makes it writable again`);
       publish();
     }
     if (status.method === 'logical') {
-      // The source first: unfrozen (its record lives on the publication), then the slot — a forgotten
+      // The source first: unfrozen (the hook strategy's record lives on the publication), then the slot — a forgotten
       // slot fills the source's disk; both are retried until they succeed.
       if (status.cutovers?.length && !keepFrozen) await unfreeze.unfreezeAfterCutover({ spec: ready, migrationId, knownTables: [] });
       status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'unfreeze the source');
@@ -333,7 +334,7 @@ async function finish(
       status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'drop the subscription, replication slot and publication');
       publish();
     } else if (ready.freezeSource && !keepFrozen) {
-      await unfreeze.unfreezeSource(ready);
+      await unfreeze.unfreezeSource(ready, migrationId);
       status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'unfreeze the source');
       publish();
     }
@@ -344,11 +345,6 @@ async function finish(
       status.errors.push(`cleanup failed, still owed (${status.cleanupOwed.join('; ')}): ${errorMessage(error)}`);
     }
   });
-}
-
-/** An online migration that switched keeps its old source fenced unless the spec says otherwise. */
-function keepSourceFrozen(spec: MigrationSpec, status: MigrationStatus): boolean {
-  return spec.cutover.sourceAfterSwitch === 'frozen' && (status.cutovers ?? []).some((attempt) => attempt.outcome === 'switched');
 }
 
 const REVERT_ELEVATION = 'revert the privilege elevation on the source';

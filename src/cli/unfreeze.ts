@@ -7,6 +7,7 @@ import type { Client } from '@temporalio/client';
 import type { MigrationSpecInput } from '../spec';
 import type { ClusterResult } from '../../workflows/migrate-cluster';
 import { startedMigration } from './history';
+import { describeFailure } from './follow';
 
 export async function unfreezeCommand(client: Client, id: string, taskQueue: string): Promise<boolean> {
   const migration = await startedMigration<MigrationSpecInput>(client, id);
@@ -24,12 +25,18 @@ export async function unfreezeCommand(client: Client, id: string, taskQueue: str
       ok = false;
       continue;
     }
-    const result = (await client.workflow.execute('unfreezeMigrationSource', {
-      taskQueue,
-      workflowId: `${childId}.unfreeze-${Date.now()}`,
-      args: [{ spec: child.input, migrationId: childId }],
-    })) as { released: boolean; how: string };
-    console.log(`${childId}: ${result.released ? 'source writable again' : 'nothing to do'}: ${result.how}`);
+    try {
+      const result = (await client.workflow.execute('unfreezeMigrationSource', {
+        taskQueue,
+        workflowId: `${childId}.unfreeze-${Date.now()}`,
+        args: [{ spec: child.input, migrationId: childId }],
+      })) as { released: boolean; how: string };
+      console.log(`${childId}: ${result.released ? 'source writable again' : 'nothing to do'}: ${result.how}`);
+    } catch (error) {
+      // One database's failure does not keep the others fenced.
+      console.error(`${childId}: not released: ${describeFailure(error)}`);
+      ok = false;
+    }
   }
   return ok;
 }

@@ -144,6 +144,14 @@ test('five databases with shared roles, dump and logical, one cluster cutover th
             (SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'jobs') AS jobs_owner`,
   );
   expect(databases).toEqual({ ro_connect: false, rw_connect: true, metrics_settings: ['work_mem=8MB'], analysis_comment: 'analysis db', jobs_owner: 'app_owner' });
+  // The online databases got the source's grants and comment as they were before the switch, not its fence.
+  const [online] = await adminQuery<Record<string, unknown>>(
+    target,
+    'postgres',
+    `SELECT has_database_privilege('app_rw', 'jobs', 'CONNECT') AS jobs_rw, has_database_privilege('app_rw', 'metrics_new', 'CONNECT') AS metrics_rw,
+            (SELECT count(*)::int FROM pg_database WHERE datname IN ('jobs', 'metrics_new') AND shobj_description(oid, 'pg_database') LIKE 'pgmove%') AS marked`,
+  );
+  expect(online).toEqual({ jobs_rw: true, metrics_rw: true, marked: 0 });
   const locale = `SELECT pg_encoding_to_char(encoding) AS encoding, datcollate, datctype, datlocprovider FROM pg_database WHERE datname = $1`;
   expect(await adminQuery(target, 'postgres', locale, ['metrics_new'])).toEqual(await adminQuery(source, 'postgres', locale, ['metrics']));
   // app_rw's password came from its reference (as a SCRAM verifier): it logs in on the target.
