@@ -9,7 +9,7 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
-import { databaseAccessState, pgmoveCli, pgmoveCliAsync, writeSpec } from '../helpers/migration';
+import { databaseAccessState, migrationFailure, pgmoveCli, pgmoveCliAsync, startMigration, writeSpec } from '../helpers/migration';
 import {
   appClient,
   createOnlineTarget,
@@ -146,6 +146,21 @@ test('15 → 18 online under pgbench: rejected early, failed cutover resumes, fe
   // application still pointing at it is refused instead of writing where nobody reads.
   expect(status.warnings?.join('\n')).toContain(`pgmove unfreeze ${id}`);
   await expect(appClient(source, 'shop')).rejects.toThrow(/permission denied for database|not permitted/);
+  expect((await databaseAccessState(source, 'shop')).settings).toContain('default_transaction_read_only=on');
+  // Another migration of the fenced source is refused at its freeze; neither its cleanup nor its
+  // `pgmove unfreeze` lifts a fence that is not its own.
+  const otherTarget = await createOnlineTarget(target, 'shop_again');
+  const other = await startMigration(stack, {
+    id: 'shop-again',
+    source: { uri: sourceDb.uri, password: stack.secretFile('s2', sourceDb.password) },
+    target: { uri: otherTarget.uri, password: stack.secretFile('t2', otherTarget.password) },
+    method: 'dump',
+  });
+  expect((await migrationFailure(other)).message).toContain(`still fenced by pgmove migration ${id}`);
+  expect((await databaseAccessState(source, 'shop')).settings).toContain('default_transaction_read_only=on');
+  const wrong = await pgmoveCliAsync(stack, ['unfreeze', 'shop-again']);
+  expect(wrong.stderr).toContain(`run pgmove unfreeze ${id}`);
+  expect(wrong.code).toBe(1);
   expect((await databaseAccessState(source, 'shop')).settings).toContain('default_transaction_read_only=on');
   // `pgmove unfreeze` releases it: exactly as before the migration, and writable by the application.
   const released = await pgmoveCliAsync(stack, ['unfreeze', id]);
