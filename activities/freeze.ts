@@ -10,7 +10,7 @@
  */
 import type { Client } from 'pg';
 import type { MigrationSpec } from '../src/spec';
-import type { FreezeState } from '../src/model';
+import type { FreezeState, PreflightCheck } from '../src/model';
 import { connectionInfo, withClient } from '../src/pg/connect';
 import { ident, literal } from '../src/pg/sql';
 import { activityLogger } from '../src/log';
@@ -161,6 +161,18 @@ export function fencedByOther(database: string, owner: string): ApplicationFailu
     `the source database ${database} is still fenced by pgmove migration ${owner} (kept frozen after its switch): release it with \`pgmove unfreeze ${owner}\` before migrating it again`,
     'SourceFenced',
   );
+}
+
+/** Pre-flight: a source another migration kept fenced after its switch is not this one's to copy or unfreeze. */
+export async function foreignFenceCheck(source: Client, database: string, migrationId: string | undefined): Promise<PreflightCheck | undefined> {
+  const fence = await readFreezeState(source);
+  if (!fence?.migrationId || fence.migrationId === migrationId) return undefined;
+  return {
+    name: 'source not fenced by another migration',
+    ok: false,
+    detail: `the source database ${database} is still fenced by pgmove migration ${fence.migrationId} (kept frozen after its switch)`,
+    fix: `pgmove unfreeze ${fence.migrationId}, once nothing should write to the old database any more`,
+  };
 }
 
 export async function readFreezeState(client: Client): Promise<FreezeState | undefined> {

@@ -12,6 +12,7 @@ import { ident } from '../src/pg/sql';
 import { chooseClientTools } from '../src/pg/client-tools';
 import type { LogicalPlan, PreflightCheck, PreflightReport } from '../src/model';
 import { logicalReadiness } from './preflight-logical';
+import { foreignFenceCheck } from './freeze';
 import { dmsReadiness } from './preflight-dms';
 import { activityLogger } from '../src/log';
 
@@ -31,7 +32,7 @@ export interface ClusterPreflightOptions {
   rolesToCreate: string[];
 }
 
-export async function preflight(specInput: unknown, cluster?: ClusterPreflightOptions): Promise<PreflightResult> {
+export async function preflight(specInput: unknown, cluster?: ClusterPreflightOptions, migrationId?: string): Promise<PreflightResult> {
   const spec = validateSpec(specInput);
   const log = activityLogger('preflight');
   const sourceInfo = await connectionInfo(spec.source, 'source');
@@ -41,6 +42,8 @@ export async function preflight(specInput: unknown, cluster?: ClusterPreflightOp
     const { target, willBeCreated } = await connectTarget(targetInfo, cluster);
     try {
       const report = await inspect(spec, source, target, sourceInfo, targetInfo, { willBeCreated, rolesToCreate: cluster?.rolesToCreate ?? [] });
+      const fenced = await foreignFenceCheck(source, sourceInfo.database, migrationId);
+      if (fenced) report.checks.push(fenced);
       const failed = report.checks.filter((check) => !check.ok);
       log.info({ failed: failed.length, tables: report.tables, bytes: report.totalBytes }, 'pre-flight finished');
       if (failed.length > 0) {

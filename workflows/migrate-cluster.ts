@@ -255,7 +255,7 @@ async function preflightAll(plan: ClusterPlan, status: ClusterStatus, publish: (
       const r = status.databases.find((d) => d.workflowId === planned.workflowId)!;
       r.phase = 'preflight';
       try {
-        const checked = await planning.preflight(planned.spec, { targetMaintenanceDatabase: plan.targetMaintenanceDatabase, rolesToCreate: plan.rolesToCreate });
+        const checked = await planning.preflight(planned.spec, { targetMaintenanceDatabase: plan.targetMaintenanceDatabase, rolesToCreate: plan.rolesToCreate }, planned.workflowId);
         r.method = checked.report.method;
         r.phase = 'pending';
       } catch (error) {

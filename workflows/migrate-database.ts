@@ -208,7 +208,7 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
         publish();
       }
       enterPhase('preflight');
-      const checked = await preflightActivity(input)(resolvedInput);
+      const checked = await preflightActivity(input)(resolvedInput, undefined, migrationId);
       spec = checked.spec;
       status.preflight = checked.report;
       status.method = checked.report.method;
@@ -334,7 +334,8 @@ async function finish(
       status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'drop the subscription, replication slot and publication');
       publish();
     } else if (ready.freezeSource && !keepFrozen) {
-      await unfreeze.unfreezeSource(ready, migrationId);
+      const { fencedBy } = await unfreeze.unfreezeSource(ready, migrationId);
+      if (fencedBy) (status.warnings ??= []).push(`the source was left frozen: migration ${fencedBy} fenced it, and only it lifts that fence`);
       status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'unfreeze the source');
       publish();
     }
