@@ -11,7 +11,7 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import type { Client } from 'pg';
-import { parseSpecInput, SpecError, type MigrationSpec, type MigrationSpecInput } from '../src/spec';
+import { parseSpecInput, type MigrationSpec, type MigrationSpecInput } from '../src/spec';
 import type { ClusterSpec } from '../src/cluster-spec';
 import { durationMs } from '../src/units';
 import type { CutoverAttempt, CutoverRequest, ValidationReport } from '../src/model';
@@ -28,6 +28,7 @@ import { freezeSource, unfreezeSource, verifyFence } from './freeze';
 import { syncSequences } from './sequences';
 import { copyLargeObjectsWith, copyTableOf, runUnit } from './copy';
 import { validate } from './validate';
+import { parsedOrBadSpec } from './preflight';
 
 export interface CutoverInput {
   spec: MigrationSpec;
@@ -261,13 +262,8 @@ export async function unfreezeAfterCutover(input: CutoverInput): Promise<void> {
  * (nothing recorded: nothing to do). Only the migration that froze it may lift it.
  */
 export async function releaseSource(input: { spec: MigrationSpecInput; migrationId: string }): Promise<{ released: boolean; how: string }> {
-  let spec: Pick<MigrationSpec, 'source'>;
-  try {
-    spec = parseSpecInput(input.spec); // the source is all it needs (a provisioned target has no uri in the input)
-  } catch (error) {
-    if (error instanceof SpecError) throw ApplicationFailure.nonRetryable(error.message, 'BadSpec');
-    throw error;
-  }
+  // The source is all it needs (a provisioned target has no uri in the input).
+  const spec = parsedOrBadSpec(() => parseSpecInput(input.spec));
   const { unfrozen, fencedBy } = await unfreezeSource(spec, input.migrationId);
   activityLogger('unfreeze').info({ unfrozen, fencedBy }, 'source release');
   if (fencedBy) throw ApplicationFailure.nonRetryable(`the source is fenced by migration ${fencedBy}, not ${input.migrationId}: run pgmove unfreeze ${fencedBy}`, 'SourceFenced');

@@ -8,7 +8,8 @@
 import type { Client } from 'pg';
 import { ApplicationFailure } from '@temporalio/common';
 import { childSpecFor, childWorkflowId, namedDatabases, parseClusterSpec, type ClusterSpec, type DatabaseEntry } from '../src/cluster-spec';
-import { SpecError, type MigrationSpecInput } from '../src/spec';
+import type { MigrationSpecInput } from '../src/spec';
+import { parsedOrBadSpec } from './preflight';
 import type { GlobalsReport } from '../src/model';
 import { connect, connectionInfo, type ConnectionInfo } from '../src/pg/connect';
 import { serverMajor } from '../src/pg/catalog';
@@ -52,13 +53,7 @@ export interface ClusterPlan {
 
 /** Validates the cluster spec and resolves which databases it means on the source. */
 export async function planCluster(input: unknown): Promise<ClusterPlan> {
-  let spec: ClusterSpec;
-  try {
-    spec = parseClusterSpec(input);
-  } catch (error) {
-    if (error instanceof SpecError) throw ApplicationFailure.nonRetryable(error.message, 'BadSpec');
-    throw error;
-  }
+  const spec = parsedOrBadSpec(() => parseClusterSpec(input));
   const sourceInfo = await connectionInfo(spec.source, 'source');
   const targetInfo = await connectionInfo(spec.target, 'target');
   return withBoth(sourceInfo, targetInfo, async (source, target) => {
@@ -66,9 +61,8 @@ export async function planCluster(input: unknown): Promise<ClusterPlan> {
     const entries = selectDatabases(spec, onSource.map((d) => d.name));
     const existingRoles = new Set((await target.query<{ rolname: string }>('SELECT rolname FROM pg_roles')).rows.map((r) => r.rolname));
     const rolesToCreate = spec.roles.migrate ? (await listSourceRoles(source)).map((r) => r.name).filter((name) => !existingRoles.has(name) && !spec.roles.exclude.includes(name)) : [];
-    let databases: PlannedDatabase[];
-    try {
-      databases = entries.map((entry) => {
+    const databases: PlannedDatabase[] = parsedOrBadSpec(() =>
+      entries.map((entry) => {
         const onSourceRow = onSource.find((d) => d.name === entry.name);
         return {
           database: entry.name,
@@ -78,11 +72,8 @@ export async function planCluster(input: unknown): Promise<ClusterPlan> {
           sourceGrants: onSourceRow?.grants ?? null,
           sourceComment: onSourceRow?.comment ?? null,
         };
-      });
-    } catch (error) {
-      if (error instanceof SpecError) throw ApplicationFailure.nonRetryable(error.message, 'BadSpec');
-      throw error;
-    }
+      }),
+    );
     return { spec, databases, rolesToCreate, targetMaintenanceDatabase: targetInfo.database };
   });
 }

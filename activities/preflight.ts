@@ -75,13 +75,18 @@ async function connectTarget(info: ConnectionInfo, cluster: ClusterPreflightOpti
   }
 }
 
-export function validateSpec(specInput: unknown): MigrationSpec {
+/** Runs a spec parser; its SpecError is bad input no retry fixes, so it fails the activity for good (BadSpec). */
+export function parsedOrBadSpec<T>(parse: () => T): T {
   try {
-    return parseSpec(specInput);
+    return parse();
   } catch (error) {
     if (error instanceof SpecError) throw ApplicationFailure.nonRetryable(error.message, 'BadSpec');
     throw error;
   }
+}
+
+export function validateSpec(specInput: unknown): MigrationSpec {
+  return parsedOrBadSpec(() => parseSpec(specInput));
 }
 
 async function inspect(

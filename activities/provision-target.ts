@@ -21,7 +21,8 @@ import {
   type DBInstance,
 } from '@aws-sdk/client-rds';
 import { ApplicationFailure } from '@temporalio/common';
-import { parseSpecInput, SpecError, type ParsedSpec } from '../src/spec';
+import { parseSpecInput, type ParsedSpec } from '../src/spec';
+import { parsedOrBadSpec } from './preflight';
 import { durationMs } from '../src/units';
 import { withAws, type AwsClients } from '../src/aws/clients';
 import { awsCall, awsErrorCode } from '../src/aws/errors';
@@ -53,13 +54,7 @@ export interface ProvisionContext {
 
 /** Validates the spec's provisioning part; bad input is non-retryable. */
 export function provisionContext(specInput: unknown, migrationId: string): ProvisionContext {
-  let spec: ParsedSpec;
-  try {
-    spec = parseSpecInput(specInput);
-  } catch (error) {
-    if (error instanceof SpecError) throw ApplicationFailure.nonRetryable(error.message, 'BadSpec');
-    throw error;
-  }
+  const spec: ParsedSpec = parsedOrBadSpec(() => parseSpecInput(specInput));
   const provision = spec.target.provision;
   if (!provision) throw ApplicationFailure.nonRetryable('target.provision is missing', 'BadSpec');
   return { spec, provision, names: provisionNames(migrationId, provision.identifier), migrationId };

@@ -1,21 +1,14 @@
 /** The AWS parts of the spec (target.provision, endpointOverride, aws, dms), deterministic names, error classification. */
-import { migrationIdFor, parseSpec, parseSpecInput, SpecError } from '../../src/spec';
+import { migrationIdFor, parseSpec, parseSpecInput } from '../../src/spec';
 import { provisionNames, ownership, ownershipTags } from '../../src/aws/names';
 import { classifyAwsError } from '../../src/aws/errors';
 import { ApplicationFailure } from '@temporalio/common';
+import { specProblems } from '../helpers/spec-problems';
 
 const source = { uri: 'postgresql://metastore_user@10.0.0.5:5432/metastore', password: 'env:SOURCE_PASSWORD' };
 const provision = { type: 'rds', engineVersion: '16', instanceClass: 'db.t4g.medium', allocatedStorageGB: 50, subnetIds: ['subnet-0a', 'subnet-0b'], allowedCidrs: ['10.0.0.0/16'] };
 
-function problems(input: unknown): string[] {
-  try {
-    parseSpecInput(input);
-  } catch (error) {
-    if (error instanceof SpecError) return error.problems;
-    throw error;
-  }
-  return [];
-}
+const problems = (input: unknown): string[] => specProblems(parseSpecInput, input);
 
 test('target.provision is an alternative to target.uri: exactly one, no password, endpointOverride only with it', () => {
   const spec = parseSpecInput({ source, target: { provision, endpointOverride: { host: '127.0.0.1', port: 6543 } } });

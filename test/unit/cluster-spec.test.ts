@@ -1,6 +1,6 @@
 /** The cluster spec: defaults merged into each database's spec, every error naming the database and field. */
 import { childSpecFor, isClusterSpec, parseClusterSpec, withDatabase } from '../../src/cluster-spec';
-import { SpecError } from '../../src/spec';
+import { specProblems } from '../helpers/spec-problems';
 
 const base = {
   id: 'analytics',
@@ -8,15 +8,7 @@ const base = {
   target: { uri: 'postgresql://admin@new:5432/postgres?sslmode=require', password: 'file:/run/secrets/target' },
 };
 
-function problems(input: unknown): string[] {
-  try {
-    parseClusterSpec(input);
-  } catch (error) {
-    if (error instanceof SpecError) return error.problems;
-    throw error;
-  }
-  return [];
-}
+const problems = (input: unknown): string[] => specProblems(parseClusterSpec, input);
 
 test('a database entry overrides the shared defaults, objects merged field by field', () => {
   const spec = parseClusterSpec({

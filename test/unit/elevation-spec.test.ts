@@ -2,24 +2,17 @@
  * The spec's privilege elevation block and k8s-secret references (field-named errors), and the argv the
  * execution backends build: kubectl with and without context/container/runuser, local as root.
  */
-import { parseSpec, SpecError } from '../../src/spec';
+import { parseSpec } from '../../src/spec';
 import { KubectlBackend, LocalBackend } from '../../src/exec-backend';
 import { grantStatements, revertStatements } from '../../src/pg/privilege-needs';
+import { specProblems } from '../helpers/spec-problems';
 
 const base = {
   source: { uri: 'postgresql://app@10.0.0.5:5432/metastore', password: 'k8s-secret:metastore/metastore-postgresql/postgres-password' },
   target: { uri: 'postgresql://app@new-host/metastore', password: 'env:TARGET' },
 };
 
-function problems(input: unknown): string[] {
-  try {
-    parseSpec(input);
-  } catch (error) {
-    if (error instanceof SpecError) return error.problems;
-    throw error;
-  }
-  return [];
-}
+const problems = (input: unknown): string[] => specProblems(parseSpec, input);
 
 test('k8s-secret:namespace/name/key is a password reference; malformed ones name the field', () => {
   expect(parseSpec(base).source.password).toBe('k8s-secret:metastore/metastore-postgresql/postgres-password');

@@ -1,19 +1,12 @@
-import { durationMs, migrationIdFor, parseSpec, SpecError } from '../../src/spec';
+import { durationMs, migrationIdFor, parseSpec } from '../../src/spec';
+import { specProblems } from '../helpers/spec-problems';
 
 const valid = {
   source: { uri: 'postgresql://app@10.0.0.5:5432/metastore', password: 'env:SOURCE_PASSWORD' },
   target: { uri: 'postgresql://app@new-host/metastore', password: 'file:/run/secrets/target' },
 };
 
-function problems(input: unknown): string[] {
-  try {
-    parseSpec(input);
-  } catch (error) {
-    if (error instanceof SpecError) return error.problems;
-    throw error;
-  }
-  return [];
-}
+const problems = (input: unknown): string[] => specProblems(parseSpec, input);
 
 test('a minimal spec gets every default', () => {
   const spec = parseSpec(valid);
