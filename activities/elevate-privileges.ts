@@ -132,8 +132,7 @@ async function revertOnce(input: ElevationInput): Promise<ElevationRecord | unde
   if (!elevation?.allow || spec.dryRun) return undefined;
   const log = activityLogger('revertPrivileges');
   const signal = Context.current().cancellationSignal;
-  const info = await connectionInfo(spec.source, 'source');
-  const client = await connect(info, 'source');
+  const { info, client } = await connectForRevert(await connectionInfo(spec.source, 'source'));
   try {
     const backend = createBackend(elevation);
     const server = await locateServer(backend, client, elevation, info.port, signal);
@@ -175,6 +174,21 @@ async function revertOnce(input: ElevationInput): Promise<ElevationRecord | unde
     return { ...recordOf(state, paths.stateFile, server.osUser, `reverted; ${how}`), revertedAt: new Date().toISOString() };
   } finally {
     await client.end().catch(() => undefined);
+  }
+}
+
+/**
+ * The revert only reads server settings over this connection, from any database. The migrated one may
+ * refuse the role by now: a fence that lives on after a failed unfreeze revokes CONNECT, and an earlier
+ * attempt of this revert may already have taken back the SUPERUSER that let the role in.
+ */
+async function connectForRevert(sourceInfo: ConnectionInfo): Promise<{ info: ConnectionInfo; client: Client }> {
+  try {
+    return { info: sourceInfo, client: await connect(sourceInfo, 'source') };
+  } catch (error) {
+    if ((error as { code?: string }).code !== '42501' || sourceInfo.database === 'postgres') throw error;
+    const maintenance = { ...sourceInfo, database: 'postgres' };
+    return { info: maintenance, client: await connect(maintenance, 'source') };
   }
 }
 

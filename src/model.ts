@@ -196,6 +196,12 @@ export interface TableProgress {
   done: boolean;
 }
 
+export interface CleanupFailure {
+  step: string;
+  error: string;
+  byHand: string;
+}
+
 export interface MigrationStatus {
   migrationId: string;
   phase: Phase;
@@ -211,6 +217,8 @@ export interface MigrationStatus {
   abortReason?: string;
   /** What cleanup still has to undo (e.g. "unfreeze source"). */
   cleanupOwed: string[];
+  /** Compensations that failed (each ran on its own), with the command that finishes each by hand. */
+  cleanupFailed?: CleanupFailure[];
   /** Logical method: the stream while syncing. */
   replication?: ReplicationState;
   cutovers?: CutoverAttempt[];

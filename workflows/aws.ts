@@ -8,6 +8,8 @@ import type { Duration } from '@temporalio/common';
 import type * as activities from '../activities';
 import type { MigrationSpecInput } from '../src/spec';
 import type { MigrationStatus } from '../src/model';
+import type { AwsCleanupInput } from '../activities/cleanup-aws';
+import type { DeprovisionResult } from '../src/aws/model';
 import { durationMs } from '../src/units';
 
 function provisionActivities(input: MigrationSpecInput) {
@@ -43,17 +45,46 @@ export async function provisionIfNeeded(
   return { ...input, target: { uri: provisioned.uri, password: provisioned.passwordRef } };
 }
 
+/** What the AWS cleanup of this ending deletes (undefined: nothing was created), and what it keeps. */
+export interface AwsCleanupRequest {
+  request: AwsCleanupInput;
+  provisioning: boolean;
+  keep: boolean;
+  keepInstance: boolean;
+}
+
+export function awsCleanupRequest(input: MigrationSpecInput, migrationId: string, status: MigrationStatus, keepInstance: boolean): AwsCleanupRequest | undefined {
+  if (input.dryRun) return undefined;
+  const provisioning = input.target.provision !== undefined && status.timings.provisionTarget !== undefined;
+  const dms = input.method === 'dms' || status.method === 'dms';
+  if (!provisioning && !dms) return undefined;
+  const keep = keepInstance || input.target.provision?.keepTargetOnAbort === true;
+  const request: AwsCleanupInput = {
+    migrationId,
+    aws: { region: input.aws?.region ?? 'us-east-1', endpoint: input.aws?.endpoint },
+    identifier: input.target.provision?.identifier,
+    dmsOnly: keep || !provisioning,
+  };
+  return { request, provisioning, keep, keepInstance };
+}
+
+export function recordAwsCleanup(status: MigrationStatus, result: DeprovisionResult, { provisioning, keep, keepInstance }: AwsCleanupRequest): void {
+  status.awsCleanup = {
+    deleted: result.deleted,
+    kept: [...result.skipped, ...(provisioning && keep ? [`DB instance ${status.provisioned?.instanceIdentifier ?? ''} and its groups (${keepInstance ? 'the migration completed or the target is kept for inspection' : 'keepTargetOnAbort'})`] : [])],
+  };
+  status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'delete the AWS resources this migration created');
+}
+
 /**
  * At the end: DMS resources always go; the provisioned instance and its groups go too when the
  * migration did not complete (and the spec does not say keepTargetOnAbort). Only resources tagged
  * with this migration's id are deleted. Retried for a while (an instance's deletion takes minutes).
+ * The cleanup of runs started before the "independent-compensations" patch (see ./compensations).
  */
 export async function releaseAwsResources(input: MigrationSpecInput, migrationId: string, status: MigrationStatus, keepInstance: boolean, publish: () => void): Promise<void> {
-  if (input.dryRun) return;
-  const provisioning = input.target.provision !== undefined && status.timings.provisionTarget !== undefined && !input.dryRun;
-  const dms = input.method === 'dms' || status.method === 'dms';
-  if (!provisioning && !dms) return;
-  const keep = keepInstance || input.target.provision?.keepTargetOnAbort === true;
+  const aws = awsCleanupRequest(input, migrationId, status, keepInstance);
+  if (!aws) return;
   const { cleanupAwsResources } = proxyActivities<typeof activities>({
     startToCloseTimeout: '2h',
     heartbeatTimeout: '2m',
@@ -61,17 +92,7 @@ export async function releaseAwsResources(input: MigrationSpecInput, migrationId
   });
   await CancellationScope.nonCancellable(async () => {
     try {
-      const result = await cleanupAwsResources({
-        migrationId,
-        aws: { region: input.aws?.region ?? 'us-east-1', endpoint: input.aws?.endpoint },
-        identifier: input.target.provision?.identifier,
-        dmsOnly: keep || !provisioning,
-      });
-      status.awsCleanup = {
-        deleted: result.deleted,
-        kept: [...result.skipped, ...(provisioning && keep ? [`DB instance ${status.provisioned?.instanceIdentifier ?? ''} and its groups (${keepInstance ? 'the migration completed or the target is kept for inspection' : 'keepTargetOnAbort'})`] : [])],
-      };
-      status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'delete the AWS resources this migration created');
+      recordAwsCleanup(status, await cleanupAwsResources(aws.request), aws);
     } catch (error) {
       status.errors.push(`AWS cleanup failed; run \`pgmove cleanup ${migrationId}\`: ${error instanceof Error ? error.message : String(error)}`);
     }

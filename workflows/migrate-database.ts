@@ -7,19 +7,19 @@
  * Deterministic code only: all I/O happens in activities.
  */
 import {
-  ActivityCancellationType,
   ApplicationFailure,
   CancellationScope,
   ContinueAsNew,
   continueAsNew,
   getExternalWorkflowHandle,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { Duration, RetryPolicy } from '@temporalio/common';
+import type { Duration } from '@temporalio/common';
 import type * as activities from '../activities';
 import type { SourceTableChecksum } from '../activities/validate';
 import type { MigrationSpec, MigrationSpecInput } from '../src/spec';
@@ -27,9 +27,13 @@ import type { CutoverRequest, MigrationStatus, Phase, ValidationReport } from '.
 import { abortSignal, cutoverSignal, databaseProgressSignal, migrationPhaseKey, requestCutoverUpdate, statusQuery, type DatabaseProgress } from './messages';
 import { renderStatusMarkdown } from './status-markdown';
 import { initTableProgress, recordUnit, runUnits } from './copy-progress';
-import { durationMs } from '../src/units';
-import { cutoverActivities, cutoverRefusal, runLogical, sourceStaysFrozen, syncUntilCutover, voteFailed, type CutoverControl, type LogicalContext } from './logical';
+import { cutoverActivities, cutoverRefusal, runLogical, syncUntilCutover, voteFailed, type CutoverControl, type LogicalContext } from './logical';
 import { provisionIfNeeded, releaseAwsResources } from './aws';
+import { OWED, runCompensations } from './compensations';
+import { finish, revertElevation } from './legacy-cleanup';
+import { elevationActivities } from './elevation';
+import { phaseActivities } from './phase-activities';
+import { PATCHES } from './patches';
 import { runDms, syncDmsUntilCutover } from './dms';
 
 export interface MigrationResult {
@@ -44,29 +48,6 @@ function preflightActivity(input: MigrationSpecInput) {
     heartbeatTimeout: (input.timeouts?.heartbeat ?? '60s') as Duration,
     retry: { maximumAttempts: 3, initialInterval: '2s' },
   }).preflight;
-}
-
-function phaseActivities(spec: MigrationSpec) {
-  const retry: RetryPolicy = { maximumAttempts: spec.retries.maximumAttempts, initialInterval: '2s', maximumInterval: '1m' };
-  // The spec's durations were validated by pre-flight ("4h", "30s"): Temporal's own duration format.
-  const timeouts = spec.timeouts as Record<keyof MigrationSpec['timeouts'], Duration>;
-  const heartbeatTimeout = timeouts.heartbeat;
-  // An abort waits until a cancelled activity has really stopped (COPY ended) before cleanup runs.
-  const cancellationType = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED;
-  return {
-    schema: proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.schema, heartbeatTimeout, retry, cancellationType }),
-    copy: proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.copy, heartbeatTimeout, retry, cancellationType }),
-    postData: proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.postData, heartbeatTimeout, retry, cancellationType }),
-    validate: proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.validate, heartbeatTimeout, retry, cancellationType }),
-    quick: proxyActivities<typeof activities>({ startToCloseTimeout: '10m', heartbeatTimeout, retry, cancellationType }),
-    // The source must never stay frozen: unfreezing is retried until it succeeds (the status shows
-    // "cleanup owes: unfreeze the source" and the last error meanwhile).
-    unfreeze: proxyActivities<typeof activities>({
-      startToCloseTimeout: Math.max(5 * 60_000, durationMs(spec.cutover.hookTimeout) + 60_000),
-      heartbeatTimeout,
-      retry: { initialInterval: '2s', maximumInterval: '1m' }, // no maximumAttempts: unlimited
-    }),
-  };
 }
 
 /** What a syncing migration carries into its next run (continue-as-new); never a secret. */
@@ -186,6 +167,16 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
     abortNow,
     continueSyncing: (knownTables) => continueAsNew<typeof migrateDatabase>(input, { spec: ready, status, binDir, knownTables, targetExtensions }),
   });
+  /** Every compensation on its own (see ./compensations); runs recorded before that patch keep their sequence. */
+  const cleanUp = async (resetTarget: boolean, keepInstance: boolean) => {
+    if (patched(PATCHES.independentCompensations)) {
+      await runCompensations({ input, spec, migrationId, status, resetTarget, targetExtensionsBefore: targetExtensions, keepInstance, enterPhase, publish });
+      return;
+    }
+    await finish(spec, migrationId, status, resetTarget, targetExtensions, enterPhase, publish);
+    await releaseAwsResources(input, migrationId, status, keepInstance, publish);
+    await revertElevation(input, migrationId, status, enterPhase, publish);
+  };
   try {
     await main.run(async () => {
       if (resume) {
@@ -202,9 +193,9 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
       if (input.source?.privilegeElevation) {
         enterPhase('elevatePrivileges');
         // Owed before it starts: a crash half-way is undone from what the server records.
-        if (input.source.privilegeElevation.allow && !input.dryRun) status.cleanupOwed.push(REVERT_ELEVATION);
+        if (input.source.privilegeElevation.allow && !input.dryRun) status.cleanupOwed.push(OWED.elevation);
         status.privilegeElevation = await elevationActivities(input).elevatePrivileges({ spec: input, migrationId });
-        if (!status.privilegeElevation.elevated) status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== REVERT_ELEVATION);
+        if (!status.privilegeElevation.elevated) status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== OWED.elevation);
         publish();
       }
       enterPhase('preflight');
@@ -287,89 +278,15 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
     const aborted = status.abortReason !== undefined;
     status.errors.push(aborted ? `aborted: ${status.abortReason}` : errorMessage(error));
     const keepTarget = (error instanceof ApplicationFailure && error.type === 'ValidationFailed') || control.switchedAt !== undefined;
-    await finish(spec, migrationId, status, targetTouched && !keepTarget, targetExtensions, enterPhase, publish);
-    await releaseAwsResources(input, migrationId, status, keepTarget, publish);
-    await revertElevation(input, migrationId, status, enterPhase, publish);
+    await cleanUp(targetTouched && !keepTarget, keepTarget);
     enterPhase(aborted ? 'aborted' : 'failed');
     if (aborted) throw ApplicationFailure.nonRetryable(`migration aborted: ${status.abortReason}`, 'Aborted');
     throw error;
   }
-  await finish(spec, migrationId, status, targetTouched && !completed, targetExtensions, enterPhase, publish);
-  await releaseAwsResources(input, migrationId, status, completed, publish);
-  await revertElevation(input, migrationId, status, enterPhase, publish);
+  await cleanUp(targetTouched && !completed, completed);
   const dryRun = spec?.dryRun ?? input.dryRun === true;
   enterPhase(dryRun ? 'dryRunCompleted' : 'completed');
   return { migrationId, outcome: dryRun ? 'dryRun' : 'completed', status };
-}
-
-/** Cleanup runs even when the workflow was cancelled or aborted; its own failure is reported too. */
-async function finish(
-  spec: MigrationSpec | undefined,
-  migrationId: string,
-  status: MigrationStatus,
-  resetTarget: boolean,
-  targetExtensionsBefore: string[],
-  enterPhase: (phase: Phase) => void,
-  publish: () => void,
-): Promise<void> {
-  if (!spec || spec.dryRun) return;
-  const ready = spec;
-  enterPhase('cleanup');
-  await CancellationScope.nonCancellable(async () => {
-    const { quick, unfreeze } = phaseActivities(ready);
-    const { keep: keepFrozen, note } = sourceStaysFrozen(ready, status);
-    if (note) (status.warnings ??= []).push(note);
-    if (keepFrozen) {
-      status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'unfreeze the source');
-      (status.warnings ??= []).push(`the source stays frozen after the switch (cutover.sourceAfterSwitch: frozen): a client still pointing at it fails instead of writing where nobody reads; \`pgmove unfreeze ${migrationId}\` makes it writable again`);
-      publish();
-    }
-    if (status.method === 'logical') {
-      // The source first: unfrozen (the hook strategy's record lives on the publication), then the slot — a forgotten
-      // slot fills the source's disk; both are retried until they succeed.
-      if (status.cutovers?.length && !keepFrozen) await unfreeze.unfreezeAfterCutover({ spec: ready, migrationId, knownTables: [] });
-      status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'unfreeze the source');
-      publish();
-      await unfreeze.dropReplication({ spec: ready, migrationId });
-      status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'drop the subscription, replication slot and publication');
-      publish();
-    } else if (ready.freezeSource && !keepFrozen) {
-      const { fencedBy } = await unfreeze.unfreezeSource(ready, migrationId);
-      if (fencedBy) (status.warnings ??= []).push(`the source was left frozen: migration ${fencedBy} fenced it, and only it lifts that fence`);
-      status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'unfreeze the source');
-      publish();
-    }
-    try {
-      await quick.cleanup({ spec: ready, migrationId, resetTarget, targetExtensionsBefore });
-      status.cleanupOwed = status.cleanupOwed.filter((owed) => owed === REVERT_ELEVATION);
-    } catch (error) {
-      status.errors.push(`cleanup failed, still owed (${status.cleanupOwed.join('; ')}): ${errorMessage(error)}`);
-    }
-  });
-}
-
-const REVERT_ELEVATION = 'revert the privilege elevation on the source';
-
-function elevationActivities(input: MigrationSpecInput) {
-  const retry: RetryPolicy = { maximumAttempts: input.retries?.maximumAttempts ?? 10, initialInterval: '2s', maximumInterval: '1m' };
-  const heartbeatTimeout = (input.timeouts?.heartbeat ?? '60s') as Duration;
-  return {
-    elevatePrivileges: proxyActivities<typeof activities>({ startToCloseTimeout: '10m', heartbeatTimeout, retry }).elevatePrivileges,
-    // Like the unfreeze: retried until it succeeds — the source must never keep a trust line.
-    revertPrivileges: proxyActivities<typeof activities>({ startToCloseTimeout: '10m', heartbeatTimeout, retry: { initialInterval: '2s', maximumInterval: '1m' } }).revertPrivileges,
-  };
-}
-
-/** Phase 2's undo, last in cleanup (dropping the slot may still need the granted REPLICATION). */
-async function revertElevation(input: MigrationSpecInput, migrationId: string, status: MigrationStatus, enterPhase: (phase: Phase) => void, publish: () => void): Promise<void> {
-  if (!status.cleanupOwed.includes(REVERT_ELEVATION)) return;
-  if (status.phase !== 'cleanup') enterPhase('cleanup');
-  await CancellationScope.nonCancellable(async () => {
-    const reverted = await elevationActivities(input).revertPrivileges({ spec: input, migrationId });
-    if (status.privilegeElevation) status.privilegeElevation.revertedAt = reverted?.revertedAt ?? 'nothing left to revert';
-    status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== REVERT_ELEVATION);
-    publish();
-  });
 }
 
 function errorMessage(error: unknown): string {

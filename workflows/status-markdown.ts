@@ -36,6 +36,7 @@ export function renderStatusMarkdown(status: MigrationStatus): string {
   const e = status.privilegeElevation;
   if (e?.elevated) lines.push(`- **privileges**: ${e.statements.join(' ')} (pg_hba.conf trust line for ${e.superuser}) — ${e.revertedAt ? `reverted ${e.revertedAt}` : 'reverted in cleanup'}`);
   if (status.cleanupOwed.length) lines.push(`- **cleanup owes**: ${status.cleanupOwed.join('; ')}`);
+  for (const failure of status.cleanupFailed ?? []) lines.push(`- **cleanup step failed**: ${failure.step} — finish it with \`${failure.byHand}\``);
   if (status.errors.length) {
     lines.push('', '### errors', ...status.errors.slice(-5).map((e) => `- ${e.split('\n')[0]}`));
   }

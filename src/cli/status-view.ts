@@ -99,6 +99,7 @@ export function renderStatus(view: StatusSnapshot): string {
     lines.push(`privilege ${changed}${e.revertedAt ? ` — reverted ${e.revertedAt}` : e.elevated ? ' — reverted in cleanup' : ''}`);
   }
   if (status.cleanupOwed.length) lines.push(`owed      ${status.cleanupOwed.join('; ')}`);
+  for (const failure of status.cleanupFailed ?? []) lines.push(`cleanup   ${failure.step} failed (${failure.error.split('\n')[0]}): finish it with \`${failure.byHand}\``);
   for (const error of status.errors) lines.push(`error     ${error}`);
   return lines.join('\n');
 }

@@ -10,6 +10,7 @@ import { Client as TemporalClient, Connection } from '@temporalio/client';
 import { startCluster, stopCluster, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../../scripts/lib/pg-cluster';
 import { startTemporalServer, stopTemporalServer, type TemporalServerHandle } from '../../scripts/lib/temporal-server';
 import { startWorkerProcess, stopWorkerProcess, type WorkerHandle } from '../../scripts/lib/worker-process';
+import { recordHistories } from './record-histories';
 
 export { DEBIAN_PG15_BIN, PROJECT_PG18_BIN, adminQuery };
 export type { ClusterHandle };
@@ -65,6 +66,8 @@ export class TestStack {
   async stop(): Promise<void> {
     const errors: unknown[] = [];
     const attempt = async (fn: () => Promise<void>) => fn().catch((error: unknown) => errors.push(error));
+    // Before anything stops: the histories of this file's runs, when recording (npm run record-histories).
+    if (this.client) await attempt(async () => void (await recordHistories(this.client!)));
     for (const worker of this.workers) await attempt(() => stopWorkerProcess(worker, 'SIGKILL'));
     await attempt(async () => this.connection?.close());
     if (this.temporal) await attempt(() => stopTemporalServer(this.temporal!));

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Re-records the workflow histories the replay test (test/replay/replay.test.ts) replays: runs the
+# integration tests that cover every workflow path against the real stack (Temporal dev server,
+# PostgreSQL, moto) and keeps the history of every run they started. Run it after adding a workflow
+# path; keep the old histories that still matter (a syncing run of an older worker) — this script
+# replaces only the files of the test files it runs.
+#   npm run record-histories [-- test/integration/one.test.ts ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT="$PWD/test/replay/histories"
+FILES=("$@")
+if [ ${#FILES[@]} -eq 0 ]; then
+  FILES=(
+    test/integration/offline-migration.test.ts   # offline completed (CLI and plain temporal), snapshot copy
+    test/integration/abort.test.ts               # offline aborted (signal and pgmove abort)
+    test/integration/logical-migration.test.ts   # cutover refused, failed, then completed; pgmove unfreeze
+    test/integration/logical-edges.test.ts       # syncing with continue-as-new, abort while syncing, autoCutover, WAL limit
+    test/integration/logical-crash.test.ts       # worker killed in copy, syncing and cutover (retried activities)
+    test/integration/cluster-migration.test.ts   # migrateCluster with children, a called-off and a switching cutover
+    test/integration/privilege-elevation.test.ts # elevation and revert on every ending
+    test/aws/dms.test.ts                         # method dms
+    test/aws/rds-target.test.ts                  # provisioning, abort with AWS cleanup, cleanupMigration
+  )
+fi
+mkdir -p "$OUT"
+for file in "${FILES[@]}"; do
+  rm -f "$OUT/$(basename "$file" .test.ts)"--*.json
+done
+PGMOVE_RECORD_HISTORIES="$OUT" npx jest --runInBand "${FILES[@]}"
+echo "recorded $(ls "$OUT" | wc -l) histories ($(du -sh "$OUT" | cut -f1)) in $OUT"

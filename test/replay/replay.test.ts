@@ -1,0 +1,38 @@
+/**
+ * Worker upgrades: every recorded history (test/replay/histories/, recorded from the real stack by
+ * `npm run record-histories`) must replay against the current workflow code. A change to the commands
+ * a workflow emits without a `patched()` guard fails here with a non-determinism error — the error a
+ * migration syncing for days would hit when a new worker version picks it up.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { historyFromJSON } from '@temporalio/common/lib/proto-utils';
+
+const HISTORIES = join(__dirname, 'histories');
+const files = readdirSync(HISTORIES).filter((name) => name.endsWith('.json')).sort();
+let bundle: WorkflowBundleWithSourceMap;
+
+beforeAll(async () => {
+  bundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows'), logger: undefined });
+});
+
+test('histories of every workflow path are recorded', () => {
+  const workflowTypes = new Set(files.map((name) => workflowTypeOf(name)));
+  for (const type of ['migrateDatabase', 'migrateCluster', 'cleanupMigration', 'unfreezeMigrationSource']) {
+    expect([...workflowTypes]).toContain(type);
+  }
+});
+
+test.each(files)('%s replays against the current workflow code', async (name) => {
+  const history = historyFromJSON(JSON.parse(readFileSync(join(HISTORIES, name), 'utf8')));
+  const results: { error?: unknown }[] = [];
+  for await (const result of Worker.runReplayHistories({ workflowBundle: bundle, replayName: name }, [{ history, workflowId: name }])) results.push(result);
+  expect(results).toHaveLength(1);
+  expect(results[0]!.error).toBeUndefined();
+});
+
+function workflowTypeOf(name: string): string {
+  const json = JSON.parse(readFileSync(join(HISTORIES, name), 'utf8')) as { events: { workflowExecutionStartedEventAttributes?: { workflowType?: { name?: string } } }[] };
+  return json.events[0]?.workflowExecutionStartedEventAttributes?.workflowType?.name ?? 'unknown';
+}

@@ -1,0 +1,29 @@
+/** Activity proxies of migrateDatabase's phases, with the spec's timeouts and retries. Deterministic code only. */
+import { ActivityCancellationType, proxyActivities } from '@temporalio/workflow';
+import type { Duration, RetryPolicy } from '@temporalio/common';
+import type * as activities from '../activities';
+import type { MigrationSpec } from '../src/spec';
+import { durationMs } from '../src/units';
+
+export function phaseActivities(spec: MigrationSpec) {
+  const retry: RetryPolicy = { maximumAttempts: spec.retries.maximumAttempts, initialInterval: '2s', maximumInterval: '1m' };
+  // The spec's durations were validated by pre-flight ("4h", "30s"): Temporal's own duration format.
+  const timeouts = spec.timeouts as Record<keyof MigrationSpec['timeouts'], Duration>;
+  const heartbeatTimeout = timeouts.heartbeat;
+  // An abort waits until a cancelled activity has really stopped (COPY ended) before cleanup runs.
+  const cancellationType = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED;
+  return {
+    schema: proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.schema, heartbeatTimeout, retry, cancellationType }),
+    copy: proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.copy, heartbeatTimeout, retry, cancellationType }),
+    postData: proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.postData, heartbeatTimeout, retry, cancellationType }),
+    validate: proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.validate, heartbeatTimeout, retry, cancellationType }),
+    quick: proxyActivities<typeof activities>({ startToCloseTimeout: '10m', heartbeatTimeout, retry, cancellationType }),
+    // The source must never stay frozen: unfreezing is retried until it succeeds (the status shows
+    // "cleanup owes: unfreeze the source" and the last error meanwhile).
+    unfreeze: proxyActivities<typeof activities>({
+      startToCloseTimeout: Math.max(5 * 60_000, durationMs(spec.cutover.hookTimeout) + 60_000),
+      heartbeatTimeout,
+      retry: { initialInterval: '2s', maximumInterval: '1m' }, // no maximumAttempts: unlimited
+    }),
+  };
+}
