@@ -160,9 +160,14 @@ export const specSchema = z
         postData: duration.default('4h'),
         validate: duration.default('2h'),
         heartbeat: duration.default('60s'),
+        /**
+         * An activity whose progress has not moved for this long while it waits (on a lock, or for bytes
+         * from the source) is failed so Temporal retries it; the status names the blocker long before.
+         */
+        stall: duration.default('5m'),
       })
       .strict()
-      .default({ preflight: '5m', schema: '1h', copy: '4h', postData: '4h', validate: '2h', heartbeat: '60s' }),
+      .default({ preflight: '5m', schema: '1h', copy: '4h', postData: '4h', validate: '2h', heartbeat: '60s', stall: '5m' }),
     logical: z
       .object({
         /** Tables without a primary key or replica identity get REPLICA IDENTITY FULL on the source (restored afterwards). */
