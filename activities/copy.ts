@@ -25,7 +25,12 @@ const MAX_TABLES_PER_BATCH = 200;
 /** `skipUnlogged`: the logical method copies unlogged tables inside the cutover freeze instead. */
 export async function planCopy(spec: MigrationSpec, options: { skipUnlogged?: boolean } = {}): Promise<CopyPlan> {
   const info = await connectionInfo(spec.source, 'source');
-  const source = await connect(info, 'source');
+  const source = await connect(info, 'source', { applicationName: 'pgmove plan' });
+  // Table sizes take a share lock: a table locked by another session stops the planning too.
+  const stalled = new AbortController();
+  const watch = new StallWatch({ activity: 'copy planning', stallMs: stallTimeoutMs(spec), endpoints: { source: info }, progress: () => 0, onStall: () => stalled.abort() });
+  watch.track('source', source);
+  const heartbeat = startHeartbeat(() => ({ step: 'planning the copy', ...watch.details() }));
   try {
     const tables = (await listTables(source, spec)).filter((t) => !(options.skipUnlogged && t.unlogged));
     const units: CopyUnit[] = [];
@@ -47,7 +52,11 @@ export async function planCopy(spec: MigrationSpec, options: { skipUnlogged?: bo
     // Largest first: the long poles start early.
     units.sort((a, b) => b.bytes - a.bytes);
     return { units, tables: perTable, largeObjects: await countLargeObjects(source) };
+  } catch (error) {
+    throw watch.failure ?? error;
   } finally {
+    watch.stop();
+    heartbeat.stop();
     await source.end().catch(() => undefined);
   }
 }
