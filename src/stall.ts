@@ -36,6 +36,8 @@ export interface OwnSession {
   state: string | null;
   waitEventType: string | null;
   waitEvent: string | null;
+  /** When its current statement started: a new one since the last probe is progress (a tool between statements). */
+  queryStart: string | null;
   /** The relations (or lock types) it waits for, when it waits for a lock. */
   waitingFor: string | null;
   blockers: SessionInfo[];
@@ -71,10 +73,10 @@ export interface StallWatchOptions {
 /** Sessions of this activity (by pid, or by the application name a child tool got) and their blockers. */
 export async function ownSessions(client: Client, side: Side, pids: number[], applications: string[]): Promise<OwnSession[]> {
   const result = await client.query<{
-    pid: number; state: string | null; wait_event_type: string | null; wait_event: string | null; waiting_for: string | null;
+    pid: number; state: string | null; wait_event_type: string | null; wait_event: string | null; query_start: string | null; waiting_for: string | null;
     blockers: { pid: number; user: string | null; application: string | null; state: string | null; state_since: string | null; xact_start: string | null; query: string | null }[];
   }>(
-    `SELECT a.pid, a.state, a.wait_event_type, a.wait_event,
+    `SELECT a.pid, a.state, a.wait_event_type, a.wait_event, a.query_start::text AS query_start,
             (SELECT string_agg(DISTINCT coalesce(l.relation::regclass::text, l.locktype), ', ') FROM pg_locks l WHERE l.pid = a.pid AND NOT l.granted) AS waiting_for,
             coalesce((SELECT json_agg(json_build_object('pid', bp, 'user', b.usename, 'application', b.application_name, 'state', b.state,
                                                         'state_since', b.state_change, 'xact_start', b.xact_start, 'query', left(b.query, 200)) ORDER BY bp)
@@ -90,6 +92,7 @@ export async function ownSessions(client: Client, side: Side, pids: number[], ap
     state: row.state,
     waitEventType: row.wait_event_type,
     waitEvent: row.wait_event,
+    queryStart: row.query_start,
     waitingFor: row.waiting_for,
     blockers: row.blockers.map((b) => ({
       pid: b.pid, user: b.user, application: b.application, state: b.state, stateSince: b.state_since, transactionStart: b.xact_start, query: b.query,
@@ -143,6 +146,8 @@ export class StallWatch {
   private lastMove = Date.now();
   private lastProbe = 0;
   private probing = false;
+  /** Each session's statement start at the last probe ("side:pid" → query_start). */
+  private statements = new Map<string, string | null>();
   stall: Stall | undefined;
   failure: ApplicationFailure | undefined;
 
@@ -209,8 +214,11 @@ export class StallWatch {
       }
     }
     const blocked = sessions.filter((s) => s.blockers.length > 0);
-    // Nothing of ours on the servers, or a session working on its own: not a stall.
-    if (blocked.length === 0 && (sessions.some(working) || (sessions.length === 0 && quiet.length === 0))) {
+    const previous = this.statements;
+    this.statements = new Map(sessions.map((s) => [`${s.side}:${s.pid}`, s.queryStart]));
+    const newStatement = sessions.some((s) => !previous.has(`${s.side}:${s.pid}`) || previous.get(`${s.side}:${s.pid}`) !== s.queryStart);
+    // Nothing of ours on the servers, a session working on its own, or a tool issuing statements: not a stall.
+    if (blocked.length === 0 && (sessions.some(working) || newStatement || (sessions.length === 0 && quiet.length === 0))) {
       this.lastMove = Date.now();
       this.stall = undefined;
       return;

@@ -2,7 +2,7 @@
 import { describeBlocker, summarizeStall, type OwnSession } from '../../src/stall';
 
 const blocked: OwnSession = {
-  side: 'target', pid: 4242, state: 'active', waitEventType: 'Lock', waitEvent: 'relation', waitingFor: 'public.orders',
+  side: 'target', pid: 4242, state: 'active', waitEventType: 'Lock', waitEvent: 'relation', queryStart: '2026-12-01T05:00:01Z', waitingFor: 'public.orders',
   blockers: [{ pid: 777, user: 'app', application: 'psql', state: 'idle in transaction', stateSince: '2026-12-01T05:00:00Z', transactionStart: '2026-12-01T04:59:00Z', query: 'LOCK TABLE\n  orders' }],
 };
 
