@@ -171,10 +171,12 @@ export async function runUnit(
   const heartbeat = onProgress ? undefined : startHeartbeat(() => ({ ...details(), ...ownWatch?.details() }));
   const report = onProgress ? setInterval(() => onProgress(details()), 2000) : undefined;
   const signal = AbortSignal.any([stopSignal ?? heartbeat?.signal ?? Context.current().cancellationSignal, stalled.signal]);
-  const source = await connect(sourceInfo, 'source', { applicationName: 'pgmove copy' });
-  const untrack = [watch?.track('source', source)];
+  const untrack: ((() => void) | undefined)[] = [];
+  let source: Client | undefined;
   let target: Client | undefined;
   try {
+    source = await connect(sourceInfo, 'source', { applicationName: 'pgmove copy' });
+    untrack.push(watch?.track('source', source));
     target = await connect(targetInfo, 'target', { applicationName: 'pgmove copy' });
     untrack.push(watch?.track('target', target));
     await source.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`);
@@ -203,7 +205,7 @@ export async function runUnit(
     untrack.forEach((stop) => stop?.());
     heartbeat?.stop();
     if (report) clearInterval(report);
-    await source.end().catch(() => undefined);
+    await source?.end().catch(() => undefined);
     await target?.end().catch(() => undefined);
   }
 }
