@@ -15,6 +15,7 @@ import { countLargeObjects, listTables, type TableInfo } from '../src/pg/catalog
 import { displayName, ident, qualified } from '../src/pg/sql';
 import { copyTable, type CopyCounters } from '../src/pg/table-copy';
 import { startHeartbeat } from '../src/heartbeat';
+import { StallWatch, stallTimeoutMs } from '../src/stall';
 import { tableChecksums, type SourceTableChecksum } from './validate';
 import { activityLogger } from '../src/log';
 
@@ -24,7 +25,12 @@ const MAX_TABLES_PER_BATCH = 200;
 /** `skipUnlogged`: the logical method copies unlogged tables inside the cutover freeze instead. */
 export async function planCopy(spec: MigrationSpec, options: { skipUnlogged?: boolean } = {}): Promise<CopyPlan> {
   const info = await connectionInfo(spec.source, 'source');
-  const source = await connect(info, 'source');
+  const source = await connect(info, 'source', { applicationName: 'pgmove plan' });
+  // Table sizes take a share lock: a table locked by another session stops the planning too.
+  const stalled = new AbortController();
+  const watch = new StallWatch({ activity: 'copy planning', stallMs: stallTimeoutMs(spec), endpoints: { source: info }, progress: () => 0, onStall: () => stalled.abort() });
+  watch.track('source', source);
+  const heartbeat = startHeartbeat(() => ({ step: 'planning the copy', ...watch.details() }));
   try {
     const tables = (await listTables(source, spec)).filter((t) => !(options.skipUnlogged && t.unlogged));
     const units: CopyUnit[] = [];
@@ -46,7 +52,11 @@ export async function planCopy(spec: MigrationSpec, options: { skipUnlogged?: bo
     // Largest first: the long poles start early.
     units.sort((a, b) => b.bytes - a.bytes);
     return { units, tables: perTable, largeObjects: await countLargeObjects(source) };
+  } catch (error) {
+    throw watch.failure ?? error;
   } finally {
+    watch.stop();
+    heartbeat.stop();
     await source.end().catch(() => undefined);
   }
 }
@@ -131,7 +141,12 @@ export async function copyUnit(input: CopyUnitInput): Promise<CopyUnitResult> {
   const previous = context.info.heartbeatDetails as UnitProgress | undefined;
   const sourceInfo = await connectionInfo(input.spec.source, 'source');
   const targetInfo = await connectionInfo(input.spec.target, 'target');
-  return runUnit(input.unit, sourceInfo, targetInfo, undefined, previous?.completedTables ?? []);
+  return runUnit(input.unit, sourceInfo, targetInfo, undefined, previous?.completedTables ?? [], undefined, undefined, stallTimeoutMs(input.spec));
+}
+
+/** The stall watch of a copy: its progress is the bytes moved; silence means nothing came from the source. */
+function copyStallWatch(activity: string, stallMs: number, sourceInfo: ConnectionInfo, targetInfo: ConnectionInfo, progress: () => unknown, stop: (failure: unknown) => void): StallWatch {
+  return new StallWatch({ activity, stallMs, endpoints: { source: sourceInfo, target: targetInfo }, progress, onStall: stop, silence: 'no bytes from the source' });
 }
 
 export async function runUnit(
@@ -142,19 +157,28 @@ export async function runUnit(
   alreadyDone: CopyUnitResult['tables'],
   onProgress?: (progress: UnitProgress) => void,
   stopSignal?: AbortSignal,
+  /** A watch of this unit's sessions: the caller's (shared by its lanes), or this unit's own after that long. */
+  stall?: StallWatch | number,
 ): Promise<CopyUnitResult> {
   const log = activityLogger('copy');
   const started = Date.now();
   const progress: UnitProgress = { unit: unit.id, rows: 0, bytes: 0, completedTables: [...alreadyDone] };
   const counters: CopyCounters = { rows: 0, bytes: 0 };
   const details = () => ({ ...progress, rows: counters.rows, bytes: counters.bytes });
-  const heartbeat = onProgress ? undefined : startHeartbeat(details);
+  const stalled = new AbortController();
+  const ownWatch = typeof stall === 'number' ? copyStallWatch(`copy of ${unit.id}`, stall, sourceInfo, targetInfo, details, () => stalled.abort()) : undefined;
+  const watch = ownWatch ?? (typeof stall === 'object' ? stall : undefined);
+  const heartbeat = onProgress ? undefined : startHeartbeat(() => ({ ...details(), ...ownWatch?.details() }));
   const report = onProgress ? setInterval(() => onProgress(details()), 2000) : undefined;
-  const signal = stopSignal ?? heartbeat?.signal ?? Context.current().cancellationSignal;
-  const source = await connect(sourceInfo, 'source', { applicationName: 'pgmove copy' });
+  const signal = AbortSignal.any([stopSignal ?? heartbeat?.signal ?? Context.current().cancellationSignal, stalled.signal]);
+  const untrack: ((() => void) | undefined)[] = [];
+  let source: Client | undefined;
   let target: Client | undefined;
   try {
+    source = await connect(sourceInfo, 'source', { applicationName: 'pgmove copy' });
+    untrack.push(watch?.track('source', source));
     target = await connect(targetInfo, 'target', { applicationName: 'pgmove copy' });
+    untrack.push(watch?.track('target', target));
     await source.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`);
     if (snapshot) await source.query(`SET TRANSACTION SNAPSHOT '${snapshot.replace(/'/g, "''")}'`);
     const done = new Set(alreadyDone.map((t) => t.table));
@@ -173,12 +197,15 @@ export async function runUnit(
     log.info({ unit: unit.id, tables: progress.completedTables.length, seconds }, 'unit copied');
     return { unitId: unit.id, tables: progress.completedTables, seconds };
   } catch (error) {
+    if (watch?.failure) throw watch.failure;
     if (signal.aborted) throw new CancelledFailure(`copy of ${unit.id} cancelled`);
     throw error;
   } finally {
+    ownWatch?.stop();
+    untrack.forEach((stop) => stop?.());
     heartbeat?.stop();
     if (report) clearInterval(report);
-    await source.end().catch(() => undefined);
+    await source?.end().catch(() => undefined);
     await target?.end().catch(() => undefined);
   }
 }
@@ -220,6 +247,7 @@ export class SnapshotCopier {
   private readonly running = new Map<string, UnitProgress>();
   private readonly finished: CopyUnitResult[] = [];
   private readonly heartbeat;
+  private readonly watch: StallWatch;
   private readonly stopper = new AbortController();
   private failure: unknown;
 
@@ -230,13 +258,15 @@ export class SnapshotCopier {
     private readonly targetInfo: ConnectionInfo,
   ) {
     const sum = (list: { rows: number; bytes: number }[], key: 'rows' | 'bytes') => list.reduce((n, x) => n + x[key], 0);
-    this.heartbeat = startHeartbeat(() => ({
+    const progress = () => ({
       unitsDone: this.finished.length,
       units: plan.units.length,
       rows: sum(this.finished.flatMap((u) => u.tables), 'rows') + sum([...this.running.values()], 'rows'),
       bytes: sum(this.finished.flatMap((u) => u.tables), 'bytes') + sum([...this.running.values()], 'bytes'),
       running: [...this.running.values()].map((p) => p.unit),
-    }));
+    });
+    this.watch = copyStallWatch('copy', stallTimeoutMs(spec), sourceInfo, targetInfo, () => progress().bytes, (failure) => this.fail(failure));
+    this.heartbeat = startHeartbeat(() => ({ ...progress(), ...this.watch.details() }));
     this.heartbeat.signal.addEventListener('abort', () => this.stopper.abort(), { once: true });
   }
 
@@ -255,7 +285,7 @@ export class SnapshotCopier {
     const lane = async () => {
       for (let unit = queue.shift(); unit && !this.stopper.signal.aborted; unit = queue.shift()) {
         const id = unit.id;
-        this.finished.push(await runUnit(unit, this.sourceInfo, this.targetInfo, snapshot, [], (p) => this.running.set(id, p), this.stopper.signal));
+        this.finished.push(await runUnit(unit, this.sourceInfo, this.targetInfo, snapshot, [], (p) => this.running.set(id, p), this.stopper.signal, this.watch));
         this.running.delete(id);
       }
     };
@@ -274,6 +304,7 @@ export class SnapshotCopier {
   }
 
   stop(): void {
+    this.watch.stop();
     this.heartbeat.stop();
   }
 }

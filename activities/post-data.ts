@@ -18,6 +18,7 @@ import { countLargeObjects } from '../src/pg/catalog';
 import { dumpSection, listArchive, restoreArchive, workDir, type TocEntry } from '../src/pg/dump';
 import { ident, literal } from '../src/pg/sql';
 import { startHeartbeat } from '../src/heartbeat';
+import { stallTimeoutMs, toolStallWatch } from '../src/stall';
 import { activityLogger } from '../src/log';
 import type { SchemaPhaseInput } from './pre-data';
 
@@ -29,7 +30,12 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
   const target = await connectionInfo(spec.target, 'target');
   const hasLargeObjects = (await withClient(source, 'source', countLargeObjects)) > 0;
   const progress = { step: 'dumping post-data', done: 0, total: 0 };
-  const heartbeat = startHeartbeat(() => progress);
+  const stalled = new AbortController();
+  const { watch, applicationName } = toolStallWatch({
+    activity: 'post-data', attempt: Context.current().info.attempt, stallMs: stallTimeoutMs(spec), endpoints: { source, target },
+    progress: () => progress, onStall: () => stalled.abort(),
+  });
+  const heartbeat = startHeartbeat(() => ({ ...progress, ...watch.details() }));
   // Index builds can take hours; with a slot on the source, its WAL must not outgrow the limit meanwhile.
   const guard = new AbortController();
   let guardFailure: unknown;
@@ -39,11 +45,11 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
         guard.abort();
       }), Math.max(1000, durationMs(spec.logical.statusInterval)))
     : undefined;
-  const signal = AbortSignal.any([heartbeat.signal, guard.signal]);
+  const signal = AbortSignal.any([heartbeat.signal, guard.signal, stalled.signal]);
   try {
     const dir = await workDir(input.migrationId);
     const archive = join(dir, 'post-data.dump');
-    await dumpSection(input.binDir, source, spec, 'post-data', archive, hasLargeObjects, { signal });
+    await dumpSection(input.binDir, source, spec, 'post-data', archive, hasLargeObjects, { signal, applicationName });
     // The logical method's own publication is on the source meanwhile: it is not the source's schema.
     const ownPublication = new RegExp(`\\b${replicationNames(input.migrationId).publication}\\b`);
     const entries = (await listArchive(input.binDir, archive)).filter((e) => !ownPublication.test(e.line));
@@ -62,6 +68,7 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
         { section: 'post-data', jobs: spec.jobs, listFile, noOwner: spec.dump.noOwner, noPrivileges: spec.dump.noPrivileges },
         {
           signal,
+          applicationName,
           onStderrLine: (line) => {
             if (/^pg_restore: (creating|processing item|launching item)/.test(line)) progress.done += line.includes('launching') ? 0 : 1;
           },
@@ -73,9 +80,10 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
     log.info({ objects: pending.length, skipped: entries.length - pending.length, settings }, 'post-data applied');
     return { objects: pending.length, skipped: entries.length - pending.length, seconds: (Date.now() - started) / 1000 };
   } catch (error) {
-    throw guardFailure ?? error;
+    throw guardFailure ?? watch.failure ?? error;
   } finally {
     if (guardTimer) clearInterval(guardTimer);
+    watch.stop();
     heartbeat.stop();
   }
 }

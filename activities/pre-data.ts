@@ -8,7 +8,9 @@ import type { MigrationSpec } from '../src/spec';
 import { connectionInfo, withClient } from '../src/pg/connect';
 import { countLargeObjects } from '../src/pg/catalog';
 import { dumpSection, listArchive, restoreArchive, workDir } from '../src/pg/dump';
+import { Context } from '@temporalio/activity';
 import { startHeartbeat } from '../src/heartbeat';
+import { stallTimeoutMs, toolStallWatch } from '../src/stall';
 import { activityLogger } from '../src/log';
 
 export interface SchemaPhaseInput {
@@ -35,14 +37,20 @@ export async function preData(input: SchemaPhaseInput): Promise<{ objects: numbe
   );
   const hasLargeObjects = (await withClient(source, 'source', countLargeObjects)) > 0;
   let step = 'dumping pre-data';
-  const heartbeat = startHeartbeat(() => ({ step }));
+  const stalled = new AbortController();
+  const { watch, applicationName } = toolStallWatch({
+    activity: 'pre-data', attempt: Context.current().info.attempt, stallMs: stallTimeoutMs(spec), endpoints: { source, target },
+    progress: () => step, onStall: () => stalled.abort(),
+  });
+  const heartbeat = startHeartbeat(() => ({ step, ...watch.details() }));
+  const signal = AbortSignal.any([heartbeat.signal, stalled.signal]);
   try {
     if (alreadyApplied) {
       log.info('pre-data already on the target (an earlier attempt committed it)');
       return { objects: 0, seconds: 0 };
     }
     const file = join(await workDir(input.migrationId), 'pre-data.dump');
-    await dumpSection(input.binDir, source, spec, 'pre-data', file, hasLargeObjects, { signal: heartbeat.signal });
+    await dumpSection(input.binDir, source, spec, 'pre-data', file, hasLargeObjects, { signal, applicationName });
     const objects = (await listArchive(input.binDir, file)).length;
     step = `restoring ${objects} pre-data objects`;
     heartbeat.beat();
@@ -51,11 +59,14 @@ export async function preData(input: SchemaPhaseInput): Promise<{ objects: numbe
       target,
       file,
       { section: 'pre-data', jobs: 1, singleTransaction: true, noOwner: spec.dump.noOwner, noPrivileges: spec.dump.noPrivileges },
-      { signal: heartbeat.signal },
+      { signal, applicationName },
     );
     log.info({ objects }, 'pre-data applied');
     return { objects, seconds: (Date.now() - started) / 1000 };
+  } catch (error) {
+    throw watch.failure ?? error;
   } finally {
+    watch.stop();
     heartbeat.stop();
   }
 }

@@ -10,6 +10,7 @@ import { connect, connectionInfo, withClient, type ConnectionInfo } from '../src
 import { listSequences, listTables } from '../src/pg/catalog';
 import { displayName, ident, literal, qualified, type TableName } from '../src/pg/sql';
 import { startHeartbeat } from '../src/heartbeat';
+import { StallWatch, stallTimeoutMs } from '../src/stall';
 import { activityLogger } from '../src/log';
 
 /** Output settings that make row text identical on both servers, whatever their defaults. */
@@ -114,17 +115,24 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
   const tables = await withClient(sourceInfo, 'source', (c) => listTables(c, spec));
   const atSnapshot = new Map((input.sourceTables ?? []).map((t) => [t.table, t]));
   const results: TableValidation[] = [];
-  const heartbeat = startHeartbeat(() => ({ tablesChecked: results.length, tables: tables.length }));
+  // A lock on a table stops its count; the watch reports the blocker and, after timeouts.stall, cancels
+  // the query (the attempt fails with the watch's error and is retried).
+  const watch = new StallWatch({
+    activity: 'validation', stallMs: stallTimeoutMs(spec), endpoints: { source: sourceInfo, target: targetInfo },
+    progress: () => results.length, onStall: () => undefined,
+  });
+  const heartbeat = startHeartbeat(() => ({ tablesChecked: results.length, tables: tables.length, ...watch.details() }));
   try {
     const queue = [...tables];
     const worker = async () => {
       // Opened only when a table has no snapshot result (always, outside snapshot mode).
       let source: Client | undefined;
       const target = await openNormalized(targetInfo, 'target', input.targetSnapshot);
+      watch.track('target', target);
       try {
         for (let table = queue.shift(); table; table = queue.shift()) {
           const known = atSnapshot.get(displayName(table));
-          source ??= known ? undefined : await openNormalized(sourceInfo, 'source');
+          if (!source && !known) watch.track('source', (source = await openNormalized(sourceInfo, 'source')));
           const s = known ?? (await tableChecksums(source!, [table], spec.validate.checksums))[0]!;
           const t = await checksumWith(target, table, s.rowHash);
           results.push({
@@ -142,7 +150,10 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
       }
     };
     await Promise.all(Array.from({ length: Math.max(1, Math.min(spec.jobs, tables.length)) }, worker));
+  } catch (error) {
+    throw watch.failure ?? error;
   } finally {
+    watch.stop();
     heartbeat.stop();
   }
   results.sort((a, b) => a.table.localeCompare(b.table));

@@ -4,7 +4,7 @@
  * Pure (no Node built-ins): the workflow bundle may import the types; parsing runs in activities/CLI.
  */
 import { z } from 'zod';
-import { sizeBytes } from './units';
+import { durationMs, sizeBytes } from './units';
 import { privilegeElevationSchema } from './elevation-spec';
 import { awsSchema, dmsSchema, endpointOverrideSchema, rdsProvisionSchema } from './aws/spec';
 
@@ -160,9 +160,14 @@ export const specSchema = z
         postData: duration.default('4h'),
         validate: duration.default('2h'),
         heartbeat: duration.default('60s'),
+        /**
+         * An activity whose progress has not moved for this long while it waits (on a lock, or for bytes
+         * from the source) is failed so Temporal retries it; the status names the blocker long before.
+         */
+        stall: duration.default('5m'),
       })
       .strict()
-      .default({ preflight: '5m', schema: '1h', copy: '4h', postData: '4h', validate: '2h', heartbeat: '60s' }),
+      .default({ preflight: '5m', schema: '1h', copy: '4h', postData: '4h', validate: '2h', heartbeat: '60s', stall: '5m' }),
     logical: z
       .object({
         /** Tables without a primary key or replica identity get REPLICA IDENTITY FULL on the source (restored afterwards). */
@@ -220,6 +225,10 @@ export const specSchema = z
   .refine((spec) => spec.cutover.freeze !== 'hook' || (spec.cutover.freezeHook && spec.cutover.unfreezeHook), {
     path: ['cutover', 'freeze'],
     message: 'freeze: hook needs both cutover.freezeHook and cutover.unfreezeHook (the source must always be unfrozen)',
+  })
+  .refine((spec) => !DURATION.test(spec.timeouts.stall) || durationMs(spec.timeouts.stall) >= 5000, {
+    path: ['timeouts', 'stall'],
+    message: 'must be at least 5s (the servers are asked about a stall every quarter of it); the default is 5m',
   })
   .refine((spec) => sizeBytes(spec.logical.walWarningBytes) <= sizeBytes(spec.logical.walLimitBytes), {
     path: ['logical', 'walWarningBytes'],

@@ -87,7 +87,7 @@ async function existingMigration(client: Client, id: string, followIt?: (handle:
 
 program
   .command('status')
-  .description('show phase, per-table progress, timings and errors of a migration')
+  .description('show phase, per-table progress, timings, errors, and what a stalled activity waits for (the blocking session)')
   .argument('<id>', 'workflow id')
   .option('--json', 'print the raw status as JSON')
   .action(async (id: string, options: { json?: boolean }) => {

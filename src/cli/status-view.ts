@@ -5,6 +5,7 @@
 import type { WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter, fromPayloadsAtIndex } from '@temporalio/common';
 import type { MigrationStatus } from '../model';
+import type { Stall } from '../stall';
 import { statusQuery } from '../../workflows/messages';
 
 export interface InFlight {
@@ -79,7 +80,11 @@ export function renderStatus(view: StatusSnapshot): string {
     if (Object.keys(status.tables).length > 25) lines.push(`  … ${Object.keys(status.tables).length - 25} more`);
   }
   for (const activity of view.inFlight) {
-    lines.push(`running   ${activity.activity} (attempt ${activity.attempt})${activity.details ? ` ${JSON.stringify(activity.details).slice(0, 200)}` : ''}${activity.lastFailure ? ` — last failure: ${activity.lastFailure}` : ''}`);
+    const { stalled, ...details } = activity.details ?? {};
+    lines.push(`running   ${activity.activity} (attempt ${activity.attempt})${activity.details ? ` ${JSON.stringify(details).slice(0, 200)}` : ''}${activity.lastFailure ? ` — last failure: ${activity.lastFailure}` : ''}`);
+    // The stall watchdog's finding (src/stall.ts): why progress has not moved, and who blocks it.
+    const summary = (stalled as Stall | undefined)?.summary;
+    if (summary) lines.push(`stalled   ${activity.activity} ${summary}`);
   }
   const timings = Object.entries(status.timings).map(([phase, t]) => `${phase} ${t?.seconds !== undefined ? `${t.seconds.toFixed(1)}s` : 'running'}`);
   if (timings.length) lines.push(`timings   ${timings.join(', ')}`);

@@ -43,17 +43,44 @@ export function describeEndpoint(info: ConnectionInfo): string {
   return `${info.user}@${info.host}:${info.port}/${info.database}`;
 }
 
-/** Environment for libpq child processes (pg_dump, psql): the password goes here, never into argv. */
-export function libpqEnv(info: ConnectionInfo): NodeJS.ProcessEnv {
+/**
+ * TCP keepalives on every connection, both ways: a dead network path (a NAT or load balancer that
+ * dropped the flow, a node that vanished) errors the connection within about a minute instead of
+ * leaving a COPY waiting for the start-to-close timeout. What the keepalives cannot see (a server
+ * that answers but makes no progress) the stall watchdog (src/stall.ts) reports and fails.
+ */
+export const KEEPALIVE = { idleSeconds: 30, intervalSeconds: 10, count: 3 } as const;
+
+/** Server-side keepalives (the server notices a vanished worker too), as -c options for the startup packet. */
+const SERVER_KEEPALIVE_OPTIONS = `-c tcp_keepalives_idle=${KEEPALIVE.idleSeconds} -c tcp_keepalives_interval=${KEEPALIVE.intervalSeconds} -c tcp_keepalives_count=${KEEPALIVE.count}`;
+
+/** libpq conninfo keywords for client-side keepalives (libpq has no environment variables for them). */
+export function keepaliveConninfo(): string {
+  return `keepalives=1 keepalives_idle=${KEEPALIVE.idleSeconds} keepalives_interval=${KEEPALIVE.intervalSeconds} keepalives_count=${KEEPALIVE.count}`;
+}
+
+/**
+ * libpq conninfo for a child tool's --dbname: the database and the keepalives. Host, user and password
+ * come from the environment (libpqEnv), so no secret is ever in argv.
+ */
+export function libpqConninfo(database: string): string {
+  return `dbname='${database.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}' ${keepaliveConninfo()}`;
+}
+
+/**
+ * Environment for libpq child processes (pg_dump, pg_restore, psql): the password goes here, never
+ * into argv. `applicationName` lets the stall watchdog find the tool's backends on the server.
+ */
+export function libpqEnv(info: ConnectionInfo, applicationName = 'pgmove'): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     PGHOST: info.host,
     PGPORT: String(info.port),
     PGDATABASE: info.database,
     PGUSER: info.user,
-    PGAPPNAME: 'pgmove',
+    PGAPPNAME: applicationName,
     PGCONNECT_TIMEOUT: '15',
-    PGOPTIONS: '-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0',
+    PGOPTIONS: `-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0 ${SERVER_KEEPALIVE_OPTIONS}`,
   };
   if (info.sslmode) env.PGSSLMODE = info.sslmode;
   if (info.password !== undefined) env.PGPASSWORD = info.password;
@@ -104,7 +131,8 @@ export interface ConnectOptions {
   replication?: 'database';
 }
 
-export async function connect(info: ConnectionInfo, side: Side, options: ConnectOptions = {}): Promise<Client> {
+/** node-postgres configuration of a connection (exported for the keepalive unit test). */
+export function clientConfig(info: ConnectionInfo, options: ConnectOptions = {}): ClientConfig {
   const config: ClientConfig = {
     host: info.host,
     port: info.port,
@@ -115,12 +143,20 @@ export async function connect(info: ConnectionInfo, side: Side, options: Connect
     connectionTimeoutMillis: 15_000,
     ssl: sslConfig(info.sslmode),
     statement_timeout: options.statementTimeoutMs,
+    // Node sets the idle time; interval and count stay the OS's (the server-side ones below are ours).
+    keepAlive: true,
+    keepAliveInitialDelayMillis: KEEPALIVE.idleSeconds * 1000,
     // Row security off: a policy must make COPY fail, never filter rows silently (as pg_dump does).
-    // Timeouts a role or database may set would cancel long COPYs or the snapshot holder.
-    options: `-c row_security=off -c statement_timeout=${options.statementTimeoutMs ?? 0} -c idle_in_transaction_session_timeout=0 -c lock_timeout=0`,
+    // Timeouts a role or database may set would cancel long COPYs or the snapshot holder; a lock wait is
+    // not left infinite silently either: the stall watchdog reports and ends it (timeouts.stall).
+    options: `-c row_security=off -c statement_timeout=${options.statementTimeoutMs ?? 0} -c idle_in_transaction_session_timeout=0 -c lock_timeout=0 ${SERVER_KEEPALIVE_OPTIONS}`,
   };
   if (options.replication) Object.assign(config, { replication: options.replication }); // not in @types/pg
-  const client = new Client(config);
+  return config;
+}
+
+export async function connect(info: ConnectionInfo, side: Side, options: ConnectOptions = {}): Promise<Client> {
+  const client = new Client(clientConfig(info, options));
   // A dropped connection must surface as a query error, not crash the worker.
   client.on('error', () => undefined);
   try {

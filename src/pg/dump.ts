@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { MigrationSpec } from '../spec';
 import { run, type RunOptions } from '../exec';
-import { libpqEnv, withClient, type ConnectionInfo } from './connect';
+import { libpqConninfo, libpqEnv, withClient, type ConnectionInfo } from './connect';
 import { partitionsOfNamedTables } from './catalog';
 import { exactPattern } from './sql';
 
@@ -46,6 +46,9 @@ function splitOnce(table: string): [string, string] {
   return [table.slice(0, dot), table.slice(dot + 1)];
 }
 
+/** How a child tool runs: `applicationName` names its sessions (the stall watchdog finds them by it). */
+export type ToolRunOptions = RunOptions & { applicationName?: string };
+
 /** Dumps one section of the source into a custom-format archive and returns its path. */
 export async function dumpSection(
   binDir: string,
@@ -54,7 +57,7 @@ export async function dumpSection(
   section: Section,
   file: string,
   hasLargeObjects: boolean,
-  options: RunOptions = {},
+  options: ToolRunOptions = {},
 ): Promise<string> {
   const partitions = await withClient(source, 'source', async (client) => ({
     include: await partitionsOfNamedTables(client, spec.include.tables),
@@ -62,15 +65,10 @@ export async function dumpSection(
   }));
   await run(
     join(binDir, 'pg_dump'),
-    ['--format=custom', `--section=${section}`, `--file=${file}`, ...dumpOptionArgs(spec, hasLargeObjects, partitions)],
-    { ...options, env: libpqEnv(source) },
+    [`--dbname=${libpqConninfo(source.database)}`, '--format=custom', `--section=${section}`, `--file=${file}`, ...dumpOptionArgs(spec, hasLargeObjects, partitions)],
+    { ...options, env: libpqEnv(source, options.applicationName) },
   );
   return file;
-}
-
-/** libpq conninfo naming just the database (host, user and password come from the environment). */
-export function conninfoForDatabase(database: string): string {
-  return `dbname='${database.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 }
 
 export interface RestoreOptions {
@@ -87,10 +85,10 @@ export async function restoreArchive(
   target: ConnectionInfo,
   archive: string,
   restore: RestoreOptions,
-  options: RunOptions = {},
+  options: ToolRunOptions = {},
 ): Promise<void> {
   const args = [
-    `--dbname=${conninfoForDatabase(target.database)}`,
+    `--dbname=${libpqConninfo(target.database)}`,
     `--section=${restore.section}`,
     '--exit-on-error',
     '--verbose',
@@ -101,7 +99,7 @@ export async function restoreArchive(
   if (restore.noOwner) args.push('--no-owner');
   if (restore.noPrivileges) args.push('--no-privileges');
   args.push(archive);
-  await run(join(binDir, 'pg_restore'), args, { ...options, env: libpqEnv(target) });
+  await run(join(binDir, 'pg_restore'), args, { ...options, env: libpqEnv(target, options.applicationName) });
 }
 
 export interface TocEntry {

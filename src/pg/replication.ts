@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import type { Client } from 'pg';
 import type { ReplicationNames } from '../model';
 import { ident, literal, qualified, type TableName } from './sql';
-import type { ConnectionInfo } from './connect';
+import { keepaliveConninfo, type ConnectionInfo } from './connect';
 
 /** Slot names allow [a-z0-9_] only and 63 bytes: a readable prefix of the id plus a hash of all of it. */
 export function replicationNames(migrationId: string): ReplicationNames {
@@ -182,6 +182,8 @@ export function subscriptionConninfo(info: ConnectionInfo): string {
   if (info.password !== undefined) parts.push(`password=${quote(info.password)}`);
   if (info.sslmode) parts.push(`sslmode=${quote(info.sslmode)}`);
   parts.push(`application_name=${quote('pgmove')}`);
+  // The subscription's walreceiver on the target notices a dead path to the source, as ours do.
+  parts.push(keepaliveConninfo());
   return parts.join(' ');
 }
 

@@ -1,4 +1,4 @@
-import { conninfoForDatabase, dumpOptionArgs, parseTocList } from '../../src/pg/dump';
+import { dumpOptionArgs, parseTocList } from '../../src/pg/dump';
 import { settingValueSql } from '../../activities/post-data';
 import { parseSpec } from '../../src/spec';
 
@@ -31,10 +31,6 @@ test('pg_restore --list entries keep their line and multi-word types', () => {
     [3380, 0, 16440, 'MATERIALIZED VIEW DATA'],
   ]);
   expect(entries[1]?.line).toBe('3360; 1259 16420 INDEX public orders_customer_idx postgres');
-});
-
-test('database names are quoted for libpq', () => {
-  expect(conninfoForDatabase("it's a db")).toBe("dbname='it\\'s a db'");
 });
 
 test('list settings keep their elements; others are one literal', () => {

@@ -19,7 +19,7 @@ test('LSN arithmetic', () => {
 
 test('the subscription conninfo quotes every value; the SQL literal escapes it again', () => {
   const conninfo = subscriptionConninfo({ host: 'db.example', port: 5432, database: "o'brien db", user: 'mig', password: "p'w\\d x" });
-  expect(conninfo).toBe("host='db.example' port=5432 dbname='o\\'brien db' user='mig' password='p\\'w\\\\d x' application_name='pgmove'");
+  expect(conninfo).toBe("host='db.example' port=5432 dbname='o\\'brien db' user='mig' password='p\\'w\\\\d x' application_name='pgmove' keepalives=1 keepalives_idle=30 keepalives_interval=10 keepalives_count=3");
   const sql = createSubscriptionSql(replicationNames('m'), conninfo, { connect: true, enabled: true });
   expect(sql).toContain('create_slot = false');
   expect(sql).toContain('copy_data = false');

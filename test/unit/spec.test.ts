@@ -65,3 +65,10 @@ test('dump.extraArgs cannot smuggle connections or filters', () => {
 test('include lists schemas or tables, not both', () => {
   expect(problems({ ...valid, include: { schemas: ['public'], tables: ['public.orders'] } })).toEqual([expect.stringMatching(/^include: list either schemas or tables/)]);
 });
+
+test('timeouts.stall defaults to 5m, is a duration, and at least 5s', () => {
+  expect(parseSpec(valid).timeouts.stall).toBe('5m');
+  expect(parseSpec({ ...valid, timeouts: { stall: '20s' } }).timeouts).toMatchObject({ stall: '20s', copy: '4h' });
+  expect(problems({ ...valid, timeouts: { stall: 'soon' } })).toEqual([expect.stringMatching(/^timeouts\.stall: must be a duration like 30s/)]);
+  expect(problems({ ...valid, timeouts: { stall: '2s' } })).toEqual([expect.stringMatching(/^timeouts\.stall: must be at least 5s .*the default is 5m/)]);
+});
