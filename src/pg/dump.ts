@@ -62,7 +62,9 @@ export async function dumpSection(
   }));
   await run(
     join(binDir, 'pg_dump'),
-    ['--format=custom', `--section=${section}`, `--file=${file}`, ...dumpOptionArgs(spec, hasLargeObjects, partitions)],
+    // Subscriptions are the source server's connections elsewhere, not schema: a copy would hold the
+    // same upstream slot name and connection string (password included). See README, post-data.
+    ['--format=custom', `--section=${section}`, `--file=${file}`, '--no-subscriptions', ...dumpOptionArgs(spec, hasLargeObjects, partitions)],
     { ...options, env: libpqEnv(source) },
   );
   return file;
@@ -80,6 +82,8 @@ export interface RestoreOptions {
   singleTransaction?: boolean;
   noOwner: boolean;
   noPrivileges: boolean;
+  /** application_name of the restore's sessions, so a retry finds those of a killed attempt. */
+  applicationName?: string;
 }
 
 export async function restoreArchive(
@@ -101,7 +105,9 @@ export async function restoreArchive(
   if (restore.noOwner) args.push('--no-owner');
   if (restore.noPrivileges) args.push('--no-privileges');
   args.push(archive);
-  await run(join(binDir, 'pg_restore'), args, { ...options, env: libpqEnv(target) });
+  const env = libpqEnv(target);
+  if (restore.applicationName) env.PGAPPNAME = restore.applicationName;
+  await run(join(binDir, 'pg_restore'), args, { ...options, env });
 }
 
 export interface TocEntry {
@@ -115,7 +121,7 @@ export interface TocEntry {
 }
 
 const TOC_TYPES = [
-  'FK CONSTRAINT', 'INDEX ATTACH', 'MATERIALIZED VIEW DATA', 'DEFAULT ACL', 'EVENT TRIGGER', 'PUBLICATION TABLE',
+  'FK CONSTRAINT', 'CHECK CONSTRAINT', 'INDEX ATTACH', 'ROW SECURITY', 'MATERIALIZED VIEW DATA', 'DEFAULT ACL', 'EVENT TRIGGER', 'PUBLICATION TABLE',
   'PUBLICATION TABLES IN SCHEMA', 'CONSTRAINT', 'INDEX', 'TRIGGER', 'RULE', 'POLICY', 'STATISTICS', 'COMMENT', 'ACL',
   'PUBLICATION', 'SUBSCRIPTION', 'SECURITY LABEL',
 ];
