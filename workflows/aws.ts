@@ -6,6 +6,7 @@
 import { CancellationScope, proxyActivities } from '@temporalio/workflow';
 import type { Duration } from '@temporalio/common';
 import type * as activities from '../activities';
+import type { AwsCleanupInput } from '../activities/cleanup-aws';
 import type { MigrationSpecInput } from '../src/spec';
 import type { MigrationStatus } from '../src/model';
 import { durationMs } from '../src/units';
@@ -45,10 +46,20 @@ export async function provisionIfNeeded(
 
 /**
  * At the end: DMS resources always go; the provisioned instance and its groups go too when the
- * migration did not complete (and the spec does not say keepTargetOnAbort). Only resources tagged
+ * migration did not complete (and the spec does not say keepTargetOnAbort). An instance the migration
+ * completed on or switched to is tagged so (`product`): no cleanup ever deletes it. Only resources tagged
  * with this migration's id are deleted. Retried for a while (an instance's deletion takes minutes).
  */
-export async function releaseAwsResources(input: MigrationSpecInput, migrationId: string, status: MigrationStatus, keepInstance: boolean, publish: () => void): Promise<void> {
+export type TargetProduct = NonNullable<AwsCleanupInput['markTarget']>;
+
+export async function releaseAwsResources(
+  input: MigrationSpecInput,
+  migrationId: string,
+  status: MigrationStatus,
+  keepInstance: boolean,
+  publish: () => void,
+  product?: TargetProduct,
+): Promise<void> {
   if (input.dryRun) return;
   const provisioning = input.target.provision !== undefined && status.timings.provisionTarget !== undefined && !input.dryRun;
   const dms = input.method === 'dms' || status.method === 'dms';
@@ -66,6 +77,8 @@ export async function releaseAwsResources(input: MigrationSpecInput, migrationId
         aws: { region: input.aws?.region ?? 'us-east-1', endpoint: input.aws?.endpoint },
         identifier: input.target.provision?.identifier,
         dmsOnly: keep || !provisioning,
+        // The same activity call as before, one more input field: the instance is tagged as the product.
+        ...(product && provisioning ? { markTarget: product } : {}),
       });
       status.awsCleanup = {
         deleted: result.deleted,

@@ -29,7 +29,7 @@ import { renderStatusMarkdown } from './status-markdown';
 import { initTableProgress, recordUnit, runUnits } from './copy-progress';
 import { durationMs } from '../src/units';
 import { cutoverActivities, cutoverRefusal, runLogical, sourceStaysFrozen, syncUntilCutover, voteFailed, type CutoverControl, type LogicalContext } from './logical';
-import { provisionIfNeeded, releaseAwsResources } from './aws';
+import { provisionIfNeeded, releaseAwsResources, type TargetProduct } from './aws';
 import { runDms, syncDmsUntilCutover } from './dms';
 
 export interface MigrationResult {
@@ -288,18 +288,24 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
     status.errors.push(aborted ? `aborted: ${status.abortReason}` : errorMessage(error));
     const keepTarget = (error instanceof ApplicationFailure && error.type === 'ValidationFailed') || control.switchedAt !== undefined;
     await finish(spec, migrationId, status, targetTouched && !keepTarget, targetExtensions, enterPhase, publish);
-    await releaseAwsResources(input, migrationId, status, keepTarget, publish);
+    await releaseAwsResources(input, migrationId, status, keepTarget, publish, productMark(control.switchedAt, false));
     await revertElevation(input, migrationId, status, enterPhase, publish);
     enterPhase(aborted ? 'aborted' : 'failed');
     if (aborted) throw ApplicationFailure.nonRetryable(`migration aborted: ${status.abortReason}`, 'Aborted');
     throw error;
   }
   await finish(spec, migrationId, status, targetTouched && !completed, targetExtensions, enterPhase, publish);
-  await releaseAwsResources(input, migrationId, status, completed, publish);
+  await releaseAwsResources(input, migrationId, status, completed, publish, productMark(control.switchedAt, completed));
   await revertElevation(input, migrationId, status, enterPhase, publish);
   const dryRun = spec?.dryRun ?? input.dryRun === true;
   enterPhase(dryRun ? 'dryRunCompleted' : 'completed');
   return { migrationId, outcome: dryRun ? 'dryRun' : 'completed', status };
+}
+
+/** What makes the target the product (recorded on a provisioned instance as a tag): a switch, or completion. */
+function productMark(switchedAt: string | undefined, completed: boolean): TargetProduct | undefined {
+  if (switchedAt !== undefined) return { outcome: 'switched', at: switchedAt };
+  return completed ? { outcome: 'completed', at: new Date().toISOString() } : undefined;
 }
 
 /** Cleanup runs even when the workflow was cancelled or aborted; its own failure is reported too. */
