@@ -82,7 +82,11 @@ export async function releaseAwsResources(
       });
       status.awsCleanup = {
         deleted: result.deleted,
-        kept: [...result.skipped, ...(provisioning && keep ? [`DB instance ${status.provisioned?.instanceIdentifier ?? ''} and its groups (${keepInstance ? 'the migration completed or the target is kept for inspection' : 'keepTargetOnAbort'})`] : [])],
+        kept: [
+          ...result.skipped,
+          ...(result.finalSnapshots ?? []).map((snapshot) => `DB snapshot ${snapshot} (final snapshot of the deleted instance)`),
+          ...(provisioning && keep ? [`DB instance ${status.provisioned?.instanceIdentifier ?? ''} and its groups (${keepInstance ? 'the migration completed or the target is kept for inspection' : 'keepTargetOnAbort'})`] : []),
+        ],
       };
       status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'delete the AWS resources this migration created');
     } catch (error) {

@@ -105,14 +105,17 @@ async function waitOnTarget<T>(what: string, ready: (target: Client) => Promise<
   const client = new Client({ host: target.host, port: target.port, user: target.superuser, password: target.superuserPassword, database: 'postdb' });
   await client.connect();
   try {
-    return await waitFor(what, () => ready(client), timeoutMs, 20);
+    return await waitFor(what, () => ready(client), timeoutMs, 100);
   } finally {
     await client.end();
   }
 }
 
+/** postData's current attempt; a migration that ended meanwhile fails the wait at once. */
 async function postDataAttempt(handle: Awaited<ReturnType<typeof startMigration>>): Promise<number> {
-  const pending = (await handle.describe()).raw.pendingActivities ?? [];
+  const description = await handle.describe();
+  if (description.status.name !== 'RUNNING') throw new Error(`the migration ended (${description.status.name}) during post-data: see the worker logs`);
+  const pending = description.raw.pendingActivities ?? [];
   return pending.find((a) => a.activityType?.name === 'postData')?.attempt ?? 0;
 }
 
@@ -146,8 +149,9 @@ test('a worker killed twice during post-data: every post-data object on the targ
 
   // Kill 2: the retry got to the last pass (the event trigger exists), the view is still refreshing.
   await waitOnTarget('the event trigger on the target, created by a retry', async (client) => {
+    const attempt = await postDataAttempt(handle);
     const exists = (await client.query(`SELECT 1 FROM pg_event_trigger WHERE evtname = 'note_ddl'`)).rowCount;
-    return exists && (await postDataAttempt(handle)) >= 2 ? true : undefined;
+    return exists && attempt >= 2 ? true : undefined;
   }, 300_000);
   const refreshing = await adminQuery<{ populated: boolean }>(target, 'postdb', `SELECT relispopulated AS populated FROM pg_class WHERE oid = 'app.slow_view'::regclass`);
   await stopWorkerProcess(second, 'SIGKILL');
