@@ -78,7 +78,7 @@ function rdsSpec(id: string, provision: Record<string, unknown> = {}, extra: Rec
 
 /** Manual DB snapshots of an instance (a final snapshot is one). */
 async function snapshotsOf(identifier: string): Promise<string[]> {
-  const snapshots = (await moto.aws.rds.send(new DescribeDBSnapshotsCommand({ DBInstanceIdentifier: identifier })).catch(() => undefined))?.DBSnapshots ?? [];
+  const snapshots = (await moto.aws.rds.send(new DescribeDBSnapshotsCommand({ DBInstanceIdentifier: identifier, SnapshotType: 'manual' })).catch(() => undefined))?.DBSnapshots ?? [];
   return snapshots.map((s) => s.DBSnapshotIdentifier!).sort();
 }
 
