@@ -1,7 +1,9 @@
 /**
  * Phase 11 for AWS: deletes what this migration created, in reverse order of creation — DMS task,
  * endpoints, replication instance, replication subnet group, then (unless the instance is kept) the
- * DB instance, its parameter group, subnet group and security group. Resources are found by their
+ * DB instance (after a final snapshot, unless noFinalSnapshot), its parameter group, subnet group and
+ * security group. An instance tagged as the product (the migration completed on it or switched to it,
+ * tagged by `markTarget` at the end of the migration) is refused, with its groups. Resources are found by their
  * deterministic names and deleted only when tagged with this migration's id (a DMS subnet group has
  * no tags: its description records the owner); anything else is listed as skipped, never touched.
  * Idempotent; `dryRun` lists what would be deleted. Used by the workflow and by `pgmove cleanup`.
@@ -11,6 +13,7 @@ import {
   DeleteDBInstanceCommand,
   DeleteDBParameterGroupCommand,
   DeleteDBSubnetGroupCommand,
+  AddTagsToResourceCommand,
   DescribeDBInstancesCommand,
   DescribeDBParameterGroupsCommand,
   DescribeDBSubnetGroupsCommand,
@@ -31,7 +34,7 @@ import {
 import { Context } from '@temporalio/activity';
 import { withAws, type AwsClients } from '../src/aws/clients';
 import { awsCall, awsErrorCode, isAwsNotFound } from '../src/aws/errors';
-import { ownership, provisionNames, type ProvisionNames } from '../src/aws/names';
+import { COMPLETED_TAG, SWITCHED_TAG, finalSnapshotName, ownership, productMark, provisionNames, type ProvisionNames } from '../src/aws/names';
 import type { AwsResource, DeprovisionResult } from '../src/aws/model';
 import type { AwsSettings } from '../src/aws/spec';
 import { describeOrUndefined, findInstance } from '../src/aws/lookup';
@@ -47,6 +50,10 @@ export interface AwsCleanupInput {
   /** Delete only the DMS resources (after a successful migration the instance is the product). */
   dmsOnly: boolean;
   dryRun?: boolean;
+  /** Delete the DB instance without a final snapshot (by default one is taken: finalSnapshotName). */
+  noFinalSnapshot?: boolean;
+  /** The migration completed on the instance or switched to it: tag it so, and never delete it. */
+  markTarget?: { outcome: 'completed' | 'switched'; at: string };
 }
 
 const FIELD = 'cleanup';
@@ -60,6 +67,7 @@ export async function cleanupAwsResources(input: AwsCleanupInput): Promise<Depro
   try {
     await withAws(input.aws, async (aws) => {
       const steps: [string, () => Promise<void>][] = [
+        ['marking the DB instance', () => markTarget(aws, names, input)],
         ['DMS replication task', () => dmsTask(aws, names, input, result)],
         ['DMS endpoints', () => dmsEndpoints(aws, names, input, result)],
         ['DMS replication instance', () => dmsInstance(aws, names, input, result)],
@@ -189,6 +197,23 @@ async function rdsOwner(aws: AwsClients, arn: string | undefined, migrationId: s
   return ownership(tags, migrationId);
 }
 
+/**
+ * The product's record on the instance itself, so cleanup refuses it even without the history. Only
+ * an instance tagged with this migration's id; a missing one (kept elsewhere, or none) is not an error.
+ */
+async function markTarget(aws: AwsClients, names: ProvisionNames, input: AwsCleanupInput): Promise<void> {
+  if (!input.markTarget || input.dryRun) return;
+  const found = await findInstance(aws, { names, migrationId: input.migrationId }, { foreignIsError: false });
+  if (!found?.DBInstanceArn) return;
+  const key = input.markTarget.outcome === 'switched' ? SWITCHED_TAG : COMPLETED_TAG;
+  await awsCall('tagging the DB instance as the migration\'s product', FIELD, () =>
+    aws.rds.send(new AddTagsToResourceCommand({ ResourceName: found.DBInstanceArn, Tags: [{ Key: key, Value: input.markTarget!.at }] })),
+  );
+}
+
+/** Cleanups whose instance was refused: its parameter, subnet and security groups stay with it. */
+const refusedInstance = new WeakSet<DeprovisionResult>();
+
 const dbInstance: Step = async (aws, names, input, result) => {
   const found = await findInstance(aws, { names, migrationId: input.migrationId }, { foreignIsError: false });
   if (!found) {
@@ -197,21 +222,42 @@ const dbInstance: Step = async (aws, names, input, result) => {
     if (any) result.skipped.push(`dbInstance ${names.instance} (not tagged by this migration: left alone)`);
     return;
   }
+  const product = productMark(found.TagList);
+  if (product) {
+    result.skipped.push(`dbInstance ${names.instance} (refused: ${product}; it is the product and pgmove never deletes it)`);
+    refusedInstance.add(result);
+    return;
+  }
+  const snapshot = input.noFinalSnapshot ? undefined : finalSnapshotName(names.instance, found.InstanceCreateTime);
   await handle(result, 'ours', { kind: 'dbInstance', id: names.instance, arn: found.DBInstanceArn, detail: found.DBInstanceStatus }, async () => {
     if (found.DBInstanceStatus !== 'deleting') {
       await awsCall('deleting the DB instance', FIELD, () =>
-        aws.rds.send(new DeleteDBInstanceCommand({ DBInstanceIdentifier: names.instance, SkipFinalSnapshot: true, DeleteAutomatedBackups: true })),
+        aws.rds.send(
+          new DeleteDBInstanceCommand({
+            DBInstanceIdentifier: names.instance,
+            ...(snapshot ? { SkipFinalSnapshot: false, FinalDBSnapshotIdentifier: snapshot } : { SkipFinalSnapshot: true }),
+            DeleteAutomatedBackups: true,
+          }),
+        ),
       ).catch((error: unknown) => {
         if (!isAwsNotFound(error)) throw error;
       });
     }
     await waitGone(`DB instance ${names.instance}`, async () => (await findInstance(aws, { names, migrationId: input.migrationId }, { foreignIsError: false })) !== undefined);
   });
+  if (snapshot) (result.finalSnapshots ??= []).push(snapshot);
 };
+
+/** The groups of an instance that was refused stay: it still uses them. */
+function keptWithInstance(result: DeprovisionResult, what: string): boolean {
+  if (!refusedInstance.has(result)) return false;
+  result.skipped.push(`${what} (used by the kept DB instance: left alone)`);
+  return true;
+}
 
 const dbParameterGroup: Step = async (aws, names, input, result) => {
   const group = await describeOrUndefined(() => aws.rds.send(new DescribeDBParameterGroupsCommand({ DBParameterGroupName: names.parameterGroup })).then((r) => r.DBParameterGroups?.[0]));
-  if (!group) return;
+  if (!group || keptWithInstance(result, `dbParameterGroup ${names.parameterGroup}`)) return;
   await handle(result, await rdsOwner(aws, group.DBParameterGroupArn, input.migrationId), { kind: 'dbParameterGroup', id: names.parameterGroup }, async () => {
     await awsCall('deleting the DB parameter group', FIELD, () => aws.rds.send(new DeleteDBParameterGroupCommand({ DBParameterGroupName: names.parameterGroup })));
   });
@@ -219,7 +265,7 @@ const dbParameterGroup: Step = async (aws, names, input, result) => {
 
 const dbSubnetGroup: Step = async (aws, names, input, result) => {
   const group = await describeOrUndefined(() => aws.rds.send(new DescribeDBSubnetGroupsCommand({ DBSubnetGroupName: names.subnetGroup })).then((r) => r.DBSubnetGroups?.[0]));
-  if (!group) return;
+  if (!group || keptWithInstance(result, `dbSubnetGroup ${names.subnetGroup}`)) return;
   await handle(result, await rdsOwner(aws, group.DBSubnetGroupArn, input.migrationId), { kind: 'dbSubnetGroup', id: names.subnetGroup }, async () => {
     await awsCall('deleting the DB subnet group', FIELD, () => aws.rds.send(new DeleteDBSubnetGroupCommand({ DBSubnetGroupName: names.subnetGroup })));
   });
@@ -229,6 +275,7 @@ const securityGroup: Step = async (aws, names, input, result) => {
   const groups = (await awsCall('describing security groups', FIELD, () => aws.ec2.send(new DescribeSecurityGroupsCommand({ Filters: [{ Name: 'group-name', Values: [names.securityGroup] }] }))))
     .SecurityGroups ?? [];
   for (const group of groups) {
+    if (keptWithInstance(result, `securityGroup ${group.GroupId ?? names.securityGroup}`)) continue;
     await handle(result, ownership(group.Tags, input.migrationId), { kind: 'securityGroup', id: group.GroupId!, detail: names.securityGroup }, async () => {
       // DependencyViolation while the deleted instance's network interfaces linger: retried by Temporal.
       await awsCall('deleting the security group', FIELD, () => aws.ec2.send(new DeleteSecurityGroupCommand({ GroupId: group.GroupId })));

@@ -13,9 +13,10 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Client } from 'pg';
 import { Context } from '@temporalio/activity';
-import { connectionInfo, withClient } from '../src/pg/connect';
+import { connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
 import { countLargeObjects } from '../src/pg/catalog';
-import { dumpSection, listArchive, restoreArchive, workDir, type TocEntry } from '../src/pg/dump';
+import { dumpSection, listArchive, restoreArchive, workDir } from '../src/pg/dump';
+import { entriesMissingOnTarget } from '../src/pg/post-data-resume';
 import { ident, literal } from '../src/pg/sql';
 import { startHeartbeat } from '../src/heartbeat';
 import { stallTimeoutMs, toolStallWatch } from '../src/stall';
@@ -32,7 +33,8 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
   const progress = { step: 'dumping post-data', done: 0, total: 0 };
   const stalled = new AbortController();
   const { watch, applicationName } = toolStallWatch({
-    activity: 'post-data', attempt: Context.current().info.attempt, stallMs: stallTimeoutMs(spec), endpoints: { source, target },
+    // One name for every attempt: a retry finds (and ends) the sessions a killed attempt left behind.
+    activity: 'post-data', attempt: Context.current().info.attempt, applicationName: restoreApplicationName(input.migrationId), stallMs: stallTimeoutMs(spec), endpoints: { source, target },
     progress: () => progress, onStall: () => stalled.abort(),
   });
   const heartbeat = startHeartbeat(() => ({ ...progress, ...watch.details() }));
@@ -53,8 +55,13 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
     // The logical method's own publication is on the source meanwhile: it is not the source's schema.
     const ownPublication = new RegExp(`\\b${replicationNames(input.migrationId).publication}\\b`);
     const entries = (await listArchive(input.binDir, archive)).filter((e) => !ownPublication.test(e.line));
-    const pending =
-      Context.current().info.attempt > 1 ? await entriesMissingOnTarget(entries, source, target) : entries;
+    let pending = entries;
+    if (Context.current().info.attempt > 1) {
+      progress.step = 'waiting for the previous attempt\'s statements to end';
+      await endPreviousRestore(target, applicationName, signal);
+      progress.step = 'comparing with the target';
+      pending = await withClient(source, 'source', (s) => withClient(target, 'target', (t) => entriesMissingOnTarget(entries, s, t)));
+    }
     progress.step = 'building indexes and constraints';
     progress.total = pending.length;
     heartbeat.beat();
@@ -65,7 +72,7 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
         input.binDir,
         target,
         archive,
-        { section: 'post-data', jobs: spec.jobs, listFile, noOwner: spec.dump.noOwner, noPrivileges: spec.dump.noPrivileges },
+        { section: 'post-data', jobs: spec.jobs, listFile, applicationName, noOwner: spec.dump.noOwner, noPrivileges: spec.dump.noPrivileges },
         {
           signal,
           applicationName,
@@ -88,50 +95,32 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
   }
 }
 
-/** Identity (schema, table, name) of a post-data object on the source, by its catalog and OID. */
-const IDENTITY_SQL: Record<number, string> = {
-  1259: `SELECT n.nspname AS schema, NULL::name AS rel, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1`,
-  2606: `SELECT n.nspname AS schema, c.relname AS rel, k.conname AS name FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE k.oid = $1`,
-  2620: `SELECT n.nspname AS schema, c.relname AS rel, t.tgname AS name FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE t.oid = $1`,
-  2618: `SELECT n.nspname AS schema, c.relname AS rel, r.rulename AS name FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace WHERE r.oid = $1`,
-  3256: `SELECT n.nspname AS schema, c.relname AS rel, p.polname AS name FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.oid = $1`,
-  3381: `SELECT n.nspname AS schema, NULL::name AS rel, s.stxname AS name FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace WHERE s.oid = $1`,
-};
+/** The application_name of this migration's pg_restore sessions (PostgreSQL keeps 63 bytes). */
+export function restoreApplicationName(migrationId: string): string {
+  return `pgmove post-data ${migrationId}`.replace(/[^\x20-\x7e]/g, '_').slice(0, 63);
+}
 
-const EXISTS_ON_TARGET_SQL: Record<number, string> = {
-  1259: `SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND $2::name IS NULL AND c.relname = $3`,
-  2606: `SELECT 1 FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2 AND k.conname = $3`,
-  2620: `SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2 AND t.tgname = $3`,
-  2618: `SELECT 1 FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2 AND r.rulename = $3`,
-  3256: `SELECT 1 FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2 AND p.polname = $3`,
-  3381: `SELECT 1 FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace WHERE n.nspname = $1 AND $2::name IS NULL AND s.stxname = $3`,
-};
-
-/** Creating objects (not comments, ACLs, REFRESH) that an earlier attempt may have made already. */
-const CREATING_TYPES = new Set(['INDEX', 'CONSTRAINT', 'FK CONSTRAINT', 'TRIGGER', 'RULE', 'POLICY', 'STATISTICS']);
-
-async function entriesMissingOnTarget(
-  entries: TocEntry[],
-  sourceInfo: Awaited<ReturnType<typeof connectionInfo>>,
-  targetInfo: Awaited<ReturnType<typeof connectionInfo>>,
-): Promise<TocEntry[]> {
-  return withClient(sourceInfo, 'source', (source) =>
-    withClient(targetInfo, 'target', async (target) => {
-      const pending: TocEntry[] = [];
-      for (const entry of entries) {
-        const identitySql = IDENTITY_SQL[entry.catalogOid];
-        const existsSql = EXISTS_ON_TARGET_SQL[entry.catalogOid];
-        if (!CREATING_TYPES.has(entry.type) || !identitySql || !existsSql) {
-          pending.push(entry);
-          continue;
-        }
-        const identity = (await source.query<{ schema: string; rel: string | null; name: string }>(identitySql, [entry.objectOid])).rows[0];
-        const exists = identity && (await target.query(existsSql, [identity.schema, identity.rel, identity.name])).rowCount;
-        if (!exists) pending.push(entry);
+/**
+ * A worker killed mid-restore leaves pg_restore's sessions behind: a statement in flight (an index
+ * build of hours) runs on and commits after this retry has looked, and its twin would then fail. Idle
+ * ones are ended (their pg_restore exits on the error); running statements are waited for, so a
+ * finished build is kept rather than thrown away.
+ */
+async function endPreviousRestore(info: ConnectionInfo, applicationName: string, signal: AbortSignal): Promise<void> {
+  await withClient(info, 'target', async (target) => {
+    for (;;) {
+      signal.throwIfAborted();
+      const sessions = await target.query<{ pid: number; state: string | null }>(
+        `SELECT pid, state FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid() AND datname = current_database()`,
+        [applicationName],
+      );
+      if (sessions.rows.length === 0) return;
+      for (const session of sessions.rows) {
+        if (session.state !== 'active') await target.query('SELECT pg_terminate_backend($1)', [session.pid]);
       }
-      return pending;
-    }),
-  );
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+  });
 }
 
 /**

@@ -261,10 +261,10 @@ export function stallTimeoutMs(spec: { timeouts: { stall?: string } }): number {
 
 /**
  * A stall watch over the sessions of one attempt's child tools (pg_dump on the source, pg_restore on
- * the target), found by the application name they are given.
+ * the target), found by the application name they are given (by default one per activity and attempt).
  */
-export function toolStallWatch(options: Omit<StallWatchOptions, 'silence'> & { attempt: number }): { watch: StallWatch; applicationName: string } {
-  const applicationName = `pgmove ${options.activity} #${options.attempt}`;
+export function toolStallWatch(options: Omit<StallWatchOptions, 'silence'> & { attempt: number; applicationName?: string }): { watch: StallWatch; applicationName: string } {
+  const applicationName = options.applicationName ?? `pgmove ${options.activity} #${options.attempt}`;
   const watch = new StallWatch(options);
   watch.trackApplication('source', applicationName);
   watch.trackApplication('target', applicationName);

@@ -53,7 +53,10 @@ export interface AwsCleanupRequest {
   keepInstance: boolean;
 }
 
-export function awsCleanupRequest(input: MigrationSpecInput, migrationId: string, status: MigrationStatus, keepInstance: boolean): AwsCleanupRequest | undefined {
+/** A switch or a completion made the provisioned instance the product: tagged so, never deleted by any cleanup. */
+export type TargetProduct = NonNullable<AwsCleanupInput['markTarget']>;
+
+export function awsCleanupRequest(input: MigrationSpecInput, migrationId: string, status: MigrationStatus, keepInstance: boolean, product?: TargetProduct): AwsCleanupRequest | undefined {
   if (input.dryRun) return undefined;
   const provisioning = input.target.provision !== undefined && status.timings.provisionTarget !== undefined;
   const dms = input.method === 'dms' || status.method === 'dms';
@@ -64,6 +67,7 @@ export function awsCleanupRequest(input: MigrationSpecInput, migrationId: string
     aws: { region: input.aws?.region ?? 'us-east-1', endpoint: input.aws?.endpoint },
     identifier: input.target.provision?.identifier,
     dmsOnly: keep || !provisioning,
+    ...(product && provisioning ? { markTarget: product } : {}),
   };
   return { request, provisioning, keep, keepInstance };
 }
@@ -71,15 +75,20 @@ export function awsCleanupRequest(input: MigrationSpecInput, migrationId: string
 export function recordAwsCleanup(status: MigrationStatus, result: DeprovisionResult, { provisioning, keep, keepInstance }: AwsCleanupRequest): void {
   status.awsCleanup = {
     deleted: result.deleted,
-    kept: [...result.skipped, ...(provisioning && keep ? [`DB instance ${status.provisioned?.instanceIdentifier ?? ''} and its groups (${keepInstance ? 'the migration completed or the target is kept for inspection' : 'keepTargetOnAbort'})`] : [])],
+    kept: [
+      ...result.skipped,
+      ...(result.finalSnapshots ?? []).map((snapshot) => `DB snapshot ${snapshot} (final snapshot of the deleted instance)`),
+      ...(provisioning && keep ? [`DB instance ${status.provisioned?.instanceIdentifier ?? ''} and its groups (${keepInstance ? 'the migration completed or the target is kept for inspection' : 'keepTargetOnAbort'})`] : []),
+    ],
   };
   status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'delete the AWS resources this migration created');
 }
 
 /**
  * At the end: DMS resources always go; the provisioned instance and its groups go too when the
- * migration did not complete (and the spec does not say keepTargetOnAbort). Only resources tagged
- * with this migration's id are deleted. Retried for a while (an instance's deletion takes minutes).
+ * migration did not complete (and the spec does not say keepTargetOnAbort). An instance the migration
+ * completed on or switched to is tagged so (`product`, new runs only): no cleanup ever deletes it. Only
+ * resources tagged with this migration's id are deleted. Retried for a while (an instance's deletion takes minutes).
  * The cleanup of runs started before the "independent-compensations" patch (see ./compensations).
  */
 export async function releaseAwsResources(input: MigrationSpecInput, migrationId: string, status: MigrationStatus, keepInstance: boolean, publish: () => void): Promise<void> {

@@ -12,7 +12,7 @@ import type { Duration, RetryPolicy } from '@temporalio/common';
 import type * as activities from '../activities';
 import type { MigrationSpec, MigrationSpecInput } from '../src/spec';
 import type { CleanupFailure, MigrationStatus, Phase } from '../src/model';
-import { awsCleanupRequest, recordAwsCleanup } from './aws';
+import { awsCleanupRequest, recordAwsCleanup, type TargetProduct } from './aws';
 import { errorText } from './error-text';
 import { sourceStaysFrozen } from './logical';
 import { durationMs } from '../src/units';
@@ -48,6 +48,8 @@ export interface CompensationContext {
   targetExtensionsBefore: string[];
   /** Keep the provisioned RDS instance (the migration completed or its target is kept for inspection). */
   keepInstance: boolean;
+  /** Tagged on a provisioned instance that the migration completed on or switched to. */
+  product?: TargetProduct;
   enterPhase: (phase: Phase) => void;
   publish: () => void;
 }
@@ -106,7 +108,7 @@ function owedCompensations(ctx: CompensationContext): Compensation[] {
       run: async (acts) => void (await acts.cleanup({ spec, migrationId, resetTarget: ctx.resetTarget, targetExtensionsBefore: ctx.targetExtensionsBefore })),
     });
   }
-  const aws = awsCleanupRequest(ctx.input, migrationId, status, ctx.keepInstance);
+  const aws = awsCleanupRequest(ctx.input, migrationId, status, ctx.keepInstance, ctx.product);
   if (aws) {
     steps.push({
       owed: OWED.aws,

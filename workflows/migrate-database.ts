@@ -28,7 +28,7 @@ import { abortSignal, cutoverSignal, databaseProgressSignal, migrationPhaseKey, 
 import { renderStatusMarkdown } from './status-markdown';
 import { initTableProgress, recordUnit, runUnits } from './copy-progress';
 import { cutoverActivities, cutoverRefusal, runLogical, syncUntilCutover, voteFailed, type CutoverControl, type LogicalContext } from './logical';
-import { provisionIfNeeded, releaseAwsResources } from './aws';
+import { provisionIfNeeded, releaseAwsResources, type TargetProduct } from './aws';
 import { OWED, runCompensations } from './compensations';
 import { finish, revertElevation } from './legacy-cleanup';
 import { elevationActivities } from './elevation';
@@ -168,9 +168,9 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
     continueSyncing: (knownTables) => continueAsNew<typeof migrateDatabase>(input, { spec: ready, status, binDir, knownTables, targetExtensions }),
   });
   /** Every compensation on its own (see ./compensations); runs recorded before that patch keep their sequence. */
-  const cleanUp = async (resetTarget: boolean, keepInstance: boolean) => {
+  const cleanUp = async (resetTarget: boolean, keepInstance: boolean, product: TargetProduct | undefined) => {
     if (patched(PATCHES.independentCompensations)) {
-      await runCompensations({ input, spec, migrationId, status, resetTarget, targetExtensionsBefore: targetExtensions, keepInstance, enterPhase, publish });
+      await runCompensations({ input, spec, migrationId, status, resetTarget, targetExtensionsBefore: targetExtensions, keepInstance, product, enterPhase, publish });
       return;
     }
     await finish(spec, migrationId, status, resetTarget, targetExtensions, enterPhase, publish);
@@ -278,15 +278,21 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
     const aborted = status.abortReason !== undefined;
     status.errors.push(aborted ? `aborted: ${status.abortReason}` : errorMessage(error));
     const keepTarget = (error instanceof ApplicationFailure && error.type === 'ValidationFailed') || control.switchedAt !== undefined;
-    await cleanUp(targetTouched && !keepTarget, keepTarget);
+    await cleanUp(targetTouched && !keepTarget, keepTarget, productMark(control.switchedAt, false));
     enterPhase(aborted ? 'aborted' : 'failed');
     if (aborted) throw ApplicationFailure.nonRetryable(`migration aborted: ${status.abortReason}`, 'Aborted');
     throw error;
   }
-  await cleanUp(targetTouched && !completed, completed);
+  await cleanUp(targetTouched && !completed, completed, productMark(control.switchedAt, completed));
   const dryRun = spec?.dryRun ?? input.dryRun === true;
   enterPhase(dryRun ? 'dryRunCompleted' : 'completed');
   return { migrationId, outcome: dryRun ? 'dryRun' : 'completed', status };
+}
+
+/** What makes the target the product (recorded on a provisioned instance as a tag): a switch, or completion. */
+function productMark(switchedAt: string | undefined, completed: boolean): TargetProduct | undefined {
+  if (switchedAt !== undefined) return { outcome: 'switched', at: switchedAt };
+  return completed ? { outcome: 'completed', at: new Date().toISOString() } : undefined;
 }
 
 function errorMessage(error: unknown): string {

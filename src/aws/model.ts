@@ -41,6 +41,8 @@ export interface DeprovisionResult {
   /** Found by name but not tagged as this migration's: never touched. */
   skipped: string[];
   dryRun: boolean;
+  /** DB snapshots taken before deleting an instance (or, with dryRun, that would be). */
+  finalSnapshots?: string[];
 }
 
 /** Method dms: what pre-flight measured and decided. */

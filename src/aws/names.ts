@@ -5,6 +5,24 @@
  */
 export const OWNER_TAG = 'pgmove:migration-id';
 export const MANAGED_BY_TAG = 'pgmove:managed-by';
+/** On a DB instance a migration completed on or switched to: it is the product, cleanup never deletes it. */
+export const COMPLETED_TAG = 'pgmove:completed';
+export const SWITCHED_TAG = 'pgmove:switched-at';
+
+/** Why an instance is the product (its tags), or undefined when it may be deleted. */
+export function productMark(tags: { Key?: string; Value?: string }[] | undefined): string | undefined {
+  const switched = tags?.find((tag) => tag.Key === SWITCHED_TAG)?.Value;
+  if (switched !== undefined) return `the migration switched to it at ${switched} (tag ${SWITCHED_TAG})`;
+  const completed = tags?.find((tag) => tag.Key === COMPLETED_TAG)?.Value;
+  if (completed !== undefined) return `the migration completed on it at ${completed} (tag ${COMPLETED_TAG})`;
+  return undefined;
+}
+
+/** The final snapshot's name: fixed for one instance (a retried deletion asks for the same), new for a later one of the same name. */
+export function finalSnapshotName(instance: string, createdAt?: Date): string {
+  const stamp = createdAt ? `-${createdAt.toISOString().replace(/[^0-9]/g, '').slice(0, 14)}` : '';
+  return `${instance}-final${stamp}`;
+}
 
 export interface ProvisionNames {
   instance: string;

@@ -1,16 +1,22 @@
 /**
- * `pgmove cleanup ID [--dry-run] [--delete-target]`: the AWS leftovers of an ended migration. Reads the
- * migration's spec (references only) from its history, then runs the cleanupMigration workflow on the
- * workers (their AWS identity created the resources) and prints what was — or would be — deleted.
+ * `pgmove cleanup ID [--dry-run] [--delete-target [--no-final-snapshot]]`: the AWS leftovers of an ended
+ * migration. Reads the migration's spec (references only) from its history, then runs the
+ * cleanupMigration workflow on the workers (their AWS identity created the resources) and prints what
+ * was — or would be — deleted. A target the migration completed on or switched to is the product:
+ * --delete-target is refused for it (from the history here; from the instance's tags in the activity).
  */
 import type { Client } from '@temporalio/client';
 import { startedMigration } from './history';
 import type { MigrationSpecInput } from '../spec';
 import type { DeprovisionResult } from '../aws/model';
+import type { MigrationStatus } from '../model';
+import { statusQuery } from '../../workflows/messages';
 
 export interface CleanupOptions {
   dryRun?: boolean;
   deleteTarget?: boolean;
+  /** commander's --no-final-snapshot sets finalSnapshot: false. */
+  finalSnapshot?: boolean;
   taskQueue: string;
 }
 
@@ -25,6 +31,16 @@ export async function cleanupCommand(client: Client, id: string, options: Cleanu
     return true;
   }
   const completed = status === 'COMPLETED';
+  if (options.deleteTarget && spec.target.provision) {
+    const product = await targetIsProduct(client, id, completed);
+    if (product) {
+      console.error(
+        `refusing --delete-target: ${product}, so its RDS instance is the product and pgmove never deletes it. ` +
+          `Run \`pgmove cleanup ${id}\` without --delete-target for the other leftovers; to retire the instance, snapshot and delete it with the AWS console or CLI yourself.`,
+      );
+      return false;
+    }
+  }
   const keepInstance = !options.deleteTarget && (completed || spec.target.provision?.keepTargetOnAbort === true);
   const result = (await client.workflow.execute('cleanupMigration', {
     taskQueue: options.taskQueue,
@@ -36,15 +52,30 @@ export async function cleanupCommand(client: Client, id: string, options: Cleanu
         identifier: spec.target.provision?.identifier,
         dmsOnly: keepInstance || !spec.target.provision,
         dryRun: options.dryRun ?? false,
+        noFinalSnapshot: options.finalSnapshot === false,
       },
     ],
   })) as DeprovisionResult;
   const verb = result.dryRun ? 'would delete' : 'deleted';
   for (const resource of result.deleted) console.log(`${verb}  ${resource.kind} ${resource.id}${resource.arn ? ` (${resource.arn})` : ''}`);
+  for (const snapshot of result.finalSnapshots ?? []) console.log(`${result.dryRun ? 'would snapshot' : 'final snapshot'} ${snapshot} (taken before the instance was deleted; --no-final-snapshot skips it)`);
   for (const skipped of result.skipped) console.log(`left alone    ${skipped}`);
   if (keepInstance && spec.target.provision) {
     console.log(`kept          the RDS instance and its groups (${completed ? 'the migration completed: it is the product' : 'keepTargetOnAbort'}); --delete-target deletes them too`);
   }
   if (result.deleted.length === 0) console.log(`nothing ${result.dryRun ? 'to delete' : 'left to delete'}`);
   return true;
+}
+
+/** Why the migration's target is the product (completed, or a cutover switched to it), or undefined. */
+async function targetIsProduct(client: Client, id: string, completed: boolean): Promise<string | undefined> {
+  if (completed) return `migration ${id} completed`;
+  let status: MigrationStatus;
+  try {
+    status = await client.workflow.getHandle(id).query(statusQuery);
+  } catch (error) {
+    return `the cutover record of migration ${id} could not be read (${error instanceof Error ? error.message : String(error)}; is a worker running?), so it may have switched`;
+  }
+  const switched = (status.cutovers ?? []).find((attempt) => attempt.outcome === 'switched');
+  return switched ? `migration ${id} switched to its target (cutover started ${switched.startedAt})` : undefined;
 }

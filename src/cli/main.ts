@@ -168,12 +168,16 @@ program
 
 program
   .command('cleanup')
-  .description('delete the AWS resources an ended migration left behind (only those tagged with its id); --dry-run lists them')
+  .description(
+    'delete the AWS resources an ended migration left behind (only those tagged with its id); --dry-run lists them. ' +
+      'A target the migration completed on or switched to is never deleted (its history and the instance\'s pgmove:completed / pgmove:switched-at tag say so)',
+  )
   .argument('<id>', 'workflow id of the ended migration')
   .option('--dry-run', 'list what would be deleted, delete nothing')
-  .option('--delete-target', 'also delete the provisioned RDS instance kept after a completed migration or with keepTargetOnAbort')
+  .option('--delete-target', 'also delete the provisioned RDS instance kept with keepTargetOnAbort or after a failed validation (refused when the migration completed or switched)')
+  .option('--no-final-snapshot', 'delete the instance without the final DB snapshot (<instance>-final-<created>) taken by default')
   .option('--task-queue <name>', 'Temporal task queue of the pgmove workers (they run the deletion with their AWS identity)', process.env.PGMOVE_TASK_QUEUE ?? TASK_QUEUE)
-  .action(async (id: string, options: { dryRun?: boolean; deleteTarget?: boolean; taskQueue: string }) => {
+  .action(async (id: string, options: { dryRun?: boolean; deleteTarget?: boolean; finalSnapshot?: boolean; taskQueue: string }) => {
     const ok = await withTemporalClient((client) => cleanupCommand(client, id, options));
     process.exitCode = ok ? 0 : 1;
   });

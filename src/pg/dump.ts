@@ -65,7 +65,9 @@ export async function dumpSection(
   }));
   await run(
     join(binDir, 'pg_dump'),
-    [`--dbname=${libpqConninfo(source.database)}`, '--format=custom', `--section=${section}`, `--file=${file}`, ...dumpOptionArgs(spec, hasLargeObjects, partitions)],
+    // Subscriptions are the source server's connections elsewhere, not schema: a copy would hold the
+    // same upstream slot name and connection string (password included). See README, post-data.
+    [`--dbname=${libpqConninfo(source.database)}`, '--format=custom', `--section=${section}`, `--file=${file}`, '--no-subscriptions', ...dumpOptionArgs(spec, hasLargeObjects, partitions)],
     { ...options, env: libpqEnv(source, options.applicationName) },
   );
   return file;
@@ -78,6 +80,8 @@ export interface RestoreOptions {
   singleTransaction?: boolean;
   noOwner: boolean;
   noPrivileges: boolean;
+  /** application_name of the restore's sessions, so a retry finds those of a killed attempt. */
+  applicationName?: string;
 }
 
 export async function restoreArchive(
@@ -99,7 +103,7 @@ export async function restoreArchive(
   if (restore.noOwner) args.push('--no-owner');
   if (restore.noPrivileges) args.push('--no-privileges');
   args.push(archive);
-  await run(join(binDir, 'pg_restore'), args, { ...options, env: libpqEnv(target, options.applicationName) });
+  await run(join(binDir, 'pg_restore'), args, { ...options, env: libpqEnv(target, restore.applicationName ?? options.applicationName) });
 }
 
 export interface TocEntry {
@@ -113,7 +117,7 @@ export interface TocEntry {
 }
 
 const TOC_TYPES = [
-  'FK CONSTRAINT', 'INDEX ATTACH', 'MATERIALIZED VIEW DATA', 'DEFAULT ACL', 'EVENT TRIGGER', 'PUBLICATION TABLE',
+  'FK CONSTRAINT', 'CHECK CONSTRAINT', 'INDEX ATTACH', 'ROW SECURITY', 'MATERIALIZED VIEW DATA', 'DEFAULT ACL', 'EVENT TRIGGER', 'PUBLICATION TABLE',
   'PUBLICATION TABLES IN SCHEMA', 'CONSTRAINT', 'INDEX', 'TRIGGER', 'RULE', 'POLICY', 'STATISTICS', 'COMMENT', 'ACL',
   'PUBLICATION', 'SUBSCRIPTION', 'SECURITY LABEL',
 ];

@@ -5,7 +5,7 @@
  * password to the one RDS generated in Secrets Manager — pgmove itself only ever holds its reference.
  */
 import { readFileSync } from 'node:fs';
-import { CreateDBInstanceCommand, DescribeDBInstancesCommand, DescribeDBParametersCommand, DescribeDBSubnetGroupsCommand, ListTagsForResourceCommand } from '@aws-sdk/client-rds';
+import { CreateDBInstanceCommand, DescribeDBInstancesCommand, DescribeDBSnapshotsCommand, DescribeDBParametersCommand, DescribeDBSubnetGroupsCommand, ListTagsForResourceCommand } from '@aws-sdk/client-rds';
 import { CreateSecurityGroupCommand } from '@aws-sdk/client-ec2';
 import { GetSecretValueCommand } from '@aws-sdk/client-secrets-manager';
 import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
@@ -19,6 +19,7 @@ import { abortSignal } from '../../workflows/messages';
 import { ident, literal } from '../../src/pg/sql';
 import type { MigrationResult } from '../../workflows/migrate-database';
 import type { MigrationSpecInput } from '../../src/spec';
+import type { DeprovisionResult } from '../../src/aws/model';
 
 const stack = new TestStack();
 let moto: Moto;
@@ -73,6 +74,12 @@ function rdsSpec(id: string, provision: Record<string, unknown> = {}, extra: Rec
     cutover: { autoCutover: true, sourceAfterSwitch: 'writable' },
     ...extra,
   } as MigrationSpecInput;
+}
+
+/** Manual DB snapshots of an instance (a final snapshot is one). */
+async function snapshotsOf(identifier: string): Promise<string[]> {
+  const snapshots = (await moto.aws.rds.send(new DescribeDBSnapshotsCommand({ DBInstanceIdentifier: identifier, SnapshotType: 'manual' })).catch(() => undefined))?.DBSnapshots ?? [];
+  return snapshots.map((s) => s.DBSnapshotIdentifier!).sort();
 }
 
 async function instanceOf(identifier: string) {
@@ -130,6 +137,9 @@ test('rds target end to end: resources with the right properties, worker SIGKILL
   expect(instance.VpcSecurityGroups?.map((g) => g.VpcSecurityGroupId)).toEqual([sg?.GroupId]);
   const tags = (await moto.aws.rds.send(new ListTagsForResourceCommand({ ResourceName: instance.DBInstanceArn }))).TagList;
   expect(tags).toEqual(expect.arrayContaining([{ Key: 'pgmove:migration-id', Value: 'shop-to-rds' }, { Key: 'pgmove:managed-by', Value: 'pgmove' }, { Key: 'team', Value: 'data' }]));
+  // The switch is recorded on the instance itself: cleanup refuses it even without the history.
+  expect(result.status.cutovers?.some((c) => c.outcome === 'switched')).toBe(true);
+  expect(tags?.find((t) => t.Key === 'pgmove:switched-at')?.Value).toMatch(/^\d{4}-\d\d-\d\dT/);
   // The instance is the product: kept after success.
   expect(instance.DBInstanceStatus).toBe('available');
   expect(result.status.provisioned?.passwordRef).toBe(`aws-secretsmanager:${instance.MasterUserSecret!.SecretArn}#password`);
@@ -179,11 +189,15 @@ test('abort after provisioning: every resource this migration created is deleted
   // Only the untagged look-alikes remain, and the aborted instance's secret went with it.
   expect(await awsInventory(moto.aws, identifier)).toEqual([`instance ${identifier}-2`, `security-group ${identifier}-sg-manual`]);
   expect((await securityGroupsNamed(moto.aws, `${identifier}-sg-manual`))[0]?.GroupId).toBe(foreignSg.GroupId);
-  const status = await handle.query('status');
-  expect((status as { awsCleanup?: { deleted: { kind: string }[] } }).awsCleanup?.deleted.map((r) => r.kind)).toEqual(['dbInstance', 'dbParameterGroup', 'dbSubnetGroup', 'securityGroup']);
+  const status = (await handle.query('status')) as { awsCleanup?: { deleted: { kind: string }[]; kept: string[] } };
+  expect(status.awsCleanup?.deleted.map((r) => r.kind)).toEqual(['dbInstance', 'dbParameterGroup', 'dbSubnetGroup', 'securityGroup']);
+  // Deleted after a final snapshot, which the status names.
+  const snapshots = await snapshotsOf(identifier);
+  expect(snapshots).toEqual([expect.stringMatching(new RegExp(`^${identifier}-final-\\d{14}$`))]);
+  expect(status.awsCleanup?.kept).toContain(`DB snapshot ${snapshots[0]} (final snapshot of the deleted instance)`);
 });
 
-test('`pgmove cleanup ID`: the completed migration keeps its instance; --delete-target --dry-run lists it and deletes nothing; then deletes only what is tagged as its own', async () => {
+test('`pgmove cleanup ID`: a target the migration switched to is never deleted — refused by the CLI (history) and by the activity (tags)', async () => {
   const identifier = 'pgmove-shop-to-rds';
   const owned = [`instance ${identifier}`, `parameter-group ${identifier}-params`, `security-group ${identifier}-sg`, `subnet-group ${identifier}-subnets`];
   expect(await awsInventory(moto.aws, identifier)).toEqual(owned);
@@ -193,19 +207,92 @@ test('`pgmove cleanup ID`: the completed migration keeps its instance; --delete-
   expect(keep.stdout).toMatch(/kept\s+the RDS instance and its groups \(the migration completed: it is the product\)/);
   expect(await awsInventory(moto.aws, identifier)).toEqual(owned);
 
-  const dry = pgmoveCli(stack, ['cleanup', 'shop-to-rds', '--delete-target', '--dry-run']);
-  expect(dry.code).toBe(0);
-  for (const line of ['would delete  dbInstance pgmove-shop-to-rds', 'would delete  dbParameterGroup pgmove-shop-to-rds-params', 'would delete  dbSubnetGroup pgmove-shop-to-rds-subnets', 'would delete  securityGroup sg-']) {
-    expect(dry.stdout).toContain(line);
+  for (const args of [['--delete-target'], ['--delete-target', '--dry-run'], ['--delete-target', '--no-final-snapshot']]) {
+    const refused = pgmoveCli(stack, ['cleanup', 'shop-to-rds', ...args]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('refusing --delete-target: migration shop-to-rds completed, so its RDS instance is the product and pgmove never deletes it');
+    expect(refused.stderr).toContain('Run `pgmove cleanup shop-to-rds` without --delete-target');
   }
   expect(await awsInventory(moto.aws, identifier)).toEqual(owned);
 
-  const done = pgmoveCli(stack, ['cleanup', 'shop-to-rds', '--delete-target']);
+  // Defence in depth: the cleanupMigration workflow started by hand (as with the temporal CLI), asked to
+  // delete the instance, reads the instance's switch tag and refuses it and the groups it uses.
+  const direct = (await stack.client!.workflow.execute('cleanupMigration', {
+    taskQueue: stack.taskQueue,
+    workflowId: 'shop-to-rds-cleanup-by-hand',
+    args: [{ migrationId: 'shop-to-rds', aws: { region: 'us-east-1', endpoint: moto.server.endpoint }, dmsOnly: false }],
+  })) as DeprovisionResult;
+  expect(direct.deleted).toEqual([]);
+  expect(direct.finalSnapshots ?? []).toEqual([]);
+  expect(direct.skipped.join('\n')).toMatch(/dbInstance pgmove-shop-to-rds \(refused: the migration switched to it at \S+ \(tag pgmove:switched-at\); it is the product/);
+  expect(direct.skipped.filter((s) => s.includes('used by the kept DB instance'))).toHaveLength(3);
+  expect(await awsInventory(moto.aws, identifier)).toEqual(owned);
+  expect(await snapshotsOf(identifier)).toEqual([]);
+});
+
+test("`pgmove cleanup ID --delete-target` of an aborted migration's kept target: a final snapshot, then only its own resources deleted", async () => {
+  const identifier = 'pgmove-shop-kept';
+  await adminQuery(target, 'postgres', `CREATE ROLE keptowner LOGIN PASSWORD 'placeholder-pw'; GRANT pg_create_subscription TO keptowner`);
+  await adminQuery(target, 'postgres', `CREATE DATABASE shopkept OWNER keptowner`);
+  const handle = await startMigration(
+    stack,
+    rdsSpec('shop-kept', { databaseName: 'shopkept', masterUsername: 'keptowner', keepTargetOnAbort: true }, { method: 'logical', cutover: { autoCutover: false } }),
+  );
+  await adoptGeneratedPassword(identifier, 'keptowner');
+  await waitForStatus(handle, 'syncing', (s) => s.phase === 'syncing', 120_000);
+  await handle.signal(abortSignal, { reason: 'test: abort, keeping the target' });
+  expect((await migrationFailure(handle)).type).toBe('Aborted');
+  const owned = [`instance ${identifier}`, `parameter-group ${identifier}-params`, `security-group ${identifier}-sg`, `subnet-group ${identifier}-subnets`];
+  expect(await awsInventory(moto.aws, identifier)).toEqual(owned);
+  // Neither completed nor switched: no product mark on the instance.
+  const keys = (await instanceOf(identifier))?.TagList?.map((t) => t.Key) ?? [];
+  expect(keys).toContain('pgmove:migration-id');
+  expect(keys).not.toContain('pgmove:completed');
+  expect(keys).not.toContain('pgmove:switched-at');
+
+  const dry = pgmoveCli(stack, ['cleanup', 'shop-kept', '--delete-target', '--dry-run']);
+  expect(dry.code).toBe(0);
+  for (const line of [`would delete  dbInstance ${identifier}`, `would delete  dbParameterGroup ${identifier}-params`, `would delete  dbSubnetGroup ${identifier}-subnets`, 'would delete  securityGroup sg-']) {
+    expect(dry.stdout).toContain(line);
+  }
+  expect(dry.stdout).toMatch(new RegExp(`would snapshot ${identifier}-final-\\d{14}`));
+  expect(await awsInventory(moto.aws, identifier)).toEqual(owned);
+  expect(await snapshotsOf(identifier)).toEqual([]);
+
+  const done = pgmoveCli(stack, ['cleanup', 'shop-kept', '--delete-target']);
   expect(done.code).toBe(0);
-  expect(done.stdout).toContain('deleted  dbInstance pgmove-shop-to-rds');
+  expect(done.stdout).toContain(`deleted  dbInstance ${identifier}`);
   expect(await awsInventory(moto.aws, identifier)).toEqual([]);
-  // The abort test's untagged look-alikes are still there.
+  const snapshots = await snapshotsOf(identifier);
+  expect(snapshots).toEqual([expect.stringMatching(new RegExp(`^${identifier}-final-\\d{14}$`))]);
+  expect(done.stdout).toContain(`final snapshot ${snapshots[0]}`);
+  // The switched migration's instance and the abort test's untagged look-alikes are still there.
+  expect(await awsInventory(moto.aws, 'pgmove-shop-to-rds')).toHaveLength(4);
   expect(await awsInventory(moto.aws, 'pgmove-shop-abort')).toEqual(['instance pgmove-shop-abort-2', 'security-group pgmove-shop-abort-sg-manual']);
+});
+
+test('the cleanup activity with noFinalSnapshot deletes an instance of its own without a snapshot', async () => {
+  const identifier = 'pgmove-by-hand';
+  await moto.aws.rds.send(
+    new CreateDBInstanceCommand({
+      DBInstanceIdentifier: identifier,
+      Engine: 'postgres',
+      DBInstanceClass: 'db.t4g.micro',
+      AllocatedStorage: 20,
+      MasterUsername: 'someone',
+      MasterUserPassword: 'someones-password',
+      Tags: [{ Key: 'pgmove:migration-id', Value: 'by-hand' }, { Key: 'pgmove:managed-by', Value: 'pgmove' }],
+    }),
+  );
+  const result = (await stack.client!.workflow.execute('cleanupMigration', {
+    taskQueue: stack.taskQueue,
+    workflowId: 'by-hand-cleanup',
+    args: [{ migrationId: 'by-hand', aws: { region: 'us-east-1', endpoint: moto.server.endpoint }, dmsOnly: false, noFinalSnapshot: true }],
+  })) as DeprovisionResult;
+  expect(result.deleted.map((r) => `${r.kind} ${r.id}`)).toEqual([`dbInstance ${identifier}`]);
+  expect(result.finalSnapshots ?? []).toEqual([]);
+  expect(await instanceOf(identifier)).toBeUndefined();
+  expect(await snapshotsOf(identifier)).toEqual([]);
 });
 
 test('dry run with target.provision: inputs checked against AWS read-only, the plan listed, nothing created', async () => {
