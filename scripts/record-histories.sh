@@ -2,12 +2,14 @@
 # Re-records the workflow histories the replay test (test/replay/replay.test.ts) replays: runs the
 # integration tests that cover every workflow path against the real stack (Temporal dev server,
 # PostgreSQL, moto) and keeps the history of every run they started. Run it after adding a workflow
-# path; keep the old histories that still matter (a syncing run of an older worker) — this script
-# replaces only the files of the test files it runs.
+# path. Each recording goes into a directory of its own, named after the day and the commit it was
+# recorded on (test/replay/histories/<date>-<commit>/): older directories stay — they are the runs an
+# older worker left open — until the patches they need are retired (README, "Worker upgrades"). A
+# second recording on the same commit replaces only the files of the test files it runs.
 #   npm run record-histories [-- test/integration/one.test.ts ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT="$PWD/test/replay/histories"
+OUT="$PWD/test/replay/histories/$(date -u +%F)-$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- workflows || echo -dirty)"
 FILES=("$@")
 if [ ${#FILES[@]} -eq 0 ]; then
   FILES=(

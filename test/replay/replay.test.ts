@@ -1,5 +1,5 @@
 /**
- * Worker upgrades: every recorded history (test/replay/histories/, recorded from the real stack by
+ * Worker upgrades: every recorded history (test/replay/histories/<date>-<commit>/, recorded from the real stack by
  * `npm run record-histories`) must replay against the current workflow code. A change to the commands
  * a workflow emits without a `patched()` guard fails here with a non-determinism error — the error a
  * migration syncing for days would hit when a new worker version picks it up.
@@ -10,7 +10,10 @@ import { Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@t
 import { historyFromJSON } from '@temporalio/common/lib/proto-utils';
 
 const HISTORIES = join(__dirname, 'histories');
-const files = readdirSync(HISTORIES).filter((name) => name.endsWith('.json')).sort();
+/** One directory per recording (<date>-<commit>): older ones are the runs older workers left open. */
+const files = readdirSync(HISTORIES, { recursive: true, encoding: 'utf8' })
+  .filter((name) => name.endsWith('.json'))
+  .sort();
 let bundle: WorkflowBundleWithSourceMap;
 
 beforeAll(async () => {
