@@ -13,6 +13,7 @@ import type { MigrationSpec } from '../src/spec';
 import type { FreezeState, PreflightCheck } from '../src/model';
 import { connectionInfo, withClient } from '../src/pg/connect';
 import { ident, literal } from '../src/pg/sql';
+import { databaseComment } from '../src/pg/catalog';
 import { activityLogger } from '../src/log';
 import { ApplicationFailure } from '@temporalio/common';
 
@@ -140,15 +141,6 @@ async function databaseSettings(client: Client): Promise<Map<string, string>> {
     settings.set(setting.slice(0, eq), setting.slice(eq + 1));
   }
   return settings;
-}
-
-async function databaseComment(client: Client): Promise<string | null> {
-  const row = (
-    await client.query<{ comment: string | null }>(
-      `SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = current_database()`,
-    )
-  ).rows[0];
-  return row?.comment ?? null;
 }
 
 /** A fence recorded by a different migration (records without an id predate the field: treated as ours). */
