@@ -12,6 +12,7 @@ import { ident } from '../src/pg/sql';
 import { workDir } from '../src/pg/dump';
 import { activityLogger } from '../src/log';
 import { removeTargetMarker } from '../src/pg/target-marker';
+import { markFenceKept } from './freeze';
 
 export interface CleanupInput {
   spec: MigrationSpec;
@@ -33,6 +34,7 @@ export async function cleanup(input: CleanupInput): Promise<{ done: string[] }> 
     // Reset or kept (completed, switched, kept for inspection), the target is no run's leftover any more.
     if (await removeTargetMarker(client, input.migrationId)) done.push('target marker removed');
   });
+  if (await markFenceKept(input.spec, input.migrationId)) done.push('the source stays fenced (recorded as kept at the end)');
   log.info({ done }, 'cleanup finished');
   return { done };
 }

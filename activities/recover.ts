@@ -102,6 +102,8 @@ export async function recoverFence(input: RecoverStepInput): Promise<RecoverFind
     findings.push({ server: 'source', item: 'fence', action: 'nothing found', detail: 'no pgmove freeze recorded in the database comment' });
   } else if (state.migrationId !== undefined && state.migrationId !== migrationId) {
     findings.push({ server: 'source', item: 'fence', action: 'kept', detail: `fenced by migration ${state.migrationId}, not this one: pgmove unfreeze ${state.migrationId} releases it` });
+  } else if (state.keptAtEnd) {
+    findings.push({ server: 'source', item: 'fence', action: 'kept', detail: `the migration ended (${state.keptAtEnd}) and kept the old source fenced on purpose: pgmove unfreeze ${migrationId} releases it` });
   } else if (keptAfterSwitch) {
     const why = switchState.switchingAt ? `a switch to the target is recorded (${switchState.switchingAt})` : `whether a switch happened could not be read (${switchState.unknown})`;
     findings.push({ server: 'source', item: 'fence', action: 'kept', detail: `${why}: the old source stays fenced (cutover.sourceAfterSwitch: frozen); pgmove unfreeze ${migrationId} releases it` });
