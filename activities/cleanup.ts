@@ -11,7 +11,8 @@ import { connectionInfo, withClient } from '../src/pg/connect';
 import { ident } from '../src/pg/sql';
 import { workDir } from '../src/pg/dump';
 import { activityLogger } from '../src/log';
-import { removeTargetMarker } from '../src/pg/target-marker';
+import { readTargetMarker, removeTargetMarker, type TargetMarker } from '../src/pg/target-marker';
+import { restoreDatabaseSettings } from '../src/pg/database-settings';
 import { markFenceKept } from './freeze';
 
 export interface CleanupInput {
@@ -30,13 +31,23 @@ export async function cleanup(input: CleanupInput): Promise<{ done: string[] }> 
   done.push('scratch files removed');
   const targetInfo = await connectionInfo(input.spec.target, 'target');
   await withClient(targetInfo, 'target', async (client) => {
-    if (input.resetTarget) done.push(`target reset (${await resetTarget(client, input.targetExtensionsBefore)} object(s) dropped)`);
+    const marker = await readTargetMarker(client);
+    if (input.resetTarget && marker?.migrationId === input.migrationId) done.push(`target reset (${await resetMarkedTarget(client, marker)} object(s) dropped)`);
+    else if (input.resetTarget) done.push(`target reset (${await resetTarget(client, input.targetExtensionsBefore)} object(s) dropped)`);
     // Reset or kept (completed, switched, kept for inspection), the target is no run's leftover any more.
     if (await removeTargetMarker(client, input.migrationId)) done.push('target marker removed');
   });
   if (await markFenceKept(input.spec, input.migrationId)) done.push('the source stays fenced (recorded as kept at the end)');
   log.info({ done }, 'cleanup finished');
   return { done };
+}
+
+/** A target this migration marked: every object dropped, its former settings and comment back, the marker out. */
+export async function resetMarkedTarget(client: Client, marker: TargetMarker): Promise<number> {
+  const dropped = await resetTarget(client, marker.extensionsBefore);
+  if (marker.settingsBefore) await restoreDatabaseSettings(client, marker.settingsBefore);
+  await removeTargetMarker(client, marker.migrationId);
+  return dropped;
 }
 
 /** Drops every user object in the target database, in one transaction. */

@@ -25,7 +25,7 @@ import { activityLogger } from '../src/log';
 import { parsedOrBadSpec } from './preflight';
 import { readFreezeState, unfreezeSource } from './freeze';
 import { unfreezeAfterCutover } from './cutover';
-import { resetTarget } from './cleanup';
+import { resetMarkedTarget } from './cleanup';
 import { recordedElevation, revertPrivileges } from './elevate-privileges';
 
 export interface RecoverInput {
@@ -192,10 +192,9 @@ export async function recoverTarget(input: RecoverStepInput): Promise<RecoverFin
       return [{ server: 'target', item: 'target objects', action: 'kept', detail: `${why}; the target marker was taken out` }];
     }
     const kept = marker.extensionsBefore.length ? ` (extensions there before are kept: ${marker.extensionsBefore.join(', ')})` : '';
-    if (dryRun) return [{ server: 'target', item: 'target objects', action: 'would undo', detail: `would drop everything in the target database${kept} and restore its comment` }];
-    const dropped = await resetTarget(target, marker.extensionsBefore);
-    await removeTargetMarker(target, migrationId);
-    return [{ server: 'target', item: 'target objects', action: 'undone', detail: `reset: ${dropped} object(s) dropped${kept}, comment restored` }];
+    if (dryRun) return [{ server: 'target', item: 'target objects', action: 'would undo', detail: `would drop everything in the target database${kept} and restore its settings and comment` }];
+    const dropped = await resetMarkedTarget(target, marker);
+    return [{ server: 'target', item: 'target objects', action: 'undone', detail: `reset: ${dropped} object(s) dropped${kept}, database settings and comment restored` }];
   });
 }
 

@@ -1,7 +1,7 @@
 /**
  * The target marker: a record pgmove writes into the target database's comment before pre-data puts
  * anything there, and takes out (restoring the former comment) when the migration ends. It says which
- * migration filled the target, which extensions were there before, and — written before a switch hook
+ * migration filled the target, which extensions and database settings were there before, and — written before a switch hook
  * runs — that a switch is under way. `pgmove recover` resets only a target that carries the marker of
  * the run it recovers and no switch: never one that a completed migration switched to or that pgmove did
  * not fill. (A database comment needs ownership: without it, no marker is written and recover keeps
@@ -12,6 +12,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { PreflightCheck } from '../model';
 import { ident, literal } from './sql';
 import { databaseComment } from './catalog';
+import { readDatabaseSettings, type DatabaseSetting } from './database-settings';
 
 const MARKER_PREFIX = 'pgmove target marker: ';
 
@@ -21,6 +22,8 @@ export interface TargetMarker {
   previousComment: string | null;
   /** Extensions on the target before pre-data (a reset keeps them). */
   extensionsBefore: string[];
+  /** The target database's settings before post-data copied the source's (a reset puts them back). */
+  settingsBefore?: DatabaseSetting[];
   markedAt: string;
   /** Set before the switch hook runs: from here on the target may be the application's database. */
   switchingAt?: string;
@@ -46,7 +49,8 @@ export async function markTarget(target: Client, migrationId: string): Promise<b
   if (existing) throw claimedByOther(existing.migrationId);
   const extensionsBefore = (await target.query<{ extname: string }>('SELECT extname FROM pg_extension ORDER BY 1')).rows.map((r) => r.extname);
   try {
-    await writeTargetMarker(target, { migrationId, previousComment: await databaseComment(target), extensionsBefore, markedAt: new Date().toISOString() });
+    const settingsBefore = await readDatabaseSettings(target);
+    await writeTargetMarker(target, { migrationId, previousComment: await databaseComment(target), extensionsBefore, settingsBefore, markedAt: new Date().toISOString() });
     return true;
   } catch (error) {
     if ((error as { code?: string }).code === '42501') return false;

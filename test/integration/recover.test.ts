@@ -15,7 +15,6 @@ import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterH
 import { createBigDatabase, databaseAccessState, pgmoveCliAsync, startMigration, userObjects, writeSpec } from '../helpers/migration';
 import { createPlainRole, elevationLeftovers, requirePasswordsEverywhere, sha256 } from '../helpers/elevation';
 import { replicaIdentities, replicationLeftovers, waitForStatus } from '../helpers/online';
-import { snapshot } from '../../src/cli/status-view';
 import { waitFor } from '../../scripts/lib/ports';
 import { stopWorkerProcess, type WorkerHandle } from '../../scripts/lib/worker-process';
 import { requestCutoverUpdate } from '../../workflows/messages';
@@ -40,7 +39,8 @@ beforeAll(async () => {
   await createBigDatabase(source, 'elevdb', 5_000);
   await createBigDatabase(source, 'shop', 400_000);
   // A table without a key (REPLICA IDENTITY FULL while replicating), a partitioned table (its parent's
-  // index is built in post-data), a database comment and setting: all must come back as they were.
+  // index is built in post-data), a table whose rows take 15 s to copy into t_copy (a CHECK that sleeps
+  // there), a database comment and setting: all must come back as they were.
   await adminQuery(
     source,
     'shop',
@@ -48,6 +48,9 @@ beforeAll(async () => {
      CREATE TABLE parted (id int PRIMARY KEY, k int) PARTITION BY RANGE (id);
      CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (1000); INSERT INTO parted SELECT g, g % 7 FROM generate_series(0, 999) g;
      CREATE INDEX parted_k ON parted (k);
+     CREATE FUNCTION slow_on_copy_target(v int) RETURNS boolean LANGUAGE plpgsql AS $$
+       BEGIN IF current_database() = 't_copy' THEN PERFORM pg_sleep(0.005); END IF; RETURN true; END $$;
+     CREATE TABLE slow (id int PRIMARY KEY, v int CHECK (slow_on_copy_target(v))); INSERT INTO slow SELECT g, g FROM generate_series(1, 3000) g;
      COMMENT ON DATABASE shop IS 'the shop, before pgmove'; ALTER DATABASE shop SET work_mem = '8MB'`,
   );
   for (const db of ['t_preflight', 't_copy', 't_postdata', 't_syncing', 't_cutover']) await adminQuery(target, 'postgres', `CREATE DATABASE ${db}`);
@@ -132,6 +135,11 @@ async function sessionsWaitingOnLocks(cluster: ClusterHandle, database: string):
   return rows[0]!.n > 0;
 }
 
+async function sessionsCopying(cluster: ClusterHandle, database: string): Promise<boolean> {
+  const rows = await adminQuery<{ n: number }>(cluster, 'postgres', `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND state = 'active' AND query ILIKE 'COPY %'`, [database]);
+  return rows[0]!.n > 0;
+}
+
 /** A session of the test holding `sql`'s lock until released. */
 async function holdLock(cluster: ClusterHandle, database: string, sql: string): Promise<{ release: () => Promise<void> }> {
   const client = new Client({ host: cluster.host, port: cluster.port, database, user: cluster.superuser, password: cluster.superuserPassword });
@@ -163,7 +171,7 @@ test('terminated in pre-flight after the privilege hack: the role and pg_hba.con
   } finally {
     await lock.release();
   }
-  expect((await rolesAndMemberships()).find((r) => r.startsWith('dumper '))).toContain('super=true');
+  expect((await rolesAndMemberships()).find((r) => r.startsWith('dumper '))).toContain('super=t ');
   const { dry, done } = await recoverToBefore(id, 'elevdb', 't_preflight', before);
   expect(dry).toMatch(line('privilege elevation', 'would undo'));
   expect(dry).toContain('SUPERUSER granted to dumper');
@@ -175,10 +183,8 @@ test('terminated during the copy (offline, source fenced): fence lifted, target 
   const id = 'recover-copy';
   const before = await leftoverState(id, 'shop', 't_copy');
   const handle = await startMigration(stack, spec(id, 'shop', 't_copy', { method: 'dump', freezeSource: true }));
-  await waitFor('the big table to be copying', async () => {
-    const view = await snapshot(handle);
-    return view.inFlight.some((a) => a.activity === 'copyUnit' && a.details?.table === 'public.big' && Number(a.details.bytes) > 0);
-  }, 180_000, 50);
+  await waitForStatus(handle, 'the copy', (s) => s.phase === 'copy', 180_000);
+  await waitFor('a COPY into the target', () => sessionsCopying(target, 't_copy'), 60_000, 50);
   await terminate(handle);
   expect((await databaseAccessState(source, 'shop')).comment).toMatch(/^pgmove freeze marker: /);
   const { dry, done } = await recoverToBefore(id, 'shop', 't_copy', before);

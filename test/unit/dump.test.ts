@@ -1,5 +1,5 @@
 import { conninfoForDatabase, dumpOptionArgs, parseTocList } from '../../src/pg/dump';
-import { settingValueSql } from '../../activities/post-data';
+import { settingValueSql } from '../../src/pg/database-settings';
 import { parseSpec } from '../../src/spec';
 
 const base = { source: { uri: 'postgresql://u@h/db' }, target: { uri: 'postgresql://u@h2/db' } };
