@@ -191,7 +191,8 @@ export async function recoverTarget(input: RecoverStepInput): Promise<RecoverFin
       await removeTargetMarker(target, migrationId);
       return [{ server: 'target', item: 'target objects', action: 'kept', detail: `${why}; the target marker was taken out` }];
     }
-    const kept = marker.extensionsBefore.length ? ` (extensions there before are kept: ${marker.extensionsBefore.join(', ')})` : '';
+    const extensions = marker.extensionsBefore.filter((name) => name !== 'plpgsql');
+    const kept = extensions.length ? ` (extensions there before are kept: ${extensions.join(', ')})` : '';
     if (dryRun) return [{ server: 'target', item: 'target objects', action: 'would undo', detail: `would drop everything in the target database${kept} and restore its settings and comment` }];
     const dropped = await resetMarkedTarget(target, marker);
     return [{ server: 'target', item: 'target objects', action: 'undone', detail: `reset: ${dropped} object(s) dropped${kept}, database settings and comment restored` }];
