@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { Client } from 'pg';
 import { WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
 import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
-import { createBigDatabase, databaseAccessState, pgmoveCliAsync, startMigration, userObjects, writeSpec } from '../helpers/migration';
+import { createBigDatabase, databaseAccessState, migrationFailure, pgmoveCliAsync, startMigration, userObjects, writeSpec } from '../helpers/migration';
 import { createPlainRole, elevationLeftovers, requirePasswordsEverywhere, sha256 } from '../helpers/elevation';
 import { replicaIdentities, replicationLeftovers, waitForStatus } from '../helpers/online';
 import { waitFor } from '../../scripts/lib/ports';
@@ -229,6 +229,11 @@ test('terminated while syncing, history deleted: refused while running, then rec
   expect(running.code).toBe(1);
   expect(running.stderr).toContain('still running');
   await terminate(handle);
+  // Another migration into the left-behind target is refused before it writes, naming the recover to run.
+  const again = await startMigration(stack, { ...spec('recover-syncing-again', 'shop', 't_syncing', { method: 'logical' }), dryRun: true });
+  const refusal = await migrationFailure(again);
+  expect(refusal.message).toContain('target not claimed by another migration');
+  expect(refusal.message).toContain(`pgmove recover ${id}`);
   await stack.client!.workflowService.deleteWorkflowExecution({ namespace: 'default', workflowExecution: { workflowId: id } });
   await waitFor('the history to be gone', () => handle.describe().then(() => false, (error: unknown) => error instanceof WorkflowNotFoundError), 60_000, 200);
   const withoutSpec = await pgmoveCliAsync(stack, ['recover', id]);
