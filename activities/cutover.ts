@@ -29,6 +29,7 @@ import { syncSequences } from './sequences';
 import { copyLargeObjectsWith, copyTableOf, runUnit } from './copy';
 import { validate } from './validate';
 import { parsedOrBadSpec } from './preflight';
+import { markTargetSwitching } from '../src/pg/target-marker';
 
 export interface CutoverInput {
   spec: MigrationSpec;
@@ -66,6 +67,8 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
     await source.query('SET default_transaction_read_only = off');
     let record = await readPublicationRecord(source, names.publication);
     if (!record) throw ApplicationFailure.nonRetryable(`publication ${names.publication} is gone from the source`, 'CutoverFailed');
+    // The target's own record of the switch (a resumed attempt may have stopped before writing it).
+    if (record.switchingAt) await markTargetSwitching(target, migrationId, record.switchingAt);
     if (record.switchingAt && !record.switchedAt) {
       // The worker stopped while the switch hook ran: only the hook is left (hooks must be idempotent).
       step = input.coordinated ? 'awaitDecision' : 'switchHook';
@@ -119,6 +122,8 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
     const snapshot = (await snapshotHolder.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
     // Past this mark a cutover never goes back: a retry only finishes the switch.
     record = { ...record, switchingAt: new Date().toISOString() };
+    // The target first: a target marked switching is never reset by pgmove recover, even after the source's record is dropped.
+    await markTargetSwitching(target, migrationId, record.switchingAt!);
     await writePublicationRecord(source, names.publication, record);
     if (input.coordinated) await timed('awaitDecision', () => awaitDecision(migrationId, source, names.publication, record!, input.coordinated!, heartbeat.signal));
     else switchHookOutput = await timed('switchHook', () => switchHook(source, names.publication, record!, spec, hookContext, heartbeat.signal));

@@ -192,6 +192,24 @@ async function connectForRevert(sourceInfo: ConnectionInfo): Promise<{ info: Con
   }
 }
 
+/** What the server records of this migration's elevation (for `pgmove recover --dry-run`); reads only. */
+export async function recordedElevation(input: ElevationInput): Promise<ElevationRecord | undefined> {
+  const spec = validateSpec(input.spec);
+  const elevation = spec.source.privilegeElevation;
+  if (!elevation?.allow) return undefined;
+  const signal = Context.current().cancellationSignal;
+  const { info, client } = await connectForRevert(await connectionInfo(spec.source, 'source'));
+  try {
+    const backend = createBackend(elevation);
+    const server = await locateServer(backend, client, elevation, info.port, signal);
+    const paths = files(server.hbaFile, input.migrationId);
+    const state = await readState(backend, paths.stateFile, signal);
+    return state && recordOf(state, paths.stateFile, server.osUser, state.roleRestored ? 'role restored; pg_hba.conf not yet' : 'elevated');
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
 function withoutOurLines(hba: string, marker: string, trust: string): string {
   const lines = hba.split('\n');
   const at = lines.indexOf(marker);

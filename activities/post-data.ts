@@ -11,13 +11,13 @@ import { checkRetainedWal } from './sync';
 import { durationMs } from '../src/units';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Client } from 'pg';
 import { Context } from '@temporalio/activity';
 import { connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
 import { countLargeObjects } from '../src/pg/catalog';
 import { dumpSection, listArchive, restoreArchive, workDir } from '../src/pg/dump';
 import { entriesMissingOnTarget } from '../src/pg/post-data-resume';
-import { ident, literal } from '../src/pg/sql';
+import { ident } from '../src/pg/sql';
+import { readDatabaseSettings, settingValueSql } from '../src/pg/database-settings';
 import { startHeartbeat } from '../src/heartbeat';
 import { stallTimeoutMs, toolStallWatch } from '../src/stall';
 import { activityLogger } from '../src/log';
@@ -148,29 +148,3 @@ async function copyDatabaseSettings(
   return effective.length;
 }
 
-async function readDatabaseSettings(client: Client): Promise<{ role: string | null; name: string; value: string }[]> {
-  const result = await client.query<{ role: string | null; setting: string }>(
-    `SELECT r.rolname AS role, unnest(s.setconfig) AS setting
-       FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole
-      WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())`,
-  );
-  return result.rows.map(({ role, setting }) => {
-    const eq = setting.indexOf('=');
-    return { role, name: setting.slice(0, eq), value: setting.slice(eq + 1) };
-  });
-}
-
-/** Settings whose stored value is a list of quoted names (as pg_dump's variable_is_guc_list_quote). */
-const LIST_SETTINGS = new Set(['search_path', 'temp_tablespaces', 'session_preload_libraries', 'local_preload_libraries', 'shared_preload_libraries', 'unix_socket_directories']);
-
-/** A stored setting value as SQL: list settings element by element, anything else as one literal. */
-export function settingValueSql(name: string, value: string): string {
-  if (!LIST_SETTINGS.has(name)) return literal(value);
-  const elements: string[] = [];
-  const pattern = /\s*(?:"((?:[^"]|"")*)"|([^,\s][^,]*?))\s*(?:,|$)/gy;
-  let match: RegExpExecArray | null;
-  while (pattern.lastIndex < value.length && (match = pattern.exec(value)) !== null) {
-    elements.push(match[1] !== undefined ? match[1].replace(/""/g, '"') : (match[2] ?? '').trim());
-  }
-  return elements.length ? elements.map(literal).join(', ') : literal(value);
-}

@@ -12,6 +12,7 @@ import { Context } from '@temporalio/activity';
 import { startHeartbeat } from '../src/heartbeat';
 import { stallTimeoutMs, toolStallWatch } from '../src/stall';
 import { activityLogger } from '../src/log';
+import { markTarget } from '../src/pg/target-marker';
 
 export interface SchemaPhaseInput {
   spec: MigrationSpec;
@@ -27,14 +28,16 @@ export async function preData(input: SchemaPhaseInput): Promise<{ objects: numbe
   const { spec } = input;
   const source = await connectionInfo(spec.source, 'source');
   const target = await connectionInfo(spec.target, 'target');
-  const alreadyApplied = await withClient(target, 'target', async (client) =>
+  const alreadyApplied = await withClient(target, 'target', async (client) => {
+    // Before anything is restored: the record that says what on the target is this migration's.
+    if (!(await markTarget(client, input.migrationId))) log.warn('the target role may not comment on the target database: no target marker, so pgmove recover will keep the target');
     // The restore is one transaction: any of its tables on the target means it committed.
-    (await client.query(`SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    return (await client.query(`SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                           WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
                             AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
                             AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-                          LIMIT 1`)).rowCount === 1,
-  );
+                          LIMIT 1`)).rowCount === 1;
+  });
   const hasLargeObjects = (await withClient(source, 'source', countLargeObjects)) > 0;
   let step = 'dumping pre-data';
   const stalled = new AbortController();

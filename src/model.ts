@@ -161,6 +161,8 @@ export interface FreezeState {
   unfencedSuperusers: string[];
   /** The database's comment before the freeze (the freeze record is kept there meanwhile). */
   previousComment?: string | null;
+  /** Set by the cleanup of a migration that ended and kept its fence on purpose (pgmove recover leaves it to pgmove unfreeze). */
+  keptAtEnd?: string;
 }
 
 export interface TableValidation {

@@ -18,6 +18,7 @@ import { devDown, devStatus, devUp } from '../../scripts/dev-stack';
 import { runDemo } from '../../scripts/demo';
 import { cleanupCommand } from './cleanup';
 import { unfreezeCommand } from './unfreeze';
+import { recoverCommand } from './recover';
 
 const program = new Command();
 program
@@ -189,6 +190,26 @@ program
   .option('--task-queue <name>', 'Temporal task queue of the pgmove workers (they hold the source credentials)', process.env.PGMOVE_TASK_QUEUE ?? TASK_QUEUE)
   .action(async (id: string, options: { taskQueue: string }) => {
     const ok = await withTemporalClient((client) => unfreezeCommand(client, id, options.taskQueue));
+    process.exitCode = ok ? 0 : 1;
+  });
+
+program
+  .command('recover')
+  .description(
+    'undo what a migration that is no longer running left behind (e.g. after `temporal workflow terminate`): fence, slot, publication, ' +
+      'replica identities, subscription, what it put on the target, scratch files, the privilege elevation — found from the records on the servers; prints what it found and did per server',
+  )
+  .argument('<id>', 'workflow id of the ended migration (a cluster: ID.<database> for each database)')
+  .option('--dry-run', 'print what was found and would be undone; change nothing')
+  .option('-f, --file <spec>', 'the spec the migration was started with, when its history is gone (references only; the history wins when it exists)')
+  .option('--task-queue <name>', 'Temporal task queue of the pgmove workers (they hold the credentials)', process.env.PGMOVE_TASK_QUEUE ?? TASK_QUEUE)
+  .addHelpText(
+    'after',
+    '\nA target is reset only when it carries this run\'s marker and no switch to it is recorded; a fence kept after a switch stays\n' +
+      '(pgmove unfreeze ID). A running migration is refused: pgmove abort ID ends it with its own cleanup. Exit 1 when a step failed.',
+  )
+  .action(async (id: string, options: { dryRun?: boolean; file?: string; taskQueue: string }) => {
+    const ok = await withTemporalClient((client) => recoverCommand(client, id, options));
     process.exitCode = ok ? 0 : 1;
   });
 

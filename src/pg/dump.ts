@@ -15,9 +15,14 @@ export type Section = 'pre-data' | 'post-data';
 
 /** Per-migration scratch directory for dump archives (schema only; removed by cleanup). */
 export async function workDir(migrationId: string): Promise<string> {
-  const dir = join(process.env.PGMOVE_WORK_DIR ?? join(tmpdir(), 'pgmove'), migrationId.replace(/[^A-Za-z0-9._-]/g, '_'));
+  const dir = workDirPath(migrationId);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   return dir;
+}
+
+/** Where workDir puts a migration's scratch files on this worker (not created). */
+export function workDirPath(migrationId: string): string {
+  return join(process.env.PGMOVE_WORK_DIR ?? join(tmpdir(), 'pgmove'), migrationId.replace(/[^A-Za-z0-9._-]/g, '_'));
 }
 
 /** Leaf partitions of the named partitioned tables (see catalog.partitionsOfNamedTables). */
