@@ -24,7 +24,7 @@ import { lsnToBigInt, readPublicationRecord, replicationNames, slotState, subscr
 import { runHook, type HookContext } from '../src/hooks';
 import { startHeartbeat } from '../src/heartbeat';
 import { activityLogger } from '../src/log';
-import { freezeSource, unfreezeSource, verifyFence } from './freeze';
+import { freezeSource, readFreezeState, unfreezeSource, verifyFence } from './freeze';
 import { syncSequences } from './sequences';
 import { copyLargeObjectsWith, copyTableOf, runUnit } from './copy';
 import { validate } from './validate';
@@ -82,12 +82,14 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
       step = 'validate';
       return { timing: {}, switchedAt: record.switchedAt, validation: await validateOrReport({ spec }), validatedLive: true, switchHookOutput };
     }
+    // A retry after a lost worker finds the source still frozen: the freeze is measured from the first
+    // attempt's, and goes on only if that was recent (otherwise unfrozen, back to syncing).
+    const frozenSince = (await frozenByUs(source, spec, migrationId, record)) ? record.freezeStartedAt : undefined;
+    if (frozenSince) refuseLateResume(spec, Date.now() - Date.parse(frozenSince));
     // An earlier attempt may have stopped the stream before failing.
     await target.query(`ALTER SUBSCRIPTION ${ident(names.subscription)} ENABLE`);
-    if (spec.cutover.freeze === 'hook') {
-      record = { ...record, frozenByHook: true };
-      await writePublicationRecord(source, names.publication, record);
-    }
+    record = { ...record, freezeStartedAt: frozenSince ?? new Date().toISOString(), ...(spec.cutover.freeze === 'hook' ? { frozenByHook: true } : {}) };
+    await writePublicationRecord(source, names.publication, record);
 
     let mark = Date.now();
     const timed = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
@@ -100,7 +102,8 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
     };
 
     // The window starts when the freeze starts: from then on the application's writes may be refused.
-    const frozenAt = mark;
+    const frozenAt = frozenSince ? Date.parse(frozenSince) : mark;
+    if (frozenSince) steps.lostWorker = mark - frozenAt;
     if (spec.cutover.freeze === 'hook') await timed('freeze', () => runHook('freezeHook', spec.cutover.freezeHook!, hookContext, durationMs(spec.cutover.hookTimeout), heartbeat.signal));
     else await timed('freeze', () => freezeSource(spec, migrationId));
     if (spec.cutover.freeze === 'readOnly') await timed('verifyFence', () => verifyFence(source));
@@ -140,6 +143,26 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
     await source.end().catch(() => undefined);
     await target.end().catch(() => undefined);
   }
+}
+
+/** The source is frozen by this migration's cutover right now (a lost attempt left it so). */
+async function frozenByUs(source: Client, spec: MigrationSpec, migrationId: string, record: PublicationRecord): Promise<boolean> {
+  if (spec.cutover.freeze === 'hook') return record.frozenByHook === true;
+  return (await readFreezeState(source))?.migrationId === migrationId;
+}
+
+/**
+ * A retried cutover whose source has been frozen longer than `cutover.resumeFrozenWithin` (no worker took
+ * the retry up in time) gives up: the workflow unfreezes the source and returns to syncing, rather than
+ * keep the application's writes refused while it catches up.
+ */
+function refuseLateResume(spec: MigrationSpec, frozenForMs: number): void {
+  const limitMs = durationMs(spec.cutover.resumeFrozenWithin ?? '30s');
+  if (frozenForMs <= limitMs) return;
+  throw ApplicationFailure.nonRetryable(
+    `the cutover's worker was lost with the source frozen, and the retry started ${Math.round(frozenForMs / 1000)} s after the freeze (cutover.resumeFrozenWithin: ${spec.cutover.resumeFrozenWithin ?? '30s'}): the source is unfrozen and the migration returns to syncing; request the cutover again`,
+    'CutoverAbandoned',
+  );
 }
 
 /**

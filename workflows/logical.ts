@@ -11,6 +11,7 @@ import type { MigrationSpec } from '../src/spec';
 import { durationMs, formatBytes as mb, sizeBytes as bytes } from '../src/units';
 import { cutoverVoteSignal } from './messages';
 import { errorText } from './error-text';
+import { freezeHeartbeatTimeout } from './phase-activities';
 import type { CopyUnitResult, CutoverAttempt, CutoverRequest, MigrationStatus, Phase, ReplicationState } from '../src/model';
 
 type Acts = ReturnType<typeof proxyActivities<typeof activities>>;
@@ -45,13 +46,12 @@ export interface LogicalContext {
 }
 
 export function cutoverActivities(spec: MigrationSpec): Pick<LogicalContext['acts'], 'cutover'> {
-  const timeouts = spec.timeouts as Record<keyof MigrationSpec['timeouts'], Duration>;
   return {
     // Freeze → switch → checksums: a validation, three hooks and the drain. Few attempts: a retry keeps
     // the source frozen, and the workflow unfreezes it when the attempts are spent (before the switch).
     cutover: proxyActivities<typeof activities>({
       startToCloseTimeout: durationMs(spec.timeouts.validate) + 3 * durationMs(spec.cutover.hookTimeout) + durationMs(spec.cutover.drainTimeout) + 5 * 60_000,
-      heartbeatTimeout: timeouts.heartbeat,
+      heartbeatTimeout: freezeHeartbeatTimeout(spec),
       retry: { maximumAttempts: 3, initialInterval: '1s' },
     }),
   };

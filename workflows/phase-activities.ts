@@ -22,8 +22,17 @@ export function phaseActivities(spec: MigrationSpec) {
     // "cleanup owes: unfreeze the source" and the last error meanwhile).
     unfreeze: proxyActivities<typeof activities>({
       startToCloseTimeout: Math.max(5 * 60_000, durationMs(spec.cutover.hookTimeout) + 60_000),
-      heartbeatTimeout,
+      heartbeatTimeout: freezeHeartbeatTimeout(spec),
       retry: { initialInterval: '2s', maximumInterval: '1m' }, // no maximumAttempts: unlimited
     }),
   };
+}
+
+/**
+ * Heartbeat timeout of the activities that hold the source frozen (cutover, unfreeze): a lost worker must
+ * cost seconds of write freeze, not a minute. A spec carried into a continued run from before
+ * `cutover.freezeHeartbeat` existed keeps `timeouts.heartbeat`.
+ */
+export function freezeHeartbeatTimeout(spec: MigrationSpec): Duration {
+  return (spec.cutover.freezeHeartbeat ?? spec.timeouts.heartbeat) as Duration;
 }

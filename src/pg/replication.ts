@@ -29,6 +29,8 @@ export interface PublicationRecord {
   replicaIdentityChanged: (TableName & { before: 'd' | 'n' | 'i' })[];
   /** Set before the cutover's freeze hook runs: the unfreeze hook is owed (cleared once it ran). */
   frozenByHook?: boolean;
+  /** When the current cutover attempt started freezing the source: a retry after a lost worker measures the freeze from here. */
+  freezeStartedAt?: string;
   /** Set before the switch hook runs: from here on a cutover never goes back (no unfreeze, no resumed stream). */
   switchingAt?: string;
   /** Set once the switch hook has run. */
