@@ -206,7 +206,7 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
       status.methodReason = checked.report.methodReason;
       targetExtensions = checked.report.targetExtensions;
       if (spec.dryRun) return;
-      const acts = phaseActivities(spec);
+      const acts = phaseActivities(spec, { sourceFrozen: status.method === 'dump' && spec.freezeSource });
       const ready = spec;
       let sourceAtSnapshot: SourceTableChecksum[] | undefined;
 

@@ -5,11 +5,12 @@ import type * as activities from '../activities';
 import type { MigrationSpec } from '../src/spec';
 import { durationMs } from '../src/units';
 
-export function phaseActivities(spec: MigrationSpec) {
+/** `sourceFrozen`: the offline method holds the source frozen through every phase — a lost worker must cost seconds there too. */
+export function phaseActivities(spec: MigrationSpec, { sourceFrozen = false }: { sourceFrozen?: boolean } = {}) {
   const retry: RetryPolicy = { maximumAttempts: spec.retries.maximumAttempts, initialInterval: '2s', maximumInterval: '1m' };
   // The spec's durations were validated by pre-flight ("4h", "30s"): Temporal's own duration format.
   const timeouts = spec.timeouts as Record<keyof MigrationSpec['timeouts'], Duration>;
-  const heartbeatTimeout = timeouts.heartbeat;
+  const heartbeatTimeout = sourceFrozen ? freezeHeartbeatTimeout(spec) : timeouts.heartbeat;
   // An abort waits until a cancelled activity has really stopped (COPY ended) before cleanup runs.
   const cancellationType = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED;
   return {
