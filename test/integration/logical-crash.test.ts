@@ -155,6 +155,24 @@ test('killed during the copy at the slot snapshot: units copied before the kill 
   const ref = (c: ClusterHandle, database: string) => ({ host: c.host, port: c.port, user: c.superuser, password: c.superuserPassword, database });
   expect(await compareDatabases(ref(source, 'shop'), ref(target, 'crash_copy'))).toEqual([]);
 
+  // From the target's own rows: a kept unit's rows were written before the kill (only rows the stream
+  // updated since are newer); no row of accounts outside the kept ranges is from before the kill.
+  const rowsBefore = async (table: string, filter: string | null) =>
+    (await adminQuery<{ before: string; all: string }>(target, 'crash_copy', `SELECT count(*) FILTER (WHERE xmin::text::bigint < ${xid})::text AS before, count(*)::text AS all FROM ${table} WHERE ${filter ?? 'true'}`))[0]!;
+  const keptTables = [...kept.values()].flatMap((u) => u.tables).filter((t) => t.table === 'pgbench_accounts' || t.table === 'ledger');
+  for (const { table, filter } of keptTables) {
+    const { before, all } = await rowsBefore(table, filter);
+    expect({ table, filter, kept: Number(before) > 0.9 * Number(all) }).toEqual({ table, filter, kept: true });
+  }
+  const rangeFilters = keptTables.filter((t) => t.table === 'pgbench_accounts').map((t) => `(${t.filter})`);
+  expect(rangeFilters.length).toBeGreaterThan(0);
+  expect((await rowsBefore('pgbench_accounts', `NOT (${rangeFilters.join(' OR ')})`)).before).toBe('0');
+  // Each row of ledger was inserted once on the target: by the one copy, or by the stream.
+  await waitFor('the target to count ledger inserts', async () => {
+    const [row] = await adminQuery<{ ins: string; n: string }>(target, 'crash_copy', `SELECT n_tup_ins::text AS ins, (SELECT count(*) FROM ledger)::text AS n FROM pg_stat_user_tables WHERE relname = 'ledger'`);
+    return row!.ins === row!.n;
+  }, 60_000, 200);
+
   // The status: generation 0 kept every unit recorded before the kill, generation 1 copied the rest.
   const generations = result.status.copyGenerations!;
   expect(generations.map((g) => g.generation)).toEqual([0, 1]);
@@ -163,24 +181,6 @@ test('killed during the copy at the slot snapshot: units copied before the kill 
   expect(generations[1]!.units.length).toBeGreaterThan(0);
   expect(renderStatusMarkdown(result.status)).toMatch(/copy resumed\*\*: kept \d+ unit\(s\).* copied again \d+ unit\(s\)/);
   console.log(`copy generations: ${copyGenerationsSummary(generations)}`);
-
-  // From the target's own rows: a kept unit's rows were written before the kill (only rows the stream
-  // updated since are newer); no row of accounts outside the kept ranges is from before the kill.
-  const rowsBefore = async (table: string, filter: string | null) =>
-    (await adminQuery<{ before: string; all: string }>(target, 'crash_copy', `SELECT count(*) FILTER (WHERE xmin::text::bigint < ${xid})::text AS before, count(*)::text AS all FROM ${table} WHERE ${filter ?? 'true'}`))[0]!;
-  const keptAccounts = [...kept.values()].flatMap((u) => u.tables).filter((t) => t.table === 'pgbench_accounts' || t.table === 'ledger');
-  for (const { table, filter } of keptAccounts) {
-    const { before, all } = await rowsBefore(table, filter);
-    expect({ table, filter, kept: Number(before) > 0.9 * Number(all) }).toEqual({ table, filter, kept: true });
-  }
-  const rangeFilters = keptAccounts.filter((t) => t.table === 'pgbench_accounts').map((t) => `(${t.filter})`);
-  expect(rangeFilters.length).toBeGreaterThan(0);
-  expect((await rowsBefore('pgbench_accounts', `NOT (${rangeFilters.join(' OR ')})`)).before).toBe('0');
-  // Each row of ledger was inserted once on the target: by the one copy, or by the stream.
-  await waitFor('the target to count ledger inserts', async () => {
-    const [row] = await adminQuery<{ ins: string; n: string }>(target, 'crash_copy', `SELECT n_tup_ins::text AS ins, (SELECT count(*) FROM ledger)::text AS n FROM pg_stat_user_tables WHERE relname = 'ledger'`);
-    return row!.ins === row!.n;
-  }, 60_000, 200);
 
   // The kill hit the copy: it ran a second attempt (at a new slot).
   const history = await handle.fetchHistory();
