@@ -201,6 +201,12 @@ export async function createSubscription(input: SyncInput): Promise<{ subscripti
       activityLogger('sync').info({ subscription: generation.names.subscription, publications: generation.publications.length }, 'subscription created from the slot; streaming');
     }
   });
+  if (wanted[0]!.publications[0] === names.publication) {
+    // One generation streams through the main publication: the unit publications have served.
+    await withClient(sourceInfo, 'source', async (source) => {
+      for (const publication of (await ownSourceObjects(source, migrationId)).publications.filter((p) => p !== names.publication)) await dropPublication(source, publication);
+    });
+  }
   return { subscription: wanted.map((g) => g.names.subscription).join(', '), created };
 }
 
