@@ -42,7 +42,7 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
   const guard = new AbortController();
   let guardFailure: unknown;
   const guardTimer = input.walGuard
-    ? setInterval(() => void checkRetainedWal(source, replicationNames(input.migrationId).slot, spec).catch((error: unknown) => {
+    ? setInterval(() => void checkRetainedWal(source, input.migrationId, spec).catch((error: unknown) => {
         guardFailure ??= error;
         guard.abort();
       }), Math.max(1000, durationMs(spec.logical.statusInterval)))
@@ -52,8 +52,8 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
     const dir = await workDir(input.migrationId);
     const archive = join(dir, 'post-data.dump');
     await dumpSection(input.binDir, source, spec, 'post-data', archive, hasLargeObjects, { signal, applicationName });
-    // The logical method's own publication is on the source meanwhile: it is not the source's schema.
-    const ownPublication = new RegExp(`\\b${replicationNames(input.migrationId).publication}\\b`);
+    // The logical method's own publications are on the source meanwhile: they are not the source's schema.
+    const ownPublication = new RegExp(`\\b${replicationNames(input.migrationId).publication}(_u[0-9]+)?\\b`);
     const entries = (await listArchive(input.binDir, archive)).filter((e) => !ownPublication.test(e.line));
     let pending = entries;
     if (Context.current().info.attempt > 1) {

@@ -18,6 +18,7 @@ import { parseSpecInput, type MigrationSpec, type MigrationSpecInput, type Parse
 import { connectionInfo, withClient } from '../src/pg/connect';
 import { displayName } from '../src/pg/sql';
 import { dropPublication, dropSlot, dropSubscription, readPublicationRecord, replicationNames, slotState, subscriptionState } from '../src/pg/replication';
+import { ownSourceObjects, ownSubscriptions } from '../src/pg/generations';
 import { readTargetMarker, removeTargetMarker } from '../src/pg/target-marker';
 import { workDirPath } from '../src/pg/dump';
 import { formatBytes } from '../src/units';
@@ -129,47 +130,57 @@ export async function recoverFence(input: RecoverStepInput): Promise<RecoverFind
   return findings;
 }
 
-/** The subscription on the target (dropped before the slot it streams from). */
+/** The subscriptions on the target, one per copy generation (dropped before the slots they stream from). */
 export async function recoverSubscription(input: RecoverStepInput): Promise<RecoverFinding[]> {
   const ready = withTarget(parsed(input));
-  const { subscription } = replicationNames(input.migrationId);
   if (!ready) return [provisionedTarget('subscription')];
   return onTarget(ready, async (target) => {
-    const state = await subscriptionState(target, subscription);
-    if (!state.exists) return [{ server: 'target', item: 'subscription', action: 'nothing found', detail: `no subscription ${subscription}` }];
-    const what = `subscription ${subscription} (${state.enabled ? 'enabled' : 'disabled'})`;
-    if (input.dryRun) return [{ server: 'target', item: 'subscription', action: 'would undo', detail: `would drop ${what}` }];
-    await dropSubscription(target, subscription);
-    return [{ server: 'target', item: 'subscription', action: 'undone', detail: `dropped ${what}` }];
+    const subscriptions = await ownSubscriptions(target, input.migrationId);
+    if (!subscriptions.length) return [{ server: 'target', item: 'subscription', action: 'nothing found', detail: `no subscription ${replicationNames(input.migrationId).subscription}` }];
+    const findings: RecoverFinding[] = [];
+    for (const subscription of subscriptions) {
+      const state = await subscriptionState(target, subscription);
+      const what = `subscription ${subscription} (${state.enabled ? 'enabled' : 'disabled'})`;
+      if (input.dryRun) findings.push({ server: 'target', item: 'subscription', action: 'would undo', detail: `would drop ${what}` });
+      else {
+        await dropSubscription(target, subscription);
+        findings.push({ server: 'target', item: 'subscription', action: 'undone', detail: `dropped ${what}` });
+      }
+    }
+    return findings;
   });
 }
 
-/** The slot (a forgotten one fills the source's disk), then the publication with the replica identities it changed. */
+/**
+ * Every copy generation's slot (a forgotten one fills the source's disk), then the unit publications and
+ * last the main publication, whose record restores the replica identities it changed.
+ */
 export async function recoverSlotAndPublication(input: RecoverStepInput): Promise<RecoverFinding[]> {
   const names = replicationNames(input.migrationId);
   return onSource(parsed(input), async (source) => {
     const findings: RecoverFinding[] = [];
-    const slot = await slotState(source, names.slot);
-    if (!slot) findings.push({ server: 'source', item: 'replication slot', action: 'nothing found', detail: `no slot ${names.slot}` });
-    else {
-      const what = `slot ${names.slot} (holding ${formatBytes(slot.retainedWalBytes)} of WAL${slot.activePid === null ? '' : ', in use'})`;
+    const own = await ownSourceObjects(source, input.migrationId);
+    if (!own.slots.length) findings.push({ server: 'source', item: 'replication slot', action: 'nothing found', detail: `no slot ${names.slot}` });
+    for (const name of own.slots) {
+      const slot = await slotState(source, name);
+      if (!slot) continue;
+      const what = `slot ${name} (holding ${formatBytes(slot.retainedWalBytes)} of WAL${slot.activePid === null ? '' : ', in use'})`;
       if (input.dryRun) findings.push({ server: 'source', item: 'replication slot', action: 'would undo', detail: `would drop ${what}` });
       else {
-        await dropSlot(source, names.slot);
+        await dropSlot(source, name);
         findings.push({ server: 'source', item: 'replication slot', action: 'undone', detail: `dropped ${what}` });
       }
     }
-    const record = await readPublicationRecord(source, names.publication);
-    if (!record) {
-      findings.push({ server: 'source', item: 'publication', action: 'nothing found', detail: `no publication ${names.publication}` });
-      return findings;
-    }
-    const identities = record.replicaIdentityChanged.map((t) => `${displayName(t)} FULL → ${t.before === 'n' ? 'NOTHING' : 'DEFAULT'}`);
-    const what = `publication ${names.publication}${identities.length ? `; replica identity ${identities.join(', ')}` : ''}`;
-    if (input.dryRun) findings.push({ server: 'source', item: 'publication', action: 'would undo', detail: `would drop ${what}` });
-    else {
-      await dropPublication(source, names.publication);
-      findings.push({ server: 'source', item: 'publication', action: 'undone', detail: `dropped ${what}` });
+    if (!own.publications.length) findings.push({ server: 'source', item: 'publication', action: 'nothing found', detail: `no publication ${names.publication}` });
+    for (const publication of own.publications) {
+      const record = publication === names.publication ? await readPublicationRecord(source, publication) : undefined;
+      const identities = (record?.replicaIdentityChanged ?? []).map((t) => `${displayName(t)} FULL → ${t.before === 'n' ? 'NOTHING' : 'DEFAULT'}`);
+      const what = `publication ${publication}${identities.length ? `; replica identity ${identities.join(', ')}` : ''}`;
+      if (input.dryRun) findings.push({ server: 'source', item: 'publication', action: 'would undo', detail: `would drop ${what}` });
+      else {
+        await dropPublication(source, publication);
+        findings.push({ server: 'source', item: 'publication', action: 'undone', detail: `dropped ${what}` });
+      }
     }
     return findings;
   });

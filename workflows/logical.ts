@@ -69,6 +69,8 @@ export async function runLogical(ctx: LogicalContext): Promise<void> {
   await acts.quick.preparePublication(input);
   const copied = await acts.copy.copyAtSlot({ ...input, plan });
   copied.units.forEach(ctx.recordUnit);
+  // Not a command: the activity finds earlier generations on the source (old histories carry none).
+  if (copied.generations) status.copyGenerations = copied.generations;
 
   ctx.enterPhase('postData');
   await acts.postData.postData({ spec, migrationId, binDir: ctx.binDir, walGuard: true });

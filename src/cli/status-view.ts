@@ -7,6 +7,7 @@ import { defaultPayloadConverter, fromPayloadsAtIndex } from '@temporalio/common
 import type { MigrationStatus } from '../model';
 import type { Stall } from '../stall';
 import { statusQuery } from '../../workflows/messages';
+import { copyGenerationsSummary } from '../../workflows/status-markdown';
 
 export interface InFlight {
   activity: string;
@@ -79,6 +80,8 @@ export function renderStatus(view: StatusSnapshot): string {
     lines.push(...rows);
     if (Object.keys(status.tables).length > 25) lines.push(`  … ${Object.keys(status.tables).length - 25} more`);
   }
+  const generations = copyGenerationsSummary(status.copyGenerations);
+  if (generations) lines.push(`resumed   ${generations}`);
   for (const activity of view.inFlight) {
     const { stalled, ...details } = activity.details ?? {};
     lines.push(`running   ${activity.activity} (attempt ${activity.attempt})${activity.details ? ` ${JSON.stringify(details).slice(0, 200)}` : ''}${activity.lastFailure ? ` — last failure: ${activity.lastFailure}` : ''}`);
