@@ -15,6 +15,7 @@ import { renderStatus, snapshot } from './status-view';
 import { runWorker, workerOptionsFromEnv } from '../../worker/main';
 import { checkHealth } from '../../worker/health';
 import { devDown, devStatus, devUp } from '../../scripts/dev-stack';
+import { clusterDetails, migrationDetails, migrationSummary } from './static-details';
 import { runDemo } from '../../scripts/demo';
 import { cleanupCommand } from './cleanup';
 import { unfreezeCommand } from './unfreeze';
@@ -47,7 +48,7 @@ program
           workflowId: cluster.id,
           args: [raw as ClusterSpecInput],
           staticSummary: `pgmove cluster ${cluster.dryRun ? 'dry run' : 'migration'}: ${new URL(cluster.source.uri).host} → ${new URL(cluster.target.uri).host}`,
-          staticDetails: `databases ${cluster.databases === 'all' ? `all but ${cluster.exceptDatabases.join(', ') || 'templates and postgres'}` : cluster.databases.length}, concurrency ${cluster.concurrency}, spec ${options.file}`,
+          staticDetails: clusterDetails(cluster, options.file),
           typedSearchAttributes: cluster.searchAttributes ? [{ key: migrationPhaseKey, value: 'cluster:starting' }] : [],
         });
         console.log(cluster.id);
@@ -67,8 +68,8 @@ program
         taskQueue: options.taskQueue,
         workflowId: id,
         args: [input],
-        staticSummary: `pgmove ${spec.dryRun ? 'dry run' : 'migration'}: ${new URL(spec.source.uri).host} → ${spec.target.uri ? new URL(spec.target.uri).host : `new RDS instance (${spec.aws.region})`}`,
-        staticDetails: `method ${spec.method}, ${spec.jobs} job(s), spec ${options.file}`,
+        staticSummary: migrationSummary(spec),
+        staticDetails: migrationDetails(spec, id, options.file),
         typedSearchAttributes: [{ key: migrationPhaseKey, value: 'starting' }],
       });
       console.log(id);
