@@ -20,6 +20,7 @@ import { createBackend, type ExecBackend } from '../src/exec-backend';
 import { locateServer, type ServerLocation } from '../src/pg/server-location';
 import { bootstrapSuperuser, grantStatements, hasNeeds, privilegeNeeds, revertStatements, roleAttributes, type RoleAttributes } from '../src/pg/privilege-needs';
 import { activityLogger } from '../src/log';
+import { assertSafeMigrationId } from '../src/migration-id';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface ElevationInput {
@@ -41,13 +42,14 @@ interface ElevationState {
   roleRestored?: boolean;
 }
 
-const files = (hbaFile: string, migrationId: string) => ({
+const files = (hbaFile: string, unchecked: string, migrationId = assertSafeMigrationId(unchecked)) => ({
   backupFile: `${hbaFile}.pgmove-${migrationId}.bak`,
   stateFile: `${hbaFile}.pgmove-${migrationId}.json`,
   marker: `# pgmove ${migrationId}: temporary trust for the privilege elevation, removed when the migration ends`,
 });
 
 export async function elevatePrivileges(input: ElevationInput): Promise<ElevationRecord> {
+  assertSafeMigrationId(input.migrationId);
   const spec = validateSpec(input.spec);
   const elevation = spec.source.privilegeElevation!;
   const log = activityLogger('elevatePrivileges');
@@ -116,6 +118,8 @@ export async function elevatePrivileges(input: ElevationInput): Promise<Elevatio
  * removed. With nothing recorded on the server it does nothing, so a second revert is a no-op.
  */
 export async function revertPrivileges(input: ElevationInput): Promise<ElevationRecord | undefined> {
+  // An id that cannot name pgmove's files was refused by the elevation too: nothing to revert, and no retry helps.
+  assertSafeMigrationId(input.migrationId);
   try {
     return await revertOnce(input);
   } catch (error) {
