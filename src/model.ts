@@ -170,11 +170,17 @@ export interface TableValidation {
   sourceChecksum?: string;
   targetChecksum?: string;
   ok: boolean;
+  /** Time the comparison of this table took. */
+  seconds?: number;
 }
 
 export interface ValidationReport {
   ok: boolean;
+  /** Every table up to 100; above, the differing ones and the 10 slowest (the rest counted in tablesOmitted). */
   tables: TableValidation[];
+  tablesChecked?: number;
+  rowsChecked?: number;
+  tablesOmitted?: number;
   sequences: { sequence: string; source: string; target: string; ok: boolean }[];
   schemaDifferences: string[];
   largeObjects: { source: number; target: number; ok: boolean };
