@@ -8,4 +8,6 @@
 export const PATCHES = {
   /** Cleanup runs each compensation on its own (workflows/compensations.ts) instead of a sequence that a permanent failure ended. */
   independentCompensations: 'independent-compensations',
+  /** Offline copy with the source frozen: the plan is stored on the target (storeCopyPlan, copyPlannedUnit by index, dropCopyPlan), the status keeps totals, and the copy continues as new past copy.historyEventsPerRun. */
+  copyPlanOnTarget: 'copy-plan-on-target',
 } as const;
