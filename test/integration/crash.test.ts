@@ -64,9 +64,10 @@ test('a worker killed mid-copy: resumed, equal, nothing copied twice', async () 
   for (const event of events) {
     const id = Number(event.eventId);
     const scheduledAttrs = event.activityTaskScheduledEventAttributes;
-    if (scheduledAttrs?.activityType?.name === 'copyUnit') {
-      const input = defaultPayloadConverter.fromPayload<{ unit: { id: string } }>(scheduledAttrs.input!.payloads![0]!);
-      scheduled.set(String(id), { unit: input.unit.id });
+    // copyPlannedUnit names its unit by index into the plan stored on the target (copyUnit: by the unit itself).
+    if (['copyUnit', 'copyPlannedUnit'].includes(scheduledAttrs?.activityType?.name ?? '')) {
+      const input = defaultPayloadConverter.fromPayload<{ unit?: { id: string }; index?: number }>(scheduledAttrs!.input!.payloads![0]!);
+      scheduled.set(String(id), { unit: input.unit?.id ?? `#${input.index}` });
     }
     const started = event.activityTaskStartedEventAttributes;
     if (started && scheduled.has(String(started.scheduledEventId))) scheduled.get(String(started.scheduledEventId))!.attempt = started.attempt ?? 1;
