@@ -74,7 +74,10 @@ test('a worker killed mid-copy: resumed, equal, nothing copied twice', async () 
     const completed = event.activityTaskCompletedEventAttributes;
     if (completed && scheduled.has(String(completed.scheduledEventId))) {
       const time = event.eventTime!;
-      scheduled.get(String(completed.scheduledEventId))!.completedAt = Number(time.seconds) * 1000 + Math.floor((time.nanos ?? 0) / 1e6);
+      const unit = scheduled.get(String(completed.scheduledEventId))!;
+      unit.completedAt = Number(time.seconds) * 1000 + Math.floor((time.nanos ?? 0) / 1e6);
+      // A unit scheduled by index is named in its result.
+      if (unit.unit.startsWith('#')) unit.unit = defaultPayloadConverter.fromPayload<{ unitId: string }>(completed.result!.payloads![0]!).unitId;
     }
   }
   const units = [...scheduled.values()];
