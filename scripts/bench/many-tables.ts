@@ -122,7 +122,9 @@ async function main(): Promise<void> {
     if (workerPid) await stopWorkerProcess({ pid: workerPid }, 'SIGKILL');
     if (temporalPid) await stopTemporalServer({ pid: temporalPid });
     for (const cluster of clusters) await stopCluster(cluster);
-    if (existsSync(dir)) rmSync(dir, { recursive: true, force: true });
+    // PGMOVE_KEEP_BENCH_DIR=1 keeps the clusters' data and the worker's log for a look afterwards.
+    if (existsSync(dir) && !process.env.PGMOVE_KEEP_BENCH_DIR) rmSync(dir, { recursive: true, force: true });
+    else console.log(`kept ${dir}`);
   }
 }
 
