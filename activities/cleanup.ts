@@ -1,8 +1,8 @@
 /**
  * Phase 11, cleanup: runs on every ending (success, failure, abort, after a crash), after the workflow
  * has unfrozen the source (`unfreezeSource`, retried until it succeeds). Removes the dump scratch
- * directory and — when the migration did not complete — what it created on the target (which
- * pre-flight verified was empty). Idempotent.
+ * directory, what it created on the target when the migration did not complete (pre-flight verified
+ * the target was empty), and the target marker (src/pg/target-marker.ts). Idempotent.
  */
 import { rm } from 'node:fs/promises';
 import type { Client } from 'pg';
@@ -11,6 +11,9 @@ import { connectionInfo, withClient } from '../src/pg/connect';
 import { ident } from '../src/pg/sql';
 import { workDir } from '../src/pg/dump';
 import { activityLogger } from '../src/log';
+import { readTargetMarker, removeTargetMarker, type TargetMarker } from '../src/pg/target-marker';
+import { restoreDatabaseSettings } from '../src/pg/database-settings';
+import { markFenceKept } from './freeze';
 
 export interface CleanupInput {
   spec: MigrationSpec;
@@ -26,13 +29,25 @@ export async function cleanup(input: CleanupInput): Promise<{ done: string[] }> 
   const done: string[] = [];
   await rm(await workDir(input.migrationId), { recursive: true, force: true });
   done.push('scratch files removed');
-  if (input.resetTarget) {
-    const targetInfo = await connectionInfo(input.spec.target, 'target');
-    const dropped = await withClient(targetInfo, 'target', (client) => resetTarget(client, input.targetExtensionsBefore));
-    done.push(`target reset (${dropped} object(s) dropped)`);
-  }
+  const targetInfo = await connectionInfo(input.spec.target, 'target');
+  await withClient(targetInfo, 'target', async (client) => {
+    const marker = await readTargetMarker(client);
+    if (input.resetTarget && marker?.migrationId === input.migrationId) done.push(`target reset (${await resetMarkedTarget(client, marker)} object(s) dropped)`);
+    else if (input.resetTarget) done.push(`target reset (${await resetTarget(client, input.targetExtensionsBefore)} object(s) dropped)`);
+    // Reset or kept (completed, switched, kept for inspection), the target is no run's leftover any more.
+    if (await removeTargetMarker(client, input.migrationId)) done.push('target marker removed');
+  });
+  if (await markFenceKept(input.spec, input.migrationId)) done.push('the source stays fenced (recorded as kept at the end)');
   log.info({ done }, 'cleanup finished');
   return { done };
+}
+
+/** A target this migration marked: every object dropped, its former settings and comment back, the marker out. */
+export async function resetMarkedTarget(client: Client, marker: TargetMarker): Promise<number> {
+  const dropped = await resetTarget(client, marker.extensionsBefore);
+  if (marker.settingsBefore) await restoreDatabaseSettings(client, marker.settingsBefore);
+  await removeTargetMarker(client, marker.migrationId);
+  return dropped;
 }
 
 /** Drops every user object in the target database, in one transaction. */
@@ -48,11 +63,13 @@ export async function resetTarget(client: Client, keepExtensions: string[]): Pro
     )
   ).rows;
   statements.push(...schemas.map((s) => `DROP SCHEMA IF EXISTS ${ident(s.nspname)} CASCADE`));
-  // In public (kept: its ownership and grants are the server's), drop the objects one by one.
+  // In public (kept: its ownership and grants are the server's), drop the objects one by one. An
+  // identity column's sequence cannot be dropped on its own (not even with CASCADE): it goes with its table.
   const relations = (
     await client.query<{ sql: string }>(
       `SELECT format('DROP %s IF EXISTS public.%I CASCADE', CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, c.relname) AS sql
-         FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND ${notExtensionMember('pg_class', 'c.oid')}`,
+         FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND ${notExtensionMember('pg_class', 'c.oid')}
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass AND d.deptype = 'i')`,
     )
   ).rows;
   const routines = (

@@ -256,9 +256,12 @@ export class SnapshotCopier {
     private readonly plan: CopyPlan,
     private readonly sourceInfo: ConnectionInfo,
     private readonly targetInfo: ConnectionInfo,
+    /** Shown first in the heartbeat details (e.g. the copy generation and what an earlier one kept). */
+    leading: Record<string, unknown> = {},
   ) {
     const sum = (list: { rows: number; bytes: number }[], key: 'rows' | 'bytes') => list.reduce((n, x) => n + x[key], 0);
     const progress = () => ({
+      ...leading,
       unitsDone: this.finished.length,
       units: plan.units.length,
       rows: sum(this.finished.flatMap((u) => u.tables), 'rows') + sum([...this.running.values()], 'rows'),
@@ -280,12 +283,15 @@ export class SnapshotCopier {
     this.stopper.abort();
   }
 
-  async copyUnits(snapshot: string): Promise<CopyUnitResult[]> {
+  /** `onUnitCopied` runs once a unit's rows have committed on the target, before the lane goes on. */
+  async copyUnits(snapshot: string, onUnitCopied?: (result: CopyUnitResult) => Promise<void>): Promise<CopyUnitResult[]> {
     const queue = [...this.plan.units];
     const lane = async () => {
       for (let unit = queue.shift(); unit && !this.stopper.signal.aborted; unit = queue.shift()) {
         const id = unit.id;
-        this.finished.push(await runUnit(unit, this.sourceInfo, this.targetInfo, snapshot, [], (p) => this.running.set(id, p), this.stopper.signal, this.watch));
+        const result = await runUnit(unit, this.sourceInfo, this.targetInfo, snapshot, [], (p) => this.running.set(id, p), this.stopper.signal, this.watch);
+        await onUnitCopied?.(result);
+        this.finished.push(result);
         this.running.delete(id);
       }
     };

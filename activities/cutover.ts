@@ -20,15 +20,17 @@ import { cutoverDecisionQuery, cutoverVoteSignal } from '../workflows/messages';
 import { connect, connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
 import { listTables, type TableInfo } from '../src/pg/catalog';
 import { displayName, ident, qualified } from '../src/pg/sql';
-import { lsnToBigInt, readPublicationRecord, replicationNames, slotState, subscriptionState, writePublicationRecord, type PublicationRecord } from '../src/pg/replication';
+import { lsnToBigInt, readPublicationRecord, replicationNames, slotState, subscriptionState, writePublicationRecord, type PublicationRecord, type SlotState } from '../src/pg/replication';
+import { ownSubscriptions } from '../src/pg/generations';
 import { runHook, type HookContext } from '../src/hooks';
 import { startHeartbeat } from '../src/heartbeat';
 import { activityLogger } from '../src/log';
-import { freezeSource, unfreezeSource, verifyFence } from './freeze';
+import { freezeSource, readFreezeState, unfreezeSource, verifyFence } from './freeze';
 import { syncSequences } from './sequences';
 import { copyLargeObjectsWith, copyTableOf, runUnit } from './copy';
 import { validate } from './validate';
 import { parsedOrBadSpec } from './preflight';
+import { markTargetSwitching } from '../src/pg/target-marker';
 
 export interface CutoverInput {
   spec: MigrationSpec;
@@ -66,6 +68,8 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
     await source.query('SET default_transaction_read_only = off');
     let record = await readPublicationRecord(source, names.publication);
     if (!record) throw ApplicationFailure.nonRetryable(`publication ${names.publication} is gone from the source`, 'CutoverFailed');
+    // The target's own record of the switch (a resumed attempt may have stopped before writing it).
+    if (record.switchingAt) await markTargetSwitching(target, migrationId, record.switchingAt);
     if (record.switchingAt && !record.switchedAt) {
       // The worker stopped while the switch hook ran: only the hook is left (hooks must be idempotent).
       step = input.coordinated ? 'awaitDecision' : 'switchHook';
@@ -79,12 +83,16 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
       step = 'validate';
       return { timing: {}, switchedAt: record.switchedAt, validation: await validateOrReport({ spec }), validatedLive: true, switchHookOutput };
     }
-    // An earlier attempt may have stopped the stream before failing.
-    await target.query(`ALTER SUBSCRIPTION ${ident(names.subscription)} ENABLE`);
-    if (spec.cutover.freeze === 'hook') {
-      record = { ...record, frozenByHook: true };
-      await writePublicationRecord(source, names.publication, record);
-    }
+    // A retry after a lost worker finds the source still frozen: the freeze is measured from the first
+    // attempt's, and goes on only if that was recent (otherwise unfrozen, back to syncing).
+    const frozenSince = (await frozenByUs(source, spec, migrationId, record)) ? record.freezeStartedAt : undefined;
+    if (frozenSince) refuseLateResume(spec, Date.now() - Date.parse(frozenSince));
+    // Every copy generation's subscription and slot (they share names). An earlier attempt may have
+    // stopped the stream before failing.
+    const subscriptions = await streamNames(target, migrationId);
+    for (const subscription of subscriptions) await target.query(`ALTER SUBSCRIPTION ${ident(subscription)} ENABLE`);
+    record = { ...record, freezeStartedAt: frozenSince ?? new Date().toISOString(), ...(spec.cutover.freeze === 'hook' ? { frozenByHook: true } : {}) };
+    await writePublicationRecord(source, names.publication, record);
 
     let mark = Date.now();
     const timed = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
@@ -97,7 +105,8 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
     };
 
     // The window starts when the freeze starts: from then on the application's writes may be refused.
-    const frozenAt = mark;
+    const frozenAt = frozenSince ? Date.parse(frozenSince) : mark;
+    if (frozenSince) steps.lostWorker = mark - frozenAt;
     if (spec.cutover.freeze === 'hook') await timed('freeze', () => runHook('freezeHook', spec.cutover.freezeHook!, hookContext, durationMs(spec.cutover.hookTimeout), heartbeat.signal));
     else await timed('freeze', () => freezeSource(spec, migrationId));
     if (spec.cutover.freeze === 'readOnly') await timed('verifyFence', () => verifyFence(source));
@@ -107,8 +116,10 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
     // The frozen source can be counted while the target drains.
     const sourceCounts = spec.cutover.quickValidation ? rowCounts(sourceInfo, 'source', tables, spec.jobs) : undefined;
     sourceCounts?.catch(() => undefined); // awaited below; a failure surfaces there
-    await timed('drain', () => drain(source, target, names.slot, durationMs(spec.cutover.drainTimeout), heartbeat.signal));
-    await timed('stopSubscription', () => target.query(`ALTER SUBSCRIPTION ${ident(names.subscription)} DISABLE`));
+    await timed('drain', () => drain(source, target, subscriptions, durationMs(spec.cutover.drainTimeout), heartbeat.signal));
+    await timed('stopSubscription', async () => {
+      for (const subscription of subscriptions) await target.query(`ALTER SUBSCRIPTION ${ident(subscription)} DISABLE`);
+    });
     await timed('sequences', () => syncSequences(spec));
     await timed('unloggedAndLargeObjects', () => copyUnreplicated(spec, sourceInfo, targetInfo, tables, heartbeat.signal));
     if (sourceCounts) await timed('rowCounts', async () => compareCounts(await sourceCounts, await rowCounts(targetInfo, 'target', tables, spec.jobs)));
@@ -119,6 +130,8 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
     const snapshot = (await snapshotHolder.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
     // Past this mark a cutover never goes back: a retry only finishes the switch.
     record = { ...record, switchingAt: new Date().toISOString() };
+    // The target first: a target marked switching is never reset by pgmove recover, even after the source's record is dropped.
+    await markTargetSwitching(target, migrationId, record.switchingAt!);
     await writePublicationRecord(source, names.publication, record);
     if (input.coordinated) await timed('awaitDecision', () => awaitDecision(migrationId, source, names.publication, record!, input.coordinated!, heartbeat.signal));
     else switchHookOutput = await timed('switchHook', () => switchHook(source, names.publication, record!, spec, hookContext, heartbeat.signal));
@@ -135,6 +148,26 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
     await source.end().catch(() => undefined);
     await target.end().catch(() => undefined);
   }
+}
+
+/** The source is frozen by this migration's cutover right now (a lost attempt left it so). */
+async function frozenByUs(source: Client, spec: MigrationSpec, migrationId: string, record: PublicationRecord): Promise<boolean> {
+  if (spec.cutover.freeze === 'hook') return record.frozenByHook === true;
+  return (await readFreezeState(source))?.migrationId === migrationId;
+}
+
+/**
+ * A retried cutover whose source has been frozen longer than `cutover.resumeFrozenWithin` (no worker took
+ * the retry up in time) gives up: the workflow unfreezes the source and returns to syncing, rather than
+ * keep the application's writes refused while it catches up.
+ */
+function refuseLateResume(spec: MigrationSpec, frozenForMs: number): void {
+  const limitMs = durationMs(spec.cutover.resumeFrozenWithin ?? '30s');
+  if (frozenForMs <= limitMs) return;
+  throw ApplicationFailure.nonRetryable(
+    `the cutover's worker was lost with the source frozen, and the retry started ${Math.round(frozenForMs / 1000)} s after the freeze (cutover.resumeFrozenWithin: ${spec.cutover.resumeFrozenWithin ?? '30s'}): the source is unfrozen and the migration returns to syncing; request the cutover again`,
+    'CutoverAbandoned',
+  );
 }
 
 /**
@@ -214,16 +247,19 @@ export async function cutoverStage(input: CutoverInput): Promise<{ switchingAt?:
  */
 export async function abandonCutover(input: CutoverInput): Promise<{ resumed: boolean }> {
   const { spec, migrationId } = input;
-  const names = replicationNames(migrationId);
   if ((await cutoverStage(input)).switchingAt) {
     throw ApplicationFailure.nonRetryable('the cutover had reached the switch: it is finished, not abandoned', 'AlreadySwitching');
   }
   await unfreezeAfterCutover(input);
   const targetInfo = await connectionInfo(spec.target, 'target');
   return withClient(targetInfo, 'target', async (target) => {
-    const state = await subscriptionState(target, names.subscription);
-    if (state.exists && !state.enabled) await target.query(`ALTER SUBSCRIPTION ${ident(names.subscription)} ENABLE`);
-    return { resumed: state.exists };
+    let resumed = false;
+    for (const subscription of await ownSubscriptions(target, migrationId)) {
+      const state = await subscriptionState(target, subscription);
+      if (state.exists && !state.enabled) await target.query(`ALTER SUBSCRIPTION ${ident(subscription)} ENABLE`);
+      resumed ||= state.exists;
+    }
+    return { resumed };
   });
 }
 
@@ -272,8 +308,14 @@ export async function releaseSource(input: { spec: MigrationSpecInput; migration
     : { released: false, how: 'pgmove has no freeze recorded on the source (never frozen, or already released)' };
 }
 
-/** Waits until the subscriber has confirmed everything the (frozen) source has written so far. */
-async function drain(source: Client, target: Client, slot: string, timeoutMs: number, signal: AbortSignal): Promise<void> {
+/** The subscriptions (and slots: same names) of every copy generation; generation 0's when none is found. */
+async function streamNames(target: Client, migrationId: string): Promise<string[]> {
+  const found = await ownSubscriptions(target, migrationId);
+  return found.length ? found : [replicationNames(migrationId).subscription];
+}
+
+/** Waits until the subscriber has confirmed, on every slot, everything the (frozen) source has written so far. */
+async function drain(source: Client, target: Client, slots: string[], timeoutMs: number, signal: AbortSignal): Promise<void> {
   // The insert position: every commit of the ended sessions is before it, also those not yet written out
   // (synchronous_commit = off); the flushed message below makes them readable for the walsender.
   const goal = lsnToBigInt((await source.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn')).rows[0]!.lsn);
@@ -289,13 +331,18 @@ async function drain(source: Client, target: Client, slot: string, timeoutMs: nu
     // ends within milliseconds of the last apply.
     await target.query('SELECT pg_current_xact_id()');
     await source.query(`SELECT pg_logical_emit_message(true, 'pgmove', 'drain')`);
-    const state = await slotState(source, slot);
-    if (!state) throw ApplicationFailure.nonRetryable(`replication slot ${slot} is gone from the source`, 'CutoverFailed');
-    if (state.confirmedFlushLsn && lsnToBigInt(state.confirmedFlushLsn) >= goal) return;
+    let behind: { slot: string; state: SlotState } | undefined;
+    for (const slot of slots) {
+      const state = await slotState(source, slot);
+      if (!state) throw ApplicationFailure.nonRetryable(`replication slot ${slot} is gone from the source`, 'CutoverFailed');
+      if (!state.confirmedFlushLsn || lsnToBigInt(state.confirmedFlushLsn) < goal) behind ??= { slot, state };
+    }
+    if (!behind) return;
     if (signal.aborted) throw ApplicationFailure.retryable('cutover cancelled while draining', 'Cancelled');
     if (Date.now() > deadline) {
+      const { slot, state } = behind;
       throw ApplicationFailure.nonRetryable(
-        `the target did not catch up within cutover.drainTimeout (${timeoutMs / 1000}s): ${Number(goal - lsnToBigInt(state.confirmedFlushLsn ?? '0/0'))} bytes still unconfirmed${state.activePid === null ? ', and the subscription is not connected (see the target server log)' : ''}`,
+        `the target did not catch up within cutover.drainTimeout (${timeoutMs / 1000}s): ${Number(goal - lsnToBigInt(state.confirmedFlushLsn ?? '0/0'))} bytes still unconfirmed on slot ${slot}${state.activePid === null ? ', and its subscription is not connected (see the target server log)' : ''}`,
         'CutoverFailed',
       );
     }

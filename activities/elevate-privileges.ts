@@ -20,6 +20,7 @@ import { createBackend, type ExecBackend } from '../src/exec-backend';
 import { locateServer, type ServerLocation } from '../src/pg/server-location';
 import { bootstrapSuperuser, grantStatements, hasNeeds, privilegeNeeds, revertStatements, roleAttributes, type RoleAttributes } from '../src/pg/privilege-needs';
 import { activityLogger } from '../src/log';
+import { assertSafeMigrationId } from '../src/migration-id';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface ElevationInput {
@@ -41,13 +42,14 @@ interface ElevationState {
   roleRestored?: boolean;
 }
 
-const files = (hbaFile: string, migrationId: string) => ({
+const files = (hbaFile: string, unchecked: string, migrationId = assertSafeMigrationId(unchecked)) => ({
   backupFile: `${hbaFile}.pgmove-${migrationId}.bak`,
   stateFile: `${hbaFile}.pgmove-${migrationId}.json`,
   marker: `# pgmove ${migrationId}: temporary trust for the privilege elevation, removed when the migration ends`,
 });
 
 export async function elevatePrivileges(input: ElevationInput): Promise<ElevationRecord> {
+  assertSafeMigrationId(input.migrationId);
   const spec = validateSpec(input.spec);
   const elevation = spec.source.privilegeElevation!;
   const log = activityLogger('elevatePrivileges');
@@ -116,6 +118,8 @@ export async function elevatePrivileges(input: ElevationInput): Promise<Elevatio
  * removed. With nothing recorded on the server it does nothing, so a second revert is a no-op.
  */
 export async function revertPrivileges(input: ElevationInput): Promise<ElevationRecord | undefined> {
+  // An id that cannot name pgmove's files was refused by the elevation too: nothing to revert, and no retry helps.
+  assertSafeMigrationId(input.migrationId);
   try {
     return await revertOnce(input);
   } catch (error) {
@@ -189,6 +193,24 @@ async function connectForRevert(sourceInfo: ConnectionInfo): Promise<{ info: Con
     if ((error as { code?: string }).code !== '42501' || sourceInfo.database === 'postgres') throw error;
     const maintenance = { ...sourceInfo, database: 'postgres' };
     return { info: maintenance, client: await connect(maintenance, 'source') };
+  }
+}
+
+/** What the server records of this migration's elevation (for `pgmove recover --dry-run`); reads only. */
+export async function recordedElevation(input: ElevationInput): Promise<ElevationRecord | undefined> {
+  const spec = validateSpec(input.spec);
+  const elevation = spec.source.privilegeElevation;
+  if (!elevation?.allow) return undefined;
+  const signal = Context.current().cancellationSignal;
+  const { info, client } = await connectForRevert(await connectionInfo(spec.source, 'source'));
+  try {
+    const backend = createBackend(elevation);
+    const server = await locateServer(backend, client, elevation, info.port, signal);
+    const paths = files(server.hbaFile, input.migrationId);
+    const state = await readState(backend, paths.stateFile, signal);
+    return state && recordOf(state, paths.stateFile, server.osUser, state.roleRestored ? 'role restored; pg_hba.conf not yet' : 'elevated');
+  } finally {
+    await client.end().catch(() => undefined);
   }
 }
 

@@ -13,6 +13,7 @@ import type { MigrationSpec } from '../src/spec';
 import type { FreezeState, PreflightCheck } from '../src/model';
 import { connectionInfo, withClient } from '../src/pg/connect';
 import { ident, literal } from '../src/pg/sql';
+import { databaseComment } from '../src/pg/catalog';
 import { activityLogger } from '../src/log';
 import { ApplicationFailure } from '@temporalio/common';
 
@@ -128,6 +129,22 @@ export async function unfreezeSource(spec: Pick<MigrationSpec, 'source'>, migrat
   });
 }
 
+/**
+ * At the end of a migration (its cleanup runs after any unfreeze): a fence of this migration still there
+ * is kept on purpose (after a switch). Recorded, so `pgmove recover` leaves it to `pgmove unfreeze`.
+ */
+export async function markFenceKept(spec: Pick<MigrationSpec, 'source'>, migrationId: string): Promise<boolean> {
+  const info = await connectionInfo(spec.source, 'source');
+  return withClient(info, 'source', async (client) => {
+    await client.query('SET default_transaction_read_only = off');
+    const state = await readFreezeState(client);
+    if (!state || foreignFence(state, migrationId) || state.keptAtEnd) return false;
+    const kept: FreezeState = { ...state, keptAtEnd: new Date().toISOString() };
+    await client.query(`COMMENT ON DATABASE ${ident(info.database)} IS ${literal(MARKER_PREFIX + JSON.stringify(kept))}`);
+    return true;
+  });
+}
+
 /** Database-level settings (ALTER DATABASE ... SET) of the current database, name → value. */
 async function databaseSettings(client: Client): Promise<Map<string, string>> {
   const result = await client.query<{ setting: string }>(
@@ -140,15 +157,6 @@ async function databaseSettings(client: Client): Promise<Map<string, string>> {
     settings.set(setting.slice(0, eq), setting.slice(eq + 1));
   }
   return settings;
-}
-
-async function databaseComment(client: Client): Promise<string | null> {
-  const row = (
-    await client.query<{ comment: string | null }>(
-      `SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = current_database()`,
-    )
-  ).rows[0];
-  return row?.comment ?? null;
 }
 
 /** A fence recorded by a different migration (records without an id predate the field: treated as ours). */

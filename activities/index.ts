@@ -15,3 +15,4 @@ export { elevatePrivileges, revertPrivileges } from './elevate-privileges';
 export { provisionTarget, planProvisionTarget } from './provision-target';
 export { cleanupAwsResources } from './cleanup-aws';
 export { createDmsResources, startDmsTask, waitDmsFullLoad, describeDmsTask, stopDmsTask, dmsSlotState } from './dms';
+export { recoverSwitchState, recoverFence, recoverSubscription, recoverSlotAndPublication, recoverTarget, recoverScratch, recoverElevation } from './recover';

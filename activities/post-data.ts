@@ -11,13 +11,13 @@ import { checkRetainedWal } from './sync';
 import { durationMs } from '../src/units';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Client } from 'pg';
 import { Context } from '@temporalio/activity';
 import { connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
 import { countLargeObjects } from '../src/pg/catalog';
 import { dumpSection, listArchive, restoreArchive, workDir } from '../src/pg/dump';
 import { entriesMissingOnTarget } from '../src/pg/post-data-resume';
-import { ident, literal } from '../src/pg/sql';
+import { ident } from '../src/pg/sql';
+import { readDatabaseSettings, settingValueSql } from '../src/pg/database-settings';
 import { startHeartbeat } from '../src/heartbeat';
 import { stallTimeoutMs, toolStallWatch } from '../src/stall';
 import { activityLogger } from '../src/log';
@@ -42,7 +42,7 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
   const guard = new AbortController();
   let guardFailure: unknown;
   const guardTimer = input.walGuard
-    ? setInterval(() => void checkRetainedWal(source, replicationNames(input.migrationId).slot, spec).catch((error: unknown) => {
+    ? setInterval(() => void checkRetainedWal(source, input.migrationId, spec).catch((error: unknown) => {
         guardFailure ??= error;
         guard.abort();
       }), Math.max(1000, durationMs(spec.logical.statusInterval)))
@@ -52,8 +52,8 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
     const dir = await workDir(input.migrationId);
     const archive = join(dir, 'post-data.dump');
     await dumpSection(input.binDir, source, spec, 'post-data', archive, hasLargeObjects, { signal, applicationName });
-    // The logical method's own publication is on the source meanwhile: it is not the source's schema.
-    const ownPublication = new RegExp(`\\b${replicationNames(input.migrationId).publication}\\b`);
+    // The logical method's own publications are on the source meanwhile: they are not the source's schema.
+    const ownPublication = new RegExp(`\\b${replicationNames(input.migrationId).publication}(_u[0-9]+)?\\b`);
     const entries = (await listArchive(input.binDir, archive)).filter((e) => !ownPublication.test(e.line));
     let pending = entries;
     if (Context.current().info.attempt > 1) {
@@ -148,29 +148,3 @@ async function copyDatabaseSettings(
   return effective.length;
 }
 
-async function readDatabaseSettings(client: Client): Promise<{ role: string | null; name: string; value: string }[]> {
-  const result = await client.query<{ role: string | null; setting: string }>(
-    `SELECT r.rolname AS role, unnest(s.setconfig) AS setting
-       FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole
-      WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())`,
-  );
-  return result.rows.map(({ role, setting }) => {
-    const eq = setting.indexOf('=');
-    return { role, name: setting.slice(0, eq), value: setting.slice(eq + 1) };
-  });
-}
-
-/** Settings whose stored value is a list of quoted names (as pg_dump's variable_is_guc_list_quote). */
-const LIST_SETTINGS = new Set(['search_path', 'temp_tablespaces', 'session_preload_libraries', 'local_preload_libraries', 'shared_preload_libraries', 'unix_socket_directories']);
-
-/** A stored setting value as SQL: list settings element by element, anything else as one literal. */
-export function settingValueSql(name: string, value: string): string {
-  if (!LIST_SETTINGS.has(name)) return literal(value);
-  const elements: string[] = [];
-  const pattern = /\s*(?:"((?:[^"]|"")*)"|([^,\s][^,]*?))\s*(?:,|$)/gy;
-  let match: RegExpExecArray | null;
-  while (pattern.lastIndex < value.length && (match = pattern.exec(value)) !== null) {
-    elements.push(match[1] !== undefined ? match[1].replace(/""/g, '"') : (match[2] ?? '').trim());
-  }
-  return elements.length ? elements.map(literal).join(', ') : literal(value);
-}

@@ -15,6 +15,7 @@ import { Context } from '@temporalio/activity';
 import { startHeartbeat } from '../src/heartbeat';
 import { stallTimeoutMs, toolStallWatch } from '../src/stall';
 import { activityLogger } from '../src/log';
+import { markTarget } from '../src/pg/target-marker';
 
 export interface SchemaPhaseInput {
   spec: MigrationSpec;
@@ -30,6 +31,10 @@ export async function preData(input: SchemaPhaseInput): Promise<{ objects: numbe
   const { spec } = input;
   const source = await connectionInfo(spec.source, 'source');
   const target = await connectionInfo(spec.target, 'target');
+  // Before anything is restored: the record that says what on the target is this migration's.
+  await withClient(target, 'target', async (client) => {
+    if (!(await markTarget(client, input.migrationId))) log.warn('the target role may not comment on the target database: no target marker, so pgmove recover will keep the target');
+  });
   // Without any relation in the schema (no witness), the restore is one transaction: any relation means it committed.
   const anyRelation = () =>
     withClient(target, 'target', async (client) =>

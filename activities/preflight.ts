@@ -13,6 +13,7 @@ import { chooseClientTools } from '../src/pg/client-tools';
 import type { LogicalPlan, PreflightCheck, PreflightReport } from '../src/model';
 import { logicalReadiness } from './preflight-logical';
 import { foreignFenceCheck } from './freeze';
+import { foreignTargetMarkerCheck } from '../src/pg/target-marker';
 import { dmsReadiness } from './preflight-dms';
 import { activityLogger } from '../src/log';
 
@@ -44,6 +45,8 @@ export async function preflight(specInput: unknown, cluster?: ClusterPreflightOp
       const report = await inspect(spec, source, target, sourceInfo, targetInfo, { willBeCreated, rolesToCreate: cluster?.rolesToCreate ?? [] });
       const fenced = await foreignFenceCheck(source, sourceInfo.database, migrationId);
       if (fenced) report.checks.push(fenced);
+      const claimed = willBeCreated ? undefined : await foreignTargetMarkerCheck(target, migrationId);
+      if (claimed) report.checks.push(claimed);
       const failed = report.checks.filter((check) => !check.ok);
       log.info({ failed: failed.length, tables: report.tables, bytes: report.totalBytes }, 'pre-flight finished');
       if (failed.length > 0) {

@@ -10,6 +10,7 @@ import { stringify } from 'yaml';
 import { STACK_DIR, withTemporalClient } from '../src/cli/connection';
 import { follow } from '../src/cli/follow';
 import { unfreezeCommand } from '../src/cli/unfreeze';
+import { migrationDetails } from '../src/cli/static-details';
 import { parseSpec, type MigrationSpecInput } from '../src/spec';
 import { TASK_QUEUE, migrationPhaseKey } from '../workflows/messages';
 import { devUp, type StackCluster } from './dev-stack';
@@ -61,6 +62,7 @@ export async function runDemo(): Promise<boolean> {
       workflowId: id,
       args: [input],
       staticSummary: `pgmove demo: ${DATABASE} from PostgreSQL ${source.major} to ${target.major}`,
+      staticDetails: migrationDetails(parseSpec(input), id, specFile),
       typedSearchAttributes: [{ key: migrationPhaseKey, value: 'starting' }],
     });
     if (!(await follow(handle))) return false;

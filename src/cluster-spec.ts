@@ -5,6 +5,7 @@
  * validated with the single-database schema, errors naming the database and the field.
  * Pure (no Node built-ins): the workflow bundle imports the types.
  */
+import { migrationIdProblem, UNSAFE_IN_ID } from './migration-id';
 import { z } from 'zod';
 import { parseSpec, secretRef, SpecError, type MigrationSpecInput } from './spec';
 
@@ -113,7 +114,13 @@ export function namedDatabases(spec: ClusterSpec): DatabaseEntry[] {
 }
 
 export function childWorkflowId(clusterId: string, database: string): string {
-  return `${clusterId}.${database}`;
+  const id = `${clusterId}.${database}`;
+  if (!migrationIdProblem(id)) return id;
+  // A database name may hold anything: what cannot name files and pg_hba.conf records is replaced, and a
+  // short hash of the real name keeps two such databases apart.
+  let hash = 0;
+  for (const char of database) hash = (Math.imul(hash, 31) + char.codePointAt(0)!) >>> 0;
+  return `${clusterId}.${database.replace(UNSAFE_IN_ID, '_').slice(0, 180)}-${hash.toString(16).padStart(8, '0')}`;
 }
 
 /** The single-database spec of one child: defaults, then the entry's overrides; validated. */

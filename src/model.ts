@@ -138,6 +138,16 @@ export interface CopyUnitResult {
   seconds: number;
 }
 
+/** Logical method: the units copied at one replication slot's snapshot, which stream from that slot. */
+export interface CopyGeneration {
+  generation: number;
+  slot: string;
+  units: string[];
+  tables: number;
+  rows: number;
+  bytes: number;
+}
+
 export interface CopyPlan {
   units: CopyUnit[];
   /** Whole tables in scope, for per-table progress (name → total bytes, number of units). */
@@ -187,6 +197,8 @@ export interface FreezeState {
   unfencedSuperusers: string[];
   /** The database's comment before the freeze (the freeze record is kept there meanwhile). */
   previousComment?: string | null;
+  /** Set by the cleanup of a migration that ended and kept its fence on purpose (pgmove recover leaves it to pgmove unfreeze). */
+  keptAtEnd?: string;
 }
 
 export interface TableValidation {
@@ -253,6 +265,8 @@ export interface MigrationStatus {
   cleanupOwed: string[];
   /** Compensations that failed (each ran on its own), with the command that finishes each by hand. */
   cleanupFailed?: CleanupFailure[];
+  /** Logical method: the copy's generations; all but the last were kept from attempts a crash ended. */
+  copyGenerations?: CopyGeneration[];
   /** Logical method: the stream while syncing. */
   replication?: ReplicationState;
   cutovers?: CutoverAttempt[];

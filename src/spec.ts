@@ -211,9 +211,29 @@ export const specSchema = z
          * `pgmove unfreeze ID` releases it. `writable` unfreezes it when the migration ends.
          */
         sourceAfterSwitch: z.enum(['frozen', 'writable']).default('frozen'),
+        /**
+         * Heartbeat timeout of the activities that hold the source frozen (the cutover, the unfreeze): a
+         * worker lost during the freeze is noticed after this, and the retry runs on another worker.
+         */
+        freezeHeartbeat: duration.default('5s'),
+        /**
+         * A retried cutover (its worker was lost with the source frozen) goes on only while the source has
+         * been frozen for less than this; later, it unfreezes the source and returns to syncing.
+         */
+        resumeFrozenWithin: duration.default('30s'),
       })
       .strict()
-      .default({ freeze: 'readOnly', maxLagBytes: '16MB', drainTimeout: '60s', hookTimeout: '5m', autoCutover: false, quickValidation: true, sourceAfterSwitch: 'frozen' }),
+      .default({
+        freeze: 'readOnly',
+        maxLagBytes: '16MB',
+        drainTimeout: '60s',
+        hookTimeout: '5m',
+        autoCutover: false,
+        quickValidation: true,
+        sourceAfterSwitch: 'frozen',
+        freezeHeartbeat: '5s',
+        resumeFrozenWithin: '30s',
+      }),
     retries: z
       .object({ maximumAttempts: z.number().int().min(1).max(1000).default(10) })
       .strict()
@@ -231,6 +251,10 @@ export const specSchema = z
   .refine((spec) => !DURATION.test(spec.timeouts.stall) || durationMs(spec.timeouts.stall) >= 5000, {
     path: ['timeouts', 'stall'],
     message: 'must be at least 5s (the servers are asked about a stall every quarter of it); the default is 5m',
+  })
+  .refine((spec) => !DURATION.test(spec.cutover.freezeHeartbeat) || durationMs(spec.cutover.freezeHeartbeat) >= 3000, {
+    path: ['cutover', 'freezeHeartbeat'],
+    message: 'must be at least 3s (the worker sends heartbeats at most every 2 s); the default is 5s',
   })
   .refine((spec) => sizeBytes(spec.logical.walWarningBytes) <= sizeBytes(spec.logical.walLimitBytes), {
     path: ['logical', 'walWarningBytes'],

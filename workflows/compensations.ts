@@ -16,6 +16,7 @@ import { awsCleanupRequest, recordAwsCleanup, type TargetProduct } from './aws';
 import { errorText } from './error-text';
 import { sourceStaysFrozen } from './logical';
 import { durationMs } from '../src/units';
+import { freezeHeartbeatTimeout } from './phase-activities';
 
 /** What cleanup owes, as listed in the status (`cleanupOwed`) until it is done. */
 export const OWED = {
@@ -64,7 +65,7 @@ const UNTIL_DONE: RetryPolicy = { initialInterval: '2s', maximumInterval: '1m' }
 function compensationActivities(ctx: CompensationContext, step: Compensation, retry: RetryPolicy): Acts {
   // AWS deletions wait minutes for an instance to go; an unfreeze may run the unfreeze hook.
   if (step.owed === OWED.aws) return proxyActivities<typeof activities>({ startToCloseTimeout: '2h', heartbeatTimeout: '2m', retry });
-  const heartbeatTimeout = (ctx.spec?.timeouts.heartbeat ?? ctx.input.timeouts?.heartbeat ?? '60s') as Duration;
+  const heartbeatTimeout = ctx.spec && step.owed === OWED.unfreeze ? freezeHeartbeatTimeout(ctx.spec) : ((ctx.spec?.timeouts.heartbeat ?? ctx.input.timeouts?.heartbeat ?? '60s') as Duration);
   const hookTimeout = durationMs(ctx.spec?.cutover.hookTimeout ?? '5m');
   return proxyActivities<typeof activities>({ startToCloseTimeout: Math.max(15 * 60_000, hookTimeout + 60_000), heartbeatTimeout, retry });
 }

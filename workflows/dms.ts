@@ -14,6 +14,7 @@ import type { DmsPlan, ProvisionedTarget } from '../src/aws/model';
 import type { CutoverAttempt } from '../src/model';
 import { durationMs, sizeBytes } from '../src/units';
 import { sourceStaysFrozen, type LogicalContext } from './logical';
+import { freezeHeartbeatTimeout } from './phase-activities';
 
 function dmsActivities(ctx: LogicalContext, plan: DmsPlan, provisioned: ProvisionedTarget | undefined) {
   const { spec, migrationId } = ctx;
@@ -23,6 +24,8 @@ function dmsActivities(ctx: LogicalContext, plan: DmsPlan, provisioned: Provisio
   const load = proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.copy, heartbeatTimeout: timeouts.heartbeat, retry });
   const quick = proxyActivities<typeof activities>({ startToCloseTimeout: '5m', heartbeatTimeout: timeouts.heartbeat, retry });
   const checks = proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.validate, heartbeatTimeout: timeouts.heartbeat, retry });
+  // While the source is frozen a lost worker must cost seconds: the cutover's steps notice it quickly.
+  const frozen = proxyActivities<typeof activities>({ startToCloseTimeout: '5m', heartbeatTimeout: freezeHeartbeatTimeout(spec), retry });
   const input = {
     spec,
     migrationId,
@@ -31,7 +34,7 @@ function dmsActivities(ctx: LogicalContext, plan: DmsPlan, provisioned: Provisio
     identifier: provisioned ? provisioned.instanceIdentifier : undefined,
     subnetIds: spec.dms?.subnetIds,
   };
-  return { dms, load, quick, checks, input };
+  return { dms, load, quick, checks, frozen, input };
 }
 
 export async function runDms(ctx: LogicalContext, plan: DmsPlan, provisioned: ProvisionedTarget | undefined): Promise<void> {
@@ -59,7 +62,7 @@ export async function runDms(ctx: LogicalContext, plan: DmsPlan, provisioned: Pr
 /** Syncing (CDC) until a cutover is requested, then the cutover; continues as a new run to keep histories short. */
 export async function syncDmsUntilCutover(ctx: LogicalContext, plan: DmsPlan, provisioned: ProvisionedTarget | undefined): Promise<void> {
   const { spec, status, acts } = ctx;
-  const { dms, quick, checks, input } = dmsActivities(ctx, plan, provisioned);
+  const { quick, checks, frozen, input } = dmsActivities(ctx, plan, provisioned);
   const interval = spec.logical.statusInterval as Duration;
   for (;;) {
     const [task, slots] = await Promise.all([quick.describeDmsTask(input), quick.dmsSlotState({ spec })]);
@@ -96,19 +99,19 @@ export async function syncDmsUntilCutover(ctx: LogicalContext, plan: DmsPlan, pr
   ctx.enterPhase('cutover');
   status.cleanupOwed.push('unfreeze the source');
   try {
-    await CancellationScope.nonCancellable(() => acts.quick.freezeSource(spec, ctx.migrationId));
+    await CancellationScope.nonCancellable(() => frozen.freezeSource(spec, ctx.migrationId));
     // CDC has settled when DMS's slot has confirmed everything written before the freeze.
-    const frozenAt = (await quick.dmsSlotState({ spec })).position;
+    const frozenAt = (await frozen.dmsSlotState({ spec })).position;
     const deadline = Date.now() + durationMs(spec.cutover.drainTimeout);
     for (;;) {
-      const state = await quick.dmsSlotState({ spec, position: frozenAt });
+      const state = await frozen.dmsSlotState({ spec, position: frozenAt });
       if (state.slots.length > 0 && state.slots.every((s) => s.caughtUp)) break;
       if (Date.now() > deadline) throw ApplicationFailure.nonRetryable(`DMS did not confirm the frozen source's WAL position ${frozenAt} within cutover.drainTimeout (${state.slots.length} DMS slot(s) on the source)`, 'DrainTimeout');
       await sleep('1s');
     }
-    await dms.stopDmsTask(input);
+    await frozen.stopDmsTask(input);
     ctx.enterPhase('sequences');
-    await acts.quick.syncSequences(spec);
+    await frozen.syncSequences(spec);
     ctx.enterPhase('validate');
     status.validation = await checks.validate({ spec });
     if (!status.validation.ok) throw ApplicationFailure.nonRetryable(`${status.validation.summary}\nThe target is kept for inspection.`, 'ValidationFailed');

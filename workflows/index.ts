@@ -3,3 +3,4 @@ export { migrateDatabase } from './migrate-database';
 export { migrateCluster } from './migrate-cluster';
 export { cleanupMigration } from './cleanup';
 export { unfreezeMigrationSource } from './unfreeze';
+export { recoverMigration } from './recover';

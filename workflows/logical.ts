@@ -11,6 +11,7 @@ import type { MigrationSpec } from '../src/spec';
 import { durationMs, formatBytes as mb, sizeBytes as bytes } from '../src/units';
 import { cutoverVoteSignal } from './messages';
 import { errorText } from './error-text';
+import { freezeHeartbeatTimeout } from './phase-activities';
 import type { CopyUnitResult, CutoverAttempt, CutoverRequest, MigrationStatus, Phase, ReplicationState } from '../src/model';
 
 type Acts = ReturnType<typeof proxyActivities<typeof activities>>;
@@ -45,13 +46,12 @@ export interface LogicalContext {
 }
 
 export function cutoverActivities(spec: MigrationSpec): Pick<LogicalContext['acts'], 'cutover'> {
-  const timeouts = spec.timeouts as Record<keyof MigrationSpec['timeouts'], Duration>;
   return {
     // Freeze → switch → checksums: a validation, three hooks and the drain. Few attempts: a retry keeps
     // the source frozen, and the workflow unfreezes it when the attempts are spent (before the switch).
     cutover: proxyActivities<typeof activities>({
       startToCloseTimeout: durationMs(spec.timeouts.validate) + 3 * durationMs(spec.cutover.hookTimeout) + durationMs(spec.cutover.drainTimeout) + 5 * 60_000,
-      heartbeatTimeout: timeouts.heartbeat,
+      heartbeatTimeout: freezeHeartbeatTimeout(spec),
       retry: { maximumAttempts: 3, initialInterval: '1s' },
     }),
   };
@@ -69,6 +69,8 @@ export async function runLogical(ctx: LogicalContext): Promise<void> {
   await acts.quick.preparePublication(input);
   const copied = await acts.copy.copyAtSlot({ ...input, plan });
   copied.units.forEach(ctx.recordUnit);
+  // Not a command: the activity finds earlier generations on the source (old histories carry none).
+  if (copied.generations) status.copyGenerations = copied.generations;
 
   ctx.enterPhase('postData');
   await acts.postData.postData({ spec, migrationId, binDir: ctx.binDir, walGuard: true });
@@ -230,17 +232,29 @@ function rootCause(error: unknown): unknown {
 
 /** Rejection reason for a cutover request now, or undefined when it may go ahead. */
 export function cutoverRefusal(spec: MigrationSpec | undefined, status: MigrationStatus, control: CutoverControl): string | undefined {
-  if (control.running || status.phase === 'cutover') return 'a cutover is already running';
-  if (control.switchedAt) return 'the migration has already cut over';
+  return cutoverBlocker(spec, status, control)?.text;
+}
+
+/**
+ * Why a cutover would be refused now: `text` for the operator (with the current figures), `summary` for a
+ * cluster parent, which is told only when `summary` changes — a lag figure that moves every status
+ * interval must not grow the parent's history.
+ */
+export function cutoverBlocker(spec: MigrationSpec | undefined, status: MigrationStatus, control: CutoverControl): { text: string; summary: string } | undefined {
+  const same = (text: string) => ({ text, summary: text });
+  if (control.running || status.phase === 'cutover') return same('a cutover is already running');
+  if (control.switchedAt) return same('the migration has already cut over');
   if (status.phase !== 'syncing' || !spec) {
-    return status.method === 'dump' ? 'this migration uses the dump method: there is no cutover to request' : `not syncing yet (phase: ${status.phase})`;
+    return same(status.method === 'dump' ? 'this migration uses the dump method: there is no cutover to request' : `not syncing yet (phase: ${status.phase})`);
   }
   const lag = status.replication?.lagBytes;
   const max = bytes(spec.cutover.maxLagBytes);
-  if (lag === undefined) return 'no lag measurement yet';
-  if (lag > max) return `lag ${mb(lag)} is above cutover.maxLagBytes (${mb(max)}); wait for the target to catch up`;
-  if (!status.replication!.streaming) return 'the subscription is not streaming right now (see the warnings and the target server log)';
-  if (status.replication!.newTables.length) return `tables were created on the source since the start and are not replicated: ${status.replication!.newTables.join(', ')}`;
+  if (lag === undefined) return same('no lag measurement yet');
+  if (lag > max) {
+    return { text: `lag ${mb(lag)} is above cutover.maxLagBytes (${mb(max)}); wait for the target to catch up`, summary: `lag is above cutover.maxLagBytes (${mb(max)}); pgmove status ${status.migrationId} shows it` };
+  }
+  if (!status.replication!.streaming) return same('the subscription is not streaming right now (see the warnings and the target server log)');
+  if (status.replication!.newTables.length) return same(`tables were created on the source since the start and are not replicated: ${status.replication!.newTables.join(', ')}`);
   return undefined;
 }
 

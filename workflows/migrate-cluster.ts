@@ -7,12 +7,16 @@
  * between databases when its history grows. Deterministic code only.
  */
 import {
+  ActivityCancellationType,
   ApplicationFailure,
+  CancellationScope,
   ContinueAsNew,
   ParentClosePolicy,
   condition,
   continueAsNew,
   getExternalWorkflowHandle,
+  isCancellation,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -23,7 +27,7 @@ import {
 import type * as activities from '../activities';
 import type { ClusterPlan, PlannedDatabase } from '../activities/globals';
 import type { ClusterSpecInput } from '../src/cluster-spec';
-import type { ClusterPhase, ClusterStatus, CutoverRequest } from '../src/model';
+import type { ClusterPhase, ClusterStatus, CutoverRequest, DatabaseRow } from '../src/model';
 import {
   abortSignal,
   clusterStatusQuery,
@@ -39,6 +43,7 @@ import { migrateDatabase } from './migrate-database';
 import { renderClusterMarkdown } from './status-markdown';
 import { errorText } from './error-text';
 import { clusterCutoverRefusal, runClusterCutover, type ClusterCutoverState } from './cluster-cutover';
+import { PATCHES } from './patches';
 
 export interface ClusterResult {
   migrationId: string;
@@ -50,17 +55,22 @@ export interface ClusterResult {
 export interface ClusterResume {
   plan: ClusterPlan;
   status: ClusterStatus;
+  /** The cluster cutover's attempt counter and recent decisions (a participant may still read its attempt's). */
+  cutover?: Pick<ClusterCutoverState, 'attempt' | 'decisions'>;
 }
 
 // The worker heartbeats for every activity (liveness interceptor): a lost worker costs 30 s, not the timeout.
 const heartbeatTimeout = '30s';
 const quick = proxyActivities<typeof activities>({ startToCloseTimeout: '10m', heartbeatTimeout, retry: { maximumAttempts: 5, initialInterval: '2s' } });
-const planning = proxyActivities<typeof activities>({ startToCloseTimeout: '30m', heartbeatTimeout, retry: { maximumAttempts: 3, initialInterval: '2s' } });
+// A cancellation waits for a running globals phase to stop: the undo must not race its last statements.
+const planning = proxyActivities<typeof activities>({ startToCloseTimeout: '30m', heartbeatTimeout, retry: { maximumAttempts: 3, initialInterval: '2s' }, cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED });
 // Undo must happen: retried until it succeeds.
 const undo = proxyActivities<typeof activities>({ startToCloseTimeout: '10m', heartbeatTimeout, retry: { initialInterval: '2s', maximumInterval: '1m' } });
 
 export async function migrateCluster(input: ClusterSpecInput, resume?: ClusterResume): Promise<ClusterResult> {
   const migrationId = workflowInfo().workflowId;
+  // Runs recorded before it keep TERMINATE children, awaited by their results, and a cancellable undo.
+  const ownCleanup = patched(PATCHES.clusterChildrenCleanUp);
   const status: ClusterStatus = resume?.status ?? {
     kind: 'cluster',
     migrationId,
@@ -85,15 +95,33 @@ export async function migrateCluster(input: ClusterSpecInput, resume?: ClusterRe
     publish();
   };
   const row = (workflowId: string) => status.databases.find((r) => r.workflowId === workflowId);
-  const running = new Set<string>();
+  // Children a former run started keep running (ABANDON): this run follows them by their signals.
+  const running = new Set<string>(status.databases.filter((r) => r.status === 'running').map((r) => r.workflowId));
+  /** Children whose start is not recorded yet: a run that continued as new now would never start them. */
+  const starting = new Set<string>();
   /** Bumped on every change the scheduler waits for (a child's phase or end, an abort). */
   const changes = { count: 0 };
-  const cutover: ClusterCutoverState = { votes: {}, decisions: {}, attempt: 0 };
+  const cutover: ClusterCutoverState = { votes: {}, decisions: { ...resume?.cutover?.decisions }, attempt: resume?.cutover?.attempt ?? 0 };
+  /** Why the children are being stopped (an abort, a cancellation or a failure of this workflow). */
+  let stopReason: string | undefined;
+  const abortChildren = (reason: string) => {
+    stopReason ??= reason;
+    for (const id of running) void getExternalWorkflowHandle(id).signal(abortSignal, { reason: `cluster ${migrationId} aborted: ${reason}` }).catch(() => undefined);
+  };
 
   setHandler(clusterStatusQuery, () => status);
   setHandler(databaseProgressSignal, (progress) => {
     const r = row(progress.workflowId);
     if (!r) return;
+    if (ownCleanup) {
+      // A child's last report is delivered before it closes: the end of a child a former run started.
+      if (r.status !== 'running') return;
+      if (['completed', 'failed', 'aborted'].includes(progress.phase)) {
+        settleRow(r, progress.phase as 'completed' | 'failed' | 'aborted', progress.method, progress.error);
+        publish();
+        return;
+      }
+    }
     if (progress.phase !== 'failed' && progress.phase !== 'aborted' && progress.phase !== 'completed') r.phase = progress.phase;
     r.method = progress.method;
     // Readiness is measured while syncing; any other phase (a cutover running, say) is not ready.
@@ -107,7 +135,7 @@ export async function migrateCluster(input: ClusterSpecInput, resume?: ClusterRe
     status.abortReason = request?.reason ?? 'aborted by operator';
     status.errors.push(`abort requested: ${status.abortReason}`);
     // Every running child aborts itself (its own cleanup, its own objects only).
-    for (const id of running) void getExternalWorkflowHandle(id).signal(abortSignal, { reason: `cluster ${migrationId} aborted: ${status.abortReason}` }).catch(() => undefined);
+    abortChildren(status.abortReason);
     changes.count += 1;
     publish();
   });
@@ -164,14 +192,39 @@ export async function migrateCluster(input: ClusterSpecInput, resume?: ClusterRe
     }
   } catch (error) {
     if (error instanceof ContinueAsNew) throw error;
+    // A cancelled cluster migration ends like an aborted one: every child and the globals are undone.
+    if (ownCleanup && isCancellation(error) && status.abortReason === undefined) status.abortReason = 'the cluster migration was cancelled';
     const aborted = status.abortReason !== undefined;
     if (!(error instanceof ApplicationFailure && error.type === 'DatabasesFailed')) status.errors.push(aborted ? `aborted: ${status.abortReason}` : errorText(error, TEMPORAL_WRAPPERS));
-    if (plan && status.phase !== 'preflight') await undoGlobals(plan, status, enterPhase);
+    if (ownCleanup) {
+      // Neither a cancellation nor a failure of this workflow cuts a child's cleanup short, nor its own.
+      await CancellationScope.nonCancellable(async () => {
+        if (running.size) {
+          abortChildren(status.abortReason ?? `the cluster migration failed: ${oneLine(errorText(error, TEMPORAL_WRAPPERS))}`);
+          publish();
+          await condition(() => running.size === 0);
+        }
+        if (plan && status.phase !== 'preflight') await undoGlobals(plan, status, enterPhase);
+      });
+    } else if (plan && status.phase !== 'preflight') {
+      await undoGlobals(plan, status, enterPhase);
+    }
     enterPhase(aborted ? 'aborted' : 'failed');
     throw error;
   }
   enterPhase('completed');
   return { migrationId, outcome: 'completed', status };
+
+  function settleRow(r: DatabaseRow, outcome: 'completed' | 'failed' | 'aborted', method: string | undefined, error: string | undefined): void {
+    r.status = outcome;
+    r.phase = outcome;
+    if (method) r.method = method;
+    if (error !== undefined) r.error = oneLine(error);
+    r.endedAt = new Date().toISOString();
+    r.seconds = (Date.parse(r.endedAt) - Date.parse(r.startedAt ?? r.endedAt)) / 1000;
+    running.delete(r.workflowId);
+    changes.count += 1;
+  }
 
   function shouldContinue(ready: ClusterPlan): boolean {
     const info = workflowInfo();
@@ -191,16 +244,24 @@ export async function migrateCluster(input: ClusterSpecInput, resume?: ClusterRe
     for (;;) {
       const next = status.abortReason === undefined ? ready.databases.find((d) => row(d.workflowId)?.status === 'pending') : undefined;
       if (!next && running.size === 0) break;
-      if (next && running.size === 0 && historyFull()) {
+      if (ownCleanup) {
+        // Children outlive this run: continue as new whenever the history is long, unless a start, a
+        // cutover or an abort is under way (their state lives in this run).
+        if (historyFull() && starting.size === 0 && !cutover.request && !cutover.running && stopReason === undefined) {
+          await continueAsNew<typeof migrateCluster>(input, { plan: ready, status, cutover: { attempt: cutover.attempt, decisions: recentDecisions(cutover) } });
+        }
+      } else if (next && running.size === 0 && historyFull()) {
         await continueAsNew<typeof migrateCluster>(input, { plan: ready, status });
       }
-      if (next && busy() < ready.spec.concurrency && !deferForNewRun()) {
+      if (next && busy() < ready.spec.concurrency && (ownCleanup || !deferForNewRun())) {
         results.push(startDatabase(ready, next, running, publish));
         continue;
       }
       if (cutover.request) {
         enterPhase('cutover');
-        await runClusterCutover(ready.spec, status, cutover, publish);
+        // A running cutover is never cut in half: a cancellation waits for its decision.
+        if (ownCleanup) await CancellationScope.nonCancellable(() => runClusterCutover(ready.spec, status, cutover, publish));
+        else await runClusterCutover(ready.spec, status, cutover, publish);
         enterPhase('databases');
         continue;
       }
@@ -216,18 +277,28 @@ export async function migrateCluster(input: ClusterSpecInput, resume?: ClusterRe
     r.phase = 'starting';
     r.startedAt = new Date().toISOString();
     running.add(planned.workflowId);
+    starting.add(planned.workflowId);
     publish();
+    const summary = `pgmove database ${planned.database} → ${planned.targetDatabase} (cluster ${ready.spec.id})`;
+    // Not cancellable: a cancellation of this workflow stops a child by its abort (and waits for its cleanup).
+    const uncancelled = <T>(fn: () => Promise<T>) => (ownCleanup ? CancellationScope.nonCancellable(fn) : fn());
     try {
-      const child = await startChild(migrateDatabase, {
-        workflowId: planned.workflowId,
-        args: [planned.spec],
-        // The parent only continues as new with no child running; terminating the parent ends them.
-        parentClosePolicy: ParentClosePolicy.TERMINATE,
-        staticSummary: `pgmove database ${planned.database} → ${planned.targetDatabase} (cluster ${ready.spec.id})`,
-      });
+      const child = await uncancelled(() =>
+        startChild(migrateDatabase, {
+          workflowId: planned.workflowId,
+          args: [planned.spec],
+          // ABANDON: the child outlives a run that continues as new (and stops by its own abort).
+          // Before: the parent only continued as new with no child running; terminating it ended them.
+          parentClosePolicy: ownCleanup ? ParentClosePolicy.ABANDON : ParentClosePolicy.TERMINATE,
+          staticSummary: summary,
+        }),
+      );
+      starting.delete(planned.workflowId);
+      changes.count += 1;
       // An abort that arrived while this child was being started has not reached it yet.
-      if (status.abortReason !== undefined) await child.signal(abortSignal, { reason: `cluster ${migrationId} aborted: ${status.abortReason}` });
-      const result = await child.result();
+      const abortReason = ownCleanup ? stopReason : status.abortReason;
+      if (abortReason !== undefined) await uncancelled(() => child.signal(abortSignal, { reason: `cluster ${migrationId} aborted: ${abortReason}` }));
+      const result = await uncancelled(() => child.result());
       r.status = 'completed';
       r.phase = 'completed';
       r.method = result.status.method;
@@ -237,6 +308,7 @@ export async function migrateCluster(input: ClusterSpecInput, resume?: ClusterRe
       r.phase = r.status;
       r.error = oneLine(text);
     } finally {
+      starting.delete(planned.workflowId);
       r.endedAt = new Date().toISOString();
       r.seconds = (Date.parse(r.endedAt) - Date.parse(r.startedAt!)) / 1000;
       running.delete(planned.workflowId);
@@ -292,6 +364,11 @@ async function undoGlobals(plan: ClusterPlan, status: ClusterStatus, enterPhase:
   if (result.kept.length || keptDatabases.length) {
     status.warnings.push(`kept: ${[...result.kept, ...keptDatabases.map((d) => `database ${d.targetDatabase} (its migration ${rowOf(d).status})`)].join(', ')}`);
   }
+}
+
+/** The last few decisions: a participant that crashed reads its attempt's decision again. */
+function recentDecisions(state: ClusterCutoverState): ClusterCutoverState['decisions'] {
+  return Object.fromEntries(Object.entries(state.decisions).filter(([attempt]) => Number(attempt) > state.attempt - 5));
 }
 
 /** Temporal's generic wrapper messages say nothing a table row needs. */

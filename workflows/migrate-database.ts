@@ -27,7 +27,7 @@ import type { CutoverRequest, MigrationStatus, Phase, ValidationReport } from '.
 import { abortSignal, cutoverSignal, databaseProgressSignal, migrationPhaseKey, requestCutoverUpdate, statusQuery, type DatabaseProgress } from './messages';
 import { renderStatusMarkdown } from './status-markdown';
 import { initTableProgress, recordUnit, runUnits } from './copy-progress';
-import { cutoverActivities, cutoverRefusal, runLogical, syncUntilCutover, voteFailed, type CutoverControl, type LogicalContext } from './logical';
+import { cutoverActivities, cutoverBlocker, cutoverRefusal, runLogical, syncUntilCutover, voteFailed, type CutoverControl, type LogicalContext } from './logical';
 import { provisionIfNeeded, releaseAwsResources, type TargetProduct } from './aws';
 import { OWED, runCompensations } from './compensations';
 import { finish, revertElevation } from './legacy-cleanup';
@@ -93,16 +93,24 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
     tellParent({ workflowId: migrationId, phase, method: status.method, error });
   };
   // A migrateCluster parent keeps a per-database table; it may be gone (a lost signal costs nothing).
+  // By workflow id: the parent's newest run gets it, also after it continued as new.
+  let lastReport: Promise<void> = Promise.resolve();
   const tellParent = (progress: DatabaseProgress) => {
     const parent = workflowInfo().parent;
-    if (parent) void getExternalWorkflowHandle(parent.workflowId).signal(databaseProgressSignal, progress).catch(() => undefined);
+    if (parent) lastReport = getExternalWorkflowHandle(parent.workflowId).signal(databaseProgressSignal, progress).catch(() => undefined);
+  };
+  /** The parent learns how this run ended from that last report (a parent that continued as new has no result to wait for): it must be delivered before the run closes. */
+  const deliverLastReport = async () => {
+    if (patched(PATCHES.readinessChangesOnly)) await lastReport;
   };
   let reportedBlocker: string | undefined;
   const reportCutoverReadiness = () => {
-    const blocker = cutoverRefusal(spec, status, control) ?? '';
-    if (blocker === reportedBlocker) return;
-    reportedBlocker = blocker;
-    tellParent({ workflowId: migrationId, phase: status.phase, method: status.method, cutoverBlocker: blocker });
+    const blocker = cutoverBlocker(spec, status, control);
+    // Only a change of readiness reaches the parent, not a lag figure that moves every interval.
+    const reported = patched(PATCHES.readinessChangesOnly) ? (blocker?.summary ?? '') : (blocker?.text ?? '');
+    if (reported === reportedBlocker) return;
+    reportedBlocker = reported;
+    tellParent({ workflowId: migrationId, phase: status.phase, method: status.method, cutoverBlocker: reported });
   };
   setHandler(statusQuery, () => status);
 
@@ -246,7 +254,7 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
       status.methodReason = checked.report.methodReason;
       targetExtensions = checked.report.targetExtensions;
       if (spec.dryRun) return;
-      const acts = phaseActivities(spec);
+      const acts = phaseActivities(spec, { sourceFrozen: status.method === 'dump' && spec.freezeSource });
       const ready = spec;
       let sourceAtSnapshot: SourceTableChecksum[] | undefined;
 
@@ -316,12 +324,14 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
     const keepTarget = (error instanceof ApplicationFailure && error.type === 'ValidationFailed') || control.switchedAt !== undefined;
     await cleanUp(targetTouched && !keepTarget, keepTarget, productMark(control.switchedAt, false));
     enterPhase(aborted ? 'aborted' : 'failed');
+    await deliverLastReport();
     if (aborted) throw ApplicationFailure.nonRetryable(`migration aborted: ${status.abortReason}`, 'Aborted');
     throw error;
   }
   await cleanUp(targetTouched && !completed, completed, productMark(control.switchedAt, completed));
   const dryRun = spec?.dryRun ?? input.dryRun === true;
   enterPhase(dryRun ? 'dryRunCompleted' : 'completed');
+  await deliverLastReport();
   return { migrationId, outcome: dryRun ? 'dryRun' : 'completed', status };
 }
 

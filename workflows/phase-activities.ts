@@ -5,11 +5,12 @@ import type * as activities from '../activities';
 import type { MigrationSpec } from '../src/spec';
 import { durationMs } from '../src/units';
 
-export function phaseActivities(spec: MigrationSpec) {
+/** `sourceFrozen`: the offline method holds the source frozen through every phase — a lost worker must cost seconds there too. */
+export function phaseActivities(spec: MigrationSpec, { sourceFrozen = false }: { sourceFrozen?: boolean } = {}) {
   const retry: RetryPolicy = { maximumAttempts: spec.retries.maximumAttempts, initialInterval: '2s', maximumInterval: '1m' };
   // The spec's durations were validated by pre-flight ("4h", "30s"): Temporal's own duration format.
   const timeouts = spec.timeouts as Record<keyof MigrationSpec['timeouts'], Duration>;
-  const heartbeatTimeout = timeouts.heartbeat;
+  const heartbeatTimeout = sourceFrozen ? freezeHeartbeatTimeout(spec) : timeouts.heartbeat;
   // An abort waits until a cancelled activity has really stopped (COPY ended) before cleanup runs.
   const cancellationType = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED;
   return {
@@ -22,8 +23,17 @@ export function phaseActivities(spec: MigrationSpec) {
     // "cleanup owes: unfreeze the source" and the last error meanwhile).
     unfreeze: proxyActivities<typeof activities>({
       startToCloseTimeout: Math.max(5 * 60_000, durationMs(spec.cutover.hookTimeout) + 60_000),
-      heartbeatTimeout,
+      heartbeatTimeout: freezeHeartbeatTimeout(spec),
       retry: { initialInterval: '2s', maximumInterval: '1m' }, // no maximumAttempts: unlimited
     }),
   };
+}
+
+/**
+ * Heartbeat timeout of the activities that hold the source frozen (cutover, unfreeze): a lost worker must
+ * cost seconds of write freeze, not a minute. A spec carried into a continued run from before
+ * `cutover.freezeHeartbeat` existed keeps `timeouts.heartbeat`.
+ */
+export function freezeHeartbeatTimeout(spec: MigrationSpec): Duration {
+  return (spec.cutover.freezeHeartbeat ?? spec.timeouts.heartbeat) as Duration;
 }

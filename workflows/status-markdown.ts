@@ -1,7 +1,18 @@
 /** The short Markdown status shown as "Current Details" in the Temporal Web UI. Pure: workflow-safe. */
-import type { ClusterStatus, DatabaseRow, MigrationStatus } from '../src/model';
+import type { ClusterStatus, CopyGeneration, DatabaseRow, MigrationStatus } from '../src/model';
 
 const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+
+/**
+ * The logical copy after a crash: what earlier generations kept and what the last one copied again
+ * (undefined when the copy ran in one generation).
+ */
+export function copyGenerationsSummary(generations: CopyGeneration[] | undefined): string | undefined {
+  if (!generations || generations.length < 2) return undefined;
+  const part = (g: CopyGeneration) => `${g.units.length} unit(s), ${g.tables} table(s), ${g.rows} rows, ${mb(g.bytes)} at generation ${g.generation} (slot ${g.slot})`;
+  const last = generations[generations.length - 1]!;
+  return `kept ${generations.slice(0, -1).map(part).join('; ')}; copied again ${part(last)}`;
+}
 
 export function renderStatusMarkdown(status: MigrationStatus): string {
   const lines = [`## ${status.migrationId}: ${status.phase}`, ''];
@@ -24,6 +35,8 @@ export function renderStatusMarkdown(status: MigrationStatus): string {
     lines.push(`- **copy units**: ${c.done}/${c.units} done in ${c.runs} workflow run(s)`);
     if (c.slowest.length) lines.push(`- **slowest units**: ${c.slowest.slice(0, 3).map((u) => `${u.unit} ${u.seconds.toFixed(1)}s`).join(', ')}`);
   }
+  const generations = copyGenerationsSummary(status.copyGenerations);
+  if (generations) lines.push(`- **copy resumed**: ${generations}`);
   const timings = Object.entries(status.timings)
     .filter(([, t]) => t?.seconds !== undefined)
     .map(([phase, t]) => `${phase} ${t?.seconds?.toFixed(1)}s`);

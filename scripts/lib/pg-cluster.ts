@@ -11,6 +11,8 @@ import { freePort, isAlive, stopPid, waitFor } from './ports';
 
 export const DEBIAN_PG15_BIN = '/usr/lib/postgresql/15/bin';
 export const PROJECT_PG18_BIN = join(__dirname, '..', '..', '.tools', 'pg18', 'bin');
+/** The dev stack's source server: Debian's PostgreSQL 15 where installed, else the PyPI build setup-tools puts in .tools/pg15. */
+export const SOURCE_PG15_BIN = existsSync(join(DEBIAN_PG15_BIN, 'postgres')) ? DEBIAN_PG15_BIN : join(__dirname, '..', '..', '.tools', 'pg15', 'bin');
 
 export interface ClusterHandle {
   binDir: string;

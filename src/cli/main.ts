@@ -15,9 +15,11 @@ import { renderStatus, snapshot } from './status-view';
 import { runWorker, workerOptionsFromEnv } from '../../worker/main';
 import { checkHealth } from '../../worker/health';
 import { devDown, devStatus, devUp } from '../../scripts/dev-stack';
+import { clusterDetails, migrationDetails, migrationSummary } from './static-details';
 import { runDemo } from '../../scripts/demo';
 import { cleanupCommand } from './cleanup';
 import { unfreezeCommand } from './unfreeze';
+import { recoverCommand } from './recover';
 
 const program = new Command();
 program
@@ -46,7 +48,7 @@ program
           workflowId: cluster.id,
           args: [raw as ClusterSpecInput],
           staticSummary: `pgmove cluster ${cluster.dryRun ? 'dry run' : 'migration'}: ${new URL(cluster.source.uri).host} → ${new URL(cluster.target.uri).host}`,
-          staticDetails: `databases ${cluster.databases === 'all' ? `all but ${cluster.exceptDatabases.join(', ') || 'templates and postgres'}` : cluster.databases.length}, concurrency ${cluster.concurrency}, spec ${options.file}`,
+          staticDetails: clusterDetails(cluster, options.file),
           typedSearchAttributes: cluster.searchAttributes ? [{ key: migrationPhaseKey, value: 'cluster:starting' }] : [],
         });
         console.log(cluster.id);
@@ -66,8 +68,8 @@ program
         taskQueue: options.taskQueue,
         workflowId: id,
         args: [input],
-        staticSummary: `pgmove ${spec.dryRun ? 'dry run' : 'migration'}: ${new URL(spec.source.uri).host} → ${spec.target.uri ? new URL(spec.target.uri).host : `new RDS instance (${spec.aws.region})`}`,
-        staticDetails: `method ${spec.method}, ${spec.jobs} job(s), spec ${options.file}`,
+        staticSummary: migrationSummary(spec),
+        staticDetails: migrationDetails(spec, id, options.file),
         typedSearchAttributes: [{ key: migrationPhaseKey, value: 'starting' }],
       });
       console.log(id);
@@ -189,6 +191,26 @@ program
   .option('--task-queue <name>', 'Temporal task queue of the pgmove workers (they hold the source credentials)', process.env.PGMOVE_TASK_QUEUE ?? TASK_QUEUE)
   .action(async (id: string, options: { taskQueue: string }) => {
     const ok = await withTemporalClient((client) => unfreezeCommand(client, id, options.taskQueue));
+    process.exitCode = ok ? 0 : 1;
+  });
+
+program
+  .command('recover')
+  .description(
+    'undo what a migration that is no longer running left behind (e.g. after `temporal workflow terminate`): fence, slot, publication, ' +
+      'replica identities, subscription, what it put on the target, scratch files, the privilege elevation — found from the records on the servers; prints what it found and did per server',
+  )
+  .argument('<id>', 'workflow id of the ended migration (a cluster: ID.<database> for each database)')
+  .option('--dry-run', 'print what was found and would be undone; change nothing')
+  .option('-f, --file <spec>', 'the spec the migration was started with, when its history is gone (references only; the history wins when it exists)')
+  .option('--task-queue <name>', 'Temporal task queue of the pgmove workers (they hold the credentials)', process.env.PGMOVE_TASK_QUEUE ?? TASK_QUEUE)
+  .addHelpText(
+    'after',
+    '\nA target is reset only when it carries this run\'s marker and no switch to it is recorded; a fence kept after a switch stays\n' +
+      '(pgmove unfreeze ID). A running migration is refused: pgmove abort ID ends it with its own cleanup. Exit 1 when a step failed.',
+  )
+  .action(async (id: string, options: { dryRun?: boolean; file?: string; taskQueue: string }) => {
+    const ok = await withTemporalClient((client) => recoverCommand(client, id, options));
     process.exitCode = ok ? 0 : 1;
   });
 

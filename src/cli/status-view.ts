@@ -7,6 +7,7 @@ import { defaultPayloadConverter, fromPayloadsAtIndex } from '@temporalio/common
 import type { MigrationStatus } from '../model';
 import type { Stall } from '../stall';
 import { statusQuery } from '../../workflows/messages';
+import { copyGenerationsSummary } from '../../workflows/status-markdown';
 
 export interface InFlight {
   activity: string;
@@ -85,6 +86,8 @@ export function renderStatus(view: StatusSnapshot): string {
     lines.push(`units     ${c.done}/${c.units} copy units done, in ${c.runs} workflow run(s)`);
     for (const u of c.slowest.slice(0, 5)) lines.push(`  slow    ${u.seconds.toFixed(1).padStart(7)} s  ${String(u.rows).padStart(10)} rows  ${u.tables} table(s)  ${u.unit}`);
   }
+  const generations = copyGenerationsSummary(status.copyGenerations);
+  if (generations) lines.push(`resumed   ${generations}`);
   for (const activity of view.inFlight) {
     const { stalled, ...details } = activity.details ?? {};
     lines.push(`running   ${activity.activity} (attempt ${activity.attempt})${activity.details ? ` ${JSON.stringify(details).slice(0, 200)}` : ''}${activity.lastFailure ? ` — last failure: ${activity.lastFailure}` : ''}`);

@@ -182,3 +182,11 @@ export async function serverMajor(client: Client): Promise<number> {
   const result = await client.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`);
   return Math.floor(Number(result.rows[0]?.v) / 10000);
 }
+
+/** The comment of the connected database (pgmove keeps its records there: the freeze, the target marker). */
+export async function databaseComment(client: Client): Promise<string | null> {
+  const row = (
+    await client.query<{ comment: string | null }>(`SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = current_database()`)
+  ).rows[0];
+  return row?.comment ?? null;
+}

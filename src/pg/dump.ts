@@ -2,6 +2,7 @@
  * pg_dump / pg_restore wrappers for the schema phases: argv built from the spec (filters, options),
  * passwords only through the environment, TOC parsing for resumable post-data.
  */
+import { assertSafeMigrationId } from '../migration-id';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,9 +16,14 @@ export type Section = 'pre-data' | 'post-data';
 
 /** Per-migration scratch directory for dump archives (schema only; removed by cleanup). */
 export async function workDir(migrationId: string): Promise<string> {
-  const dir = join(process.env.PGMOVE_WORK_DIR ?? join(tmpdir(), 'pgmove'), migrationId.replace(/[^A-Za-z0-9._-]/g, '_'));
+  const dir = workDirPath(migrationId);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   return dir;
+}
+
+/** Where workDir puts a migration's scratch files on this worker (not created). */
+export function workDirPath(migrationId: string): string {
+  return join(process.env.PGMOVE_WORK_DIR ?? join(tmpdir(), 'pgmove'), assertSafeMigrationId(migrationId).replace(/[^A-Za-z0-9._-]/g, '_'));
 }
 
 /** Leaf partitions of the named partitioned tables (see catalog.partitionsOfNamedTables). */

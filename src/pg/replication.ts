@@ -29,6 +29,8 @@ export interface PublicationRecord {
   replicaIdentityChanged: (TableName & { before: 'd' | 'n' | 'i' })[];
   /** Set before the cutover's freeze hook runs: the unfreeze hook is owed (cleared once it ran). */
   frozenByHook?: boolean;
+  /** When the current cutover attempt started freezing the source: a retry after a lost worker measures the freeze from here. */
+  freezeStartedAt?: string;
   /** Set before the switch hook runs: from here on a cutover never goes back (no unfreeze, no resumed stream). */
   switchingAt?: string;
   /** Set once the switch hook has run. */
@@ -93,7 +95,8 @@ export async function dropPublication(source: Client, publication: string): Prom
   if (!record) return false;
   await source.query('BEGIN');
   try {
-    for (const { schema, name: table, before } of record.replicaIdentityChanged) {
+    // A unit publication of a copy generation changed nothing (its comment is another record).
+    for (const { schema, name: table, before } of record.replicaIdentityChanged ?? []) {
       const name = qualified({ schema, name: table });
       const exists = (await source.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [name])).rows[0] as { ok: boolean };
       if (!exists.ok) continue;
@@ -187,11 +190,12 @@ export function subscriptionConninfo(info: ConnectionInfo): string {
   return parts.join(' ');
 }
 
-export function createSubscriptionSql(names: ReplicationNames, conninfo: string, options: { connect: boolean; enabled: boolean }): string {
+/** `publications`: the subscription's publications when not only the migration's main one (copy generations). */
+export function createSubscriptionSql(names: ReplicationNames, conninfo: string, options: { connect: boolean; enabled: boolean; publications?: string[] }): string {
   const withOptions = options.connect
     ? `create_slot = false, slot_name = ${literal(names.slot)}, copy_data = false, enabled = ${options.enabled}`
     : `connect = false`;
-  return `CREATE SUBSCRIPTION ${ident(names.subscription)} CONNECTION ${literal(conninfo)} PUBLICATION ${ident(names.publication)} WITH (${withOptions})`;
+  return `CREATE SUBSCRIPTION ${ident(names.subscription)} CONNECTION ${literal(conninfo)} PUBLICATION ${(options.publications ?? [names.publication]).map(ident).join(', ')} WITH (${withOptions})`;
 }
 
 export interface SubscriptionState {

@@ -1,16 +1,19 @@
 /**
- * SIGKILL the worker during the copy at the slot's snapshot, during syncing, and during the cutover
- * (while the switch hook runs): a new worker finishes each migration with equal data, and no slot,
- * publication or subscription is left on either server.
+ * SIGKILL the worker during the copy at the slot's snapshot (units copied before the kill are kept, the
+ * rest is copied at a new slot), during syncing, and during the cutover (while the switch hook runs): a
+ * new worker finishes each migration with equal data, and no slot, publication or subscription is left
+ * on either server.
  */
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { TestStack, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
+import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
 import { startMigration } from '../helpers/migration';
-import { createOnlineTarget, createPgbenchSource, pgbenchSums, replicationLeftovers, startPgbench, waitForStatus, type OnlineDatabase, type PgbenchRun } from '../helpers/online';
+import { compareDatabases } from '../helpers/compare';
+import { copyGenerationsSummary, renderStatusMarkdown } from '../../workflows/status-markdown';
+import { appClient, createOnlineTarget, createPgbenchSource, pgbenchSums, replicationLeftovers, startPgbench, waitForStatus, type OnlineDatabase, type PgbenchRun } from '../helpers/online';
 import { waitFor } from '../../scripts/lib/ports';
 import { stopWorkerProcess, type WorkerHandle } from '../../scripts/lib/worker-process';
-import { requestCutoverUpdate, statusQuery } from '../../workflows/messages';
+import { requestCutoverUpdate } from '../../workflows/messages';
 import type { WorkflowHandle } from '@temporalio/client';
 import type { MigrationResult } from '../../workflows/migrate-database';
 
@@ -79,16 +82,106 @@ async function cutoverWhenSynced(handle: WorkflowHandle): Promise<void> {
 // Each test waits for syncing, kills a worker and waits again: room for a loaded 2-core machine.
 jest.setTimeout(900_000);
 
-test('killed during the copy at the slot snapshot: the copy restarts at a new slot, equal data', async () => {
-  const handle = await start('crash-copy');
-  // The slot exists from the moment the copy at its snapshot starts (scale 10 takes seconds to copy).
-  await waitFor('the copy at the slot snapshot to start', async () => {
-    const status = await handle.query(statusQuery);
-    return status.phase === 'copy' && (await replicationLeftovers(source, 'shop')).some((o) => o.startsWith('slot '));
-  }, 120_000, 20);
-  await crashWorker();
+interface CopiedUnit {
+  generation: number;
+  tables: { table: string; filter: string | null }[];
+}
+
+/** Copy units recorded on the source as copied (unit publication comments), with their tables and row filters. */
+async function unitsCopiedSoFar(): Promise<Map<string, CopiedUnit>> {
+  const rows = await adminQuery<{ c: string; filter: string | null; t: string }>(
+    source,
+    'shop',
+    `SELECT obj_description(p.oid, 'pg_publication') AS c, t.rowfilter AS filter, t.tablename AS t
+       FROM pg_publication p JOIN pg_publication_tables t ON t.pubname = p.pubname WHERE p.pubname ~ '_u[0-9]+$'`,
+  );
+  const copied = new Map<string, CopiedUnit>();
+  for (const row of rows) {
+    const record = JSON.parse(row.c) as { copied: Record<string, { generation: number }> };
+    for (const [unit, { generation }] of Object.entries(record.copied)) {
+      if (!copied.has(unit)) copied.set(unit, { generation, tables: [] });
+      copied.get(unit)!.tables.push({ table: row.t, filter: row.filter });
+    }
+  }
+  return copied;
+}
+
+/** An application writing to ledger (updates and inserts) until a freeze ends its session. */
+function writeLedger(): { stop: () => Promise<number> } {
+  let stopped = false;
+  let writes = 0;
+  const loop = (async () => {
+    const client = await appClient(source, 'shop');
+    try {
+      while (!stopped) {
+        await client.query(`UPDATE ledger SET v = v + 1 WHERE code = md5((1 + floor(random() * 200000))::int::text)`);
+        await client.query(`INSERT INTO ledger (code, v, note) VALUES (md5(random()::text || clock_timestamp()::text), 0, 'written while migrating')`);
+        writes += 2;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    } catch {
+      // The cutover's freeze ends the session: the application stops writing.
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  })();
+  return { stop: async () => ((stopped = true), await loop, writes) };
+}
+
+test('killed during the copy at the slot snapshot: units copied before the kill are kept, the rest is copied at a new slot, equal data', async () => {
+  // A whole-table unit (no integer key: never split) that copies first, then accounts in ~14 MB ranges.
+  await adminQuery(source, 'shop', `SET ROLE migrator;
+    CREATE TABLE ledger (code text PRIMARY KEY, v int NOT NULL, note text NOT NULL);
+    INSERT INTO ledger SELECT md5(i::text), 0, repeat('x', 60) FROM generate_series(1, 200000) i;
+    GRANT SELECT, INSERT, UPDATE ON ledger TO app; ANALYZE ledger;`);
+  const writer = writeLedger();
+  const handle = await start('crash-copy', { copy: { splitTablesLargerThanMB: 16 } });
+  // Kill as soon as the source records ledger and one range of accounts as copied (pgbench writes meanwhile).
+  const atKill = await waitFor('ledger and a range of accounts to be copied', async () => {
+    const copied = await unitsCopiedSoFar();
+    const done = [...copied.keys()];
+    return done.includes('table:public.ledger') && done.some((u) => u.startsWith('range:public.pgbench_accounts')) ? copied : undefined;
+  }, 300_000, 20);
+  await stopWorkerProcess(worker, 'SIGKILL');
+  // What the killed worker recorded (a unit may have finished between the last look and the kill).
+  const kept = await unitsCopiedSoFar();
+  // Rows written on the target from here on have a newer xmin than anything the killed worker committed.
+  const { xid } = (await adminQuery<{ xid: string }>(target, 'postgres', 'SELECT pg_current_xact_id()::text AS xid'))[0]!;
+  worker = await stack.startWorker();
+
   await cutoverWhenSynced(handle);
-  await expectEqualAndClean(handle, 'crash_copy');
+  const result = await expectEqualAndClean(handle, 'crash_copy');
+  await writer.stop();
+  const ref = (c: ClusterHandle, database: string) => ({ host: c.host, port: c.port, user: c.superuser, password: c.superuserPassword, database });
+  expect(await compareDatabases(ref(source, 'shop'), ref(target, 'crash_copy'))).toEqual([]);
+
+  // From the target's own rows: a kept unit's rows were written before the kill (only rows the stream
+  // updated since are newer); no row of accounts outside the kept ranges is from before the kill.
+  const rowsBefore = async (table: string, filter: string | null) =>
+    (await adminQuery<{ before: string; all: string }>(target, 'crash_copy', `SELECT count(*) FILTER (WHERE xmin::text::bigint < ${xid})::text AS before, count(*)::text AS all FROM ${table} WHERE ${filter ?? 'true'}`))[0]!;
+  const keptTables = [...kept.values()].flatMap((u) => u.tables).filter((t) => t.table === 'pgbench_accounts' || t.table === 'ledger');
+  for (const { table, filter } of keptTables) {
+    const { before, all } = await rowsBefore(table, filter);
+    expect({ table, filter, kept: Number(before) > 0.9 * Number(all) }).toEqual({ table, filter, kept: true });
+  }
+  const rangeFilters = keptTables.filter((t) => t.table === 'pgbench_accounts').map((t) => `(${t.filter})`);
+  expect(rangeFilters.length).toBeGreaterThan(0);
+  expect((await rowsBefore('pgbench_accounts', `NOT (${rangeFilters.join(' OR ')})`)).before).toBe('0');
+  // Each row of ledger was inserted once on the target: by the one copy, or by the stream.
+  await waitFor('the target to count ledger inserts', async () => {
+    const [row] = await adminQuery<{ ins: string; n: string }>(target, 'crash_copy', `SELECT n_tup_ins::text AS ins, (SELECT count(*) FROM ledger)::text AS n FROM pg_stat_user_tables WHERE relname = 'ledger'`);
+    return row!.ins === row!.n;
+  }, 60_000, 200);
+
+  // The status: generation 0 kept every unit recorded before the kill, generation 1 copied the rest.
+  const generations = result.status.copyGenerations!;
+  expect(generations.map((g) => g.generation)).toEqual([0, 1]);
+  expect([...generations[0]!.units].sort()).toEqual([...kept.keys()].sort());
+  expect([...atKill.keys()].every((unit) => kept.has(unit))).toBe(true);
+  expect(generations[1]!.units.length).toBeGreaterThan(0);
+  expect(renderStatusMarkdown(result.status)).toMatch(/copy resumed\*\*: kept \d+ unit\(s\).* copied again \d+ unit\(s\)/);
+  console.log(`copy generations: ${copyGenerationsSummary(generations)}`);
+
   // The kill hit the copy: it ran a second attempt (at a new slot).
   const history = await handle.fetchHistory();
   const copyEvents = history.events!.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'copyAtSlot').map((e) => e.eventId!.toString());

@@ -53,6 +53,22 @@ test('not allowed: fails with the statements to run by hand, writes nothing', as
   expect(elevationLeftovers(source)).toEqual([]);
 });
 
+test('a migration id that could write into pg_hba.conf or elsewhere is refused before anything is written', async () => {
+  const before = sha256(hba);
+  for (const migrationId of ['evil\nhost all all 0.0.0.0/0 trust', '../../etc/x', "it's"]) {
+    const input = { spec: spec({ backend: 'local', allow: true, psql: join(DEBIAN_PG15_BIN, 'psql') }, stack.secretFile('dump', 'dump-pw-1')), migrationId };
+    const failure = (await run(elevatePrivileges, input).catch((e: unknown) => e)) as ApplicationFailure;
+    expect(failure).toBeInstanceOf(ApplicationFailure);
+    expect(failure.type).toBe('BadMigrationId');
+    expect(failure.nonRetryable).toBe(true);
+    const revert = (await run(revertPrivileges, input).catch((e: unknown) => e)) as ApplicationFailure;
+    expect(revert.type).toBe('BadMigrationId');
+  }
+  expect(sha256(hba)).toBe(before);
+  expect(elevationLeftovers(source)).toEqual([]);
+  expect((await roleState(source, 'dump user')).memberOf).toEqual([]);
+});
+
 test('local backend: elevate, then a revert from the server-side record alone, twice', async () => {
   const before = sha256(hba);
   const roleBefore = await roleState(source, 'dump user');

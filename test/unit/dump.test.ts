@@ -1,6 +1,6 @@
 import { dumpOptionArgs, parseTocList } from '../../src/pg/dump';
 import { resumeProbes } from '../../src/pg/post-data-resume';
-import { settingValueSql } from '../../activities/post-data';
+import { settingValueSql } from '../../src/pg/database-settings';
 import { parseSpec } from '../../src/spec';
 
 const base = { source: { uri: 'postgresql://u@h/db' }, target: { uri: 'postgresql://u@h2/db' } };

@@ -1,4 +1,5 @@
 import { lsnToBigInt, replicationNames, subscriptionConninfo, createSubscriptionSql } from '../../src/pg/replication';
+import { generationNames, generationOfName, ownNamePattern } from '../../src/pg/generations';
 import { sizeBytes } from '../../src/units';
 import { parseSpec } from '../../src/spec';
 
@@ -9,6 +10,24 @@ test('replication object names: valid slot names, stable, distinct for ids that 
   expect(a).toEqual(replicationNames('Metastore-To-RDS'));
   expect(a.slot).not.toBe(b.slot);
   expect(replicationNames('x'.repeat(200)).slot.length).toBeLessThanOrEqual(63);
+});
+
+test('copy generations: generation 0 keeps the names, later ones and unit publications match only their own migration', () => {
+  const id = 'x'.repeat(200);
+  const base = replicationNames(id);
+  expect(generationNames(id, 0)).toEqual(base);
+  const g12 = generationNames(id, 12);
+  expect(g12).toEqual({ publication: base.publication, slot: `${base.slot}_g12`, subscription: `${base.slot}_g12` });
+  expect(`${base.publication}_u12345`.length).toBeLessThanOrEqual(63);
+  expect([generationOfName(id, base.slot), generationOfName(id, g12.slot), generationOfName(id, `${base.slot}_u3`)]).toEqual([0, 12, undefined]);
+  const pattern = new RegExp(ownNamePattern(id));
+  expect([base.slot, g12.slot, `${base.slot}_u3`].every((name) => pattern.test(name))).toBe(true);
+  // Another migration whose readable part extends this one's base never matches.
+  const other = replicationNames(`${id.slice(0, 40)}_${base.slot.slice(-8)}_g1`);
+  expect([other.slot, `${base.slot}_gx`, `${base.slot}_g1_u2`].some((name) => pattern.test(name))).toBe(false);
+  expect(createSubscriptionSql(g12, 'host=h', { connect: true, enabled: true, publications: [`${base.publication}_u1`, `${base.publication}_u2`] })).toContain(
+    `PUBLICATION "${base.publication}_u1", "${base.publication}_u2" WITH (create_slot = false, slot_name = '${g12.slot}'`,
+  );
 });
 
 test('LSN arithmetic', () => {
