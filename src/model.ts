@@ -155,6 +155,32 @@ export interface CopyPlan {
   largeObjects: number;
 }
 
+/** What the workflow keeps of a copy plan stored on the target (src/pg/copy-plan-store.ts): counts, not tables. */
+export interface CopyPlanSummary {
+  units: number;
+  tables: number;
+  /** Tables without a unit (nothing to copy), done from the start. */
+  emptyTables: number;
+  totalBytes: number;
+  largeObjects: number;
+  /** The largest tables (bytes, units), whose progress the status shows one by one. */
+  largestTables: Record<string, { bytes: number; units: number }>;
+}
+
+/** A copied unit of a stored plan, as the workflow records it: totals, and the table of a one-table unit. */
+export interface PlannedUnitResult {
+  unitId: string;
+  index: number;
+  seconds: number;
+  tables: number;
+  /** Tables this unit completed (see copy-plan-store.markUnitDone). */
+  tablesDone: number;
+  rows: number;
+  bytes: number;
+  /** One-table units (a large table, or a key range of one): its name and counts. */
+  table?: { table: string; rows: number; bytes: number };
+}
+
 /** What the freeze changed on the source, so it can be undone exactly (also after a crash). */
 export interface FreezeState {
   database: string;
@@ -182,11 +208,17 @@ export interface TableValidation {
   sourceChecksum?: string;
   targetChecksum?: string;
   ok: boolean;
+  /** Time the comparison of this table took. */
+  seconds?: number;
 }
 
 export interface ValidationReport {
   ok: boolean;
+  /** Every table up to 100; above, the differing ones and the 10 slowest (the rest counted in tablesOmitted). */
   tables: TableValidation[];
+  tablesChecked?: number;
+  rowsChecked?: number;
+  tablesOmitted?: number;
   sequences: { sequence: string; source: string; target: string; ok: boolean }[];
   schemaDifferences: string[];
   largeObjects: { source: number; target: number; ok: boolean };
@@ -227,6 +259,8 @@ export interface MigrationStatus {
   validation?: ValidationReport;
   errors: string[];
   abortReason?: string;
+  /** Offline copy of a plan stored on the target: units done, workflow runs, and the slowest units. */
+  copyUnits?: { units: number; done: number; runs: number; slowest: { unit: string; seconds: number; tables: number; rows: number }[] };
   /** What cleanup still has to undo (e.g. "unfreeze source"). */
   cleanupOwed: string[];
   /** Compensations that failed (each ran on its own), with the command that finishes each by hand. */

@@ -138,9 +138,11 @@ export const specSchema = z
         splitTablesLargerThanMB: z.number().int().min(1).default(256),
         /** Small tables are grouped into one activity up to this many MB, to keep the history small. */
         batchSmallTablesUpToMB: z.number().int().min(1).default(64),
+        /** The offline copy continues as a new workflow run after this many history events (Temporal's limit is 51,200). */
+        historyEventsPerRun: z.number().int().min(100).max(40_000).default(10_000),
       })
       .strict()
-      .default({ splitTablesLargerThanMB: 256, batchSmallTablesUpToMB: 64 }),
+      .default({ splitTablesLargerThanMB: 256, batchSmallTablesUpToMB: 64, historyEventsPerRun: 10_000 }),
     validate: z
       .object({ checksums: z.boolean().default(true) })
       .strict()

@@ -35,6 +35,7 @@ import { elevationActivities } from './elevation';
 import { phaseActivities } from './phase-activities';
 import { PATCHES } from './patches';
 import { runDms, syncDmsUntilCutover } from './dms';
+import { copyPlannedUnits, initPlannedProgress, recordPlannedUnit, type CopyResume } from './offline-copy';
 
 export interface MigrationResult {
   migrationId: string;
@@ -57,6 +58,8 @@ export interface SyncingResume {
   binDir: string;
   knownTables: string[];
   targetExtensions: string[];
+  /** Set when an offline copy continued as new: the copy resumes there (not a syncing run). */
+  copy?: CopyResume;
 }
 
 export async function migrateDatabase(input: MigrationSpecInput, resume?: SyncingResume): Promise<MigrationResult> {
@@ -175,6 +178,38 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
     abortNow,
     continueSyncing: (knownTables) => continueAsNew<typeof migrateDatabase>(input, { spec: ready, status, binDir, knownTables, targetExtensions }),
   });
+  /** Offline, after the copy: indexes and constraints, sequences, validation. */
+  const finishOffline = async (ready: MigrationSpec, binDir: string, sourceAtSnapshot: SourceTableChecksum[] | undefined) => {
+    const acts = phaseActivities(ready);
+    enterPhase('postData');
+    await acts.postData.postData({ spec: ready, migrationId, binDir });
+
+    enterPhase('sequences');
+    await acts.quick.syncSequences(ready);
+
+    enterPhase('validate');
+    const report: ValidationReport = await acts.validate.validate({ spec: ready, sourceTables: sourceAtSnapshot });
+    status.validation = report;
+    if (!report.ok) {
+      throw ApplicationFailure.nonRetryable(`${report.summary}\nThe target is kept for inspection.`, 'ValidationFailed');
+    }
+  };
+  /** Offline copy of the plan stored on the target from unit `from` on; continues as new when the history is long. */
+  const copyStoredPlan = async (ready: MigrationSpec, binDir: string, plan: CopyResume['plan'], from: number) => {
+    const acts = phaseActivities(ready);
+    const next = await copyPlannedUnits(plan, from, ready.jobs, ready.copy.historyEventsPerRun, async (index) => {
+      recordPlannedUnit(status, await acts.copy.copyPlannedUnit({ spec: ready, migrationId, index }));
+      publish();
+    });
+    if (next < plan.units) {
+      if (status.copyUnits) status.copyUnits.runs += 1;
+      await continueAsNew<typeof migrateDatabase>(input, { spec: ready, status, binDir, knownTables: [], targetExtensions, copy: { plan, nextUnit: next } });
+    }
+    status.totals.tablesDone = status.totals.tables;
+    if (plan.largeObjects > 0) await acts.copy.copyLargeObjects(ready);
+    await acts.quick.dropCopyPlan({ spec: ready, migrationId });
+    await finishOffline(ready, binDir, undefined);
+  };
   /** Every compensation on its own (see ./compensations); runs recorded before that patch keep their sequence. */
   const cleanUp = async (resetTarget: boolean, keepInstance: boolean, product: TargetProduct | undefined) => {
     if (patched(PATCHES.independentCompensations)) {
@@ -191,6 +226,11 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
         spec = resume.spec;
         targetTouched = true;
         targetExtensions = resume.targetExtensions;
+        if (resume.copy) {
+          await copyStoredPlan(resume.spec, resume.binDir, resume.copy.plan, resume.copy.nextUnit);
+          completed = true;
+          return;
+        }
         if (status.method === 'dms') await syncDmsUntilCutover(logicalContext(resume.spec, resume.binDir), status.preflight!.dms!, status.provisioned);
         else await syncUntilCutover(logicalContext(resume.spec, resume.binDir), resume.knownTables);
         completed = true;
@@ -251,6 +291,14 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
       await acts.schema.preData({ spec: ready, migrationId, binDir: checked.report.clientTools.binDir });
 
       enterPhase('copy');
+      if (ready.freezeSource && patched(PATCHES.copyPlanOnTarget)) {
+        const plan = await acts.quick.storeCopyPlan({ spec: ready, migrationId });
+        initPlannedProgress(status, plan);
+        publish();
+        await copyStoredPlan(ready, checked.report.clientTools.binDir, plan, 0);
+        completed = true;
+        return;
+      }
       const plan = await acts.quick.planCopy(ready);
       initTableProgress(status, plan);
       publish();
@@ -265,19 +313,7 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
         result.units.forEach((unit) => recordUnit(status, unit));
         sourceAtSnapshot = result.sourceTables;
       }
-
-      enterPhase('postData');
-      await acts.postData.postData({ spec: ready, migrationId, binDir: checked.report.clientTools.binDir });
-
-      enterPhase('sequences');
-      await acts.quick.syncSequences(ready);
-
-      enterPhase('validate');
-      const report: ValidationReport = await acts.validate.validate({ spec: ready, sourceTables: sourceAtSnapshot });
-      status.validation = report;
-      if (!report.ok) {
-        throw ApplicationFailure.nonRetryable(`${report.summary}\nThe target is kept for inspection.`, 'ValidationFailed');
-      }
+      await finishOffline(ready, checked.report.clientTools.binDir, sourceAtSnapshot);
       completed = true;
     });
   } catch (error) {

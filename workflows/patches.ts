@@ -8,6 +8,8 @@
 export const PATCHES = {
   /** Cleanup runs each compensation on its own (workflows/compensations.ts) instead of a sequence that a permanent failure ended. */
   independentCompensations: 'independent-compensations',
+  /** Offline copy with the source frozen: the plan is stored on the target (storeCopyPlan, copyPlannedUnit by index, dropCopyPlan), the status keeps totals, and the copy continues as new past copy.historyEventsPerRun. */
+  copyPlanOnTarget: 'copy-plan-on-target',
   /** migrateDatabase tells a cluster parent readiness changes only (not every lag figure) and waits until its last report is delivered before it closes. */
   readinessChangesOnly: 'readiness-changes-only',
   /** migrateCluster: children outlive a run (ABANDON) and report their end by signal, so the parent continues as new while they run; an abort, cancellation or failure stops every child and waits for its cleanup; the parent's own undo is not cancellable. */

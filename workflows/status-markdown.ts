@@ -30,6 +30,11 @@ export function renderStatusMarkdown(status: MigrationStatus): string {
       `- **tables**: ${status.totals.tablesDone}/${status.totals.tables} done, ${status.totals.rows} rows, ${mb(status.totals.bytes)} copied (of ~${mb(status.totals.totalBytes)} on disk)`,
     );
   }
+  const c = status.copyUnits;
+  if (c) {
+    lines.push(`- **copy units**: ${c.done}/${c.units} done in ${c.runs} workflow run(s)`);
+    if (c.slowest.length) lines.push(`- **slowest units**: ${c.slowest.slice(0, 3).map((u) => `${u.unit} ${u.seconds.toFixed(1)}s`).join(', ')}`);
+  }
   const generations = copyGenerationsSummary(status.copyGenerations);
   if (generations) lines.push(`- **copy resumed**: ${generations}`);
   const timings = Object.entries(status.timings)

@@ -89,6 +89,7 @@ export function renderValidation(report: ValidationReport): string {
   for (const t of report.tables) {
     lines.push(`  ${t.table.padEnd(40).slice(0, 40)}  ${String(t.sourceRows).padStart(11)}   ${String(t.targetRows).padStart(11)}  ${t.ok ? 'equal' : 'DIFFERENT'}`);
   }
+  if (report.tablesOmitted) lines.push(`  … and ${report.tablesOmitted} more equal table(s) (${report.tablesChecked} checked, ${report.rowsChecked} rows; listed: the differing and the slowest)`);
   if (report.sequences.length) lines.push('', `  sequences: ${report.sequences.filter((s) => s.ok).length}/${report.sequences.length} equal`);
   lines.push(`  large objects: ${report.largeObjects.source} on source, ${report.largeObjects.target} on target${report.largeObjects.ok ? ', equal' : ', DIFFERENT'}`);
   return lines.join('\n');

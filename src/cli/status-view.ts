@@ -44,7 +44,7 @@ export async function snapshot(handle: WorkflowHandle): Promise<StatusSnapshot> 
       liveBytes += Number(activity.details.bytes ?? 0);
       liveRows += Number(activity.details.rows ?? 0);
     }
-    if (activity.activity === 'copyUnit' && activity.details) {
+    if ((activity.activity === 'copyUnit' || activity.activity === 'copyPlannedUnit') && activity.details) {
       const done = (activity.details.completedTables as { rows: number; bytes: number }[] | undefined) ?? [];
       liveBytes += Number(activity.details.bytes ?? 0) + done.reduce((s, t) => s + t.bytes, 0);
       liveRows += Number(activity.details.rows ?? 0) + done.reduce((s, t) => s + t.rows, 0);
@@ -79,6 +79,12 @@ export function renderStatus(view: StatusSnapshot): string {
       .map(([name, t]) => `  ${t.done ? 'done' : `${t.unitsDone}/${t.units}`.padEnd(4)}  ${String(t.rows).padStart(10)} rows  ${mb(t.bytes).padStart(10)}  ${name}`);
     lines.push(...rows);
     if (Object.keys(status.tables).length > 25) lines.push(`  … ${Object.keys(status.tables).length - 25} more`);
+    else if (status.totals.tables > Object.keys(status.tables).length) lines.push(`  (the ${Object.keys(status.tables).length} largest of ${status.totals.tables} tables)`);
+  }
+  const c = status.copyUnits;
+  if (c) {
+    lines.push(`units     ${c.done}/${c.units} copy units done, in ${c.runs} workflow run(s)`);
+    for (const u of c.slowest.slice(0, 5)) lines.push(`  slow    ${u.seconds.toFixed(1).padStart(7)} s  ${String(u.rows).padStart(10)} rows  ${u.tables} table(s)  ${u.unit}`);
   }
   const generations = copyGenerationsSummary(status.copyGenerations);
   if (generations) lines.push(`resumed   ${generations}`);

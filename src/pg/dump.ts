@@ -3,7 +3,7 @@
  * passwords only through the environment, TOC parsing for resumable post-data.
  */
 import { assertSafeMigrationId } from '../migration-id';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { MigrationSpec } from '../spec';
@@ -141,7 +141,13 @@ export function parseTocList(text: string): TocEntry[] {
   return entries;
 }
 
+/** The archive's TOC, through a file: the captured output of a child is capped at 1 MB, and 10,000 tables list more. */
 export async function listArchive(binDir: string, archive: string): Promise<TocEntry[]> {
-  const { stdout } = await run(join(binDir, 'pg_restore'), ['--list', archive]);
-  return parseTocList(stdout);
+  const listFile = `${archive}.toc`;
+  await run(join(binDir, 'pg_restore'), ['--list', `--file=${listFile}`, archive]);
+  try {
+    return parseTocList(await readFile(listFile, 'utf8'));
+  } finally {
+    await rm(listFile, { force: true });
+  }
 }

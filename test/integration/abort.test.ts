@@ -41,7 +41,7 @@ async function startAndWaitForCopy(id: string, database: string): Promise<Workfl
   // Wait until a COPY is streaming rows (heartbeat shows bytes) for the big table.
   await waitFor('the big table to be copying', async () => {
     const view = await snapshot(handle);
-    return view.inFlight.some((a) => a.activity === 'copyUnit' && a.details?.table === 'public.big' && Number(a.details.bytes) > 0);
+    return view.inFlight.some((a) => (a.activity === 'copyUnit' || a.activity === 'copyPlannedUnit') && a.details?.table === 'public.big' && Number(a.details.bytes) > 0);
   }, 120_000, 50);
   return handle;
 }

@@ -70,7 +70,10 @@ test('a worker killed while three children run and one copies: all complete, equ
     const units: string[] = [];
     for (const event of events) {
       const scheduled = event.activityTaskScheduledEventAttributes;
-      if (scheduled?.activityType?.name === 'copyUnit') units.push(defaultPayloadConverter.fromPayload<{ unit: { id: string } }>(scheduled.input!.payloads![0]!).unit.id);
+      if (['copyUnit', 'copyPlannedUnit'].includes(scheduled?.activityType?.name ?? '')) {
+        const input = defaultPayloadConverter.fromPayload<{ unit?: { id: string }; index?: number }>(scheduled!.input!.payloads![0]!);
+        units.push(input.unit?.id ?? `#${input.index}`);
+      }
       if ((event.activityTaskStartedEventAttributes?.attempt ?? 1) > 1) retried += 1;
     }
     expect(units.length).toBeGreaterThan(2);

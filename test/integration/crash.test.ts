@@ -64,16 +64,20 @@ test('a worker killed mid-copy: resumed, equal, nothing copied twice', async () 
   for (const event of events) {
     const id = Number(event.eventId);
     const scheduledAttrs = event.activityTaskScheduledEventAttributes;
-    if (scheduledAttrs?.activityType?.name === 'copyUnit') {
-      const input = defaultPayloadConverter.fromPayload<{ unit: { id: string } }>(scheduledAttrs.input!.payloads![0]!);
-      scheduled.set(String(id), { unit: input.unit.id });
+    // copyPlannedUnit names its unit by index into the plan stored on the target (copyUnit: by the unit itself).
+    if (['copyUnit', 'copyPlannedUnit'].includes(scheduledAttrs?.activityType?.name ?? '')) {
+      const input = defaultPayloadConverter.fromPayload<{ unit?: { id: string }; index?: number }>(scheduledAttrs!.input!.payloads![0]!);
+      scheduled.set(String(id), { unit: input.unit?.id ?? `#${input.index}` });
     }
     const started = event.activityTaskStartedEventAttributes;
     if (started && scheduled.has(String(started.scheduledEventId))) scheduled.get(String(started.scheduledEventId))!.attempt = started.attempt ?? 1;
     const completed = event.activityTaskCompletedEventAttributes;
     if (completed && scheduled.has(String(completed.scheduledEventId))) {
       const time = event.eventTime!;
-      scheduled.get(String(completed.scheduledEventId))!.completedAt = Number(time.seconds) * 1000 + Math.floor((time.nanos ?? 0) / 1e6);
+      const unit = scheduled.get(String(completed.scheduledEventId))!;
+      unit.completedAt = Number(time.seconds) * 1000 + Math.floor((time.nanos ?? 0) / 1e6);
+      // A unit scheduled by index is named in its result.
+      if (unit.unit.startsWith('#')) unit.unit = defaultPayloadConverter.fromPayload<{ unitId: string }>(completed.result!.payloads![0]!).unitId;
     }
   }
   const units = [...scheduled.values()];

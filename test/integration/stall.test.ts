@@ -111,7 +111,7 @@ test('a lock on a SOURCE table: pgmove status names the blocking pid within 60 s
   console.log(`blocker named after ${seconds.toFixed(1)} s:\n${shown.split('\n').filter((l) => l.startsWith('stalled')).join('\n')}`);
   expect(seconds).toBeLessThan(60);
   const line = shown.split('\n').find((l) => l.startsWith('stalled'))!;
-  expect(line).toMatch(/^stalled {3}copyUnit stalled \d+ s: source session \d+ waits for a lock on small_a held by pid \d+ \(user postgres, application stall-test-locker, idle in transaction since .*query: SELECT pg_backend_pid\(\) AS pid\)$/);
+  expect(line).toMatch(/^stalled {3}copy(Planned)?Unit stalled \d+ s: source session \d+ waits for a lock on small_a held by pid \d+ \(user postgres, application stall-test-locker, idle in transaction since .*query: SELECT pg_backend_pid\(\) AS pid\)$/);
   await locker.query('ROLLBACK');
   await expectCompletedAndEqual(database);
 });

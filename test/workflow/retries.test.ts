@@ -46,7 +46,12 @@ test('a target that rejects the copy: retried with backoff, then failed cleanly'
     interceptors: { activity: activityInterceptors },
     activities: {
       ...activities,
-      // Someone rotates the target's password between pre-data and the copy.
+      // Someone rotates the target's password between pre-data and the copy (the frozen offline copy
+      // stores its plan on the target first; the other paths plan in the worker).
+      storeCopyPlan: async (...args: Parameters<typeof activities.storeCopyPlan>) => {
+        await adminQuery(target, 'postgres', `ALTER ROLE postgres PASSWORD 'rotated-elsewhere'`);
+        return activities.storeCopyPlan(...args);
+      },
       planCopy: async (...args: Parameters<typeof activities.planCopy>) => {
         await adminQuery(target, 'postgres', `ALTER ROLE postgres PASSWORD 'rotated-elsewhere'`);
         return activities.planCopy(...args);

@@ -1,0 +1,134 @@
+/**
+ * Times pgmove's offline migration (start → validated) of N small tables, each with a primary key, an
+ * index, a foreign key to its neighbour and 20 rows, against `pg_dump -Fc` followed by
+ * `pg_restore -j 2` of the same database, in one run on the same clusters; prints the workflow's runs,
+ * events per run and largest payload.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, chmodSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, startCluster, stopCluster, type ClusterHandle } from '../lib/pg-cluster';
+import { startTemporalServer, stopTemporalServer } from '../lib/temporal-server';
+import { BENCH_TUNING, numericOption, stats } from '../lib/bench';
+import { startWorkerProcess, stopWorkerProcess } from '../lib/worker-process';
+import { createManyTables, manyTablesCensus } from '../lib/many-tables';
+import { workflowRunStats } from '../lib/history-stats';
+import type { MigrationResult } from '../../workflows/migrate-database';
+
+const TABLES = numericOption('tables', 10_000);
+const ROWS = numericOption('rows', 20);
+const JOBS = numericOption('jobs', 2);
+const RUNS = numericOption('runs', 1);
+
+function shell(command: string, env: NodeJS.ProcessEnv): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('bash', ['-o', 'pipefail', '-c', command], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`${command} exited ${code}: ${stderr.slice(-2000)}`))));
+  });
+}
+
+const uri = (c: ClusterHandle, db: string) => `postgresql://postgres:${encodeURIComponent(c.superuserPassword)}@127.0.0.1:${c.port}/${db}`;
+
+async function freshTarget(target: ClusterHandle): Promise<void> {
+  await adminQuery(target, 'postgres', 'DROP DATABASE IF EXISTS many WITH (FORCE)');
+  await adminQuery(target, 'postgres', 'CREATE DATABASE many');
+  await adminQuery(target, 'postgres', 'CHECKPOINT');
+}
+
+async function timed(label: string, fn: () => Promise<void>): Promise<number> {
+  const started = process.hrtime.bigint();
+  await fn();
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  console.log(`  ${label.padEnd(36)} ${seconds.toFixed(1)} s`);
+  return seconds;
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'pgmove-bench-many-'));
+  chmodSync(dir, 0o755);
+  const clusters: ClusterHandle[] = [];
+  let temporalPid: number | undefined;
+  let workerPid: number | undefined;
+  try {
+    const source = await startCluster({ binDir: DEBIAN_PG15_BIN, dataDir: join(dir, 'source'), password: 'bench-source', settings: BENCH_TUNING });
+    clusters.push(source);
+    const target = await startCluster({ binDir: PROJECT_PG18_BIN, dataDir: join(dir, 'target'), password: 'bench-target', settings: BENCH_TUNING });
+    clusters.push(target);
+    await adminQuery(source, 'postgres', 'CREATE DATABASE many');
+    await timed(`generating ${TABLES} tables × ${ROWS} rows`, () => createManyTables(source, 'many', TABLES, ROWS));
+    const census = await manyTablesCensus(source, 'many');
+    console.log(`source: ${JSON.stringify(census)}; PostgreSQL ${source.major} → ${target.major}, jobs ${JOBS}, ${RUNS} run(s)`);
+
+    const server = await startTemporalServer({ headless: true, logFile: join(dir, 'temporal.log') });
+    temporalPid = server.pid;
+    const worker = await startWorkerProcess({ address: server.address, taskQueue: 'bench', logFile: join(dir, 'worker.log'), env: { PGMOVE_WORK_DIR: join(dir, 'work') } });
+    workerPid = worker.pid;
+    const connection = await Connection.connect({ address: server.address });
+    const client = new Client({ connection });
+    const passwordFile = (c: ClusterHandle, name: string) => {
+      const path = join(dir, `${name}.pw`);
+      writeFileSync(path, c.superuserPassword, { mode: 0o600 });
+      return `file:${path}`;
+    };
+    const spec = {
+      source: { uri: `postgresql://postgres@127.0.0.1:${source.port}/many`, password: passwordFile(source, 'source') },
+      target: { uri: `postgresql://postgres@127.0.0.1:${target.port}/many`, password: passwordFile(target, 'target') },
+      method: 'dump' as const,
+      jobs: JOBS,
+    };
+    const times: Record<string, number[]> = { 'pg_dump -Fc + pg_restore -j 2': [], 'pgmove offline (validated)': [] };
+    const details: string[] = [];
+    for (let run = 1; run <= RUNS; run++) {
+      console.log(`run ${run}/${RUNS}`);
+      await freshTarget(target);
+      const archive = join(dir, 'many.dump');
+      times['pg_dump -Fc + pg_restore -j 2']!.push(
+        await timed('pg_dump -Fc + pg_restore -j 2', () =>
+          shell(`"${DEBIAN_PG15_BIN}/pg_dump" -Fc -f "${archive}" -d "$SRC" && "${DEBIAN_PG15_BIN}/pg_restore" -j 2 --no-owner -d "$DST" "${archive}"`, { SRC: uri(source, 'many'), DST: uri(target, 'many') }),
+        ),
+      );
+      rmSync(archive, { force: true });
+      await freshTarget(target);
+      const workflowId = `many-${run}-${Date.now()}`;
+      let result: MigrationResult | undefined;
+      times['pgmove offline (validated)']!.push(
+        await timed('pgmove offline (start → validated)', async () => {
+          const handle = await client.workflow.start('migrateDatabase', { taskQueue: 'bench', workflowId, args: [spec] });
+          result = (await handle.result()) as MigrationResult;
+          if (!result.status.validation?.ok) throw new Error(`pgmove validation failed: ${result.status.validation?.summary}`);
+        }),
+      );
+      const equal = JSON.stringify(await manyTablesCensus(target, 'many')) === JSON.stringify(census);
+      const runs = await workflowRunStats(client, workflowId);
+      const largest = runs.reduce((a, b) => (b.largestPayloadBytes > a.largestPayloadBytes ? b : a));
+      details.push(
+        `    run ${run}: ${runs.length} workflow run(s), events per run ${runs.map((r) => r.events).join(' / ')}, largest payload ${(largest.largestPayloadBytes / 1024).toFixed(1)} KB (${largest.largestPayloadAt}); ` +
+          `${result?.status.copyUnits?.units} copy units; target ${equal ? 'equal' : 'DIFFERENT'} by census; phases ${Object.entries(result?.status.timings ?? {}).map(([p, t]) => `${p} ${t?.seconds?.toFixed(1)}s`).join(', ')}`,
+      );
+    }
+    await connection.close();
+    console.log('\nresults (seconds)');
+    const peer = stats(times['pg_dump -Fc + pg_restore -j 2']!).median;
+    for (const [tool, values] of Object.entries(times)) {
+      const s = stats(values);
+      console.log(`  ${tool.padEnd(32)} min ${s.min.toFixed(1)}  median ${s.median.toFixed(1)}  max ${s.max.toFixed(1)}  ×${(s.median / peer).toFixed(2)} of pg_dump + pg_restore`);
+    }
+    console.log(`  pgmove:\n${details.join('\n')}`);
+  } finally {
+    if (workerPid) await stopWorkerProcess({ pid: workerPid }, 'SIGKILL');
+    if (temporalPid) await stopTemporalServer({ pid: temporalPid });
+    for (const cluster of clusters) await stopCluster(cluster);
+    // PGMOVE_KEEP_BENCH_DIR=1 keeps the clusters' data and the worker's log for a look afterwards.
+    if (existsSync(dir) && !process.env.PGMOVE_KEEP_BENCH_DIR) rmSync(dir, { recursive: true, force: true });
+    else console.log(`kept ${dir}`);
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});
