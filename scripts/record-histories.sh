@@ -19,6 +19,8 @@ if [ ${#FILES[@]} -eq 0 ]; then
     test/integration/logical-edges.test.ts       # syncing with continue-as-new, abort while syncing, autoCutover, WAL limit
     test/integration/logical-crash.test.ts       # worker killed in copy, syncing and cutover (retried activities)
     test/integration/cluster-migration.test.ts   # migrateCluster with children, a called-off and a switching cutover
+    test/integration/cluster-abort.test.ts       # cluster abort and cancel awaiting children; parent continued as new while children run
+    test/integration/many-tables.test.ts         # offline copy with the plan on the target, continued as new
     test/integration/privilege-elevation.test.ts # elevation and revert on every ending
     test/aws/dms.test.ts                         # method dms
     test/aws/rds-target.test.ts                  # provisioning, abort with AWS cleanup, cleanupMigration
