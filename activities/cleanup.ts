@@ -65,11 +65,12 @@ export async function resetTarget(client: Client, keepExtensions: string[]): Pro
   statements.push(...schemas.map((s) => `DROP SCHEMA IF EXISTS ${ident(s.nspname)} CASCADE`));
   // In public (kept: its ownership and grants are the server's), drop the objects one by one. An
   // identity column's sequence cannot be dropped on its own (not even with CASCADE): it goes with its table.
+  // (Only sequences: a partitioned table has an internal dependency on itself.)
   const relations = (
     await client.query<{ sql: string }>(
       `SELECT format('DROP %s IF EXISTS public.%I CASCADE', CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, c.relname) AS sql
          FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND ${notExtensionMember('pg_class', 'c.oid')}
-          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass AND d.deptype = 'i')`,
+          AND NOT (c.relkind = 'S' AND EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> c.oid AND d.deptype = 'i'))`,
     )
   ).rows;
   const routines = (
