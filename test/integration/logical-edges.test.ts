@@ -100,7 +100,8 @@ test('abort during syncing: no slot, publication or subscription left; the sourc
   const accessBefore = await databaseAccessState(source, 'app');
   const identitiesBefore = await replicaIdentities(source, 'app');
   const handle = await startMigration(stack, await spec('abort-syncing', sourceDb, { method: 'logical' }));
-  await waitForStatus(handle, 'syncing', (s) => s.phase === 'syncing');
+  // Measured once: the subscription exists, and the copy's unit publications have been dropped.
+  await waitForStatus(handle, 'syncing', (s) => s.phase === 'syncing' && s.replication !== undefined);
   expect(await replicationLeftovers(source, 'app')).toHaveLength(2); // the slot and the publication
   expect(temporal('workflow', 'signal', '--workflow-id', 'abort-syncing', '--name', 'abort', '--input', '{"reason":"changed our mind"}').code).toBe(0);
   const failure = await migrationFailure(handle);
