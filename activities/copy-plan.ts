@@ -1,28 +1,31 @@
 /**
- * Phase 6 (offline) with the plan kept on the target: `storeCopyPlan` plans once and stores the units in
- * `pgmove_scratch` (a retry finds them), returning counts only; `copyPlannedUnit` copies unit N, read
- * from there, and returns totals; `dropCopyPlan` removes the scratch schema when the copy has ended.
- * The workflow's payloads and history stay small whatever the number of tables (README, "Many tables").
+ * Phase 6 with the plan kept on the target: `storeCopyPlan` plans once and stores the units in
+ * `pgmove_scratch` (a retry finds them), returning counts only; offline, `copyPlannedUnit` copies unit N,
+ * read from there, and returns totals; the logical method's `copyStoredPlanAtSlot` copies them all at a
+ * slot's snapshot (copy generations, activities/sync.ts) and returns totals; `dropCopyPlan` removes the
+ * scratch schema when the copy has ended. The workflow's payloads and history stay small whatever the
+ * number of tables (README, "Many tables").
  */
 import { Context } from '@temporalio/activity';
 import type { MigrationSpec } from '../src/spec';
-import type { CopyPlanSummary, PlannedUnitResult } from '../src/model';
+import type { CopyGeneration, CopyPlanSummary, CopyUnitResult, PlannedUnitResult, StoredSlotCopyResult } from '../src/model';
 import { connectionInfo, withClient } from '../src/pg/connect';
-import { dropPlan, loadPlanSummary, loadUnit, markUnitDone, storePlan, summarizePlan } from '../src/pg/copy-plan-store';
+import { dropPlan, loadPlan, loadPlanSummary, loadUnit, markUnitDone, storePlan, summarizePlan } from '../src/pg/copy-plan-store';
 import { stallTimeoutMs } from '../src/stall';
 import { planCopy, runUnit } from './copy';
+import { copyAtSlot } from './sync';
 
 export interface PlanRefInput {
   spec: MigrationSpec;
   migrationId: string;
 }
 
-export async function storeCopyPlan(input: PlanRefInput): Promise<CopyPlanSummary> {
+export async function storeCopyPlan(input: PlanRefInput & { skipUnlogged?: boolean }): Promise<CopyPlanSummary> {
   const target = await connectionInfo(input.spec.target, 'target');
   // Stored once: a retry (or a continued run) copies exactly the units the first plan cut.
   const stored = await withClient(target, 'target', (client) => loadPlanSummary(client, input.migrationId));
   if (stored) return stored;
-  const plan = await planCopy(input.spec);
+  const plan = await planCopy(input.spec, { skipUnlogged: input.skipUnlogged });
   const summary = summarizePlan(plan);
   await withClient(target, 'target', (client) => storePlan(client, input.migrationId, plan, summary));
   return summary;
@@ -50,4 +53,51 @@ export async function copyPlannedUnit(input: PlanRefInput & { index: number }): 
 export async function dropCopyPlan(input: PlanRefInput): Promise<void> {
   const target = await connectionInfo(input.spec.target, 'target');
   await withClient(target, 'target', (client) => dropPlan(client, input.migrationId));
+}
+
+/** Unit ids a generation keeps in the status (the count is kept whole). */
+const GENERATION_UNIT_IDS = 200;
+const SLOWEST_UNITS = 10;
+
+/** The logical method's copy (copyAtSlot) of the plan stored on the target; the result carries totals only. */
+export async function copyStoredPlanAtSlot(input: PlanRefInput): Promise<StoredSlotCopyResult> {
+  const target = await connectionInfo(input.spec.target, 'target');
+  const plan = await withClient(target, 'target', (client) => loadPlan(client, input.migrationId));
+  const copied = await copyAtSlot({ ...input, plan });
+  return summarizeSlotCopy(plan.tables, summarizePlan(plan).largestTables, copied.units, copied.generations);
+}
+
+export function summarizeSlotCopy(
+  tables: Record<string, unknown>,
+  tracked: Record<string, unknown>,
+  units: CopyUnitResult[],
+  generations: CopyGeneration[] | undefined,
+): StoredSlotCopyResult {
+  const largestTables: StoredSlotCopyResult['largestTables'] = {};
+  let rows = 0;
+  let bytes = 0;
+  for (const unit of units) {
+    for (const table of unit.tables) {
+      rows += table.rows;
+      bytes += table.bytes;
+      if (!(table.table in tracked)) continue;
+      const entry = (largestTables[table.table] ??= { rows: 0, bytes: 0, unitsDone: 0 });
+      entry.rows += table.rows;
+      entry.bytes += table.bytes;
+      entry.unitsDone += 1;
+    }
+  }
+  const slowest = [...units]
+    .sort((a, b) => b.seconds - a.seconds)
+    .slice(0, SLOWEST_UNITS)
+    .map((u) => ({ unit: u.unitId, seconds: u.seconds, tables: u.tables.length, rows: u.tables.reduce((n, t) => n + t.rows, 0) }));
+  return {
+    units: units.length,
+    tables: Object.keys(tables).length,
+    rows,
+    bytes,
+    largestTables,
+    slowest,
+    generations: generations?.map((g) => (g.units.length > GENERATION_UNIT_IDS ? { ...g, units: g.units.slice(0, GENERATION_UNIT_IDS), unitCount: g.units.length } : g)),
+  };
 }

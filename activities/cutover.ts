@@ -20,7 +20,7 @@ import { cutoverDecisionQuery, cutoverVoteSignal } from '../workflows/messages';
 import { connect, connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
 import { listTables, type TableInfo } from '../src/pg/catalog';
 import { displayName, ident, qualified } from '../src/pg/sql';
-import { lsnToBigInt, readPublicationRecord, replicationNames, slotState, subscriptionState, writePublicationRecord, type PublicationRecord, type SlotState } from '../src/pg/replication';
+import { knownTablesOf, lsnToBigInt, readPublicationRecord, replicationNames, slotState, subscriptionState, writePublicationRecord, type PublicationRecord, type SlotState } from '../src/pg/replication';
 import { ownSubscriptions } from '../src/pg/generations';
 import { runHook, type HookContext } from '../src/hooks';
 import { startHeartbeat } from '../src/heartbeat';
@@ -35,7 +35,8 @@ import { markTargetSwitching } from '../src/pg/target-marker';
 export interface CutoverInput {
   spec: MigrationSpec;
   migrationId: string;
-  knownTables: string[];
+  /** The tables the migration started with; newer workflows omit it (the publication's record holds them). */
+  knownTables?: string[];
   /** Part of a cluster cutover: vote ready instead of running the switch hook, then obey the decision. */
   coordinated?: CutoverRequest['coordinated'];
 }
@@ -112,7 +113,7 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
     if (spec.cutover.freeze === 'readOnly') await timed('verifyFence', () => verifyFence(source));
     // One catalog read inside the freeze: the drift check, the counts and the unlogged copy share it.
     const tables = await listTables(source, spec);
-    await timed('ddlCheck', () => refuseSchemaDrift(source, target, tables, input.knownTables));
+    await timed('ddlCheck', async () => refuseSchemaDrift(source, target, tables, await knownTablesOf(source, migrationId, input.knownTables)));
     // The frozen source can be counted while the target drains.
     const sourceCounts = spec.cutover.quickValidation ? rowCounts(sourceInfo, 'source', tables, spec.jobs) : undefined;
     sourceCounts?.catch(() => undefined); // awaited below; a failure surfaces there

@@ -3,7 +3,7 @@ export { preflight } from './preflight';
 export { freezeSource, unfreezeSource } from './freeze';
 export { preData } from './pre-data';
 export { planCopy, copyUnit, copyAtSnapshot, copyLargeObjects } from './copy';
-export { storeCopyPlan, copyPlannedUnit, dropCopyPlan } from './copy-plan';
+export { storeCopyPlan, copyPlannedUnit, copyStoredPlanAtSlot, dropCopyPlan } from './copy-plan';
 export { postData } from './post-data';
 export { syncSequences } from './sequences';
 export { validate } from './validate';

@@ -18,6 +18,7 @@ import {
   dropPublication,
   dropSlot,
   dropSubscription,
+  knownTablesOf,
   replicationNames,
   slotState,
   subscriptionConninfo,
@@ -34,12 +35,13 @@ export interface SyncInput {
 }
 
 /** The publication over every replicated table in scope (unlogged tables cannot be published). */
-export async function preparePublication(input: SyncInput): Promise<{ publication: string; tables: number; replicaIdentityFull: string[] }> {
+export async function preparePublication(input: SyncInput): Promise<{ publication: string; tables: number; replicaIdentityFull: string[]; replicaIdentityFullCount: number }> {
   const { spec, migrationId } = input;
   const names = replicationNames(migrationId);
   const info = await connectionInfo(spec.source, 'source');
   return withClient(info, 'source', async (source) => {
-    const tables = (await listTables(source, spec)).filter((t) => !t.unlogged);
+    const inScope = await listTables(source, spec);
+    const tables = inScope.filter((t) => !t.unlogged);
     const lacking = tables.filter((t) => !t.hasReplicaIdentity);
     if (lacking.length && !spec.logical.replicaIdentityFull) {
       throw ApplicationFailure.nonRetryable(
@@ -47,9 +49,11 @@ export async function preparePublication(input: SyncInput): Promise<{ publicatio
         'LogicalNotPossible',
       );
     }
-    const record = await createPublication(source, names.publication, tables, lacking);
+    const record = await createPublication(source, names.publication, tables, lacking, inScope.map(displayName));
     activityLogger('sync').info({ publication: names.publication, tables: tables.length }, 'publication ready');
-    return { publication: names.publication, tables: tables.length, replicaIdentityFull: record.replicaIdentityChanged.map(displayName) };
+    // A bounded list: the result lands in the workflow's history.
+    const changed = record.replicaIdentityChanged.map(displayName);
+    return { publication: names.publication, tables: tables.length, replicaIdentityFull: changed.slice(0, 100), replicaIdentityFullCount: changed.length };
   });
 }
 
@@ -237,8 +241,11 @@ export function subscriptionError(error: unknown, fromTarget: ConnectionInfo): E
 }
 
 export interface StatusInput extends SyncInput {
-  /** The tables the migration started with: others found on the source are new (DDL is not replicated). */
-  knownTables: string[];
+  /**
+   * The tables the migration started with: others found on the source are new (DDL is not replicated).
+   * Omitted by newer workflows: the publication's record on the source holds them (knownTablesOf).
+   */
+  knownTables?: string[];
 }
 
 /** One measurement of the stream (every copy generation's): lag, retained WAL, apply workers, new tables. */
@@ -255,7 +262,7 @@ export async function replicationStatus(input: StatusInput): Promise<Replication
   // Every generation's subscription and slot share a name.
   const [slots, newTables] = await withClient(sourceInfo, 'source', async (source) => [
     await Promise.all(subscriptions.map(async ({ name }) => ({ name, state: await slotState(source, name) }))),
-    await newTablesOnSource(source, spec, input.knownTables),
+    await newTablesOnSource(source, spec, await knownTablesOf(source, migrationId, input.knownTables)),
   ] as const);
   const lost = slots.find(({ state }) => !state || state.walStatus === 'lost');
   if (lost) {

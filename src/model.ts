@@ -142,7 +142,9 @@ export interface CopyUnitResult {
 export interface CopyGeneration {
   generation: number;
   slot: string;
+  /** The units' ids (at most 200 when the plan is stored on the target; `unitCount` then has them all). */
   units: string[];
+  unitCount?: number;
   tables: number;
   rows: number;
   bytes: number;
@@ -165,6 +167,18 @@ export interface CopyPlanSummary {
   largeObjects: number;
   /** The largest tables (bytes, units), whose progress the status shows one by one. */
   largestTables: Record<string, { bytes: number; units: number }>;
+}
+
+/** The logical method's copy of a plan stored on the target, as the workflow records it: totals only. */
+export interface StoredSlotCopyResult {
+  units: number;
+  tables: number;
+  rows: number;
+  bytes: number;
+  /** Rows and bytes of the tables the status tracks one by one (CopyPlanSummary.largestTables). */
+  largestTables: Record<string, { rows: number; bytes: number; unitsDone: number }>;
+  slowest: { unit: string; seconds: number; tables: number; rows: number }[];
+  generations?: CopyGeneration[];
 }
 
 /** A copied unit of a stored plan, as the workflow records it: totals, and the table of a one-table unit. */

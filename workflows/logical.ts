@@ -4,7 +4,7 @@
  * and the cutover itself. A failed cutover resumes syncing with the source unfrozen. Deterministic code
  * only: every measurement and change happens in activities.
  */
-import { ApplicationFailure, CancellationScope, condition, getExternalWorkflowHandle, proxyActivities, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, condition, getExternalWorkflowHandle, patched, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { Duration } from '@temporalio/common';
 import type * as activities from '../activities';
 import type { MigrationSpec } from '../src/spec';
@@ -12,6 +12,8 @@ import { durationMs, formatBytes as mb, sizeBytes as bytes } from '../src/units'
 import { cutoverVoteSignal } from './messages';
 import { errorText } from './error-text';
 import { freezeHeartbeatTimeout } from './phase-activities';
+import { initPlannedProgress, recordStoredPlanCopy } from './offline-copy';
+import { PATCHES } from './patches';
 import type { CopyUnitResult, CutoverAttempt, CutoverRequest, MigrationStatus, Phase, ReplicationState } from '../src/model';
 
 type Acts = ReturnType<typeof proxyActivities<typeof activities>>;
@@ -42,7 +44,7 @@ export interface LogicalContext {
   /** Turns a deferred abort into the workflow's cancellation. */
   abortNow: (reason: string) => void;
   /** Continues syncing in a new run (a short history however long the migration syncs); never returns. */
-  continueSyncing: (knownTables: string[]) => Promise<never>;
+  continueSyncing: (knownTables: string[] | undefined) => Promise<never>;
 }
 
 export function cutoverActivities(spec: MigrationSpec): Pick<LogicalContext['acts'], 'cutover'> {
@@ -63,6 +65,25 @@ export async function runLogical(ctx: LogicalContext): Promise<void> {
   status.cleanupOwed.push('drop the subscription, replication slot and publication');
 
   ctx.enterPhase('copy');
+  if (patched(PATCHES.logicalPlanOnTarget)) {
+    // The plan stays on the target and the tables the migration started with in the publication's
+    // record on the source: no payload grows with the number of tables.
+    const plan = await acts.quick.storeCopyPlan({ ...input, skipUnlogged: true });
+    initPlannedProgress(status, plan);
+    ctx.publish();
+    await acts.quick.preparePublication(input);
+    const copied = await acts.copy.copyStoredPlanAtSlot(input);
+    recordStoredPlanCopy(status, copied);
+    if (copied.generations) status.copyGenerations = copied.generations;
+    ctx.publish();
+    await acts.quick.dropCopyPlan(input);
+    ctx.enterPhase('postData');
+    await acts.postData.postData({ spec, migrationId, binDir: ctx.binDir, walGuard: true });
+    ctx.enterPhase('syncing');
+    await acts.quick.createSubscription(input);
+    await syncUntilCutover(ctx, undefined);
+    return;
+  }
   const plan = await acts.quick.planCopy(spec, { skipUnlogged: true });
   ctx.initProgress(plan);
   ctx.publish();
@@ -82,9 +103,10 @@ export async function runLogical(ctx: LogicalContext): Promise<void> {
 
 /**
  * The syncing loop: measures the stream every statusInterval, serves cutover requests, and continues
- * as a new run when the history grows long (the stream itself lives in PostgreSQL).
+ * as a new run when the history grows long (the stream itself lives in PostgreSQL). `knownTables` is
+ * given by runs that started before the publication's record held it (patch logical-plan-on-target).
  */
-export async function syncUntilCutover(ctx: LogicalContext, knownTables: string[]): Promise<void> {
+export async function syncUntilCutover(ctx: LogicalContext, knownTables: string[] | undefined): Promise<void> {
   const { spec, migrationId, status, acts } = ctx;
   const input = { spec, migrationId };
   const interval = spec.logical.statusInterval as Duration;
@@ -127,7 +149,7 @@ export async function syncUntilCutover(ctx: LogicalContext, knownTables: string[
 }
 
 /** One cutover attempt; true when it switched. A failure before the switch resumes syncing. */
-async function attemptCutover(ctx: LogicalContext, request: CutoverRequest, knownTables: string[]): Promise<boolean> {
+async function attemptCutover(ctx: LogicalContext, request: CutoverRequest, knownTables: string[] | undefined): Promise<boolean> {
   const { spec, migrationId, status, acts } = ctx;
   const attempt: CutoverAttempt = {
     requestedBy: `${request.approvedBy ?? 'operator'}${request.reason ? ` (${request.reason})` : ''}`,

@@ -56,7 +56,8 @@ export interface SyncingResume {
   spec: MigrationSpec;
   status: MigrationStatus;
   binDir: string;
-  knownTables: string[];
+  /** The tables the migration started with; omitted since the publication's record on the source holds them. */
+  knownTables?: string[];
   targetExtensions: string[];
   /** Set when an offline copy continued as new: the copy resumes there (not a syncing run). */
   copy?: CopyResume;

@@ -6,7 +6,7 @@
  * are then exactly those below that index). Deterministic code only.
  */
 import { workflowInfo } from '@temporalio/workflow';
-import type { CopyPlanSummary, MigrationStatus, PlannedUnitResult } from '../src/model';
+import type { CopyPlanSummary, MigrationStatus, PlannedUnitResult, StoredSlotCopyResult } from '../src/model';
 
 /** Where a continued run resumes the copy. */
 export interface CopyResume {
@@ -41,6 +41,23 @@ export function recordPlannedUnit(status: MigrationStatus, result: PlannedUnitRe
   copy.done += 1;
   copy.slowest.push({ unit: result.unitId, seconds: result.seconds, tables: result.tables, rows: result.rows });
   copy.slowest = copy.slowest.sort((a, b) => b.seconds - a.seconds).slice(0, SLOWEST_UNITS);
+}
+
+/** The logical method's copy of the stored plan, all units at once (workflows/logical.ts). */
+export function recordStoredPlanCopy(status: MigrationStatus, result: StoredSlotCopyResult): void {
+  status.totals.rows += result.rows;
+  status.totals.bytes += result.bytes;
+  status.totals.tablesDone = result.tables;
+  for (const [name, copied] of Object.entries(result.largestTables)) {
+    const tracked = status.tables[name];
+    if (!tracked) continue;
+    tracked.rows += copied.rows;
+    tracked.bytes += copied.bytes;
+    tracked.unitsDone += copied.unitsDone;
+    tracked.done = true;
+  }
+  for (const table of Object.values(status.tables)) table.done = true;
+  if (status.copyUnits) Object.assign(status.copyUnits, { done: result.units, slowest: result.slowest });
 }
 
 /**

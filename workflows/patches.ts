@@ -14,4 +14,6 @@ export const PATCHES = {
   readinessChangesOnly: 'readiness-changes-only',
   /** migrateCluster: children outlive a run (ABANDON) and report their end by signal, so the parent continues as new while they run; an abort, cancellation or failure stops every child and waits for its cleanup; the parent's own undo is not cancellable. */
   clusterChildrenCleanUp: 'cluster-children-clean-up',
+  /** Logical method: the copy plan is stored on the target (copyStoredPlanAtSlot) and the tables the migration started with are read from the publication's record, not carried in payloads. */
+  logicalPlanOnTarget: 'logical-plan-on-target',
 } as const;

@@ -9,7 +9,7 @@ const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
  */
 export function copyGenerationsSummary(generations: CopyGeneration[] | undefined): string | undefined {
   if (!generations || generations.length < 2) return undefined;
-  const part = (g: CopyGeneration) => `${g.units.length} unit(s), ${g.tables} table(s), ${g.rows} rows, ${mb(g.bytes)} at generation ${g.generation} (slot ${g.slot})`;
+  const part = (g: CopyGeneration) => `${g.unitCount ?? g.units.length} unit(s), ${g.tables} table(s), ${g.rows} rows, ${mb(g.bytes)} at generation ${g.generation} (slot ${g.slot})`;
   const last = generations[generations.length - 1]!;
   return `kept ${generations.slice(0, -1).map(part).join('; ')}; copied again ${part(last)}`;
 }

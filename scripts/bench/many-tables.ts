@@ -2,7 +2,8 @@
  * Times pgmove's offline migration (start → validated) of N small tables, each with a primary key, an
  * index, a foreign key to its neighbour and 20 rows, against `pg_dump -Fc` followed by
  * `pg_restore -j 2` of the same database, in one run on the same clusters; prints the workflow's runs,
- * events per run and largest payload.
+ * events per run and largest payload. `--method logical` times the online method instead: start →
+ * syncing, then the cutover (requested as soon as it is accepted) → completed and validated.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, chmodSync, rmSync, writeFileSync } from 'node:fs';
@@ -16,11 +17,15 @@ import { startWorkerProcess, stopWorkerProcess } from '../lib/worker-process';
 import { createManyTables, manyTablesCensus } from '../lib/many-tables';
 import { workflowRunStats } from '../lib/history-stats';
 import type { MigrationResult } from '../../workflows/migrate-database';
+import { requestCutoverUpdate, statusQuery } from '../../workflows/messages';
+import { waitFor } from '../lib/ports';
 
 const TABLES = numericOption('tables', 10_000);
 const ROWS = numericOption('rows', 20);
 const JOBS = numericOption('jobs', 2);
 const RUNS = numericOption('runs', 1);
+const METHOD = process.argv.includes('--method') ? process.argv[process.argv.indexOf('--method') + 1] : 'dump';
+if (METHOD !== 'dump' && METHOD !== 'logical') throw new Error(`--method ${METHOD}: dump or logical`);
 
 function shell(command: string, env: NodeJS.ProcessEnv): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -77,10 +82,12 @@ async function main(): Promise<void> {
     const spec = {
       source: { uri: `postgresql://postgres@127.0.0.1:${source.port}/many`, password: passwordFile(source, 'source') },
       target: { uri: `postgresql://postgres@127.0.0.1:${target.port}/many`, password: passwordFile(target, 'target') },
-      method: 'dump' as const,
+      method: METHOD as 'dump' | 'logical',
       jobs: JOBS,
+      cutover: { autoCutover: false },
     };
-    const times: Record<string, number[]> = { 'pg_dump -Fc + pg_restore -j 2': [], 'pgmove offline (validated)': [] };
+    const label = METHOD === 'dump' ? 'pgmove offline (validated)' : 'pgmove online (cut over, validated)';
+    const times: Record<string, number[]> = { 'pg_dump -Fc + pg_restore -j 2': [], [label]: [] };
     const details: string[] = [];
     for (let run = 1; run <= RUNS; run++) {
       console.log(`run ${run}/${RUNS}`);
@@ -95,9 +102,16 @@ async function main(): Promise<void> {
       await freshTarget(target);
       const workflowId = `many-${run}-${Date.now()}`;
       let result: MigrationResult | undefined;
-      times['pgmove offline (validated)']!.push(
-        await timed('pgmove offline (start → validated)', async () => {
+      let syncingAfter = 0;
+      times[label]!.push(
+        await timed(`${label.replace(/ \(.*/, '')} (start → validated)`, async () => {
+          const started = Date.now();
           const handle = await client.workflow.start('migrateDatabase', { taskQueue: 'bench', workflowId, args: [spec] });
+          if (METHOD === 'logical') {
+            await waitFor('syncing', async () => (await handle.query(statusQuery)).replication !== undefined, 3_600_000, 500);
+            syncingAfter = (Date.now() - started) / 1000;
+            await waitFor('the cutover accepted', async () => (await handle.executeUpdate(requestCutoverUpdate, { args: [{ approvedBy: 'bench' }] })).accepted, 600_000, 1000);
+          }
           result = (await handle.result()) as MigrationResult;
           if (!result.status.validation?.ok) throw new Error(`pgmove validation failed: ${result.status.validation?.summary}`);
         }),
@@ -107,7 +121,7 @@ async function main(): Promise<void> {
       const largest = runs.reduce((a, b) => (b.largestPayloadBytes > a.largestPayloadBytes ? b : a));
       details.push(
         `    run ${run}: ${runs.length} workflow run(s), events per run ${runs.map((r) => r.events).join(' / ')}, largest payload ${(largest.largestPayloadBytes / 1024).toFixed(1)} KB (${largest.largestPayloadAt}); ` +
-          `${result?.status.copyUnits?.units} copy units; target ${equal ? 'equal' : 'DIFFERENT'} by census; phases ${Object.entries(result?.status.timings ?? {}).map(([p, t]) => `${p} ${t?.seconds?.toFixed(1)}s`).join(', ')}`,
+          `${result?.status.copyUnits?.units} copy units; ${syncingAfter ? `syncing after ${syncingAfter.toFixed(1)} s; ` : ''}target ${equal ? 'equal' : 'DIFFERENT'} by census; phases ${Object.entries(result?.status.timings ?? {}).map(([p, t]) => `${p} ${t?.seconds?.toFixed(1)}s`).join(', ')}`,
       );
     }
     await connection.close();

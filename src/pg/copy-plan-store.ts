@@ -39,7 +39,9 @@ export async function storePlan(target: Client, migrationId: string, plan: CopyP
   try {
     await target.query(`CREATE SCHEMA IF NOT EXISTS ${SCRATCH_SCHEMA}`);
     await target.query(`COMMENT ON SCHEMA ${SCRATCH_SCHEMA} IS ${literal(`pgmove: copy plan of migration ${migrationId}; dropped when its copy ends`)}`);
-    await target.query(`CREATE TABLE IF NOT EXISTS ${SCRATCH_SCHEMA}.copy_plan (migration_id text PRIMARY KEY, summary jsonb NOT NULL)`);
+    await target.query(`CREATE TABLE IF NOT EXISTS ${SCRATCH_SCHEMA}.copy_plan (migration_id text PRIMARY KEY, summary jsonb NOT NULL, tables jsonb)`);
+    // A plan table made by an older worker (same scratch schema) lacks the column.
+    await target.query(`ALTER TABLE ${SCRATCH_SCHEMA}.copy_plan ADD COLUMN IF NOT EXISTS tables jsonb`);
     await target.query(
       `CREATE TABLE IF NOT EXISTS ${SCRATCH_SCHEMA}.copy_units (
          migration_id text, index integer, unit jsonb NOT NULL, split_table text, done boolean NOT NULL DEFAULT false,
@@ -51,12 +53,20 @@ export async function storePlan(target: Client, migrationId: string, plan: CopyP
          FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS u`,
       [migrationId, JSON.stringify(plan.units)],
     );
-    await target.query(`INSERT INTO ${SCRATCH_SCHEMA}.copy_plan (migration_id, summary) VALUES ($1, $2)`, [migrationId, JSON.stringify(summary)]);
+    await target.query(`INSERT INTO ${SCRATCH_SCHEMA}.copy_plan (migration_id, summary, tables) VALUES ($1, $2, $3)`, [migrationId, JSON.stringify(summary), JSON.stringify(plan.tables)]);
     await target.query('COMMIT');
   } catch (error) {
     await target.query('ROLLBACK').catch(() => undefined);
     throw error;
   }
+}
+
+/** The whole stored plan, for an activity that copies every unit itself (the logical method's copy at a slot). */
+export async function loadPlan(target: Client, migrationId: string): Promise<CopyPlan> {
+  const plan = (await target.query<{ summary: CopyPlanSummary; tables: CopyPlan['tables'] | null }>(`SELECT summary, tables FROM ${SCRATCH_SCHEMA}.copy_plan WHERE migration_id = $1`, [migrationId])).rows[0];
+  if (!plan?.tables) throw new Error(`the copy plan of ${migrationId} is not on the target (${SCRATCH_SCHEMA}.copy_plan was dropped?)`);
+  const units = (await target.query<{ unit: CopyUnit }>(`SELECT unit FROM ${SCRATCH_SCHEMA}.copy_units WHERE migration_id = $1 ORDER BY index`, [migrationId])).rows;
+  return { units: units.map((u) => u.unit), tables: plan.tables, largeObjects: plan.summary.largeObjects };
 }
 
 export async function loadUnit(target: Client, migrationId: string, index: number): Promise<CopyUnit> {

@@ -4,6 +4,7 @@
  * arithmetic. Identifiers are always quoted; the subscription's connection string is built here.
  */
 import { createHash } from 'node:crypto';
+import { ApplicationFailure } from '@temporalio/common';
 import type { Client } from 'pg';
 import type { ReplicationNames } from '../model';
 import { ident, literal, qualified, type TableName } from './sql';
@@ -35,6 +36,13 @@ export interface PublicationRecord {
   switchingAt?: string;
   /** Set once the switch hook has run. */
   switchedAt?: string;
+  /**
+   * The tables the migration started with (display names, unlogged ones included): any other table found
+   * on the source later is new (DDL is not replicated). Kept here rather than in the workflow's payloads,
+   * which would carry 10,000 names at every status interval. Absent in records of older workers, which
+   * pass the list along instead.
+   */
+  knownTables?: string[];
 }
 
 export async function readPublicationRecord(source: Client, publication: string): Promise<PublicationRecord | undefined> {
@@ -65,10 +73,11 @@ export async function createPublication(
   publication: string,
   tables: TableName[],
   needFullIdentity: TableName[],
+  knownTables?: string[],
 ): Promise<PublicationRecord> {
   const existing = await readPublicationRecord(source, publication);
   if (existing) return existing;
-  const record: PublicationRecord = { replicaIdentityChanged: [] };
+  const record: PublicationRecord = { replicaIdentityChanged: [], knownTables };
   await source.query('BEGIN');
   try {
     for (const table of needFullIdentity) {
@@ -229,4 +238,18 @@ export async function dropSubscription(target: Client, subscription: string): Pr
   await target.query(`ALTER SUBSCRIPTION ${name} SET (slot_name = NONE)`);
   await target.query(`DROP SUBSCRIPTION ${name}`);
   return true;
+}
+
+/** The tables the migration started with: as given by an older workflow, else from the publication's record. */
+export async function knownTablesOf(source: Client, migrationId: string, given: string[] | undefined): Promise<string[]> {
+  if (given) return given;
+  const publication = replicationNames(migrationId).publication;
+  const known = (await readPublicationRecord(source, publication))?.knownTables;
+  if (!known) {
+    throw ApplicationFailure.nonRetryable(
+      `the record of publication ${publication} on the source has no list of the migration's tables (the publication is gone, or its comment was changed): new tables cannot be told apart; abort the migration and start it again`,
+      'PublicationRecordMissing',
+    );
+  }
+  return known;
 }

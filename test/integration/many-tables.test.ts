@@ -1,9 +1,10 @@
 /**
- * Issue 13: many tables in one offline migration. 1,500 tables (primary key, index, foreign key to a
+ * Issue 13: many tables in one migration, offline and online. 1,500 tables (primary key, index, foreign key to a
  * neighbour, 20 rows each) into a target whose lock table is far too small for one pre-data
  * transaction (shown first with a plain single-transaction pg_restore), with a short history per run
  * so the copy continues as new. The migration completes, validates, and compares equal; no payload
- * passes 256 KB, and the status stays small.
+ * passes 256 KB, and the status stays small. Online, the same tables sync and cut over with the plan on
+ * the target and the list of tables in the publication's record on the source, not in payloads.
  */
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
@@ -14,6 +15,8 @@ import { workflowRunStats } from '../../scripts/lib/history-stats';
 import { waitFor } from '../../scripts/lib/ports';
 import { statusQuery } from '../../workflows/messages';
 import { renderStatusMarkdown } from '../../workflows/status-markdown';
+import { requestCutoverUpdate } from '../../workflows/messages';
+import { replicationLeftovers, waitForStatus } from '../helpers/online';
 import type { MigrationResult } from '../../workflows/migrate-database';
 
 const TABLES = 1500;
@@ -33,6 +36,7 @@ beforeAll(async () => {
   await createManyTables(source, 'many', TABLES);
   await adminQuery(target, 'postgres', 'CREATE DATABASE many');
   await adminQuery(target, 'postgres', 'CREATE DATABASE control');
+  await adminQuery(target, 'postgres', 'CREATE DATABASE many_online');
 });
 
 afterAll(() => stack.stop());
@@ -101,4 +105,57 @@ test(`${TABLES} tables offline: completes in several runs, validated, equal, sma
   expect(Object.keys(status.tables).length).toBeLessThanOrEqual(25);
   expect(renderStatusMarkdown(status).split('\n').length).toBeLessThan(30);
   console.log(JSON.stringify({ runs, units: status.copyUnits, timings: status.timings }, null, 1));
+});
+
+test(`${TABLES} tables online: syncs and cuts over with writes, equal, small payloads; a table created later is named`, async () => {
+  const id = 'many-tables-online';
+  const handle = await startMigration(stack, {
+    id,
+    source: { uri: `postgresql://postgres@127.0.0.1:${source.port}/many`, password: stack.secretFile('s', source.superuserPassword) },
+    target: { uri: `postgresql://postgres@127.0.0.1:${target.port}/many_online`, password: stack.secretFile('t', target.superuserPassword) },
+    method: 'logical',
+    jobs: 2,
+    copy: { batchSmallTablesUpToMB: 1 },
+    cutover: { autoCutover: false },
+  });
+  const syncing = await waitForStatus(handle, 'syncing', (s) => s.phase === 'syncing' && s.replication !== undefined, 900_000);
+  // The tables the migration started with come from the publication's record: none of them is new.
+  expect(syncing.replication?.newTables).toEqual([]);
+  expect(syncing.totals).toMatchObject({ tables: TABLES, tablesDone: TABLES, rows: TABLES * 20 });
+  expect(await adminQuery(target, 'many_online', `SELECT nspname FROM pg_namespace WHERE nspname = 'pgmove_scratch'`)).toEqual([]);
+
+  // A table created on the source now is not replicated (DDL): the status names it, and only it.
+  await adminQuery(source, 'many', 'CREATE TABLE public.added_later (id integer PRIMARY KEY)');
+  await waitForStatus(handle, 'the new table named', (s) => JSON.stringify(s.replication?.newTables) === JSON.stringify(['public.added_later']));
+  await adminQuery(source, 'many', 'DROP TABLE public.added_later');
+
+  // Writes while syncing reach the target through the stream.
+  await adminQuery(source, 'many', `UPDATE public.${manyTableName(3)} SET name = 'changed while syncing' WHERE id <= 5`);
+  await adminQuery(source, 'many', `INSERT INTO public.${manyTableName(TABLES)} (id, neighbour_id, name) VALUES (21, NULL, 'added while syncing')`);
+  await adminQuery(source, 'many', `DELETE FROM public.${manyTableName(TABLES)} WHERE id = 20`); // no table references the last one
+  await waitForStatus(handle, 'caught up', (s) => s.replication?.newTables.length === 0 && (s.replication?.lagBytes ?? Infinity) < 1024 * 1024);
+  const answer = await waitFor('the cutover accepted', async () => {
+    const reply = await handle.executeUpdate(requestCutoverUpdate, { args: [{ approvedBy: 'many-tables test' }] });
+    return reply.accepted ? reply : undefined;
+  }, 120_000, 1000);
+  expect(answer.accepted).toBe(true);
+  const result = (await handle.result()) as MigrationResult;
+  expect(result.status.phase).toBe('completed');
+  expect(result.status.validation?.ok).toBe(true);
+
+  const census = await manyTablesCensus(source, 'many');
+  expect(census).toMatchObject({ tables: TABLES, rows: TABLES * 20, primary_keys: TABLES });
+  expect(await manyTablesCensus(target, 'many_online')).toEqual(census);
+  for (const i of [2, 3, 777, TABLES]) {
+    const rows = `SELECT json_agg(t ORDER BY id)::text AS rows FROM public.${manyTableName(i)} t`;
+    expect((await adminQuery(target, 'many_online', rows))[0]).toEqual((await adminQuery(source, 'many', rows))[0]);
+  }
+  expect(await adminQuery(target, 'many_online', `SELECT count(*)::int AS n FROM public.${manyTableName(3)} WHERE name = 'changed while syncing'`)).toEqual([{ n: 5 }]);
+  expect(await replicationLeftovers(source, 'many')).toEqual([]);
+  expect(await replicationLeftovers(target, 'many_online')).toEqual([]);
+
+  const runs = await workflowRunStats(stack.client!, id);
+  for (const run of runs) expect(run.largestPayloadBytes).toBeLessThan(256 * 1024);
+  expect(JSON.stringify(result.status).length).toBeLessThan(32 * 1024);
+  console.log(JSON.stringify({ runs, copyUnits: result.status.copyUnits, timings: result.status.timings }, null, 1));
 });
