@@ -67,7 +67,7 @@ export class TestStack {
     const errors: unknown[] = [];
     const attempt = async (fn: () => Promise<void>) => fn().catch((error: unknown) => errors.push(error));
     // Before anything stops: the histories of this file's runs, when recording (npm run record-histories).
-    if (this.client) await attempt(async () => void (await recordHistories(this.client!)));
+    if (this.client && this.temporal) await attempt(async () => void (await recordHistories(this.client!)));
     for (const worker of this.workers) await attempt(() => stopWorkerProcess(worker, 'SIGKILL'));
     await attempt(async () => this.connection?.close());
     if (this.temporal) await attempt(() => stopTemporalServer(this.temporal!));
