@@ -58,15 +58,13 @@ async function rowHashExpression(source: Client, table: TableName): Promise<stri
   ).rows;
   const fields = columns.map((c) => (c.native ? `r.${ident(c.name)}` : `r.${ident(c.name)}::text`));
   const expression = `hash_record_extended(ROW(${fields.join(', ')}), 0)`;
-  await source.query('SAVEPOINT probe');
+  // One round trip (simple-query protocol): at 10,000 tables every round trip per table counts.
   try {
-    await source.query(`SELECT ${expression} FROM ONLY ${qualified(table)} AS r LIMIT 1`);
+    await source.query(`SAVEPOINT probe; SELECT ${expression} FROM ONLY ${qualified(table)} AS r LIMIT 1; RELEASE SAVEPOINT probe`);
     return expression;
   } catch {
-    await source.query('ROLLBACK TO SAVEPOINT probe');
+    await source.query('ROLLBACK TO SAVEPOINT probe; RELEASE SAVEPOINT probe');
     return MD5_ROW_HASH;
-  } finally {
-    await source.query('RELEASE SAVEPOINT probe');
   }
 }
 
@@ -80,7 +78,7 @@ export interface SourceTableChecksum {
 
 /** Normalizes a session's output so row text is identical on both servers (for md5 row hashes). */
 export async function normalizeSession(client: Client): Promise<void> {
-  for (const sql of NORMALIZE_OUTPUT) await client.query(sql);
+  await client.query(NORMALIZE_OUTPUT.join('; '));
 }
 
 async function checksumWith(client: Client, table: TableName, rowHash: string | null): Promise<{ rows: number; checksum: string | null }> {
@@ -91,6 +89,11 @@ async function checksumWith(client: Client, table: TableName, rowHash: string | 
 /** Counts and checksums on the source side (the row hash is decided here, per table). */
 export async function tableChecksums(source: Client, tables: TableName[], withChecksums: boolean): Promise<SourceTableChecksum[]> {
   await normalizeSession(source);
+  return normalizedTableChecksums(source, tables, withChecksums);
+}
+
+/** tableChecksums in a session already normalized (openNormalized): no settings sent again per table. */
+async function normalizedTableChecksums(source: Client, tables: TableName[], withChecksums: boolean): Promise<SourceTableChecksum[]> {
   const results: SourceTableChecksum[] = [];
   for (const table of tables) {
     const rowHash = withChecksums ? await rowHashExpression(source, table) : null;
@@ -141,7 +144,7 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
           const tableStarted = Date.now();
           const known = atSnapshot.get(displayName(table));
           if (!source && !known) watch.track('source', (source = await openNormalized(sourceInfo, 'source')));
-          const s = known ?? (await tableChecksums(source!, [table], spec.validate.checksums))[0]!;
+          const s = known ?? (await normalizedTableChecksums(source!, [table], spec.validate.checksums))[0]!;
           const t = await checksumWith(target, table, s.rowHash);
           results.push({
             table: displayName(table),

@@ -1,0 +1,109 @@
+/**
+ * Validation catches what a copy can get wrong, in a large table on real servers (PostgreSQL 15 → 18):
+ * one changed row, one missing row, one duplicated row (with another row gone, so the counts still
+ * match), and a sequence behind the source. Each tampering is undone before the next, and the clean
+ * pair validates ok before and after.
+ */
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
+import { validate } from '../../activities/validate';
+import { parseSpec } from '../../src/spec';
+import type { ValidationReport } from '../../src/model';
+
+const stack = new TestStack();
+let source: ClusterHandle;
+let target: ClusterHandle;
+const ROWS = 200_000;
+
+const SCHEMA = `
+  CREATE TABLE public.big (id bigint PRIMARY KEY, payload text NOT NULL, amount numeric(12, 2), seen timestamptz);
+  INSERT INTO public.big SELECT g, md5(g::text), g * 1.25, '2026-01-01'::timestamptz + g * interval '1 second' FROM generate_series(1, ${ROWS}) g;
+  CREATE TABLE public.events (kind text, at date);
+  INSERT INTO public.events SELECT 'kind-' || (g % 50), '2026-01-01'::date + (g % 300) FROM generate_series(1, 20000) g;
+  CREATE SEQUENCE public.ticket_seq;
+  SELECT setval('public.ticket_seq', 4242);`;
+
+beforeAll(async () => {
+  source = await stack.startCluster('source15', DEBIAN_PG15_BIN);
+  target = await stack.startCluster('target18', PROJECT_PG18_BIN);
+  for (const cluster of [source, target]) {
+    await adminQuery(cluster, 'postgres', 'CREATE DATABASE shop');
+    await adminQuery(cluster, 'shop', SCHEMA);
+  }
+});
+
+afterAll(() => stack.stop());
+
+async function validateNow(): Promise<ValidationReport> {
+  const spec = parseSpec({
+    source: { uri: `postgresql://postgres@127.0.0.1:${source.port}/shop`, password: stack.secretFile('s', source.superuserPassword) },
+    target: { uri: `postgresql://postgres@127.0.0.1:${target.port}/shop`, password: stack.secretFile('t', target.superuserPassword) },
+    method: 'dump',
+    jobs: 2,
+  });
+  return (await new MockActivityEnvironment().run(validate, { spec })) as ValidationReport;
+}
+
+const failing = (report: ValidationReport) => report.tables.filter((t) => !t.ok).map((t) => t.table);
+
+/** Tampers with the target, validates, then undoes it on the target. */
+async function caught(tamper: string, undo: string): Promise<ValidationReport> {
+  await adminQuery(target, 'shop', tamper);
+  try {
+    return await validateNow();
+  } finally {
+    await adminQuery(target, 'shop', undo);
+  }
+}
+
+test('the untouched copy validates ok', async () => {
+  const report = await validateNow();
+  expect(report.ok).toBe(true);
+  expect(report.rowsChecked ?? report.tables.reduce((n, t) => n + t.sourceRows, 0)).toBe(ROWS + 20000);
+});
+
+test('one changed row in a large table: same count, different checksum', async () => {
+  const report = await caught(`UPDATE public.big SET amount = amount + 0.01 WHERE id = 123457`, `UPDATE public.big SET amount = amount - 0.01 WHERE id = 123457`);
+  expect(report.ok).toBe(false);
+  expect(failing(report)).toEqual(['public.big']);
+  const big = report.tables.find((t) => t.table === 'public.big')!;
+  expect(big.targetRows).toBe(big.sourceRows);
+  expect(big.targetChecksum).not.toBe(big.sourceChecksum);
+});
+
+test('one missing row', async () => {
+  const report = await caught(
+    `CREATE TABLE public.kept AS SELECT * FROM public.big WHERE id = 99999; DELETE FROM public.big WHERE id = 99999`,
+    `INSERT INTO public.big SELECT * FROM public.kept; DROP TABLE public.kept`,
+  );
+  expect(report.ok).toBe(false);
+  expect(failing(report)).toContain('public.big');
+  const big = report.tables.find((t) => t.table === 'public.big')!;
+  expect(big.targetRows).toBe(ROWS - 1);
+});
+
+test('one duplicated row with another gone: equal counts, caught by the checksum', async () => {
+  const report = await caught(
+    `CREATE TABLE public.kept AS SELECT * FROM public.events WHERE ctid = '(0,2)';
+     DELETE FROM public.events WHERE ctid = '(0,2)';
+     INSERT INTO public.events SELECT * FROM public.events WHERE ctid = '(0,1)'`,
+    `DELETE FROM public.events WHERE ctid = (SELECT max(ctid) FROM public.events);
+     INSERT INTO public.events SELECT * FROM public.kept; DROP TABLE public.kept`,
+  );
+  expect(report.ok).toBe(false);
+  const events = report.tables.find((t) => t.table === 'public.events')!;
+  expect(events.ok).toBe(false);
+  expect(events.targetRows).toBe(events.sourceRows);
+  expect(events.targetChecksum).not.toBe(events.sourceChecksum);
+});
+
+test('a sequence behind the source', async () => {
+  const report = await caught(`SELECT setval('public.ticket_seq', 4000)`, `SELECT setval('public.ticket_seq', 4242)`);
+  expect(report.ok).toBe(false);
+  expect(report.sequences.filter((s) => !s.ok).map((s) => s.sequence)).toEqual(['public.ticket_seq']);
+  expect(failing(report)).toEqual([]);
+});
+
+test('undone, the copy validates ok again', async () => {
+  expect((await validateNow()).ok).toBe(true);
+});
