@@ -26,6 +26,9 @@ export function copyOutSql(table: CopyTable, range: CopyUnit['range'], format: '
   return `COPY (SELECT ${columns} FROM ONLY ${qualified(table)} WHERE ${rangePredicate(range)}) TO STDOUT (FORMAT ${format})`;
 }
 
+/** Below this size an empty table is copied into without a TRUNCATE (and so without FREEZE). */
+export const SMALL_TABLE_BYTES = 1 << 20;
+
 export function copyInSql(table: CopyTable, format: 'binary' | 'text', freeze: boolean): string {
   const columnList = table.columns.length > 0 ? ` (${table.columns.map(ident).join(', ')})` : '';
   return `COPY ${qualified(table)}${columnList} FROM STDIN (FORMAT ${format}${freeze ? ', FREEZE' : ''})`;
@@ -58,11 +61,23 @@ export async function copyTable(
     // it to end, so the DELETE/TRUNCATE below sees (and removes) whatever it committed. One round trip
     // (simple-query protocol, so the lock key is a literal): with 10,000 small tables they add up.
     const lockKey = literal(`pgmove:${table.schema}.${table.name}:${range?.lo ?? ''}:${range?.hi ?? ''}`);
-    const clear = range ? `DELETE FROM ONLY ${qualified(table)} WHERE ${rangePredicate(range)}` : `TRUNCATE ONLY ${qualified(table)}`;
-    await target.query(`BEGIN; SELECT pg_advisory_xact_lock(hashtextextended(${lockKey}, 0)); ${clear}`);
+    const lock = `BEGIN; SELECT pg_advisory_xact_lock(hashtextextended(${lockKey}, 0))`;
     // FREEZE writes the rows already frozen (no later anti-wraparound rewrite); it needs the table to be
-    // truncated in this transaction, i.e. whole-table copies only.
-    const inbound = target.query(copyFrom(copyInSql(table, format, !range)));
+    // truncated in this transaction, i.e. whole-table copies only. A small table that is still empty
+    // (the usual case: nothing copied it yet) is neither truncated nor frozen: a TRUNCATE makes new
+    // files for the table, its TOAST table and index, which costs more than the copy of a few rows —
+    // at 10,000 tables, seconds — and the rows of a small table are frozen by a cheap vacuum later.
+    let freeze = !range;
+    if (range) {
+      await target.query(`${lock}; DELETE FROM ONLY ${qualified(table)} WHERE ${rangePredicate(range)}`);
+    } else if (table.bytes < SMALL_TABLE_BYTES) {
+      const results = (await target.query(`${lock}; SELECT EXISTS (SELECT 1 FROM ONLY ${qualified(table)}) AS "hasRows"`)) as unknown as { rows: { hasRows?: boolean }[] }[];
+      if (results.at(-1)?.rows[0]?.hasRows) await target.query(`TRUNCATE ONLY ${qualified(table)}`);
+      else freeze = false;
+    } else {
+      await target.query(`${lock}; TRUNCATE ONLY ${qualified(table)}`);
+    }
+    const inbound = target.query(copyFrom(copyInSql(table, format, freeze)));
     const outbound = source.query(copyTo(copyOutSql(table, range, format)));
     const counter = new Transform({
       transform(chunk: Buffer, _encoding, callback) {
