@@ -8,7 +8,8 @@ import type { MigrationSpec } from '../src/spec';
 import type { TableValidation, ValidationReport } from '../src/model';
 import { connect, connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
 import { listSequences, listTables } from '../src/pg/catalog';
-import { displayName, ident, literal, qualified, type TableName } from '../src/pg/sql';
+import { displayName, literal, type TableName } from '../src/pg/sql';
+import { nextBatch, sourceChecksums, targetChecksums, type SourceTableChecksum } from '../src/pg/table-checksums';
 import { startHeartbeat } from '../src/heartbeat';
 import { StallWatch, stallTimeoutMs } from '../src/stall';
 import { activityLogger } from '../src/log';
@@ -23,83 +24,17 @@ const NORMALIZE_OUTPUT = [
   `SET lc_monetary = 'C'`,
 ];
 
-/**
- * A table's checksum is the sum of a 64-bit hash of each row (order-independent: equal multisets of
- * rows give equal sums), computed inside the database. The row hash is hash_record_extended over the
- * columns, type-aware and without text conversion (PostgreSQL 14+); columns of user-defined types
- * (an enum hashes its OID, which differs between servers) or without a hash function (json, xml,
- * geometric types) enter as their text. If that still fails, 64 bits of md5 of the row's text.
- */
-export function tableChecksumSql(table: TableName, rowHash: string | null): string {
-  const checksum = rowHash === null ? 'NULL::text' : `coalesce(sum((${rowHash})::numeric), 0)::text`;
-  return `SELECT count(*)::bigint AS rows, ${checksum} AS checksum FROM ONLY ${qualified(table)} AS r`;
-}
-
-export const MD5_ROW_HASH = `('x' || substr(md5(r::text), 1, 16))::bit(64)::bigint`;
-
-/** The row-hash expression for a table, decided on the source and used on both sides. */
-async function rowHashExpression(source: Client, table: TableName): Promise<string> {
-  const columns = (
-    await source.query<{ name: string; native: boolean }>(
-      `SELECT a.attname AS name,
-              bt.oid < 16384 AND EXISTS (
-                SELECT 1 FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod
-                 WHERE am.amname = 'hash' AND oc.opcdefault
-                   AND oc.opcintype IN (bt.oid,
-                        CASE WHEN bt.typelem <> 0 AND bt.typlen = -1 THEN 'anyarray'::regtype END,
-                        CASE WHEN bt.typtype = 'r' THEN 'anyrange'::regtype END)) AS native
-         FROM pg_attribute a
-         JOIN pg_type t ON t.oid = a.atttypid
-         JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
-        WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped
-        ORDER BY a.attnum`,
-      [qualified(table)],
-    )
-  ).rows;
-  const fields = columns.map((c) => (c.native ? `r.${ident(c.name)}` : `r.${ident(c.name)}::text`));
-  const expression = `hash_record_extended(ROW(${fields.join(', ')}), 0)`;
-  // One round trip (simple-query protocol): at 10,000 tables every round trip per table counts.
-  try {
-    await source.query(`SAVEPOINT probe; SELECT ${expression} FROM ONLY ${qualified(table)} AS r LIMIT 1; RELEASE SAVEPOINT probe`);
-    return expression;
-  } catch {
-    await source.query('ROLLBACK TO SAVEPOINT probe; RELEASE SAVEPOINT probe');
-    return MD5_ROW_HASH;
-  }
-}
-
-/** A table's row count and checksum on one side, with the row-hash expression used (null: counts only). */
-export interface SourceTableChecksum {
-  table: string;
-  rows: number;
-  checksum: string | null;
-  rowHash: string | null;
-}
+export type { SourceTableChecksum };
 
 /** Normalizes a session's output so row text is identical on both servers (for md5 row hashes). */
 export async function normalizeSession(client: Client): Promise<void> {
   await client.query(NORMALIZE_OUTPUT.join('; '));
 }
 
-async function checksumWith(client: Client, table: TableName, rowHash: string | null): Promise<{ rows: number; checksum: string | null }> {
-  const row = (await client.query<{ rows: string; checksum: string | null }>(tableChecksumSql(table, rowHash))).rows[0];
-  return { rows: Number(row?.rows ?? 0), checksum: row?.checksum ?? null };
-}
-
 /** Counts and checksums on the source side (the row hash is decided here, per table). */
 export async function tableChecksums(source: Client, tables: TableName[], withChecksums: boolean): Promise<SourceTableChecksum[]> {
   await normalizeSession(source);
-  return normalizedTableChecksums(source, tables, withChecksums);
-}
-
-/** tableChecksums in a session already normalized (openNormalized): no settings sent again per table. */
-async function normalizedTableChecksums(source: Client, tables: TableName[], withChecksums: boolean): Promise<SourceTableChecksum[]> {
-  const results: SourceTableChecksum[] = [];
-  for (const table of tables) {
-    const rowHash = withChecksums ? await rowHashExpression(source, table) : null;
-    results.push({ table: displayName(table), rowHash, ...(await checksumWith(source, table, rowHash)) });
-  }
-  return results;
+  return sourceChecksums(source, tables, withChecksums);
 }
 
 export interface ValidateInput {
@@ -134,26 +69,34 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
       watch.track('target', target);
       let inTransaction = 0;
       try {
-        for (let table = queue.shift(); table; table = queue.shift()) {
+        for (let batch = nextBatch(queue); batch.length; batch = nextBatch(queue)) {
           // A transaction keeps a lock on every table it read: renew it before the server's lock table fills.
-          if (++inTransaction > TABLES_PER_TRANSACTION) {
-            inTransaction = 1;
+          inTransaction += batch.length;
+          if (inTransaction > TABLES_PER_TRANSACTION) {
+            inTransaction = batch.length;
             await renewTransaction(target, input.targetSnapshot);
             if (source) await renewTransaction(source);
           }
-          const tableStarted = Date.now();
-          const known = atSnapshot.get(displayName(table));
-          if (!source && !known) watch.track('source', (source = await openNormalized(sourceInfo, 'source')));
-          const s = known ?? (await normalizedTableChecksums(source!, [table], spec.validate.checksums))[0]!;
-          const t = await checksumWith(target, table, s.rowHash);
-          results.push({
-            table: displayName(table),
-            sourceRows: s.rows,
-            targetRows: t.rows,
-            sourceChecksum: s.checksum ?? undefined,
-            targetChecksum: t.checksum ?? undefined,
-            ok: s.rows === t.rows && s.checksum === t.checksum,
-            seconds: (Date.now() - tableStarted) / 1000,
+          const batchStarted = Date.now();
+          const known = new Map(batch.flatMap((t) => (atSnapshot.has(displayName(t)) ? [[displayName(t), atSnapshot.get(displayName(t))!] as const] : [])));
+          if (!source && known.size < batch.length) watch.track('source', (source = await openNormalized(sourceInfo, 'source')));
+          const sourceSide = known.size === batch.length ? [] : await sourceChecksums(source!, batch.filter((t) => !known.has(displayName(t))), spec.validate.checksums);
+          const bySource = new Map([...known, ...sourceSide.map((c) => [c.table, c] as const)]);
+          const ordered = batch.map((t) => bySource.get(displayName(t))!);
+          const targetSide = await targetChecksums(target, batch, ordered.map((c) => c.rowHash));
+          const seconds = (Date.now() - batchStarted) / 1000 / batch.length;
+          batch.forEach((table, i) => {
+            const s = ordered[i]!;
+            const t = targetSide[i]!;
+            results.push({
+              table: displayName(table),
+              sourceRows: s.rows,
+              targetRows: t.rows,
+              sourceChecksum: s.checksum ?? undefined,
+              targetChecksum: t.checksum ?? undefined,
+              ok: s.rows === t.rows && s.checksum === t.checksum,
+              seconds,
+            });
           });
         }
       } finally {

@@ -1,8 +1,9 @@
 /**
  * Validation catches what a copy can get wrong, in a large table on real servers (PostgreSQL 15 → 18):
  * one changed row, one missing row, one duplicated row (with another row gone, so the counts still
- * match), and a sequence behind the source. Each tampering is undone before the next, and the clean
- * pair validates ok before and after.
+ * match), a changed row in one of 30 small tables (checked together in one statement: only that one
+ * is named), and a sequence behind the source. Each tampering is undone before the next, and the
+ * clean pair validates ok before and after.
  */
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
@@ -21,7 +22,11 @@ const SCHEMA = `
   CREATE TABLE public.events (kind text, at date);
   INSERT INTO public.events SELECT 'kind-' || (g % 50), '2026-01-01'::date + (g % 300) FROM generate_series(1, 20000) g;
   CREATE SEQUENCE public.ticket_seq;
-  SELECT setval('public.ticket_seq', 4242);`;
+  SELECT setval('public.ticket_seq', 4242);
+  DO $$ BEGIN FOR i IN 1..30 LOOP
+    EXECUTE format('CREATE TABLE public.%I (id int PRIMARY KEY, note text, tags jsonb)', 'small_' || lpad(i::text, 2, '0'));
+    EXECUTE format('INSERT INTO public.%I SELECT g, md5(g::text), jsonb_build_object(''g'', g) FROM generate_series(1, 50) g', 'small_' || lpad(i::text, 2, '0'));
+  END LOOP; END $$;`;
 
 beforeAll(async () => {
   source = await stack.startCluster('source15', DEBIAN_PG15_BIN);
@@ -59,7 +64,7 @@ async function caught(tamper: string, undo: string): Promise<ValidationReport> {
 test('the untouched copy validates ok', async () => {
   const report = await validateNow();
   expect(report.ok).toBe(true);
-  expect(report.rowsChecked ?? report.tables.reduce((n, t) => n + t.sourceRows, 0)).toBe(ROWS + 20000);
+  expect(report.rowsChecked ?? report.tables.reduce((n, t) => n + t.sourceRows, 0)).toBe(ROWS + 20000 + 30 * 50);
 });
 
 test('one changed row in a large table: same count, different checksum', async () => {
@@ -95,6 +100,13 @@ test('one duplicated row with another gone: equal counts, caught by the checksum
   expect(events.ok).toBe(false);
   expect(events.targetRows).toBe(events.sourceRows);
   expect(events.targetChecksum).not.toBe(events.sourceChecksum);
+});
+
+test('a changed row in one of many small tables checked together: only that table is named', async () => {
+  const report = await caught(`UPDATE public.small_17 SET tags = '{"g": 0}' WHERE id = 7`, `UPDATE public.small_17 SET tags = '{"g": 7}' WHERE id = 7`);
+  expect(report.ok).toBe(false);
+  expect(failing(report)).toEqual(['public.small_17']);
+  expect(report.tables.filter((t) => t.table.startsWith('public.small_') && t.ok)).toHaveLength(29);
 });
 
 test('a sequence behind the source', async () => {
