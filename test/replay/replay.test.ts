@@ -22,7 +22,7 @@ beforeAll(async () => {
 
 test('histories of every workflow path are recorded', () => {
   const workflowTypes = new Set(files.map((name) => workflowTypeOf(name)));
-  for (const type of ['migrateDatabase', 'migrateCluster', 'cleanupMigration', 'unfreezeMigrationSource']) {
+  for (const type of ['migrateDatabase', 'migrateCluster', 'cleanupMigration', 'unfreezeMigrationSource', 'recoverMigration']) {
     expect([...workflowTypes]).toContain(type);
   }
 });
