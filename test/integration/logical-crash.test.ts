@@ -182,9 +182,10 @@ test('killed during the copy at the slot snapshot: units copied before the kill 
   expect(renderStatusMarkdown(result.status)).toMatch(/copy resumed\*\*: kept \d+ unit\(s\).* copied again \d+ unit\(s\)/);
   console.log(`copy generations: ${copyGenerationsSummary(generations)}`);
 
-  // The kill hit the copy: it ran a second attempt (at a new slot).
+  // The kill hit the copy (the activity that copies the plan stored on the target at a slot): it ran a
+  // second attempt, at a new slot.
   const history = await handle.fetchHistory();
-  const copyEvents = history.events!.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'copyAtSlot').map((e) => e.eventId!.toString());
+  const copyEvents = history.events!.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'copyStoredPlanAtSlot').map((e) => e.eventId!.toString());
   const attempts = history.events!.filter((e) => e.activityTaskStartedEventAttributes && copyEvents.includes(e.activityTaskStartedEventAttributes.scheduledEventId!.toString())).map((e) => e.activityTaskStartedEventAttributes!.attempt);
   expect(attempts).toEqual([2]);
 });
