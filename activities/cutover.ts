@@ -113,7 +113,7 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
     else await timed('freeze', () => freezeSource(spec, migrationId));
     if (spec.cutover.freeze === 'readOnly') await timed('verifyFence', () => verifyFence(source));
     // One catalog read inside the freeze: the drift check, the counts and the unlogged copy share it.
-    const tables = await listTables(source, spec);
+    const tables = await listTables(source, spec, { sizes: false });
     await timed('ddlCheck', async () => refuseSchemaDrift(source, target, tables, await knownTablesOf(source, migrationId, input.knownTables)));
     // The frozen source can be counted while the target drains.
     const sourceCounts = spec.cutover.quickValidation ? rowCounts(sourceInfo, 'source', tables, spec.jobs) : undefined;

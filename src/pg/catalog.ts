@@ -87,8 +87,13 @@ export async function partitionsOfNamedTables(client: Client, tables: string[]):
 }
 
 /** Tables holding rows (ordinary tables and leaf partitions), largest first. */
-export async function listTables(client: Client, filter: ObjectFilter): Promise<TableInfo[]> {
+/**
+ * `sizes: false` leaves `bytes` at 0 and orders by name: pg_table_size stats every file of every table
+ * (0.6 s at 10,000 tables), which the cutover, inside the write freeze, does not need.
+ */
+export async function listTables(client: Client, filter: ObjectFilter, options: { sizes?: boolean } = {}): Promise<TableInfo[]> {
   const { sql, params } = filterPredicate(filter);
+  const size = options.sizes === false ? '0' : 'pg_table_size(c.oid)';
   const result = await client.query<{
     schema: string;
     name: string;
@@ -101,7 +106,7 @@ export async function listTables(client: Client, filter: ObjectFilter): Promise<
     split_key: string | null;
   }>(
     `SELECT n.nspname AS schema, c.relname AS name,
-            pg_table_size(c.oid) AS bytes,
+            ${size} AS bytes,
             greatest(c.reltuples, 0)::bigint AS estimated_rows,
             c.relpersistence = 'u' AS unlogged,
             EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'p') AS has_pk,
@@ -122,7 +127,7 @@ export async function listTables(client: Client, filter: ObjectFilter): Promise<
                 AND a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)) AS split_key
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE c.relkind = 'r' AND ${sql}
-      ORDER BY pg_table_size(c.oid) DESC, n.nspname, c.relname`,
+      ORDER BY ${options.sizes === false ? '' : 'pg_table_size(c.oid) DESC, '}n.nspname, c.relname`,
     params,
   );
   return result.rows.map((row) => ({
