@@ -44,6 +44,13 @@ async function freshTarget(target: ClusterHandle): Promise<void> {
   await adminQuery(target, 'postgres', 'CHECKPOINT');
 }
 
+/** The online method's write freeze (fence → target ready) and its steps, in ms. */
+function freezeOf(result: MigrationResult | undefined): string {
+  const cutover = result?.status.cutovers?.at(-1);
+  if (!cutover?.freezeToReadyMs) return '';
+  return `freeze ${cutover.freezeToReadyMs} ms (${Object.entries(cutover.steps ?? {}).map(([step, ms]) => `${step} ${ms}`).join(', ')}); `;
+}
+
 async function timed(label: string, fn: () => Promise<void>): Promise<number> {
   const started = process.hrtime.bigint();
   await fn();
@@ -121,7 +128,7 @@ async function main(): Promise<void> {
       const largest = runs.reduce((a, b) => (b.largestPayloadBytes > a.largestPayloadBytes ? b : a));
       details.push(
         `    run ${run}: ${runs.length} workflow run(s), events per run ${runs.map((r) => r.events).join(' / ')}, largest payload ${(largest.largestPayloadBytes / 1024).toFixed(1)} KB (${largest.largestPayloadAt}); ` +
-          `${result?.status.copyUnits?.units} copy units; ${syncingAfter ? `syncing after ${syncingAfter.toFixed(1)} s; ` : ''}target ${equal ? 'equal' : 'DIFFERENT'} by census; phases ${Object.entries(result?.status.timings ?? {}).map(([p, t]) => `${p} ${t?.seconds?.toFixed(1)}s`).join(', ')}`,
+          `${result?.status.copyUnits?.units} copy units; ${syncingAfter ? `syncing after ${syncingAfter.toFixed(1)} s; ` : ''}${freezeOf(result)}target ${equal ? 'equal' : 'DIFFERENT'} by census; phases ${Object.entries(result?.status.timings ?? {}).map(([p, t]) => `${p} ${t?.seconds?.toFixed(1)}s`).join(', ')}`,
       );
     }
     await connection.close();
