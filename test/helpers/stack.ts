@@ -26,6 +26,8 @@ export class TestStack {
   readonly dir = makeTestDir();
   readonly taskQueue = `pgmove-test-${process.pid}-${Date.now()}`;
   temporal?: TemporalServerHandle;
+  /** Set by a test that stopped the Temporal server itself (deploy.test.ts). */
+  temporalStopped = false;
   connection?: Connection;
   client?: TemporalClient;
   readonly clusters: ClusterHandle[] = [];
@@ -67,7 +69,7 @@ export class TestStack {
     const errors: unknown[] = [];
     const attempt = async (fn: () => Promise<void>) => fn().catch((error: unknown) => errors.push(error));
     // Before anything stops: the histories of this file's runs, when recording (npm run record-histories).
-    if (this.client && this.temporal) await attempt(async () => void (await recordHistories(this.client!)));
+    if (this.client && !this.temporalStopped) await attempt(async () => void (await recordHistories(this.client!)));
     for (const worker of this.workers) await attempt(() => stopWorkerProcess(worker, 'SIGKILL'));
     await attempt(async () => this.connection?.close());
     if (this.temporal) await attempt(() => stopTemporalServer(this.temporal!));
