@@ -29,6 +29,19 @@ export interface TemporalServerHandle {
 }
 
 export async function startTemporalServer(options: { dbFile?: string; port?: number; uiPort?: number; headless?: boolean; logFile: string }): Promise<TemporalServerHandle> {
+  // It is ready in about a second. One that exits first (a port taken between choosing and binding
+  // it) or is not ready within 40 s is stopped and started again on other ports, three times at most.
+  for (let attempt = 1; ; attempt++) {
+    const started = await startOnce(options).catch((error: unknown) => ({ error }));
+    if ('handle' in started && started.handle) return started.handle;
+    if (attempt >= 3 || options.port !== undefined) {
+      const why = 'error' in started ? String(started.error) : `it exited with code ${started.exitCode}`;
+      throw new Error(`the Temporal dev server did not become ready in ${attempt} attempt(s) (${why}); see ${options.logFile}`);
+    }
+  }
+}
+
+async function startOnce(options: { dbFile?: string; port?: number; uiPort?: number; headless?: boolean; logFile: string }): Promise<{ handle?: TemporalServerHandle; exitCode?: number | null }> {
   const port = options.port ?? (await freePort());
   const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(port), '--log-level', 'warn', '--search-attribute', 'MigrationPhase=Keyword'];
   if (options.dbFile) args.push('--db-filename', options.dbFile);
@@ -43,22 +56,26 @@ export async function startTemporalServer(options: { dbFile?: string; port?: num
   const log = openSync(options.logFile, 'a');
   const child = spawn(temporalCli(), args, { detached: true, stdio: ['ignore', log, log] });
   child.unref();
+  let exited: { code: number | null } | undefined;
+  child.on('exit', (code) => (exited = { code }));
   const handle = { pid: child.pid!, address: `127.0.0.1:${port}`, port, uiPort };
   try {
-    await waitFor('the Temporal dev server', async () => {
+    const ready = await waitFor('the Temporal dev server', async () => {
+      if (exited) return 'exited' as const;
       const connection = await Connection.connect({ address: handle.address, connectTimeout: 1000 });
       try {
         await connection.workflowService.getSystemInfo({});
-        return true;
+        return 'ready' as const;
       } finally {
         await connection.close();
       }
-    }, 120_000, 250);
+    }, 40_000, 250);
+    if (ready === 'exited') return { exitCode: exited?.code };
   } catch (error) {
     await stopPid(handle.pid);
     throw error;
   }
-  return handle;
+  return { handle };
 }
 
 export async function stopTemporalServer(handle: Pick<TemporalServerHandle, 'pid'>): Promise<void> {
