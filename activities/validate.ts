@@ -9,7 +9,7 @@ import type { TableValidation, ValidationReport } from '../src/model';
 import { connect, connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
 import { listSequences, listTables } from '../src/pg/catalog';
 import { displayName, literal, type TableName } from '../src/pg/sql';
-import { nextBatch, sourceChecksums, targetChecksums, type SourceTableChecksum } from '../src/pg/table-checksums';
+import { checksumsWith, nextBatch, sourceChecksums, type SourceTableChecksum } from '../src/pg/table-checksums';
 import { startHeartbeat } from '../src/heartbeat';
 import { StallWatch, stallTimeoutMs } from '../src/stall';
 import { activityLogger } from '../src/log';
@@ -83,7 +83,7 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
           const sourceSide = known.size === batch.length ? [] : await sourceChecksums(source!, batch.filter((t) => !known.has(displayName(t))), spec.validate.checksums);
           const bySource = new Map([...known, ...sourceSide.map((c) => [c.table, c] as const)]);
           const ordered = batch.map((t) => bySource.get(displayName(t))!);
-          const targetSide = await targetChecksums(target, batch, ordered.map((c) => c.rowHash));
+          const targetSide = await checksumsWith(target, batch, ordered.map((c) => c.rowHash));
           const seconds = (Date.now() - batchStarted) / 1000 / batch.length;
           batch.forEach((table, i) => {
             const s = ordered[i]!;

@@ -54,7 +54,6 @@ export function recordStoredPlanCopy(status: MigrationStatus, result: StoredSlot
     tracked.rows += copied.rows;
     tracked.bytes += copied.bytes;
     tracked.unitsDone += copied.unitsDone;
-    tracked.done = true;
   }
   for (const table of Object.values(status.tables)) table.done = true;
   if (status.copyUnits) Object.assign(status.copyUnits, { done: result.units, slowest: result.slowest });

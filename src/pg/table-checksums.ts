@@ -88,8 +88,8 @@ async function rowHashExpressions(source: Client, tables: TableName[]): Promise<
   return decided;
 }
 
-/** Counts and checksums of the tables in one statement; `rowHashes[i]` null means count only. */
-async function checksumsWith(client: Client, tables: TableName[], rowHashes: (string | null)[]): Promise<{ rows: number; checksum: string | null }[]> {
+/** Counts and checksums of the tables in one statement (the target side uses the source's row hashes); `rowHashes[i]` null means count only. */
+export async function checksumsWith(client: Client, tables: TableName[], rowHashes: (string | null)[]): Promise<{ rows: number; checksum: string | null }[]> {
   const sql = tables
     .map((table, i) => `SELECT ${i} AS i, count(*)::bigint AS rows, ${checksumExpression(rowHashes[i] ?? null)} AS checksum FROM ONLY ${qualified(table)} AS r`)
     .join('\nUNION ALL\n');
@@ -107,9 +107,4 @@ export async function sourceChecksums(source: Client, tables: TableName[], withC
     batch.forEach((table, i) => results.push({ table: displayName(table), rowHash: rowHashes[i]!, ...counted[i]! }));
   }
   return results;
-}
-
-/** The target side of a batch, with the source's row-hash expressions. */
-export async function targetChecksums(target: Client, tables: TableName[], rowHashes: (string | null)[]): Promise<{ rows: number; checksum: string | null }[]> {
-  return checksumsWith(target, tables, rowHashes);
 }
