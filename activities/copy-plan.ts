@@ -9,7 +9,10 @@
 import { Context } from '@temporalio/activity';
 import type { MigrationSpec } from '../src/spec';
 import type { CopyGeneration, CopyPlanSummary, CopyUnitResult, PlannedUnitResult, StoredSlotCopyResult } from '../src/model';
-import { connectionInfo, withClient } from '../src/pg/connect';
+import { connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
+import { buildEarlyIndexes } from '../src/pg/table-indexes';
+import type { TableName } from '../src/pg/sql';
+import { startHeartbeat } from '../src/heartbeat';
 import { dropPlan, loadPlan, loadPlanSummary, loadUnit, markUnitDone, storePlan, summarizePlan } from '../src/pg/copy-plan-store';
 import { stallTimeoutMs } from '../src/stall';
 import { planCopy, runUnit } from './copy';
@@ -38,6 +41,8 @@ export async function copyPlannedUnit(input: PlanRefInput & { index: number }): 
   const unit = await withClient(targetInfo, 'target', (client) => loadUnit(client, input.migrationId, input.index));
   const result = await runUnit(unit, sourceInfo, targetInfo, undefined, previous?.completedTables ?? [], undefined, undefined, stallTimeoutMs(input.spec));
   const tablesDone = await withClient(targetInfo, 'target', (client) => markUnitDone(client, input.migrationId, input.index, unit));
+  // The tables this unit completed get their indexes now, while the other lanes copy (post-data skips them).
+  const indexesBuilt = tablesDone > 0 && input.spec.copy.indexesDuringCopy ? await buildIndexesOf(unit.tables, sourceInfo, targetInfo, result.tables) : 0;
   return {
     unitId: result.unitId,
     index: input.index,
@@ -47,7 +52,21 @@ export async function copyPlannedUnit(input: PlanRefInput & { index: number }): 
     rows: result.tables.reduce((n, t) => n + t.rows, 0),
     bytes: result.tables.reduce((n, t) => n + t.bytes, 0),
     table: unit.tables.length === 1 ? result.tables[0] : undefined,
+    indexesBuilt,
   };
+}
+
+/** Builds the early indexes of copied tables, heartbeating the table at work and the unit's copy checkpoint. */
+async function buildIndexesOf(tables: TableName[], sourceInfo: ConnectionInfo, targetInfo: ConnectionInfo, completedTables: CopyUnitResult['tables']): Promise<number> {
+  let building = '';
+  const heartbeat = startHeartbeat(() => ({ step: 'building indexes', index: building, completedTables }));
+  try {
+    return await withClient(sourceInfo, 'source', (source) =>
+      withClient(targetInfo, 'target', (target) => buildEarlyIndexes(source, target, tables, (index) => (building = `${index.schema}.${index.name}`))),
+    );
+  } finally {
+    heartbeat.stop();
+  }
 }
 
 export async function dropCopyPlan(input: PlanRefInput): Promise<void> {

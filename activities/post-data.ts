@@ -16,6 +16,7 @@ import { connectionInfo, withClient, type ConnectionInfo } from '../src/pg/conne
 import { countLargeObjects } from '../src/pg/catalog';
 import { dumpSection, listArchive, restoreArchive, workDir } from '../src/pg/dump';
 import { entriesMissingOnTarget } from '../src/pg/post-data-resume';
+import { builtEarly } from '../src/pg/table-indexes';
 import { ident } from '../src/pg/sql';
 import { readDatabaseSettings, settingValueSql } from '../src/pg/database-settings';
 import { startHeartbeat } from '../src/heartbeat';
@@ -55,12 +56,15 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
     // The logical method's own publications are on the source meanwhile: they are not the source's schema.
     const ownPublication = new RegExp(`\\b${replicationNames(input.migrationId).publication}(_u[0-9]+)?\\b`);
     const entries = (await listArchive(input.binDir, archive)).filter((e) => !ownPublication.test(e.line));
-    let pending = entries;
+    // Indexes and key constraints the offline copy built as each table finished (src/pg/table-indexes.ts).
+    progress.step = 'finding the indexes built during the copy';
+    const early = await withClient(source, 'source', (s) => withClient(target, 'target', (t) => builtEarly(entries, s, t)));
+    let pending = entries.filter((e) => !early.has(e.dumpId));
     if (Context.current().info.attempt > 1) {
       progress.step = 'waiting for the previous attempt\'s statements to end';
       await endPreviousRestore(target, applicationName, signal);
       progress.step = 'comparing with the target';
-      pending = await withClient(source, 'source', (s) => withClient(target, 'target', (t) => entriesMissingOnTarget(entries, s, t)));
+      pending = await withClient(source, 'source', (s) => withClient(target, 'target', (t) => entriesMissingOnTarget(pending, s, t)));
     }
     progress.step = 'building indexes and constraints';
     progress.total = pending.length;
@@ -84,7 +88,7 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
     }
     progress.done = pending.length;
     const settings = await copyDatabaseSettings(source, target);
-    log.info({ objects: pending.length, skipped: entries.length - pending.length, settings }, 'post-data applied');
+    log.info({ objects: pending.length, builtDuringCopy: early.size, skipped: entries.length - pending.length - early.size, settings }, 'post-data applied');
     return { objects: pending.length, skipped: entries.length - pending.length, seconds: (Date.now() - started) / 1000 };
   } catch (error) {
     throw guardFailure ?? watch.failure ?? error;

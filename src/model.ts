@@ -193,6 +193,8 @@ export interface PlannedUnitResult {
   bytes: number;
   /** One-table units (a large table, or a key range of one): its name and counts. */
   table?: { table: string; rows: number; bytes: number };
+  /** Indexes and key constraints built right after the copy (src/pg/table-indexes.ts); absent from older workers. */
+  indexesBuilt?: number;
 }
 
 /** What the freeze changed on the source, so it can be undone exactly (also after a crash). */
@@ -274,7 +276,14 @@ export interface MigrationStatus {
   errors: string[];
   abortReason?: string;
   /** Offline copy of a plan stored on the target: units done, workflow runs, and the slowest units. */
-  copyUnits?: { units: number; done: number; runs: number; slowest: { unit: string; seconds: number; tables: number; rows: number }[] };
+  copyUnits?: {
+    units: number;
+    done: number;
+    runs: number;
+    slowest: { unit: string; seconds: number; tables: number; rows: number }[];
+    /** Indexes and key constraints built as their tables finished copying (offline). */
+    indexesBuilt?: number;
+  };
   /** What cleanup still has to undo (e.g. "unfreeze source"). */
   cleanupOwed: string[];
   /** Compensations that failed (each ran on its own), with the command that finishes each by hand. */

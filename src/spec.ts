@@ -140,9 +140,11 @@ export const specSchema = z
         batchSmallTablesUpToMB: z.number().int().min(1).default(64),
         /** The offline copy continues as a new workflow run after this many history events (Temporal's limit is 51,200). */
         historyEventsPerRun: z.number().int().min(100).max(40_000).default(10_000),
+        /** Offline: build a table's plain indexes and key constraints as soon as its copy ends, while others copy. */
+        indexesDuringCopy: z.boolean().default(true),
       })
       .strict()
-      .default({ splitTablesLargerThanMB: 256, batchSmallTablesUpToMB: 64, historyEventsPerRun: 10_000 }),
+      .default({ splitTablesLargerThanMB: 256, batchSmallTablesUpToMB: 64, historyEventsPerRun: 10_000, indexesDuringCopy: true }),
     validate: z
       .object({ checksums: z.boolean().default(true) })
       .strict()

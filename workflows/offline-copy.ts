@@ -39,6 +39,7 @@ export function recordPlannedUnit(status: MigrationStatus, result: PlannedUnitRe
   const copy = status.copyUnits;
   if (!copy) return;
   copy.done += 1;
+  if (result.indexesBuilt) copy.indexesBuilt = (copy.indexesBuilt ?? 0) + result.indexesBuilt;
   copy.slowest.push({ unit: result.unitId, seconds: result.seconds, tables: result.tables, rows: result.rows });
   copy.slowest = copy.slowest.sort((a, b) => b.seconds - a.seconds).slice(0, SLOWEST_UNITS);
 }

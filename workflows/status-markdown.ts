@@ -32,7 +32,7 @@ export function renderStatusMarkdown(status: MigrationStatus): string {
   }
   const c = status.copyUnits;
   if (c) {
-    lines.push(`- **copy units**: ${c.done}/${c.units} done in ${c.runs} workflow run(s)`);
+    lines.push(`- **copy units**: ${c.done}/${c.units} done in ${c.runs} workflow run(s)${c.indexesBuilt ? `, ${c.indexesBuilt} indexes built as their tables finished` : ''}`);
     if (c.slowest.length) lines.push(`- **slowest units**: ${c.slowest.slice(0, 3).map((u) => `${u.unit} ${u.seconds.toFixed(1)}s`).join(', ')}`);
   }
   const generations = copyGenerationsSummary(status.copyGenerations);

@@ -134,6 +134,8 @@ test('a worker killed twice during post-data: every post-data object on the targ
     method: 'dump',
     target: { uri: `postgresql://postgres@127.0.0.1:${target.port}/postdb`, password: stack.secretFile('t', target.superuserPassword) },
     jobs: 2,
+    // Every index in post-data (none built during the copy): the kills land among its index builds.
+    copy: { indexesDuringCopy: false },
     timeouts: { heartbeat: '5s' },
   });
   await waitFor('phase postData', async () => ((await handle.query(statusQuery)).phase === 'postData' ? true : undefined), 300_000, 50);
