@@ -1,52 +1,36 @@
 /**
  * Phase 2, elevatePrivileges (the "privilege hack"): when the migration role lacks what the method
- * needs and the spec allows it, pgmove backs up pg_hba.conf next to itself, puts a `local` trust line
- * for one role (the bootstrap superuser) over the unix socket at its top, reloads, and grants the
- * migration role the least that works — then undoes all of it in cleanup (`revertPrivileges`).
+ * needs and the spec allows it, pgmove puts a `local` trust line for one role (the bootstrap superuser)
+ * over the unix socket at the top of pg_hba.conf, reloads, grants the migration role the least that
+ * works, and takes the line out again at once (reload) — then undoes the grants in cleanup
+ * (`revertPrivileges`), again with the line only in place while it revokes (activities/elevation-server.ts).
  *
- * Durable record: before anything changes, a state file next to pg_hba.conf records the plan and the
- * role's former attributes; the backup's presence says pg_hba.conf may be modified. A crash anywhere
- * (also between the file edit and the activity's completion) is undone by the revert, which works from
- * the server-side record alone. Both activities are idempotent.
+ * Durable record: before anything changes, a state file next to pg_hba.conf records the plan and what
+ * the role had before (attributes, memberships and how it inherited them); the workflow keeps the same
+ * record. The revert works from the server-side record alone (a crash between the grant and the
+ * activity's completion is undone too), or from the workflow's record when the file is gone, and takes
+ * back only what pgmove added. Both activities are idempotent.
  */
 import type { Client } from 'pg';
 import { ApplicationFailure } from '@temporalio/common';
 import { Context } from '@temporalio/activity';
 import type { MigrationSpecInput } from '../src/spec';
-import type { ElevationRecord, PrivilegeElevationSpec } from '../src/elevation-spec';
+import type { ElevationRecord } from '../src/elevation-spec';
 import { validateSpec } from './preflight';
 import { connect, connectionInfo, type ConnectionInfo } from '../src/pg/connect';
-import { createBackend, type ExecBackend } from '../src/exec-backend';
-import { locateServer, type ServerLocation } from '../src/pg/server-location';
-import { bootstrapSuperuser, grantStatements, hasNeeds, privilegeNeeds, revertStatements, roleAttributes, type RoleAttributes } from '../src/pg/privilege-needs';
+import { createBackend } from '../src/exec-backend';
+import { locateServer } from '../src/pg/server-location';
+import { bootstrapSuperuser, grantStatements, hasNeeds, membershipsOf, privilegeNeeds, revertStatements, roleAttributes, serverMajor, type MembershipBefore, type RoleAttributes } from '../src/pg/privilege-needs';
 import { activityLogger } from '../src/log';
 import { assertSafeMigrationId } from '../src/migration-id';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { activeStates, closeTrustWindow, files, inTrustWindow, readState, trustLine, writeState, type ElevationState, type TrustWindow } from './elevation-server';
 
 export interface ElevationInput {
   spec: MigrationSpecInput;
   migrationId: string;
+  /** The workflow's own record of the elevation: the revert falls back on it when the state file is gone. */
+  record?: ElevationRecord;
 }
-
-/** Kept next to pg_hba.conf while elevated; never holds a secret. */
-interface ElevationState {
-  migrationId: string;
-  role: string;
-  superuser: string;
-  database: string;
-  hbaFile: string;
-  backupFile: string;
-  attributesBefore: RoleAttributes;
-  attributesSet: string[];
-  membershipsGranted: string[];
-  roleRestored?: boolean;
-}
-
-const files = (hbaFile: string, unchecked: string, migrationId = assertSafeMigrationId(unchecked)) => ({
-  backupFile: `${hbaFile}.pgmove-${migrationId}.bak`,
-  stateFile: `${hbaFile}.pgmove-${migrationId}.json`,
-  marker: `# pgmove ${migrationId}: temporary trust for the privilege elevation, removed when the migration ends`,
-});
 
 export async function elevatePrivileges(input: ElevationInput): Promise<ElevationRecord> {
   assertSafeMigrationId(input.migrationId);
@@ -57,7 +41,7 @@ export async function elevatePrivileges(input: ElevationInput): Promise<Elevatio
   const client = await connect(info, 'source', { classify: true });
   try {
     const needs = await privilegeNeeds(client, spec);
-    const base: ElevationRecord = { elevated: false, reason: '', role: needs.role, attributesSet: [], membershipsGranted: [], statements: grantStatements(needs.role, needs.attributes, needs.memberships) };
+    const base: ElevationRecord = { elevated: false, reason: '', role: needs.role, attributesSet: [], membershipsGranted: [], statements: grantStatements(needs.role, needs.attributes, needs.memberships, needs.major) };
     if (!elevation.allow) {
       if (!hasNeeds(needs)) return { ...base, reason: `${needs.role} already has what the ${spec.method} method needs` };
       throw ApplicationFailure.create({
@@ -81,6 +65,18 @@ export async function elevatePrivileges(input: ElevationInput): Promise<Elevatio
       const memberships = [...new Set([...needs.memberships, ...others.flatMap((o) => o.membershipsGranted)])];
       if (attributes.length + memberships.length === 0) return { ...base, reason: `${needs.role} already has what the ${spec.method} method needs; nothing changed` };
       if (spec.dryRun) return { ...base, reason: `dry run: would grant ${base.statements.join(' ')} via ${backend.description}` };
+      // What the role had before: what another elevation already granted counts as that one's record says.
+      const own = { attributes: await roleAttributes(client, needs.role), memberships: await membershipsOf(client, needs.role, memberships) };
+      const beforeOf = <T>(granted: (o: ElevationState) => boolean, pick: (o: ElevationState) => T | undefined, fallback: T): T => {
+        const holder = others.find((o) => granted(o) && pick(o) !== undefined);
+        return holder ? pick(holder)! : fallback;
+      };
+      const attributesBefore = Object.fromEntries(
+        (Object.keys(own.attributes) as (keyof RoleAttributes)[]).map((key) => [key, beforeOf((o) => o.attributesSet.includes(key.toUpperCase()), (o) => o.attributesBefore[key], own.attributes[key])]),
+      ) as unknown as RoleAttributes;
+      const membershipsBefore: Record<string, MembershipBefore> = Object.fromEntries(
+        memberships.map((m) => [m, beforeOf((o) => o.membershipsGranted.includes(m), (o) => o.membershipsBefore?.[m], own.memberships[m] ?? { member: false })]),
+      );
       state = {
         migrationId: input.migrationId,
         role: needs.role,
@@ -88,34 +84,30 @@ export async function elevatePrivileges(input: ElevationInput): Promise<Elevatio
         database: info.database,
         hbaFile: server.hbaFile,
         backupFile: paths.backupFile,
-        attributesBefore: others[0]?.attributesBefore ?? (await roleAttributes(client, needs.role)),
+        attributesBefore,
+        membershipsBefore,
         attributesSet: attributes,
         membershipsGranted: memberships,
       };
       trustLine(state); // names pg_hba.conf cannot hold are refused before anything is written
       await writeState(backend, paths.stateFile, state, signal);
     }
-    // The backup is taken once: a retry must never overwrite the original with the modified file.
-    await backend.run(['sh', '-c', '[ -e "$2" ] || { cp -p "$1" "$2.tmp" && mv "$2.tmp" "$2"; }', 'sh', server.hbaFile, paths.backupFile], { as: 'server', signal });
-    const hba = (await backend.run(['cat', server.hbaFile], { as: 'server', signal })).stdout;
-    if (!hba.includes(paths.marker)) {
-      await backend.run(['sh', '-c', '{ printf "%s\\n" "$3" "$4"; cat "$2"; } > "$1"', 'sh', server.hbaFile, paths.backupFile, paths.marker, trustLine(state)], { as: 'server', signal });
-    }
-    await reload(backend, server, info, signal);
-    await socketSql(backend, elevation, server, state, grantStatements(state.role, state.attributesSet, state.membershipsGranted).join(' '), signal);
+    const window: TrustWindow = { backend, elevation, server, info, paths, state, signal };
+    await inTrustWindow(window, grantStatements(state.role, state.attributesSet, state.membershipsGranted, needs.major).join(' '));
     const after = await privilegeNeeds(client, spec);
     if (hasNeeds(after)) throw new Error(`the elevation did not take effect: ${after.reasons.join('; ')}`);
-    log.info({ role: state.role, attributes: state.attributesSet, memberships: state.membershipsGranted, hbaFile: server.hbaFile }, 'privileges elevated');
-    return recordOf(state, paths.stateFile, server.osUser, `${needs.reasons.join('; ') || 'resumed'}; granted through ${backend.description}`);
+    log.info({ role: state.role, attributes: state.attributesSet, memberships: state.membershipsGranted, hbaFile: server.hbaFile }, 'privileges elevated; trust line taken out again');
+    return recordOf(state, paths.stateFile, server.osUser, `${needs.reasons.join('; ') || 'resumed'}; granted through ${backend.description}`, needs.major);
   } finally {
     await client.end().catch(() => undefined);
   }
 }
 
 /**
- * Undoes the elevation: the role's attributes and memberships first (over the socket, while the trust
- * line is still there), then pg_hba.conf byte-identical from the backup, reload, backup and state
- * removed. With nothing recorded on the server it does nothing, so a second revert is a no-op.
+ * Undoes the elevation: what pgmove added to the role's attributes and memberships is taken back (over
+ * the socket, with the trust line in place only meanwhile), pgmove's line is out of pg_hba.conf, the
+ * state file removed. With nothing recorded — no state file, no record from the workflow — it does
+ * nothing, so a second revert is a no-op.
  */
 export async function revertPrivileges(input: ElevationInput): Promise<ElevationRecord | undefined> {
   // An id that cannot name pgmove's files was refused by the elevation too: nothing to revert, and no retry helps.
@@ -141,44 +133,46 @@ async function revertOnce(input: ElevationInput): Promise<ElevationRecord | unde
     const backend = createBackend(elevation);
     const server = await locateServer(backend, client, elevation, info.port, signal);
     const paths = files(server.hbaFile, input.migrationId);
-    const state = await readState(backend, paths.stateFile, signal);
+    const recorded = await readState(backend, paths.stateFile, signal);
+    // Without the file (e.g. a pod restart wiped it) the workflow's own record says what was granted.
+    const state = recorded ?? stateFromRecord(input.record, info.database, server.hbaFile, paths.backupFile, input.migrationId);
     if (!state) return undefined;
-    const hba = (await backend.run(['cat', server.hbaFile], { as: 'server', signal })).stdout;
-    if (!state.roleRestored && hba.includes(paths.marker)) {
+    const window: TrustWindow = { backend, elevation, server, info, paths, state, signal };
+    if (!state.roleRestored) {
       // What other migrations' elevations of this role still hold stays until their own revert.
       const held = (await activeStates(backend, server.hbaFile, input.migrationId, signal)).filter((other) => other.role === state.role);
       const attributes = state.attributesSet.filter((a) => !held.some((o) => o.attributesSet.includes(a)));
       const memberships = state.membershipsGranted.filter((m) => !held.some((o) => o.membershipsGranted.includes(m)));
-      await reload(backend, server, info, signal); // the trust line may have been written but not loaded
-      if (attributes.length + memberships.length > 0) await socketSql(backend, elevation, server, state, revertStatements(state.role, attributes, memberships).join(' '), signal);
+      const statements = revertStatements(state.role, attributes, memberships, { attributes: state.attributesBefore, memberships: state.membershipsBefore }, await serverMajor(client));
+      if (statements.length > 0) await inTrustWindow(window, statements.join(' '));
+      if (recorded) await writeState(backend, paths.stateFile, { ...state, roleRestored: true }, signal);
     }
-    // Without the trust line nothing was granted (grants come after it), or it was already reverted.
-    await writeState(backend, paths.stateFile, { ...state, roleRestored: true }, signal);
-    const hasBackup = (await backend.run(['sh', '-c', '[ -e "$1" ] && echo yes || echo no', 'sh', paths.backupFile], { as: 'server', signal })).stdout.trim() === 'yes';
-    let how = 'pg_hba.conf restored from the backup';
-    if (hasBackup) {
-      const trust = trustLine(state);
-      // Unchanged since the elevation (our two lines on top of the backup)? Then restore the bytes.
-      const untouched = await backend
-        .run(['sh', '-c', '{ printf "%s\\n" "$3" "$4"; cat "$2"; } | cmp -s - "$1"', 'sh', server.hbaFile, paths.backupFile, paths.marker, trust], { as: 'server', signal })
-        .then(() => true, () => false);
-      if (untouched || !hba.includes(paths.marker)) {
-        // cat into the existing file keeps its owner, mode and inode; the bytes are the backup's.
-        await backend.run(['sh', '-c', 'cat "$2" > "$1"', 'sh', server.hbaFile, paths.backupFile], { as: 'server', signal });
-      } else {
-        // Someone else (another migration, an operator) changed it meanwhile: take out only our lines.
-        how = 'pg_hba.conf had changed since the elevation: only pgmove\'s two lines were removed, the rest kept';
-        await backend.run(['sh', '-c', 'cat > "$1"', 'sh', server.hbaFile], { as: 'server', input: withoutOurLines(hba, paths.marker, trust), signal });
-      }
-      await reload(backend, server, info, signal);
-      await backend.run(['rm', '-f', paths.backupFile], { as: 'server', signal });
-    }
+    // pgmove's line out (an attempt may have died inside a window, or an older pgmove kept it), reloaded.
+    await closeTrustWindow(window);
     await backend.run(['rm', '-f', paths.stateFile], { as: 'server', signal });
+    const how = `${recorded ? 'from the state file' : 'from the workflow\'s record (no state file on the server)'}; pgmove's trust line is out of pg_hba.conf, the rest of it untouched`;
     log.info({ role: state.role, hbaFile: server.hbaFile, how }, 'privilege elevation reverted');
-    return { ...recordOf(state, paths.stateFile, server.osUser, `reverted; ${how}`), revertedAt: new Date().toISOString() };
+    return { ...recordOf(state, paths.stateFile, server.osUser, `reverted ${how}`), revertedAt: new Date().toISOString() };
   } finally {
     await client.end().catch(() => undefined);
   }
+}
+
+/** The state the elevation wrote, rebuilt from the workflow's record of it. */
+function stateFromRecord(record: ElevationRecord | undefined, database: string, hbaFile: string, backupFile: string, migrationId: string): ElevationState | undefined {
+  if (!record?.elevated || !record.superuser) return undefined;
+  return {
+    migrationId,
+    role: record.role,
+    superuser: record.superuser,
+    database: record.database ?? database,
+    hbaFile,
+    backupFile,
+    attributesBefore: record.attributesBefore ?? { superuser: false, replication: false },
+    membershipsBefore: record.membershipsBefore,
+    attributesSet: record.attributesSet,
+    membershipsGranted: record.membershipsGranted,
+  };
 }
 
 /**
@@ -214,90 +208,21 @@ export async function recordedElevation(input: ElevationInput): Promise<Elevatio
   }
 }
 
-function withoutOurLines(hba: string, marker: string, trust: string): string {
-  const lines = hba.split('\n');
-  const at = lines.indexOf(marker);
-  if (at >= 0) lines.splice(at, lines[at + 1] === trust ? 2 : 1);
-  return lines.join('\n');
-}
-
-function recordOf(state: ElevationState, stateFile: string, osUser: string, reason: string): ElevationRecord {
+function recordOf(state: ElevationState, stateFile: string, osUser: string, reason: string, major = 0): ElevationRecord {
   return {
     elevated: true,
     reason,
     role: state.role,
+    database: state.database,
     hbaFile: state.hbaFile,
     backupFile: state.backupFile,
     stateFile,
     osUser,
     superuser: state.superuser,
     attributesBefore: state.attributesBefore,
+    membershipsBefore: state.membershipsBefore,
     attributesSet: state.attributesSet,
     membershipsGranted: state.membershipsGranted,
-    statements: grantStatements(state.role, state.attributesSet, state.membershipsGranted),
+    statements: grantStatements(state.role, state.attributesSet, state.membershipsGranted, major),
   };
-}
-
-/** The one line the elevation adds: the unix socket only, one database, one role. */
-function trustLine(state: Pick<ElevationState, 'database' | 'superuser'>): string {
-  return `local ${hbaToken(state.database)} ${hbaToken(state.superuser)} trust`;
-}
-
-/** A pg_hba.conf token: always double-quoted, so "all" or "replication" are taken literally. */
-function hbaToken(name: string): string {
-  if (/["\n\r]/.test(name)) {
-    throw ApplicationFailure.nonRetryable(`the name ${JSON.stringify(name)} cannot be written into pg_hba.conf (it holds a double quote or newline): set source.privilegeElevation.superuser or grant by hand`, 'BadSpec');
-  }
-  return `"${name}"`;
-}
-
-async function readState(backend: ExecBackend, path: string, signal: AbortSignal): Promise<ElevationState | undefined> {
-  const out = (await backend.run(['sh', '-c', '[ -e "$1" ] && cat "$1" || true', 'sh', path], { as: 'server', signal })).stdout;
-  return out.trim() ? (JSON.parse(out) as ElevationState) : undefined;
-}
-
-/** The elevations of other migrations on this server that are not reverted yet. */
-async function activeStates(backend: ExecBackend, hbaFile: string, migrationId: string, signal: AbortSignal): Promise<ElevationState[]> {
-  const out = (
-    await backend.run(['sh', '-c', 'for f in "$1".pgmove-*.json; do [ -e "$f" ] && cat "$f" && printf "\\036"; done; true', 'sh', hbaFile], { as: 'server', signal })
-  ).stdout;
-  return out
-    .split('\x1e')
-    .filter((text) => text.trim())
-    .map((text) => JSON.parse(text) as ElevationState)
-    .filter((other) => other.migrationId !== migrationId && !other.roleRestored);
-}
-
-async function writeState(backend: ExecBackend, path: string, state: ElevationState, signal: AbortSignal): Promise<void> {
-  await backend.run(['sh', '-c', 'umask 077 && cat > "$1.tmp" && mv "$1.tmp" "$1"', 'sh', path], { as: 'server', input: JSON.stringify(state, null, 2) + '\n', signal });
-}
-
-/** SIGHUP to the postmaster as its OS user; done when a new session sees a newer configuration load time. */
-async function reload(backend: ExecBackend, server: ServerLocation, info: ConnectionInfo, signal: AbortSignal): Promise<void> {
-  const loadTime = () => withDumpClient(info, async (c) => (await c.query<{ t: string }>('SELECT pg_conf_load_time()::text AS t')).rows[0]!.t);
-  const before = await loadTime();
-  await backend.run(['sh', '-c', 'kill -HUP "$1"', 'sh', String(server.postmasterPid)], { as: 'server', signal });
-  const deadline = Date.now() + 30_000;
-  while ((await loadTime()) === before) {
-    if (Date.now() > deadline) throw new Error(`the source server did not reload its configuration within 30 s after SIGHUP to pid ${server.postmasterPid}`);
-    await sleep(100, undefined, { signal });
-  }
-}
-
-async function withDumpClient<T>(info: ConnectionInfo, fn: (client: Client) => Promise<T>): Promise<T> {
-  const client = await connect(info, 'source');
-  try {
-    return await fn(client);
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
-
-/** Runs SQL as the superuser over the server's unix socket, with psql started as the server's OS user. */
-async function socketSql(backend: ExecBackend, elevation: PrivilegeElevationSpec, server: ServerLocation, state: ElevationState, sql: string, signal: AbortSignal): Promise<void> {
-  // The database may be frozen (read-only by default) when the revert runs: this session writes anyway.
-  const conninfo = Object.entries({ host: server.socketDirectory, port: String(server.port), user: state.superuser, dbname: state.database, options: '-c default_transaction_read_only=off' })
-    .map(([key, value]) => `${key}='${value.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`)
-    .join(' ');
-  await backend.run([elevation.psql, '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', conninfo, '-c', sql], { as: 'server', signal });
 }

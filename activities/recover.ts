@@ -228,8 +228,8 @@ export async function recoverElevation(input: RecoverInput): Promise<RecoverFind
   const elevation = { spec: input.spec, migrationId: input.migrationId };
   const found = await recordedElevation(elevation);
   if (!found) return [{ server: 'source', item: 'privilege elevation', action: 'nothing found', detail: 'no elevation state file next to pg_hba.conf' }];
-  const what = `${[...found.attributesSet, ...found.membershipsGranted].join(', ') || 'nothing'} granted to ${found.role}, trust line in ${found.hbaFile}`;
-  if (input.dryRun) return [{ server: 'source', item: 'privilege elevation', action: 'would undo', detail: `would revoke ${what} (restored from ${found.backupFile})` }];
+  const what = `${[...found.attributesSet, ...found.membershipsGranted].join(', ') || 'nothing'} granted to ${found.role}, recorded next to ${found.hbaFile}`;
+  if (input.dryRun) return [{ server: 'source', item: 'privilege elevation', action: 'would undo', detail: `would revoke ${what} (only what pgmove added; pgmove's trust line taken out of pg_hba.conf if a run left it there)` }];
   const reverted = await revertPrivileges(elevation);
   activityLogger('recover').info({ migrationId: input.migrationId, role: found.role }, 'privilege elevation reverted');
   return [{ server: 'source', item: 'privilege elevation', action: 'undone', detail: `revoked ${what}; ${reverted?.reason ?? 'reverted'}` }];

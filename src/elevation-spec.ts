@@ -45,6 +45,16 @@ export const privilegeElevationSchema = z
 
 export type PrivilegeElevationSpec = z.output<typeof privilegeElevationSchema>;
 
+/** Whether the role was a member of a predefined role before pgmove touched it, and how. */
+export interface MembershipBefore {
+  member: boolean;
+  /**
+   * PostgreSQL 16+: the INHERIT option of the grant recorded as made by the bootstrap superuser (the
+   * grant a superuser's GRANT/REVOKE acts on), when there was one. Absent: no such grant.
+   */
+  superuserGrantInherit?: boolean;
+}
+
 /** What the elevation changed, recorded in the workflow status (and on the server, next to pg_hba.conf). */
 export interface ElevationRecord {
   /** false: the dump user already had what the method needs; nothing was changed. */
@@ -56,8 +66,12 @@ export interface ElevationRecord {
   stateFile?: string;
   osUser?: string;
   superuser?: string;
-  /** The role's attributes before (rolsuper, rolreplication). */
-  attributesBefore?: { superuser: boolean; replication: boolean };
+  /** The database the trust line names (the source's). */
+  database?: string;
+  /** The role's attributes before (rolsuper, rolreplication, rolinherit). */
+  attributesBefore?: { superuser: boolean; replication: boolean; inherit?: boolean };
+  /** The role's memberships in what pgmove granted, before it granted: the revert takes back only what it added. */
+  membershipsBefore?: Record<string, MembershipBefore>;
   /** ALTER ROLE attributes pgmove set (e.g. SUPERUSER, REPLICATION) and memberships it granted. */
   attributesSet: string[];
   membershipsGranted: string[];

@@ -7,7 +7,7 @@
  * source, a slot filling the source's disk, a trust line in pg_hba.conf) unless their failure is
  * permanent. One failing step never skips another. Deterministic code only.
  */
-import { ActivityFailure, ApplicationFailure, CancellationScope, proxyActivities } from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure, CancellationScope, patched, proxyActivities } from '@temporalio/workflow';
 import type { Duration, RetryPolicy } from '@temporalio/common';
 import type * as activities from '../activities';
 import type { MigrationSpec, MigrationSpecInput } from '../src/spec';
@@ -17,6 +17,7 @@ import { errorText } from './error-text';
 import { sourceStaysFrozen } from './logical';
 import { durationMs } from '../src/units';
 import { freezeHeartbeatTimeout } from './phase-activities';
+import { PATCHES } from './patches';
 
 /** What cleanup owes, as listed in the status (`cleanupOwed`) until it is done. */
 export const OWED = {
@@ -124,7 +125,9 @@ function owedCompensations(ctx: CompensationContext): Compensation[] {
       byHand: `pgmove recover ${migrationId}`,
       mustFinish: true,
       run: async (acts) => {
-        const reverted = await acts.revertPrivileges({ spec: ctx.input, migrationId });
+        // The workflow's record goes along: the revert works from it when the state file on the server is gone.
+        const record = patched(PATCHES.revertWithRecord) ? status.privilegeElevation : undefined;
+        const reverted = await acts.revertPrivileges(record ? { spec: ctx.input, migrationId, record } : { spec: ctx.input, migrationId });
         if (status.privilegeElevation) status.privilegeElevation.revertedAt = reverted?.revertedAt ?? 'nothing left to revert';
       },
     });

@@ -16,4 +16,6 @@ export const PATCHES = {
   clusterChildrenCleanUp: 'cluster-children-clean-up',
   /** Logical method: the copy plan is stored on the target (copyStoredPlanAtSlot) and the tables the migration started with are read from the publication's record, not carried in payloads. */
   logicalPlanOnTarget: 'logical-plan-on-target',
+  /** The privilege revert gets the workflow's record of the elevation (revertPrivileges input `record`), to work from when the state file on the server is gone. */
+  revertWithRecord: 'revert-with-record',
 } as const;

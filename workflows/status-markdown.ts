@@ -52,7 +52,7 @@ export function renderStatusMarkdown(status: MigrationStatus): string {
   for (const warning of [...(status.warnings ?? []).slice(-3), ...(r?.warning ? [r.warning] : [])]) lines.push(`- **warning**: ${warning}`);
   if (status.validation) lines.push(`- **validation**: ${status.validation.summary.split('\n')[0]}`);
   const e = status.privilegeElevation;
-  if (e?.elevated) lines.push(`- **privileges**: ${e.statements.join(' ')} (pg_hba.conf trust line for ${e.superuser}) — ${e.revertedAt ? `reverted ${e.revertedAt}` : 'reverted in cleanup'}`);
+  if (e?.elevated) lines.push(`- **privileges**: ${e.statements.join(' ')} (granted as ${e.superuser}; pg_hba.conf trust line only while granting) — ${e.revertedAt ? `reverted ${e.revertedAt}` : 'reverted in cleanup'}`);
   if (status.cleanupOwed.length) lines.push(`- **cleanup owes**: ${status.cleanupOwed.join('; ')}`);
   for (const failure of status.cleanupFailed ?? []) lines.push(`- **cleanup step failed**: ${failure.step} — finish it with \`${failure.byHand}\``);
   if (status.errors.length) {

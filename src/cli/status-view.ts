@@ -109,7 +109,7 @@ export function renderStatus(view: StatusSnapshot): string {
   if (status.validation) lines.push(`validate  ${status.validation.summary}`);
   const e = status.privilegeElevation;
   if (e) {
-    const changed = e.elevated ? `${e.statements.join(' ')}; trust line for ${e.superuser} in ${e.hbaFile} (backup ${e.backupFile})` : e.reason;
+    const changed = e.elevated ? `${e.statements.join(' ')}; granted as ${e.superuser} through a trust line in ${e.hbaFile}, taken out right after` : e.reason;
     lines.push(`privilege ${changed}${e.revertedAt ? ` — reverted ${e.revertedAt}` : e.elevated ? ' — reverted in cleanup' : ''}`);
   }
   if (status.cleanupOwed.length) lines.push(`owed      ${status.cleanupOwed.join('; ')}`);

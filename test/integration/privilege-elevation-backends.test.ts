@@ -6,10 +6,11 @@
  * is thrown away, as after a crash), restores pg_hba.conf byte for byte, and a second revert is a no-op.
  */
 import { join } from 'node:path';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { ApplicationFailure } from '@temporalio/common';
-import { TestStack, adminQuery, DEBIAN_PG15_BIN, type ClusterHandle } from '../helpers/stack';
+import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
 import { createPlainRole, elevationLeftovers, kubectlStandIn, requirePasswordsEverywhere, roleState, sha256 } from '../helpers/elevation';
 import { elevatePrivileges, revertPrivileges } from '../../activities/elevate-privileges';
 import type { MigrationSpecInput } from '../../src/spec';
@@ -38,6 +39,11 @@ function spec(elevation: Record<string, unknown>, password: string): MigrationSp
     method: 'dump',
     freezeSource: false,
   };
+}
+
+/** psql over the unix socket as postgres without a password: succeeds only while a trust line is loaded. */
+function socketLogin(cluster: ClusterHandle, bin: string, database: string): { status: number | null; stderr: string } {
+  return spawnSync('runuser', ['-u', 'postgres', '--', join(bin, 'psql'), '-X', '-w', '-h', cluster.dataDir, '-p', String(cluster.port), '-U', 'postgres', '-d', database, '-c', 'SELECT 1'], { encoding: 'utf8', cwd: '/' });
 }
 
 const run = <A extends unknown[], R>(fn: (...args: A) => Promise<R>, ...args: A): Promise<R> => new MockActivityEnvironment().run(fn, ...args) as Promise<R>;
@@ -77,15 +83,19 @@ test('local backend: elevate, then a revert from the server-side record alone, t
 
   const record = await run(elevatePrivileges, input);
   expect(record).toMatchObject({ elevated: true, role: 'dump user', hbaFile: hba, osUser: 'postgres', superuser: 'postgres', membershipsGranted: ['pg_read_all_data'], attributesSet: [] });
-  expect(record.attributesBefore).toEqual({ superuser: false, replication: false });
+  expect(record.attributesBefore).toEqual({ superuser: false, replication: false, inherit: true });
+  expect(record.membershipsBefore).toEqual({ pg_read_all_data: { member: false } });
   expect((await roleState(source, 'dump user')).memberOf).toEqual(['pg_read_all_data']);
-  const elevatedHba = readFileSync(hba, 'utf8');
-  expect(elevatedHba.split('\n').slice(0, 2)).toEqual([`# pgmove elev-local: temporary trust for the privilege elevation, removed when the migration ends`, `local "o'db name" "postgres" trust`]);
-  expect(elevationLeftovers(source).sort()).toEqual(['pg_hba.conf.pgmove-elev-local.bak', 'pg_hba.conf.pgmove-elev-local.json']);
-  // Retried (e.g. the worker died before reporting): the backup stays the original.
+  // The trust line was there only while the grant ran: pg_hba.conf is as before (and reloaded: the
+  // socket wants a password again), only the record stays.
+  expect(sha256(hba)).toBe(before);
+  expect(elevationLeftovers(source)).toEqual(['pg_hba.conf.pgmove-elev-local.json']);
+  const afterGrant = socketLogin(source, DEBIAN_PG15_BIN, "o'db name");
+  expect(afterGrant.status).not.toBe(0);
+  expect(afterGrant.stderr).toMatch(/password/);
+  // Retried (e.g. the worker died before reporting): same record, the line out again.
   await run(elevatePrivileges, input);
-  expect(readFileSync(hba, 'utf8')).toBe(elevatedHba);
-  expect(sha256(join(source.dataDir, 'pg_hba.conf.pgmove-elev-local.bak'))).toBe(before);
+  expect(sha256(hba)).toBe(before);
   const stateFile = readFileSync(join(source.dataDir, 'pg_hba.conf.pgmove-elev-local.json'), 'utf8');
   expect(stateFile).not.toContain('dump-pw-1');
 
@@ -97,11 +107,83 @@ test('local backend: elevate, then a revert from the server-side record alone, t
   expect(await run(revertPrivileges, input)).toBeUndefined();
   expect(sha256(hba)).toBe(before);
   // The reload really happened: the trust line no longer lets anyone in over the socket.
-  const viaSocket = await import('node:child_process').then(({ spawnSync }) =>
-    spawnSync('runuser', ['-u', 'postgres', '--', join(DEBIAN_PG15_BIN, 'psql'), '-X', '-w', '-h', source.dataDir, '-p', String(source.port), '-U', 'postgres', '-d', "o'db name", '-c', 'SELECT 1'], { encoding: 'utf8', cwd: '/' }),
-  );
+  const viaSocket = socketLogin(source, DEBIAN_PG15_BIN, "o'db name");
   expect(viaSocket.status).not.toBe(0);
   expect(viaSocket.stderr).toMatch(/password/);
+});
+
+test('pg_hba.conf changed while elevated, and a window left open by a crash: only pgmove\'s lines go, no backup is written back', async () => {
+  const original = readFileSync(hba, 'utf8');
+  const input = { spec: spec({ backend: 'local', allow: true, psql: join(DEBIAN_PG15_BIN, 'psql') }, stack.secretFile('dump', 'dump-pw-1')), migrationId: 'elev-changed' };
+  await run(elevatePrivileges, input);
+  // An operator adds a line; then a worker dies inside the revert's trust window: pgmove's two lines on
+  // top of the changed file, and its copy of the file from before that window — older than the change.
+  const changed = `${original}host    all   all   10.99.0.0/16   scram-sha-256   # added by an operator\n`;
+  writeFileSync(join(source.dataDir, 'pg_hba.conf.pgmove-elev-changed.bak'), original);
+  writeFileSync(hba, `# pgmove elev-changed: temporary trust while pgmove grants or revokes the migration role's privileges, removed right after\nlocal "o'db name" "postgres" trust\n${changed}`);
+  await run(revertPrivileges, input);
+  expect(readFileSync(hba, 'utf8')).toBe(changed);
+  expect((await roleState(source, 'dump user')).memberOf).toEqual([]);
+  expect(elevationLeftovers(source)).toEqual([]);
+  expect(socketLogin(source, DEBIAN_PG15_BIN, "o'db name").status).not.toBe(0);
+  writeFileSync(hba, original);
+  await adminQuery(source, 'postgres', 'SELECT pg_reload_conf()');
+});
+
+test('the state file is gone before the revert: the workflow\'s record reverts the grants', async () => {
+  const before = sha256(hba);
+  const roleBefore = await roleState(source, 'dump user');
+  const input = { spec: spec({ backend: 'local', allow: true, psql: join(DEBIAN_PG15_BIN, 'psql') }, stack.secretFile('dump', 'dump-pw-1')), migrationId: 'elev-wiped' };
+  const record = await run(elevatePrivileges, input);
+  expect(record).toMatchObject({ elevated: true, database: "o'db name", membershipsGranted: ['pg_read_all_data'] });
+  rmSync(join(source.dataDir, 'pg_hba.conf.pgmove-elev-wiped.json'));
+  // Without a record (an older workflow) there is nothing to go by.
+  expect(await run(revertPrivileges, input)).toBeUndefined();
+  expect((await roleState(source, 'dump user')).memberOf).toEqual(['pg_read_all_data']);
+  const reverted = await run(revertPrivileges, { ...input, record });
+  expect(reverted?.reason).toContain("from the workflow's record");
+  expect(await roleState(source, 'dump user')).toEqual(roleBefore);
+  expect(sha256(hba)).toBe(before);
+  expect(elevationLeftovers(source)).toEqual([]);
+});
+
+test('PostgreSQL 18, a role already granted pg_read_all_data WITHOUT INHERIT and REPLICATION: both kept as they were', async () => {
+  const pg18 = await stack.startCluster('source18', PROJECT_PG18_BIN);
+  const hba18 = join(pg18.dataDir, 'pg_hba.conf');
+  await requirePasswordsEverywhere(pg18);
+  await adminQuery(pg18, 'postgres', 'CREATE DATABASE shop');
+  await adminQuery(pg18, 'shop', 'CREATE TABLE orders (id int PRIMARY KEY); INSERT INTO orders SELECT generate_series(1, 10)');
+  await createPlainRole(pg18, 'keeper', 'keeper-pw');
+  await adminQuery(pg18, 'postgres', 'ALTER ROLE keeper REPLICATION; GRANT pg_read_all_data TO keeper WITH INHERIT FALSE');
+  const grants = () =>
+    adminQuery<{ role: string; inherit: boolean; grantor: string }>(
+      pg18,
+      'postgres',
+      `SELECT g.rolname AS role, m.inherit_option AS inherit, gr.rolname AS grantor FROM pg_auth_members m
+         JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles gr ON gr.oid = m.grantor WHERE m.member = 'keeper'::regrole ORDER BY 1, 3`,
+    );
+  const grantsBefore = await grants();
+  expect(grantsBefore).toEqual([{ role: 'pg_read_all_data', inherit: false, grantor: 'postgres' }]);
+  const before = sha256(hba18);
+  const input = {
+    spec: {
+      id: 'elev18',
+      source: { uri: `postgresql://keeper@127.0.0.1:${pg18.port}/shop`, password: stack.secretFile('keeper', 'keeper-pw'), privilegeElevation: { backend: 'local', allow: true, psql: join(PROJECT_PG18_BIN, 'psql') } },
+      target: { uri: 'postgresql://postgres@127.0.0.1:1/unused' },
+      method: 'dump',
+      freezeSource: false,
+    } as MigrationSpecInput,
+    migrationId: 'elev18',
+  };
+  const record = await run(elevatePrivileges, input);
+  expect(record).toMatchObject({ elevated: true, attributesSet: [], membershipsGranted: ['pg_read_all_data'], statements: ['GRANT "pg_read_all_data" TO "keeper" WITH INHERIT TRUE;'] });
+  expect(record.membershipsBefore).toEqual({ pg_read_all_data: { member: true, superuserGrantInherit: false } });
+  expect(await grants()).toEqual([{ role: 'pg_read_all_data', inherit: true, grantor: 'postgres' }]);
+  await run(revertPrivileges, input);
+  expect(await grants()).toEqual(grantsBefore);
+  expect(await roleState(pg18, 'keeper')).toEqual({ superuser: false, replication: true, memberOf: ['pg_read_all_data'] });
+  expect(sha256(hba18)).toBe(before);
+  expect(elevationLeftovers(pg18)).toEqual([]);
 });
 
 test('kubectl backend: argv, quoting, k8s-secret reference, revert path', async () => {
@@ -146,17 +228,20 @@ test('kubectl backend: argv, quoting, k8s-secret reference, revert path', async 
     expect(grant).toBeDefined();
     expect(grant![grant!.indexOf('-d') + 1]).toBe(`host='${source.dataDir}' port='${source.port}' user='postgres' dbname='o\\'db name' options='-c default_transaction_read_only=off'`);
     expect(grant![grant!.length - 1]).toBe('GRANT "pg_read_all_data" TO "dump user";');
-    expect(elevateCalls.some((c) => c.includes(`local "o'db name" "postgres" trust`))).toBe(true);
+    // The trust line travels on stdin (never argv): pg_hba.conf written twice, line in and line out.
+    expect(elevateCalls.filter((c) => c.join(' ').endsWith(`sh -c cat > "$1" sh ${hba}`)).length).toBe(2);
     const [revoke] = psql(revertCalls);
     expect(revoke![revoke!.length - 1]).toBe('REVOKE "pg_read_all_data" FROM "dump user";');
-    // The revert restores from the backup, reloads, then removes backup and state.
+    // Each trust window: line in, reload, SQL, line out, reload. The revert never writes a backup back.
     const tail = revertCalls.map((c) => c.slice(c.indexOf('--') + 5).join(' '));
-    const restore = tail.findIndex((t) => t.startsWith('sh -c cat "$2" > "$1"'));
-    const hup = tail.findIndex((t, i) => i > restore && t.startsWith('sh -c kill -HUP'));
-    const removeBackup = tail.findIndex((t) => t === `rm -f ${hba}.pgmove-elev-kube.bak`);
-    expect(restore).toBeGreaterThan(tail.findIndex((t) => t.includes('REVOKE')));
-    expect(hup).toBeGreaterThan(restore);
-    expect(removeBackup).toBeGreaterThan(hup);
+    const revokeAt = tail.findIndex((t) => t.includes('REVOKE'));
+    const lineIn = tail.findIndex((t) => t.startsWith('sh -c cat > "$1"'));
+    const lineOut = tail.findIndex((t, i) => i > revokeAt && t.startsWith('sh -c cat > "$1"'));
+    expect(lineIn).toBeGreaterThanOrEqual(0);
+    expect(lineIn).toBeLessThan(revokeAt);
+    expect(tail.findIndex((t, i) => i > lineIn && t.startsWith('sh -c kill -HUP'))).toBeLessThan(revokeAt);
+    expect(tail.findIndex((t, i) => i > lineOut && t.startsWith('sh -c kill -HUP'))).toBeGreaterThan(lineOut);
+    expect(tail.some((t) => t.includes('cat "$2" > "$1"'))).toBe(false);
     expect(tail[tail.length - 1]).toBe(`rm -f ${hba}.pgmove-elev-kube.json`);
   } finally {
     process.env.PATH = savedPath;
@@ -170,12 +255,12 @@ test('two migrations elevate on one server and revert in either order: pg_hba.co
   await run(elevatePrivileges, input('elev-a'));
   // B finds the role already able (through A's grant) and holds that grant too.
   expect(await run(elevatePrivileges, input('elev-b'))).toMatchObject({ elevated: true, membershipsGranted: ['pg_read_all_data'] });
-  const reverted = await run(revertPrivileges, input('elev-a'));
-  expect(reverted?.reason).toContain('only pgmove');
+  // Neither trust line stayed after its grant.
+  expect(sha256(hba)).toBe(before);
+  await run(revertPrivileges, input('elev-a'));
   // A's revert leaves what B still needs.
   expect((await roleState(source, 'dump user')).memberOf).toEqual(['pg_read_all_data']);
-  // B's trust line is still in place and loaded: B can still revert over the socket.
-  expect(readFileSync(hba, 'utf8')).toBe(`# pgmove elev-b: temporary trust for the privilege elevation, removed when the migration ends\nlocal "o'db name" "postgres" trust\n${original}`);
+  expect(readFileSync(hba, 'utf8')).toBe(original);
   await run(revertPrivileges, input('elev-b'));
   expect(sha256(hba)).toBe(before);
   expect(elevationLeftovers(source)).toEqual([]);

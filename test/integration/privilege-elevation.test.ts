@@ -5,7 +5,7 @@
  * — also when the worker is SIGKILLed between the elevation and its revert.
  */
 import { join } from 'node:path';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
 import { createBigDatabase, databaseAccessState, pgmoveCliAsync, startMigration, tableFingerprint } from '../helpers/migration';
 import { createPlainRole, elevationLeftovers, kubectlStandIn, requirePasswordsEverywhere, roleState, sha256 } from '../helpers/elevation';
@@ -29,13 +29,19 @@ beforeAll(async () => {
   hba = join(source.dataDir, 'pg_hba.conf');
   await requirePasswordsEverywhere(source);
   await createPlainRole(source, 'dumper', 'dumper-pw');
-  for (const db of ['elevdb', 'crashdb', 'logicdb', 'faildb', 'kubedb']) {
+  for (const db of ['elevdb', 'crashdb', 'logicdb', 'faildb', 'kubedb', 'keepdb', 'hbadb', 'wipedb']) {
     await createBigDatabase(source, db, db === 'crashdb' ? 400_000 : 20_000);
     await adminQuery(target, 'postgres', `CREATE DATABASE ${db}`);
   }
   // logicdb belongs to its migration role (as an application's database does), which lacks REPLICATION.
   await createPlainRole(source, 'owner', 'owner-pw');
-  await adminQuery(source, 'logicdb', `ALTER DATABASE logicdb OWNER TO owner; ALTER TABLE big OWNER TO owner; ALTER TABLE small_a OWNER TO owner; ALTER TABLE small_b OWNER TO owner`);
+  for (const db of ['logicdb', 'hbadb', 'wipedb']) {
+    await adminQuery(source, db, `ALTER DATABASE ${db} OWNER TO owner; ALTER TABLE big OWNER TO owner; ALTER TABLE small_a OWNER TO owner; ALTER TABLE small_b OWNER TO owner`);
+  }
+  // A role that already reads everything through pg_read_all_data and has REPLICATION — but is NOINHERIT,
+  // so it would use the membership's privileges only after SET ROLE.
+  await createPlainRole(source, 'keeper', 'keeper-pw');
+  await adminQuery(source, 'postgres', 'ALTER ROLE keeper NOINHERIT REPLICATION; GRANT pg_read_all_data TO keeper');
   await adminQuery(target, 'faildb', 'CREATE TABLE already_here (id int)');
 });
 
@@ -85,9 +91,11 @@ test('SIGKILL between elevation and revert: a new worker finishes, everything re
   const handle = await startMigration(stack, spec('elev-crash', 'crashdb', { freezeSource: true, copy: { splitTablesLargerThanMB: 5, batchSmallTablesUpToMB: 1 } }));
   await waitFor('the elevation to be recorded', async () => (await handle.query(statusQuery)).privilegeElevation?.elevated, 120_000, 20);
   await stopWorkerProcess(first, 'SIGKILL');
-  // What the killed worker left: an elevated role and the trust line (the revert is owed).
+  // What the killed worker left: an elevated role (the revert is owed) — but no trust line: it was taken
+  // out again right after the grant.
   expect((await roleState(source, 'dumper')).superuser).toBe(true);
-  expect(readFileSync(hba, 'utf8')).toContain('# pgmove elev-crash:');
+  expect(readFileSync(hba, 'utf8')).not.toContain('# pgmove elev-crash:');
+  expect(sha256(hba)).toBe(hbaBefore);
   const owed = await handle.query(statusQuery);
   expect(owed.cleanupOwed).toContain('revert the privilege elevation on the source');
 
@@ -113,6 +121,9 @@ test('logical, aborted while syncing: REPLICATION granted for the slot, the slot
   const syncing = await waitForStatus(handle, 'syncing', (s) => s.phase === 'syncing' && s.replication?.streaming === true, 180_000);
   expect(syncing.privilegeElevation).toMatchObject({ elevated: true, attributesSet: ['REPLICATION'], membershipsGranted: ['pg_signal_backend'] });
   expect(await roleState(source, 'owner')).toEqual({ superuser: false, replication: true, memberOf: ['pg_signal_backend'] });
+  // Syncing with the grants in effect, and pg_hba.conf as before: no trust line while the migration runs.
+  expect(readFileSync(hba, 'utf8')).not.toContain('# pgmove elev-logical');
+  expect(sha256(hba)).toBe(hbaBefore);
   await handle.signal('abort', { reason: 'test' });
   expect((await migrationFailure(handle)).type).toBe('Aborted');
   const status = await handle.query(statusQuery);
@@ -121,6 +132,84 @@ test('logical, aborted while syncing: REPLICATION granted for the slot, the slot
   expect(await replicationLeftovers(source, 'logicdb')).toEqual([]);
   expect(sha256(hba)).toBe(hbaBefore);
   expect(await roleState(source, 'owner')).toEqual(roleBefore);
+  expect(elevationLeftovers(source)).toEqual([]);
+});
+
+/** A logical migration as the owner role (it lacks REPLICATION and pg_signal_backend), held in syncing. */
+async function syncingAsOwner(id: string, db: string) {
+  const input = spec(id, db, { method: 'logical' });
+  input.source.uri = `postgresql://owner@127.0.0.1:${source.port}/${db}`;
+  input.source.password = stack.secretFile('owner', 'owner-pw');
+  const handle = await startMigration(stack, input);
+  const syncing = await waitForStatus(handle, 'syncing', (s) => s.phase === 'syncing' && s.replication?.streaming === true, 180_000);
+  expect(syncing.privilegeElevation).toMatchObject({ elevated: true, attributesSet: ['REPLICATION'], membershipsGranted: ['pg_signal_backend'] });
+  return handle;
+}
+
+test('pg_hba.conf rendered anew while syncing (an unrelated line added): kept exactly as rendered after the revert', async () => {
+  await stack.startWorker();
+  const original = readFileSync(hba, 'utf8');
+  const roleBefore = await roleState(source, 'owner');
+  const handle = await syncingAsOwner('elev-hba', 'hbadb');
+  // Config management writes pg_hba.conf from its template, with a new line (pgmove's own line is not
+  // in the file while it syncs, so the template is the whole file).
+  const rendered = `${original}host    all   all   10.99.0.0/16   scram-sha-256   # added by config management\n`;
+  writeFileSync(hba, rendered);
+  await adminQuery(source, 'postgres', 'SELECT pg_reload_conf()');
+  await handle.signal('abort', { reason: 'test' });
+  expect((await migrationFailure(handle)).type).toBe('Aborted');
+  const status = await handle.query(statusQuery);
+  expect(status.privilegeElevation?.revertedAt).toBeDefined();
+  expect(status.cleanupOwed).toEqual([]);
+  expect(readFileSync(hba, 'utf8')).toBe(rendered);
+  expect(await roleState(source, 'owner')).toEqual(roleBefore);
+  expect(elevationLeftovers(source)).toEqual([]);
+  writeFileSync(hba, original);
+  await adminQuery(source, 'postgres', 'SELECT pg_reload_conf()');
+});
+
+test('the state file next to pg_hba.conf is wiped while syncing (pod restart): the revert works from the workflow\'s record', async () => {
+  await stack.startWorker();
+  const hbaBefore = sha256(hba);
+  const roleBefore = await roleState(source, 'owner');
+  const handle = await syncingAsOwner('elev-wiped', 'wipedb');
+  rmSync(join(source.dataDir, 'pg_hba.conf.pgmove-elev-wiped.json'));
+  expect(elevationLeftovers(source)).toEqual([]);
+  await handle.signal('abort', { reason: 'test' });
+  expect((await migrationFailure(handle)).type).toBe('Aborted');
+  const status = await handle.query(statusQuery);
+  expect(status.privilegeElevation?.revertedAt).toBeDefined();
+  expect(status.cleanupOwed).toEqual([]);
+  expect(await replicationLeftovers(source, 'wipedb')).toEqual([]);
+  // REPLICATION and pg_signal_backend taken back although the server had no record of granting them.
+  expect(await roleState(source, 'owner')).toEqual(roleBefore);
+  expect(sha256(hba)).toBe(hbaBefore);
+  expect(elevationLeftovers(source)).toEqual([]);
+});
+
+test('a NOINHERIT role that already was a member of pg_read_all_data and had REPLICATION: INHERIT for the migration, everything else kept', async () => {
+  await stack.startWorker();
+  const hbaBefore = sha256(hba);
+  const inherit = async () => (await adminQuery<{ rolinherit: boolean }>(source, 'postgres', "SELECT rolinherit FROM pg_roles WHERE rolname = 'keeper'"))[0]!.rolinherit;
+  expect(await roleState(source, 'keeper')).toEqual({ superuser: false, replication: true, memberOf: ['pg_read_all_data'] });
+  expect(await inherit()).toBe(false);
+  const input = spec('elev-keep', 'keepdb', { freezeSource: false, retries: { maximumAttempts: 2 } });
+  input.source.uri = `postgresql://keeper@127.0.0.1:${source.port}/keepdb`;
+  input.source.password = stack.secretFile('keeper', 'keeper-pw');
+  const result = (await (await startMigration(stack, input)).result()) as MigrationResult;
+  expect(result.outcome).toBe('completed');
+  expect(await tableFingerprint(target, 'keepdb', 'public.big')).toEqual(await tableFingerprint(source, 'keepdb', 'public.big'));
+  expect(result.status.privilegeElevation).toMatchObject({
+    elevated: true,
+    attributesSet: ['INHERIT'],
+    membershipsGranted: ['pg_read_all_data'],
+    attributesBefore: { superuser: false, replication: true, inherit: false },
+    membershipsBefore: { pg_read_all_data: { member: true } },
+  });
+  expect(result.status.privilegeElevation?.revertedAt).toBeDefined();
+  expect(await roleState(source, 'keeper')).toEqual({ superuser: false, replication: true, memberOf: ['pg_read_all_data'] });
+  expect(await inherit()).toBe(false);
+  expect(sha256(hba)).toBe(hbaBefore);
   expect(elevationLeftovers(source)).toEqual([]);
 });
 
