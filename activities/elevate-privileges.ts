@@ -15,7 +15,7 @@ import { Context } from '@temporalio/activity';
 import type { MigrationSpecInput } from '../src/spec';
 import type { ElevationRecord, PrivilegeElevationSpec } from '../src/elevation-spec';
 import { validateSpec } from './preflight';
-import { connect, connectionInfo, type ConnectionInfo } from '../src/pg/connect';
+import { connect, connectionInfo, SEARCH_PATH_OPTION, type ConnectionInfo } from '../src/pg/connect';
 import { createBackend, type ExecBackend } from '../src/exec-backend';
 import { locateServer, type ServerLocation } from '../src/pg/server-location';
 import { bootstrapSuperuser, grantStatements, hasNeeds, privilegeNeeds, revertStatements, roleAttributes, type RoleAttributes } from '../src/pg/privilege-needs';
@@ -296,7 +296,8 @@ async function withDumpClient<T>(info: ConnectionInfo, fn: (client: Client) => P
 /** Runs SQL as the superuser over the server's unix socket, with psql started as the server's OS user. */
 async function socketSql(backend: ExecBackend, elevation: PrivilegeElevationSpec, server: ServerLocation, state: ElevationState, sql: string, signal: AbortSignal): Promise<void> {
   // The database may be frozen (read-only by default) when the revert runs: this session writes anyway.
-  const conninfo = Object.entries({ host: server.socketDirectory, port: String(server.port), user: state.superuser, dbname: state.database, options: '-c default_transaction_read_only=off' })
+  // A superuser session in a database its owner controls: search_path pinned like every pgmove session.
+  const conninfo = Object.entries({ host: server.socketDirectory, port: String(server.port), user: state.superuser, dbname: state.database, options: `-c default_transaction_read_only=off ${SEARCH_PATH_OPTION}` })
     .map(([key, value]) => `${key}='${value.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`)
     .join(' ');
   await backend.run([elevation.psql, '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', conninfo, '-c', sql], { as: 'server', signal });
