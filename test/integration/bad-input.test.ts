@@ -155,6 +155,47 @@ test('missing freeze privilege names the GRANT that fixes it', async () => {
   }
 });
 
+test('source and target are one database, reached under another host name', async () => {
+  // localhost and 127.0.0.1 are different strings for the same server: the servers are compared.
+  const sameDatabase = sourceDb.uri.replace('@127.0.0.1:', '@localhost:');
+  expect(sameDatabase).not.toBe(sourceDb.uri);
+  const message = await expectRefused(
+    spec({ target: { uri: sameDatabase, password: stack.secretFile('same-db', sourceDb.password) } }),
+    'PreflightFailed',
+    'source and target are different databases',
+    `target migrator@localhost:${source.port}/app are the same database`,
+    'system identifier',
+    'point target.uri at another database',
+  );
+  // Refused first and alone (the other checks would describe the source twice).
+  expect(message).not.toContain('target is empty');
+  expect(await adminQuery(source, 'app', 'SELECT count(*)::int AS n FROM accounts')).toEqual([{ n: 2 }]);
+});
+
+test('another database of the source server is a valid target (dry run)', async () => {
+  const sibling = await createDatabase(source, 'app_sibling');
+  const handle = await startMigration(stack, spec({ dryRun: true, target: { uri: sibling.uri.replace('@127.0.0.1:', '@localhost:'), password: stack.secretFile('sibling', sibling.password) } }));
+  const result = (await handle.result()) as { outcome: string; status: { preflight?: { notes: string[] } } };
+  expect(result.outcome).toBe('dryRun');
+  expect(result.status.preflight?.notes.join('\n')).toContain('source and target are databases of one server');
+  expect(await userObjects(source, 'app_sibling')).toEqual([]);
+});
+
+test('include/exclude entries that match nothing on the source are each named, with a near miss', async () => {
+  const message = await expectRefused(
+    spec({ include: { schemas: [], tables: ['public.accounts', 'public.Accounts'] }, exclude: { schemas: ['scratch'], tables: ['public.audit_tmp'] } }),
+    'PreflightFailed',
+    'include/exclude filters',
+    'include.tables "public.Accounts" matches no table on the source (did you mean "public.accounts"?)',
+    'exclude.schemas "scratch" matches no schema on the source',
+    'exclude.tables "public.audit_tmp" matches no table on the source',
+    'names are exact and case-sensitive',
+  );
+  expect(message).not.toContain('"public.accounts" matches');
+  // The schema filter too, in a spec of its own (include lists schemas or tables, not both).
+  await expectRefused(spec({ include: { schemas: ['public', 'pubic'], tables: [] } }), 'PreflightFailed', 'include.schemas "pubic" matches no schema on the source');
+});
+
 test('dry run reports the plan and writes nothing', async () => {
   const handle = await startMigration(stack, spec({ dryRun: true }));
   const result = (await handle.result()) as { outcome: string; status: { preflight?: { plan: string[]; tables: number } } };
