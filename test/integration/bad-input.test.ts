@@ -6,6 +6,10 @@ import { TestStack, createDatabase, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BI
 import { databaseAccessState, migrationFailure, pgmoveCli, startMigration, userObjects, writeSpec } from '../helpers/migration';
 import type { MigrationSpecInput } from '../../src/spec';
 import { freePort } from '../../scripts/lib/ports';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Client } from 'pg';
 
 const stack = new TestStack();
 let source: ClusterHandle;
@@ -179,6 +183,39 @@ test('another database of the source server is a valid target (dry run)', async 
   expect(result.outcome).toBe('dryRun');
   expect(result.status.preflight?.notes.join('\n')).toContain('source and target are databases of one server');
   expect(await userObjects(source, 'app_sibling')).toEqual([]);
+});
+
+test('a physical copy of the target server (same system identifier, same database oid) is another server', async () => {
+  // What a restored snapshot of a server is: its own running server with the same identity on disk.
+  const cloneDir = join(stack.dir, 'clone18');
+  const backup = spawnSync(join(PROJECT_PG18_BIN, 'pg_basebackup'), ['-h', target.host, '-p', String(target.port), '-U', 'postgres', '-D', cloneDir, '-c', 'fast'], {
+    encoding: 'utf8',
+    env: { ...process.env, PGPASSWORD: target.superuserPassword },
+  });
+  expect({ status: backup.status, stderr: backup.stderr.replace(/WARNING: {2}skipping special file .*\n/g, '') }).toEqual({ status: 0, stderr: '' });
+  // The clone answers the test's own superuser login (its password is the copied one).
+  const hba = join(cloneDir, 'pg_hba.conf');
+  writeFileSync(hba, 'host all postgres 127.0.0.1/32 trust\n' + readFileSync(hba, 'utf8'));
+  if (process.getuid?.() === 0) spawnSync('chown', ['-R', 'postgres:postgres', cloneDir]);
+  const clone = await stack.startCluster('clone18', PROJECT_PG18_BIN);
+  const identity = async (cluster: ClusterHandle) => {
+    const client = new Client({ host: cluster.host, port: cluster.port, user: 'migrator', password: targetDb.password, database: 'app' });
+    await client.connect();
+    try {
+      return (await client.query(`SELECT system_identifier::text AS id, (SELECT oid::text FROM pg_database WHERE datname = 'app') AS oid FROM pg_control_system()`)).rows[0] as { id: string; oid: string };
+    } finally {
+      await client.end();
+    }
+  };
+  expect(await identity(clone)).toEqual(await identity(target));
+  const handle = await startMigration(stack, {
+    ...spec({ dryRun: true, freezeSource: false }),
+    source: { uri: targetDb.uri, password: stack.secretFile('clone-source', targetDb.password) },
+    target: { uri: `postgresql://migrator@127.0.0.1:${clone.port}/app`, password: stack.secretFile('clone-target', targetDb.password) },
+  });
+  const result = (await handle.result()) as { outcome: string; status: { preflight?: { notes: string[] } } };
+  expect(result.outcome).toBe('dryRun');
+  expect(result.status.preflight?.notes.join('\n')).not.toContain('one server');
 });
 
 test('include/exclude entries that match nothing on the source are each named, with a near miss', async () => {
