@@ -11,7 +11,7 @@
 import type { Client } from 'pg';
 import { ApplicationFailure } from '@temporalio/common';
 import type { PrivilegeElevationSpec } from '../src/elevation-spec';
-import { connect, type ConnectionInfo } from '../src/pg/connect';
+import { connect, SEARCH_PATH_OPTION, type ConnectionInfo } from '../src/pg/connect';
 import type { ExecBackend } from '../src/exec-backend';
 import type { ServerLocation } from '../src/pg/server-location';
 import type { MembershipBefore, RoleAttributes } from '../src/pg/privilege-needs';
@@ -198,7 +198,8 @@ async function withClient<T>(info: ConnectionInfo, fn: (client: Client) => Promi
 /** Runs SQL as the superuser over the server's unix socket, with psql started as the server's OS user. */
 async function socketSql({ backend, elevation, server, state, signal }: TrustWindow, sql: string): Promise<void> {
   // The database may be frozen (read-only by default) when the revert runs: this session writes anyway.
-  const conninfo = Object.entries({ host: server.socketDirectory, port: String(server.port), user: state.superuser, dbname: state.database, options: '-c default_transaction_read_only=off' })
+  // A superuser session in a database its owner controls: search_path pinned like every pgmove session.
+  const conninfo = Object.entries({ host: server.socketDirectory, port: String(server.port), user: state.superuser, dbname: state.database, options: `-c default_transaction_read_only=off ${SEARCH_PATH_OPTION}` })
     .map(([key, value]) => `${key}='${value.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`)
     .join(' ');
   await backend.run([elevation.psql, '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', conninfo, '-c', sql], { as: 'server', signal });

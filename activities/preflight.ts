@@ -16,6 +16,7 @@ import { foreignFenceCheck } from './freeze';
 import { foreignTargetMarkerCheck } from '../src/pg/target-marker';
 import { dmsReadiness } from './preflight-dms';
 import { activityLogger } from '../src/log';
+import { filterCheck, preflightFailure, sameDatabaseCheck, targetEmptyCheck } from './preflight-scope';
 
 /** Throughput assumed per parallel job for the duration estimate (measured on 2 cores, binary COPY). */
 const ASSUMED_MB_PER_SECOND_PER_JOB = 60;
@@ -42,22 +43,19 @@ export async function preflight(specInput: unknown, cluster?: ClusterPreflightOp
   try {
     const { target, willBeCreated } = await connectTarget(targetInfo, cluster);
     try {
+      // A database that does not exist yet is not the source. Refused alone and first: every other
+      // check would only describe the source twice.
+      const distinct = willBeCreated ? undefined : await sameDatabaseCheck(source, target, sourceInfo, targetInfo);
+      if (distinct && !distinct.check.ok) throw preflightFailure([distinct.check]);
       const report = await inspect(spec, source, target, sourceInfo, targetInfo, { willBeCreated, rolesToCreate: cluster?.rolesToCreate ?? [] });
+      if (distinct?.sameServer) report.notes.push(`source and target are databases of one server: ${distinct.check.detail}`);
       const fenced = await foreignFenceCheck(source, sourceInfo.database, migrationId);
       if (fenced) report.checks.push(fenced);
       const claimed = willBeCreated ? undefined : await foreignTargetMarkerCheck(target, migrationId);
       if (claimed) report.checks.push(claimed);
       const failed = report.checks.filter((check) => !check.ok);
       log.info({ failed: failed.length, tables: report.tables, bytes: report.totalBytes }, 'pre-flight finished');
-      if (failed.length > 0) {
-        const lines = failed.map((c) => `  - ${c.name}: ${c.detail}${c.fix ? `\n      fix: ${c.fix}` : ''}`);
-        throw ApplicationFailure.create({
-          message: `pre-flight failed, nothing was written:\n${lines.join('\n')}`,
-          type: 'PreflightFailed',
-          nonRetryable: true,
-          details: [report],
-        });
-      }
+      if (failed.length > 0) throw preflightFailure(failed, report);
       return { spec, report };
     } finally {
       await target.end().catch(() => undefined);
@@ -127,6 +125,7 @@ async function inspect(
     });
   }
 
+  checks.push(await filterCheck(source, spec));
   const tables = await listTables(source, spec);
   const sequences = await listSequences(source, spec);
   const largeObjects = await countLargeObjects(source);
@@ -319,36 +318,6 @@ async function freezePrivilegeChecks(source: Client, info: ConnectionInfo): Prom
         : `${canAlter ? '' : `ALTER DATABASE ${ident(info.database)} OWNER TO ${ident(info.user)}; `}${canSignal ? '' : `GRANT pg_signal_backend TO ${ident(info.user)}; `}— or set freezeSource: false to copy at a snapshot instead`,
     },
   ];
-}
-
-/** Never merge into existing data: the target database must hold no user objects. */
-async function targetEmptyCheck(target: Client, info: ConnectionInfo): Promise<PreflightCheck> {
-  const objects = (
-    await target.query<{ object: string }>(
-      `SELECT format('%s %I.%I', CASE c.relkind WHEN 'r' THEN 'table' WHEN 'v' THEN 'view' WHEN 'S' THEN 'sequence'
-                       WHEN 'm' THEN 'materialized view' WHEN 'p' THEN 'table' WHEN 'f' THEN 'foreign table' ELSE 'relation' END,
-                    n.nspname, c.relname) AS object
-         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind IN ('r', 'v', 'S', 'm', 'p', 'f')
-          AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
-          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-       UNION ALL
-       SELECT format('schema %I', n.nspname) FROM pg_namespace n
-        WHERE n.nspname NOT IN ('public', 'pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
-          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass AND d.objid = n.oid AND d.deptype = 'e')
-       UNION ALL
-       SELECT format('function %s', p.oid::regprocedure) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
-       LIMIT 20`,
-    )
-  ).rows.map((r) => r.object);
-  return {
-    name: 'target is empty',
-    ok: objects.length === 0,
-    detail: objects.length === 0 ? `${describeEndpoint(info)} holds no user objects` : `${describeEndpoint(info)} already holds ${objects.slice(0, 5).join(', ')}${objects.length > 5 ? ', …' : ''}`,
-    fix: objects.length === 0 ? undefined : `pgmove never merges into existing data: point target.uri at a new database (CREATE DATABASE ${ident(info.database + '_new')};) or drop these objects`,
-  };
 }
 
 async function targetPrivilegeChecks(target: Client, info: ConnectionInfo): Promise<PreflightCheck[]> {

@@ -54,6 +54,18 @@ export const KEEPALIVE = { idleSeconds: 30, intervalSeconds: 10, count: 3 } as c
 /** Server-side keepalives (the server notices a vanished worker too), as -c options for the startup packet. */
 const SERVER_KEEPALIVE_OPTIONS = `-c tcp_keepalives_idle=${KEEPALIVE.idleSeconds} -c tcp_keepalives_interval=${KEEPALIVE.intervalSeconds} -c tcp_keepalives_count=${KEEPALIVE.count}`;
 
+/**
+ * search_path of every session pgmove opens: pg_catalog first, then only the session's own temporary
+ * schema (searched for relations, never for functions or operators). A role or database setting
+ * (`ALTER ROLE … SET search_path = evil, pg_catalog`, which a database owner may set) or an object in
+ * `public` (a function of the same name with a closer argument type) can then never put someone
+ * else's function or operator under pgmove's SQL — which runs with the privileges the migration role
+ * has, SUPERUSER during some privilege elevations. pg_dump and pg_restore empty it themselves; every
+ * name pgmove's own SQL uses outside pg_catalog is schema-qualified.
+ */
+export const PINNED_SEARCH_PATH = 'pg_catalog,pg_temp';
+export const SEARCH_PATH_OPTION = `-c search_path=${PINNED_SEARCH_PATH}`;
+
 /** libpq conninfo keywords for client-side keepalives (libpq has no environment variables for them). */
 export function keepaliveConninfo(): string {
   return `keepalives=1 keepalives_idle=${KEEPALIVE.idleSeconds} keepalives_interval=${KEEPALIVE.intervalSeconds} keepalives_count=${KEEPALIVE.count}`;
@@ -80,7 +92,7 @@ export function libpqEnv(info: ConnectionInfo, applicationName = 'pgmove'): Node
     PGUSER: info.user,
     PGAPPNAME: applicationName,
     PGCONNECT_TIMEOUT: '15',
-    PGOPTIONS: `-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0 ${SERVER_KEEPALIVE_OPTIONS}`,
+    PGOPTIONS: `${SEARCH_PATH_OPTION} -c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0 ${SERVER_KEEPALIVE_OPTIONS}`,
   };
   if (info.sslmode) env.PGSSLMODE = info.sslmode;
   if (info.password !== undefined) env.PGPASSWORD = info.password;
@@ -146,10 +158,11 @@ export function clientConfig(info: ConnectionInfo, options: ConnectOptions = {})
     // Node sets the idle time; interval and count stay the OS's (the server-side ones below are ours).
     keepAlive: true,
     keepAliveInitialDelayMillis: KEEPALIVE.idleSeconds * 1000,
+    // search_path pinned (PINNED_SEARCH_PATH): startup options win over role and database settings.
     // Row security off: a policy must make COPY fail, never filter rows silently (as pg_dump does).
     // Timeouts a role or database may set would cancel long COPYs or the snapshot holder; a lock wait is
     // not left infinite silently either: the stall watchdog reports and ends it (timeouts.stall).
-    options: `-c row_security=off -c statement_timeout=${options.statementTimeoutMs ?? 0} -c idle_in_transaction_session_timeout=0 -c lock_timeout=0 ${SERVER_KEEPALIVE_OPTIONS}`,
+    options: `${SEARCH_PATH_OPTION} -c row_security=off -c statement_timeout=${options.statementTimeoutMs ?? 0} -c idle_in_transaction_session_timeout=0 -c lock_timeout=0 ${SERVER_KEEPALIVE_OPTIONS}`,
   };
   if (options.replication) Object.assign(config, { replication: options.replication }); // not in @types/pg
   return config;

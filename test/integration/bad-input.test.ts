@@ -6,6 +6,10 @@ import { TestStack, createDatabase, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BI
 import { databaseAccessState, migrationFailure, pgmoveCli, startMigration, userObjects, writeSpec } from '../helpers/migration';
 import type { MigrationSpecInput } from '../../src/spec';
 import { freePort } from '../../scripts/lib/ports';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Client } from 'pg';
 
 const stack = new TestStack();
 let source: ClusterHandle;
@@ -153,6 +157,80 @@ test('missing freeze privilege names the GRANT that fixes it', async () => {
   } finally {
     await adminQuery(source, 'postgres', 'GRANT pg_signal_backend TO migrator');
   }
+});
+
+test('source and target are one database, reached under another host name', async () => {
+  // localhost and 127.0.0.1 are different strings for the same server: the servers are compared.
+  const sameDatabase = sourceDb.uri.replace('@127.0.0.1:', '@localhost:');
+  expect(sameDatabase).not.toBe(sourceDb.uri);
+  const message = await expectRefused(
+    spec({ target: { uri: sameDatabase, password: stack.secretFile('same-db', sourceDb.password) } }),
+    'PreflightFailed',
+    'source and target are different databases',
+    `target migrator@localhost:${source.port}/app are the same database`,
+    'system identifier',
+    'point target.uri at another database',
+  );
+  // Refused first and alone (the other checks would describe the source twice).
+  expect(message).not.toContain('target is empty');
+  expect(await adminQuery(source, 'app', 'SELECT count(*)::int AS n FROM accounts')).toEqual([{ n: 2 }]);
+});
+
+test('another database of the source server is a valid target (dry run)', async () => {
+  const sibling = await createDatabase(source, 'app_sibling');
+  const handle = await startMigration(stack, spec({ dryRun: true, target: { uri: sibling.uri.replace('@127.0.0.1:', '@localhost:'), password: stack.secretFile('sibling', sibling.password) } }));
+  const result = (await handle.result()) as { outcome: string; status: { preflight?: { notes: string[] } } };
+  expect(result.outcome).toBe('dryRun');
+  expect(result.status.preflight?.notes.join('\n')).toContain('source and target are databases of one server');
+  expect(await userObjects(source, 'app_sibling')).toEqual([]);
+});
+
+test('a physical copy of the target server (same system identifier, same database oid) is another server', async () => {
+  // What a restored snapshot of a server is: its own running server with the same identity on disk.
+  const cloneDir = join(stack.dir, 'clone18');
+  const backup = spawnSync(join(PROJECT_PG18_BIN, 'pg_basebackup'), ['-h', target.host, '-p', String(target.port), '-U', 'postgres', '-D', cloneDir, '-c', 'fast'], {
+    encoding: 'utf8',
+    env: { ...process.env, PGPASSWORD: target.superuserPassword },
+  });
+  expect({ status: backup.status, stderr: backup.stderr.replace(/WARNING: {2}skipping special file .*\n/g, '') }).toEqual({ status: 0, stderr: '' });
+  // The clone answers the test's own superuser login (its password is the copied one).
+  const hba = join(cloneDir, 'pg_hba.conf');
+  writeFileSync(hba, 'host all postgres 127.0.0.1/32 trust\n' + readFileSync(hba, 'utf8'));
+  if (process.getuid?.() === 0) spawnSync('chown', ['-R', 'postgres:postgres', cloneDir]);
+  const clone = await stack.startCluster('clone18', PROJECT_PG18_BIN);
+  const identity = async (cluster: ClusterHandle) => {
+    const client = new Client({ host: cluster.host, port: cluster.port, user: 'migrator', password: targetDb.password, database: 'app' });
+    await client.connect();
+    try {
+      return (await client.query(`SELECT system_identifier::text AS id, (SELECT oid::text FROM pg_database WHERE datname = 'app') AS oid FROM pg_control_system()`)).rows[0] as { id: string; oid: string };
+    } finally {
+      await client.end();
+    }
+  };
+  expect(await identity(clone)).toEqual(await identity(target));
+  const handle = await startMigration(stack, {
+    ...spec({ dryRun: true, freezeSource: false }),
+    source: { uri: targetDb.uri, password: stack.secretFile('clone-source', targetDb.password) },
+    target: { uri: `postgresql://migrator@127.0.0.1:${clone.port}/app`, password: stack.secretFile('clone-target', targetDb.password) },
+  });
+  const result = (await handle.result()) as { outcome: string; status: { preflight?: { notes: string[] } } };
+  expect(result.outcome).toBe('dryRun');
+  expect(result.status.preflight?.notes.join('\n')).not.toContain('one server');
+});
+
+test('include/exclude entries that match nothing on the source are each named, with a near miss', async () => {
+  const message = await expectRefused(
+    spec({ include: { schemas: [], tables: ['public.accounts', 'public.Accounts'] }, exclude: { schemas: ['scratch'], tables: ['public.audit_tmp'] } }),
+    'PreflightFailed',
+    'include/exclude filters',
+    'include.tables "public.Accounts" matches no table on the source (did you mean "public.accounts"?)',
+    'exclude.schemas "scratch" matches no schema on the source',
+    'exclude.tables "public.audit_tmp" matches no table on the source',
+    'names are exact and case-sensitive',
+  );
+  expect(message).not.toContain('"public.accounts" matches');
+  // The schema filter too, in a spec of its own (include lists schemas or tables, not both).
+  await expectRefused(spec({ include: { schemas: ['public', 'pubic'], tables: [] } }), 'PreflightFailed', 'include.schemas "pubic" matches no schema on the source');
 });
 
 test('dry run reports the plan and writes nothing', async () => {
