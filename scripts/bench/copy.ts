@@ -84,19 +84,25 @@ async function main(): Promise<void> {
       method: 'dump' as const,
       jobs: JOBS,
     };
-    const times: Record<string, number[]> = { pgmove: [], 'pg_dump | pg_restore': [], pgcopydb: [] };
+    // --compare-index-order also times pgmove with every index built in post-data (copy.indexesDuringCopy: false).
+    const variants: [string, typeof spec & { copy?: { indexesDuringCopy: boolean } }][] = [['pgmove', spec]];
+    if (process.argv.includes('--compare-index-order')) variants.push(['pgmove, indexes after copy', { ...spec, copy: { indexesDuringCopy: false } }]);
+    const times: Record<string, number[]> = { ...Object.fromEntries(variants.map(([name]) => [name, []])), 'pg_dump | pg_restore': [], pgcopydb: [] };
     const phases: string[] = [];
     for (let run = 1; run <= RUNS; run++) {
       console.log(`run ${run}/${RUNS}`);
-      await freshTarget(target);
-      times.pgmove!.push(
-        await timed('pgmove (start → validated)', async () => {
-          const handle = await client.workflow.start('migrateDatabase', { taskQueue: 'bench', workflowId: `bench-${Date.now()}`, args: [spec] });
-          const result = (await handle.result()) as MigrationResult;
-          if (!result.status.validation?.ok) throw new Error('pgmove validation failed');
-          phases.push(Object.entries(result.status.timings).map(([p, t]) => `${p} ${t?.seconds?.toFixed(1)}s`).join(', '));
-        }),
-      );
+      for (const [name, variantSpec] of variants) {
+        await freshTarget(target);
+        times[name]!.push(
+          await timed(`${name} (start → validated)`, async () => {
+            const handle = await client.workflow.start('migrateDatabase', { taskQueue: 'bench', workflowId: `bench-${Date.now()}`, args: [variantSpec] });
+            const result = (await handle.result()) as MigrationResult;
+            if (!result.status.validation?.ok) throw new Error('pgmove validation failed');
+            const indexes = result.status.copyUnits?.indexesBuilt ? `, ${result.status.copyUnits.indexesBuilt} indexes built during the copy` : '';
+            phases.push(`${name}: ${Object.entries(result.status.timings).map(([p, t]) => `${p} ${t?.seconds?.toFixed(1)}s`).join(', ')}${indexes}`);
+          }),
+        );
+      }
       await freshTarget(target);
       times['pg_dump | pg_restore']!.push(
         await timed('pg_dump -Fc | pg_restore', () =>

@@ -226,7 +226,7 @@ test('kubectl backend: argv, quoting, k8s-secret reference, revert path', async 
     const psql = (calls: string[][]) => calls.filter((c) => c.includes('-c') && c.some((a) => a.endsWith('/psql')));
     const [grant] = psql(elevateCalls);
     expect(grant).toBeDefined();
-    expect(grant![grant!.indexOf('-d') + 1]).toBe(`host='${source.dataDir}' port='${source.port}' user='postgres' dbname='o\\'db name' options='-c default_transaction_read_only=off'`);
+    expect(grant![grant!.indexOf('-d') + 1]).toBe(`host='${source.dataDir}' port='${source.port}' user='postgres' dbname='o\\'db name' options='-c default_transaction_read_only=off -c search_path=pg_catalog,pg_temp'`);
     expect(grant![grant!.length - 1]).toBe('GRANT "pg_read_all_data" TO "dump user";');
     // The trust line travels on stdin (never argv): pg_hba.conf written twice, line in and line out.
     expect(elevateCalls.filter((c) => c.join(' ').endsWith(`sh -c cat > "$1" sh ${hba}`)).length).toBe(2);
