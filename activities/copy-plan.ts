@@ -8,10 +8,9 @@
  */
 import { Context } from '@temporalio/activity';
 import type { MigrationSpec } from '../src/spec';
-import type { CopyGeneration, CopyPlanSummary, CopyUnitResult, PlannedUnitResult, StoredSlotCopyResult } from '../src/model';
+import type { CopyGeneration, CopyPlanSummary, CopyTable, CopyUnitResult, PlannedUnitResult, StoredSlotCopyResult } from '../src/model';
 import { connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
 import { buildEarlyIndexes } from '../src/pg/table-indexes';
-import type { TableName } from '../src/pg/sql';
 import { startHeartbeat } from '../src/heartbeat';
 import { dropPlan, loadPlan, loadPlanSummary, loadUnit, markUnitDone, storePlan, summarizePlan } from '../src/pg/copy-plan-store';
 import { stallTimeoutMs } from '../src/stall';
@@ -57,7 +56,7 @@ export async function copyPlannedUnit(input: PlanRefInput & { index: number }): 
 }
 
 /** Builds the early indexes of copied tables, heartbeating the table at work and the unit's copy checkpoint. */
-async function buildIndexesOf(tables: TableName[], sourceInfo: ConnectionInfo, targetInfo: ConnectionInfo, completedTables: CopyUnitResult['tables']): Promise<number> {
+async function buildIndexesOf(tables: CopyTable[], sourceInfo: ConnectionInfo, targetInfo: ConnectionInfo, completedTables: CopyUnitResult['tables']): Promise<number> {
   let building = '';
   const heartbeat = startHeartbeat(() => ({ step: 'building indexes', index: building, completedTables }));
   try {
