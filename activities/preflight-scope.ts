@@ -4,6 +4,7 @@
  * include/exclude filter of the spec names something on the source.
  */
 import type { Client } from 'pg';
+import { resettableObjects } from '../src/pg/target-objects';
 import { ApplicationFailure } from '@temporalio/common';
 import type { MigrationSpec } from '../src/spec';
 import { describeEndpoint, type ConnectionInfo } from '../src/pg/connect';
@@ -141,26 +142,9 @@ function splitTable(text: string): { schema: string; name: string } {
 
 /** Never merge into existing data: the target database must hold no user objects. */
 export async function targetEmptyCheck(target: Client, info: ConnectionInfo): Promise<PreflightCheck> {
-  const objects = (
-    await target.query<{ object: string }>(
-      `SELECT format('%s %I.%I', CASE c.relkind WHEN 'r' THEN 'table' WHEN 'v' THEN 'view' WHEN 'S' THEN 'sequence'
-                       WHEN 'm' THEN 'materialized view' WHEN 'p' THEN 'table' WHEN 'f' THEN 'foreign table' ELSE 'relation' END,
-                    n.nspname, c.relname) AS object
-         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind IN ('r', 'v', 'S', 'm', 'p', 'f')
-          AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
-          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-       UNION ALL
-       SELECT format('schema %I', n.nspname) FROM pg_namespace n
-        WHERE n.nspname NOT IN ('public', 'pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
-          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass AND d.objid = n.oid AND d.deptype = 'e')
-       UNION ALL
-       SELECT format('function %s', p.oid::regprocedure) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
-       LIMIT 20`,
-    )
-  ).rows.map((r) => r.object);
+  // Exactly what a reset after an unfinished run would drop (the extensions there now are kept by it).
+  const extensions = (await target.query<{ extname: string }>('SELECT extname FROM pg_catalog.pg_extension')).rows.map((e) => e.extname);
+  const objects = (await resettableObjects(target, extensions)).map((o) => o.label);
   return {
     name: 'target is empty',
     ok: objects.length === 0,

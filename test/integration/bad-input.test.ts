@@ -102,6 +102,23 @@ test('non-empty target', async () => {
   expect(await adminQuery(target, 'busy', 'SELECT count(*)::int AS n FROM existing_data')).toEqual([{ n: 0 }]);
 });
 
+test('a target holding only what the reset would also drop (type, domain, collation, aggregate, large object) is not empty', async () => {
+  const cases: [string, string, string][] = [
+    ['only_type', `CREATE TYPE public.mood AS ENUM ('ok', 'sad')`, 'type public.mood'],
+    ['only_domain', `CREATE DOMAIN public.positive AS int CHECK (VALUE > 0)`, 'domain public.positive'],
+    ['only_collation', `CREATE COLLATION public.bytewise (provider = libc, locale = 'C')`, 'collation public.bytewise'],
+    ['only_aggregate', `CREATE AGGREGATE public.total (int) (sfunc = int4pl, stype = int)`, 'aggregate public.total(integer)'],
+    ['only_large_object', `SELECT lo_from_bytea(0, 'kept'::bytea)`, '1 large object(s)'],
+  ];
+  for (const [database, create, named] of cases) {
+    await createDatabase(target, database, 'migrator', 'target-secret-pw');
+    await adminQuery(target, database, create);
+    await expectRefused(spec({ target: { uri: targetDb.uri.replace(/\/app$/, `/${database}`), password: stack.secretFile(`t-${database}`, targetDb.password) } }), 'PreflightFailed', 'target is empty', named);
+  }
+  // Refused before anything was written: the large object is still there.
+  expect(await adminQuery(target, 'only_large_object', 'SELECT count(*)::int AS n FROM pg_largeobject_metadata')).toEqual([{ n: 1 }]);
+});
+
 test('missing privilege on a source table names the GRANT that fixes it', async () => {
   await adminQuery(source, 'app', `CREATE TABLE secrets_table (id int PRIMARY KEY)`); // owned by postgres, not readable by migrator
   try {
