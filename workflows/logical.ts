@@ -232,7 +232,8 @@ function withGuardrails(state: ReplicationState, spec: MigrationSpec): Replicati
   return state;
 }
 
-function autoCutoverDue(spec: MigrationSpec, state: ReplicationState): boolean {
+/** Whether autoCutover asks for the cutover now (lag within the limit, streaming, and the time reached). Pure. */
+export function autoCutoverDue(spec: MigrationSpec, state: ReplicationState): boolean {
   const auto = spec.cutover.autoCutover;
   if (auto === false) return false;
   if (state.lagBytes > bytes(spec.cutover.maxLagBytes) || !state.streaming) return false;
