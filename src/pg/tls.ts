@@ -49,7 +49,7 @@ export function effectiveSslmode(info: TlsEndpoint): SslMode {
 /** The CA file libpq would use: sslrootcert, else ~/.postgresql/root.crt of the worker's user when it exists. */
 export function rootCertPath(info: TlsEndpoint): string | undefined {
   if (info.sslrootcert) return info.sslrootcert;
-  const fallback = join(homedir(), '.postgresql', 'root.crt');
+  const fallback = join(process.env.HOME || homedir(), '.postgresql', 'root.crt');
   return existsSync(fallback) ? fallback : undefined;
 }
 
