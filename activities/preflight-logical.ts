@@ -166,7 +166,9 @@ async function reachabilityProbe(spec: MigrationSpec, target: Client): Promise<L
         detail: `the target cannot connect to the source at ${fromTarget.host}:${fromTarget.port} as ${fromTarget.user}: ${message}`,
         fix: /password|authentication/i.test(message)
           ? 'check source.password; the target authenticates to the source with it'
-          : `allow the target's address in the source's pg_hba.conf / security group, or set logical.sourceUriFromTarget to the address the target reaches the source at`,
+          : /certificate|SSL|root cert/i.test(message)
+            ? `the TARGET server verifies the source's certificate with its own files: set logical.sourceUriFromTarget with sslrootcert=<the CA file's path on the target server> (or ~/.postgresql/root.crt of the target's server OS user), or an sslmode that fits (require: encrypted, not verified)`
+            : `allow the target's address in the source's pg_hba.conf / security group, or set logical.sourceUriFromTarget to the address the target reaches the source at`,
       },
     ];
   } finally {

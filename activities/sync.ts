@@ -224,9 +224,15 @@ export async function quietStatementLogging(target: Client): Promise<void> {
   for (const sql of ['SET log_min_error_statement = panic', 'SET log_statement = none']) await target.query(sql).catch(() => undefined);
 }
 
-/** The source as the target server connects to it: logical.sourceUriFromTarget, else source.uri. */
+/**
+ * The source as the target server connects to it: logical.sourceUriFromTarget, else source.uri. The
+ * sslmode applies either way; sslrootcert only from sourceUriFromTarget: source.uri's names a file on
+ * the worker, which the target server does not have (README, TLS).
+ */
 export async function sourceAsTargetSeesIt(spec: MigrationSpec): Promise<ConnectionInfo> {
-  return connectionInfo({ uri: spec.logical.sourceUriFromTarget ?? spec.source.uri, password: spec.source.password }, 'source');
+  const info = await connectionInfo({ uri: spec.logical.sourceUriFromTarget ?? spec.source.uri, password: spec.source.password }, 'source');
+  if (!spec.logical.sourceUriFromTarget) delete info.sslrootcert;
+  return info;
 }
 
 export function subscriptionError(error: unknown, fromTarget: ConnectionInfo): Error {

@@ -11,6 +11,9 @@ import { awsSchema, dmsSchema, endpointOverrideSchema, rdsProvisionSchema } from
 const SECRET_REF =
   /^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+|k8s-secret:[a-z0-9]([-a-z0-9]*[a-z0-9])?\/[a-z0-9]([-.a-z0-9]*[a-z0-9])?\/[-._a-zA-Z0-9]+|aws-secretsmanager:arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[^#]+(#.+)?)$/;
 const ALLOWED_URI_PARAMETERS = new Set(['sslmode', 'sslrootcert', 'connect_timeout', 'application_name']);
+/** libpq's sslmode values (src/pg/tls.ts maps them for node-postgres and the child tools). */
+export const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
+export type SslMode = (typeof SSL_MODES)[number];
 const DURATION = /^\d+(\.\d+)?\s*(ms|s|m|h|d)$/;
 
 /** A password reference (shared with the cluster spec's role passwords). */
@@ -35,6 +38,14 @@ const postgresUri = z
       return true;
     }
   }, 'only sslmode, sslrootcert, connect_timeout and application_name may be URI parameters (a password never: use the sibling field "password")')
+  .refine((value) => {
+    try {
+      const mode = new URL(value).searchParams.get('sslmode');
+      return mode === null || (SSL_MODES as readonly string[]).includes(mode);
+    } catch {
+      return true;
+    }
+  }, `sslmode must be one of ${SSL_MODES.join(', ')}`)
   .refine((value) => {
     try {
       const url = new URL(value);

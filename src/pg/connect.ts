@@ -6,6 +6,7 @@
 import { Client, type ClientConfig } from 'pg';
 import { ApplicationFailure } from '@temporalio/common';
 import { resolveSecret } from '../secrets';
+import { effectiveSslmode, explainTlsError, sslAttempts, worthFallback, type SslOption } from './tls';
 
 export type Side = 'source' | 'target';
 
@@ -20,8 +21,10 @@ export interface ConnectionInfo {
   database: string;
   user: string;
   password?: string;
-  /** libpq sslmode from the URI (?sslmode=require); RDS 15+ requires SSL. */
+  /** libpq sslmode from the URI (?sslmode=require); absent: prefer, as libpq. RDS 15+ requires SSL. See src/pg/tls.ts. */
   sslmode?: string;
+  /** libpq sslrootcert from the URI: the CA file on the worker (or `system`) that verify-ca/verify-full check against. */
+  sslrootcert?: string;
 }
 
 /** Parses a spec URI (which never holds a password) and resolves the password reference. */
@@ -35,6 +38,7 @@ export async function connectionInfo(endpoint: EndpointSpec, side: Side): Promis
     user: url.username ? decodeURIComponent(url.username) : (process.env.USER ?? 'postgres'),
     password,
     sslmode: url.searchParams.get('sslmode') ?? undefined,
+    sslrootcert: url.searchParams.get('sslrootcert') ?? undefined,
   };
 }
 
@@ -94,7 +98,10 @@ export function libpqEnv(info: ConnectionInfo, applicationName = 'pgmove'): Node
     PGCONNECT_TIMEOUT: '15',
     PGOPTIONS: `${SEARCH_PATH_OPTION} -c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0 ${SERVER_KEEPALIVE_OPTIONS}`,
   };
-  if (info.sslmode) env.PGSSLMODE = info.sslmode;
+  // TLS exactly as the node-postgres connections (src/pg/tls.ts), whatever the worker's own environment says.
+  env.PGSSLMODE = effectiveSslmode(info);
+  if (info.sslrootcert) env.PGSSLROOTCERT = info.sslrootcert;
+  else delete env.PGSSLROOTCERT;
   if (info.password !== undefined) env.PGPASSWORD = info.password;
   else delete env.PGPASSWORD;
   return env;
@@ -112,6 +119,8 @@ export function classifyConnectError(error: unknown, info: ConnectionInfo, side:
   const err = error as { code?: string; message?: string };
   const where = `${side} ${describeEndpoint(info)}`;
   const template = err.code ? NON_RETRYABLE_SQLSTATES[err.code] : undefined;
+  const tls = explainTlsError(error, info, `${side}.uri`);
+  if (tls) return ApplicationFailure.nonRetryable(`cannot connect to ${where}: ${tls}`, 'TlsVerification');
   const fill = (text: string) => text.replace(/\{side\}/g, side).replace(/\{user\}/g, info.user);
   if (template) {
     return ApplicationFailure.nonRetryable(`cannot connect to ${where}: ${fill(template)} (${err.message})`, 'BadInput');
@@ -143,8 +152,8 @@ export interface ConnectOptions {
   replication?: 'database';
 }
 
-/** node-postgres configuration of a connection (exported for the keepalive unit test). */
-export function clientConfig(info: ConnectionInfo, options: ConnectOptions = {}): ClientConfig {
+/** node-postgres configuration of a connection (exported for unit tests); `ssl`: the attempt's TLS (default: the first of sslAttempts). */
+export function clientConfig(info: ConnectionInfo, options: ConnectOptions = {}, ssl: SslOption = sslAttempts(info)[0]!): ClientConfig {
   const config: ClientConfig = {
     host: info.host,
     port: info.port,
@@ -153,7 +162,7 @@ export function clientConfig(info: ConnectionInfo, options: ConnectOptions = {})
     password: info.password,
     application_name: options.applicationName ?? 'pgmove',
     connectionTimeoutMillis: 15_000,
-    ssl: sslConfig(info.sslmode),
+    ssl,
     statement_timeout: options.statementTimeoutMs,
     // Node sets the idle time; interval and count stay the OS's (the server-side ones below are ours).
     keepAlive: true,
@@ -168,17 +177,31 @@ export function clientConfig(info: ConnectionInfo, options: ConnectOptions = {})
   return config;
 }
 
+/**
+ * Opens a connection with TLS as the sslmode says: prefer (and allow) make a second attempt the other
+ * way when the first one fails for any reason but an unreachable server (src/pg/tls.ts).
+ */
 export async function connect(info: ConnectionInfo, side: Side, options: ConnectOptions = {}): Promise<Client> {
-  const client = new Client(clientConfig(info, options));
-  // A dropped connection must surface as a query error, not crash the worker.
-  client.on('error', () => undefined);
+  let failure: unknown;
   try {
-    await client.connect();
+    const attempts = sslAttempts(info);
+    for (const [index, ssl] of attempts.entries()) {
+      const client = new Client(clientConfig(info, options, ssl));
+      // A dropped connection must surface as a query error, not crash the worker.
+      client.on('error', () => undefined);
+      try {
+        await client.connect();
+        return client;
+      } catch (error) {
+        await client.end().catch(() => undefined);
+        failure = error;
+        if (index === attempts.length - 1 || !worthFallback(error)) break;
+      }
+    }
   } catch (error) {
-    await client.end().catch(() => undefined);
-    throw options.classify ? classifyConnectError(error, info, side) : error;
+    failure = error; // a TLS configuration pgmove cannot use (TlsConfigError)
   }
-  return client;
+  throw options.classify ? classifyConnectError(failure, info, side) : failure;
 }
 
 /** Runs fn with a fresh connection and always closes it. */
@@ -194,10 +217,4 @@ export async function withClient<T>(
   } finally {
     await client.end().catch(() => undefined);
   }
-}
-
-/** node-postgres' ssl option for a libpq sslmode (verify-* check the certificate; require/prefer do not). */
-function sslConfig(sslmode: string | undefined): ClientConfig['ssl'] {
-  if (!sslmode || sslmode === 'disable' || sslmode === 'allow' || sslmode === 'prefer') return false;
-  return { rejectUnauthorized: sslmode === 'verify-ca' || sslmode === 'verify-full' };
 }

@@ -7,7 +7,8 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { MigrationSpec } from '../spec';
-import { run, type RunOptions } from '../exec';
+import { CommandError, run, type RunOptions } from '../exec';
+import { explainLibpqTlsError } from './tls';
 import { libpqConninfo, libpqEnv, withClient, type ConnectionInfo } from './connect';
 import { partitionsOfNamedTables } from './catalog';
 import { exactPattern } from './sql';
@@ -69,7 +70,7 @@ export async function dumpSection(
     include: await partitionsOfNamedTables(client, spec.include.tables),
     exclude: await partitionsOfNamedTables(client, spec.exclude.tables),
   }));
-  await run(
+  await runTool(
     join(binDir, 'pg_dump'),
     // Subscriptions are the source server's connections elsewhere, not schema: a copy would hold the
     // same upstream slot name and connection string (password included). See README, post-data.
@@ -77,6 +78,17 @@ export async function dumpSection(
     { ...options, env: libpqEnv(source, options.applicationName) },
   );
   return file;
+}
+
+/** run, with what failed and how to fix it added to a TLS failure of the tool's connection. */
+async function runTool(file: string, args: string[], options: RunOptions): Promise<void> {
+  try {
+    await run(file, args, options);
+  } catch (error) {
+    const hint = error instanceof CommandError ? explainLibpqTlsError(error.stderr) : undefined;
+    if (hint && error instanceof CommandError) throw new CommandError(error.command, error.exitCode, `${error.stderr.trim()}\n${hint}`);
+    throw error;
+  }
 }
 
 export interface RestoreOptions {
@@ -109,7 +121,7 @@ export async function restoreArchive(
   if (restore.noOwner) args.push('--no-owner');
   if (restore.noPrivileges) args.push('--no-privileges');
   args.push(archive);
-  await run(join(binDir, 'pg_restore'), args, { ...options, env: libpqEnv(target, restore.applicationName ?? options.applicationName) });
+  await runTool(join(binDir, 'pg_restore'), args, { ...options, env: libpqEnv(target, restore.applicationName ?? options.applicationName) });
 }
 
 export interface TocEntry {

@@ -192,7 +192,10 @@ export function subscriptionConninfo(info: ConnectionInfo): string {
   const quote = (value: string) => `'${value.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
   const parts = [`host=${quote(info.host)}`, `port=${info.port}`, `dbname=${quote(info.database)}`, `user=${quote(info.user)}`];
   if (info.password !== undefined) parts.push(`password=${quote(info.password)}`);
+  // TLS of the target server's connection to the source: the sslmode as given (absent: libpq's prefer);
+  // sslrootcert names a file on the TARGET server, so only a URI written for it carries one (sourceAsTargetSeesIt).
   if (info.sslmode) parts.push(`sslmode=${quote(info.sslmode)}`);
+  if (info.sslrootcert) parts.push(`sslrootcert=${quote(info.sslrootcert)}`);
   parts.push(`application_name=${quote('pgmove')}`);
   // The subscription's walreceiver on the target notices a dead path to the source, as ours do.
   parts.push(keepaliveConninfo());
