@@ -71,6 +71,7 @@ beforeAll(() => {
   savedPath = process.env.PATH;
   process.env.PATH = `${bin}:${savedPath}`;
   process.env.TARGET_PW = PASSWORD;
+  process.env.PGMOVE_ALLOWED_SECRETS = 'env:SOURCE_PW,env:TARGET_PW';
   process.env.SOURCE_PW = 'old-source-pw';
 });
 
