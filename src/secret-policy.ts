@@ -63,11 +63,11 @@ export function isSecretAllowed(reference: string, patterns: string[] = allowedS
 }
 
 /** Throws a non-retryable SecretNotAllowed naming the field, the reference's kind and the setting. */
-export function assertSecretAllowed(reference: string, field: string): void {
+export function assertSecretAllowed(reference: string, field: string, beforeAnyWrite = false): void {
   if (isSecretAllowed(reference)) return;
   const kind = secretKind(reference);
   throw ApplicationFailure.nonRetryable(
-    `${field}: this worker does not allow the ${kind} secret reference ${reference}; nothing was written. ` +
+    `${field}: this worker does not allow the ${kind} secret reference ${reference}${beforeAnyWrite ? '; nothing was written' : ''}. ` +
       `The worker's operator allows references with ${ALLOWED_SECRETS_VARIABLE} in the worker's environment ` +
       `(comma-separated patterns, e.g. ${ALLOWED_SECRETS_VARIABLE}='${example(reference)}'; README "Secrets on the worker")`,
     'SecretNotAllowed',
@@ -97,5 +97,5 @@ export function specSecretReferences(spec: {
 
 /** Checks all of a spec's references up front, so a refused one stops the migration before any write. */
 export function assertSpecSecretsAllowed(spec: Parameters<typeof specSecretReferences>[0]): void {
-  for (const { field, reference } of specSecretReferences(spec)) assertSecretAllowed(reference, field);
+  for (const { field, reference } of specSecretReferences(spec)) assertSecretAllowed(reference, field, true);
 }

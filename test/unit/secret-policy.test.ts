@@ -70,7 +70,7 @@ test('a refused reference: non-retryable SecretNotAllowed naming kind and settin
       expect(error).toBeInstanceOf(ApplicationFailure);
       expect(error.type).toBe('SecretNotAllowed');
       expect(error.nonRetryable).toBe(true);
-      expect(error.message).toContain(`source.password: this worker does not allow the ${kind} secret reference ${reference}; nothing was written`);
+      expect(error.message).toContain(`source.password: this worker does not allow the ${kind} secret reference ${reference}. `);
       expect(error.message).toContain('PGMOVE_ALLOWED_SECRETS');
       expect(error.message).not.toContain(value);
     }
@@ -95,5 +95,5 @@ test('a spec is checked whole, role passwords included, before anything resolves
     return undefined;
   })();
   expect(failure?.type).toBe('SecretNotAllowed');
-  expect(failure?.message).toMatch(/^roles\.passwords\.app: this worker does not allow the k8s-secret: secret reference/);
+  expect(failure?.message).toMatch(/^roles\.passwords\.app: this worker does not allow the k8s-secret: secret reference k8s-secret:prod\/app\/password; nothing was written\. /);
 });
