@@ -24,6 +24,7 @@ import { bootstrapSuperuser, grantStatements, hasNeeds, membershipsOf, privilege
 import { activityLogger } from '../src/log';
 import { assertSafeMigrationId } from '../src/migration-id';
 import { activeStates, closeTrustWindow, files, inTrustWindow, readState, trustLine, writeState, type ElevationState, type TrustWindow } from './elevation-server';
+import { assertSpecSecretsAllowed } from '../src/secret-policy';
 
 export interface ElevationInput {
   spec: MigrationSpecInput;
@@ -35,6 +36,7 @@ export interface ElevationInput {
 export async function elevatePrivileges(input: ElevationInput): Promise<ElevationRecord> {
   assertSafeMigrationId(input.migrationId);
   const spec = validateSpec(input.spec);
+  assertSpecSecretsAllowed(spec);
   const elevation = spec.source.privilegeElevation!;
   const log = activityLogger('elevatePrivileges');
   const info = await connectionInfo(spec.source, 'source');

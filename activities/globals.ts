@@ -28,6 +28,7 @@ import {
   type SourceDatabase,
 } from '../src/pg/globals-sql';
 import { activityLogger } from '../src/log';
+import { assertSpecSecretsAllowed } from '../src/secret-policy';
 
 export interface PlannedDatabase {
   database: string;
@@ -54,6 +55,7 @@ export interface ClusterPlan {
 /** Validates the cluster spec and resolves which databases it means on the source. */
 export async function planCluster(input: unknown): Promise<ClusterPlan> {
   const spec = parsedOrBadSpec(() => parseClusterSpec(input));
+  assertSpecSecretsAllowed(spec);
   const sourceInfo = await connectionInfo(spec.source, 'source');
   const targetInfo = await connectionInfo(spec.target, 'target');
   return withBoth(sourceInfo, targetInfo, async (source, target) => {

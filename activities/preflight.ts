@@ -17,6 +17,7 @@ import { foreignTargetMarkerCheck } from '../src/pg/target-marker';
 import { dmsReadiness } from './preflight-dms';
 import { activityLogger } from '../src/log';
 import { filterCheck, preflightFailure, sameDatabaseCheck, targetEmptyCheck } from './preflight-scope';
+import { assertSpecSecretsAllowed } from '../src/secret-policy';
 
 /** Throughput assumed per parallel job for the duration estimate (measured on 2 cores, binary COPY). */
 const ASSUMED_MB_PER_SECOND_PER_JOB = 60;
@@ -36,6 +37,7 @@ export interface ClusterPreflightOptions {
 
 export async function preflight(specInput: unknown, cluster?: ClusterPreflightOptions, migrationId?: string): Promise<PreflightResult> {
   const spec = validateSpec(specInput);
+  assertSpecSecretsAllowed(spec);
   const log = activityLogger('preflight');
   const sourceInfo = await connectionInfo(spec.source, 'source');
   const targetInfo = await connectionInfo(spec.target, 'target');

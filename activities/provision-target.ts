@@ -35,6 +35,7 @@ import { connect, connectionInfo } from '../src/pg/connect';
 import { startHeartbeat } from '../src/heartbeat';
 import { activityLogger } from '../src/log';
 import { pause, pollMs } from '../src/aws/wait';
+import { assertSpecSecretsAllowed } from '../src/secret-policy';
 
 const FIELD = 'target.provision';
 /** How often the instance status is polled (RDS takes minutes; PGMOVE_AWS_POLL_MS shortens it for emulators). */
@@ -57,6 +58,8 @@ export function provisionContext(specInput: unknown, migrationId: string): Provi
   const spec: ParsedSpec = parsedOrBadSpec(() => parseSpecInput(specInput));
   const provision = spec.target.provision;
   if (!provision) throw ApplicationFailure.nonRetryable('target.provision is missing', 'BadSpec');
+  // Before any AWS write: a source password this worker may not use stops the migration here.
+  assertSpecSecretsAllowed(spec);
   return { spec, provision, names: provisionNames(migrationId, provision.identifier), migrationId };
 }
 

@@ -5,6 +5,7 @@
  * small subset we need.
  */
 import { spawn } from 'node:child_process';
+import { scrubSecrets } from './secret-registry';
 
 export interface RunOptions {
   env?: NodeJS.ProcessEnv;
@@ -83,10 +84,11 @@ export function run(file: string, args: string[], options: RunOptions = {}): Pro
 
 /**
  * Hides password values in tool output before it becomes an error message (pg_restore echoes the
- * failing statement, e.g. CREATE USER MAPPING ... OPTIONS (password '...') or a CONNECTION string).
+ * failing statement, e.g. CREATE USER MAPPING ... OPTIONS (password '...') or a CONNECTION string),
+ * and every secret value this worker resolved, whatever it looks like (src/secret-registry.ts).
  */
 export function redactSecrets(text: string): string {
-  return text
+  return scrubSecrets(text)
     .replace(/(password\s*'?)('[^']*'|"[^"]*")/gi, "$1'***'")
     .replace(/(password\s*=\s*)('[^']*'|[^\s',)]+)/gi, '$1***')
     .replace(/(postgres(?:ql)?:\/\/[^:/@\s]+:)[^@\s]+@/gi, '$1***@');

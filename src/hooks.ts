@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
 import { CommandError, redactSecrets, run } from './exec';
 import { resolveSecret } from './secrets';
+import { rememberSecret } from './secret-registry';
 
 export interface HookContext {
   migrationId: string;
@@ -53,7 +54,12 @@ export async function runHook(name: string, argv: string[], context: HookContext
   };
   // Our own database passwords must not leak into the hook through inherited variables.
   delete env.PGPASSWORD;
-  for (const ref of context.secretRefs ?? []) if (ref?.startsWith('env:')) delete env[ref.slice(4)];
+  for (const ref of context.secretRefs ?? []) {
+    if (!ref?.startsWith('env:')) continue;
+    // Known to the scrubber even on a worker that never connected with it: the hook's output is stored.
+    rememberSecret(process.env[ref.slice(4)]);
+    delete env[ref.slice(4)];
+  }
   let passwordDir: string | undefined;
   try {
     if (context.targetPasswordRef) {

@@ -8,9 +8,22 @@ import { ApplicationFailure } from '@temporalio/common';
 import { CommandError, run } from './exec';
 import { kubectlProgram } from './exec-backend';
 import { AWS_SECRET_PREFIX, resolveAwsSecret } from './aws/secret-ref';
+import { assertSecretAllowed } from './secret-policy';
+import { rememberSecret } from './secret-registry';
 
+/**
+ * The value behind a reference, if the worker's operator allows that reference (src/secret-policy.ts);
+ * the value is remembered so it is scrubbed from everything the worker stores or prints.
+ */
 export async function resolveSecret(reference: string | undefined, field: string): Promise<string | undefined> {
   if (reference === undefined) return undefined;
+  assertSecretAllowed(reference, field);
+  const value = await resolveAllowed(reference, field);
+  rememberSecret(value);
+  return value;
+}
+
+async function resolveAllowed(reference: string, field: string): Promise<string> {
   if (reference.startsWith('env:')) {
     const name = reference.slice(4);
     const value = process.env[name];

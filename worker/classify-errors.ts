@@ -2,11 +2,13 @@
  * Activity interceptor that turns PostgreSQL errors which a retry cannot fix (syntax, privileges,
  * data exceptions, unsupported features) into non-retryable failures that say what happened, so a
  * migration fails fast with the reason instead of retrying for minutes. Connection loss, deadlocks,
- * serialization failures and server shutdowns stay retryable.
+ * serialization failures and server shutdowns stay retryable. Every failure leaves without the secret
+ * values the worker resolved (src/secret-registry.ts).
  */
 import { ApplicationFailure } from '@temporalio/common';
 import type { ActivityInboundCallsInterceptor, ActivityInterceptorsFactory } from '@temporalio/worker';
 import { CommandError } from '../src/exec';
+import { scrubError } from '../src/secret-registry';
 
 /** SQLSTATE classes that a retry cannot fix. */
 const PERMANENT_CLASSES = new Set(['0A', '22', '23', '2B', '42', '44']);
@@ -44,7 +46,8 @@ class ClassifyErrors implements ActivityInboundCallsInterceptor {
     try {
       return await next(input);
     } catch (error) {
-      throw classifyActivityError(error);
+      // Failures reach the workflow history, the status and the worker's log: no resolved secret in them.
+      throw scrubError(classifyActivityError(error));
     }
   }
 }

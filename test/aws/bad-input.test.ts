@@ -42,7 +42,7 @@ afterAll(async () => {
 function spec(id: string, provision: Record<string, unknown>, endpoint = moto.server.endpoint): MigrationSpecInput {
   return {
     id,
-    source: { uri: sourceDb.uri, password: 'env:UNUSED_SOURCE_PASSWORD' },
+    source: { uri: sourceDb.uri, password: 'env:PGMOVE_TEST_UNUSED_SOURCE_PASSWORD' },
     target: {
       provision: { type: 'rds', engineVersion: '16', instanceClass: 'db.t4g.micro', allocatedStorageGB: 20, subnetIds: network.subnetIds, allowedCidrs: ['10.20.0.0/16'], ...provision },
       endpointOverride: { host: '127.0.0.1', port: 1 },

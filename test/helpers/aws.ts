@@ -9,6 +9,7 @@ import { ListSecretsCommand } from '@aws-sdk/client-secrets-manager';
 import { startMotoServer, stopMotoServer, type MotoServerHandle } from '../../scripts/lib/moto-server';
 import { awsClients, type AwsClients } from '../../src/aws/clients';
 import type { TestStack } from './stack';
+import { ALLOWED_SECRETS_VARIABLE, allowedSecretPatterns } from '../../src/secret-policy';
 
 export const REGION = 'us-east-1';
 /** moto accepts any credentials unless IAM enforcement is on; the SDK's default chain reads these. */
@@ -29,7 +30,8 @@ export async function startMoto(stack: TestStack, name = 'moto', env?: NodeJS.Pr
   return {
     server,
     aws,
-    workerEnv: { ...FAKE_CREDENTIALS, AWS_ENDPOINT_URL: server.endpoint, PGMOVE_AWS_POLL_MS: '200' },
+    // The operator of a worker that provisions RDS targets allows RDS-managed master secrets (README).
+    workerEnv: { ...FAKE_CREDENTIALS, AWS_ENDPOINT_URL: server.endpoint, PGMOVE_AWS_POLL_MS: '200', [ALLOWED_SECRETS_VARIABLE]: [...allowedSecretPatterns(), 'aws-secretsmanager:arn:aws:secretsmanager:*:*:secret:rds!db-*'].join(',') },
     stop: async () => {
       aws.destroy();
       await stopMotoServer(server);

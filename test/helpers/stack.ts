@@ -11,6 +11,7 @@ import { startCluster, stopCluster, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BI
 import { startTemporalServer, stopTemporalServer, type TemporalServerHandle } from '../../scripts/lib/temporal-server';
 import { startWorkerProcess, stopWorkerProcess, type WorkerHandle } from '../../scripts/lib/worker-process';
 import { recordHistories } from './record-histories';
+import { ALLOWED_SECRETS_VARIABLE, allowedSecretPatterns } from '../../src/secret-policy';
 
 export { DEBIAN_PG15_BIN, PROJECT_PG18_BIN, adminQuery };
 export type { ClusterHandle };
@@ -32,6 +33,12 @@ export class TestStack {
   client?: TemporalClient;
   readonly clusters: ClusterHandle[] = [];
   readonly workers: WorkerHandle[] = [];
+
+  constructor() {
+    // As an operator would: this stack's secret files (secretFile) are allowed on its workers — and
+    // in this test process, which runs some activities itself — next to the default (env:PGMOVE_*).
+    process.env[ALLOWED_SECRETS_VARIABLE] = [...allowedSecretPatterns(), `file:${this.dir}/**`].join(',');
+  }
 
   async startTemporal(): Promise<TemporalClient> {
     this.temporal = await startTemporalServer({ headless: true, logFile: join(this.dir, 'temporal.log') });

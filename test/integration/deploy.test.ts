@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { parseAllDocuments, parse } from 'yaml';
 import { parseSpec } from '../../src/spec';
+import { allowedSecretPatterns, defaultAllowedSecrets, isSecretAllowed, specSecretReferences } from '../../src/secret-policy';
 import { TestStack } from '../helpers/stack';
 import { pgmoveCli, writeSpec } from '../helpers/migration';
 import { freePort, waitFor } from '../../scripts/lib/ports';
@@ -69,6 +70,10 @@ test('worker Deployment: selector, ServiceAccount, Secret, image, probes backed 
   expect(example.metadata.namespace).toBe(deployment.metadata.namespace);
   const envRefs = [migrationSpec.source.password, migrationSpec.target.password].filter((r) => r?.startsWith('env:')).map((r) => r!.slice(4));
   for (const name of envRefs) expect(Object.keys(example.stringData)).toContain(name);
+  // The workers allow exactly the references the example spec uses (not the default, which has neither).
+  const allowed = worker.env.find((e: { name: string }) => e.name === 'PGMOVE_ALLOWED_SECRETS').value as string;
+  for (const { reference } of specSecretReferences(migrationSpec)) expect([reference, isSecretAllowed(reference, allowedSecretPatterns({ PGMOVE_ALLOWED_SECRETS: allowed }))]).toEqual([reference, true]);
+  for (const { reference } of specSecretReferences(migrationSpec)) expect(isSecretAllowed(reference, defaultAllowedSecrets())).toBe(false);
   expect(worker.image).toBe(kustomization.images[0]!.name);
   expect(job.spec.template.spec.containers[0].image).toBe(kustomization.images[0]!.name);
   // The command: `pgmove worker --health-port N`, and the probes call that port's endpoints.

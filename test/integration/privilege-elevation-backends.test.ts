@@ -17,6 +17,8 @@ import type { MigrationSpecInput } from '../../src/spec';
 import { resolveSecret } from '../../src/secrets';
 
 const stack = new TestStack();
+// The operator allows the Secrets of namespace db (the kubectl stand-in's) on this worker.
+process.env.PGMOVE_ALLOWED_SECRETS += ',k8s-secret:db/**';
 let source: ClusterHandle;
 let hba: string;
 

@@ -71,6 +71,7 @@ beforeAll(() => {
   savedPath = process.env.PATH;
   process.env.PATH = `${bin}:${savedPath}`;
   process.env.TARGET_PW = PASSWORD;
+  process.env.PGMOVE_ALLOWED_SECRETS = 'env:SOURCE_PW,env:TARGET_PW';
   process.env.SOURCE_PW = 'old-source-pw';
 });
 
@@ -150,4 +151,14 @@ test('a hook sees the connection variables and references, never a password vari
   } finally {
     delete process.env.PGPASSWORD;
   }
+});
+
+test('a hook that prints its environment and the password file: its output holds neither the target nor the source password', async () => {
+  const output = await runHook('switchHook', ['sh', '-c', 'env; cat "$PGMOVE_TARGET_PASSWORD_FILE"; echo; echo old-source-pw >&2'], context, 10_000);
+  expect(output).toContain('[redacted]');
+  expect(output).not.toContain(PASSWORD);
+  expect(output).not.toContain('old-source-pw');
+  const failed = (await runHook('switchHook', ['sh', '-c', 'cat "$PGMOVE_TARGET_PASSWORD_FILE" >&2; exit 1'], context, 10_000).catch((e: unknown) => e)) as ApplicationFailure;
+  expect(failed.type).toBe('HookFailed');
+  expect(failed.message).not.toContain(PASSWORD);
 });
