@@ -114,6 +114,16 @@ export async function elevatePrivileges(input: ElevationInput): Promise<Elevatio
 export async function revertPrivileges(input: ElevationInput): Promise<ElevationRecord | undefined> {
   // An id that cannot name pgmove's files was refused by the elevation too: nothing to revert, and no retry helps.
   assertSafeMigrationId(input.migrationId);
+  // A spec that does not parse will not parse on any retry: fail loudly, with how to finish by hand.
+  try {
+    validateSpec(input.spec);
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    throw ApplicationFailure.nonRetryable(
+      `the privilege elevation cannot be reverted with this spec (${message}): correct the spec and run pgmove recover ${input.migrationId} -f SPEC, which reverts from the record on the server`,
+      'BadSpec',
+    );
+  }
   try {
     return await revertOnce(input);
   } catch (error) {

@@ -18,4 +18,6 @@ export const PATCHES = {
   logicalPlanOnTarget: 'logical-plan-on-target',
   /** The privilege revert gets the workflow's record of the elevation (revertPrivileges input `record`), to work from when the state file on the server is gone. */
   revertWithRecord: 'revert-with-record',
+  /** A cancelled elevatePrivileges is waited for (WAIT_CANCELLATION_COMPLETED) before the revert starts, so the two never run at once. */
+  elevationWaitsForCancel: 'elevation-waits-for-cancel',
 } as const;

@@ -13,6 +13,7 @@ import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
+import { Context } from '@temporalio/activity';
 import * as activities from '../../activities';
 import { activityInterceptors } from '../../worker/interceptors';
 import { statusQuery } from '../../workflows/messages';
@@ -122,6 +123,71 @@ test('the unfreeze fails for good: the target reset, the scratch files and the e
   expect(existsSync(join(workDir, migrationId))).toBe(false);
   expect(status.privilegeElevation?.attributesSet).toContain('SUPERUSER');
   expect(status.privilegeElevation?.revertedAt).toBeDefined();
+  expect(sha256(hba)).toBe(hbaBefore);
+  expect(await roleState(source, 'dumper')).toEqual(roleBefore);
+  expect(elevationLeftovers(source)).toEqual([]);
+});
+
+test('cancelled during the elevation: the revert starts only once the elevate activity has stopped', async () => {
+  const hba = join(source.dataDir, 'pg_hba.conf');
+  const hbaBefore = sha256(hba);
+  const roleBefore = await roleState(source, 'dumper');
+  const migrationId = 'compensations-cancel-elevation';
+  process.env.PGMOVE_WORK_DIR = join(stack.dir, 'work');
+  const events: string[] = [];
+  const worker = await Worker.create({
+    connection: env.nativeConnection,
+    taskQueue: 'compensations-cancel',
+    workflowsPath: require.resolve('../../workflows'),
+    interceptors: { activity: activityInterceptors },
+    activities: {
+      ...activities,
+      // The real elevation, then an activity that is slow to stop (as one mid-grant would be).
+      elevatePrivileges: async (input: Parameters<typeof activities.elevatePrivileges>[0]) => {
+        await activities.elevatePrivileges(input);
+        events.push('elevated');
+        try {
+          await Context.current().sleep(600_000);
+        } catch (error) {
+          await new Promise((resolve) => setTimeout(resolve, 1500));
+          events.push('elevate stopped');
+          throw error;
+        }
+        throw new Error('not cancelled');
+      },
+      revertPrivileges: async (input: Parameters<typeof activities.revertPrivileges>[0]) => {
+        events.push('revert started');
+        return activities.revertPrivileges(input);
+      },
+    },
+  });
+  const error = await worker.runUntil(async () => {
+    const handle = await env.client.workflow.start('migrateDatabase', {
+      taskQueue: 'compensations-cancel',
+      workflowId: migrationId,
+      args: [
+        {
+          source: {
+            uri: `postgresql://dumper@127.0.0.1:${source.port}/compdb`,
+            password: stack.secretFile('dumper', 'dumper-pw'),
+            privilegeElevation: { backend: 'local', allow: true, psql: join(DEBIAN_PG15_BIN, 'psql') },
+          },
+          target: { uri: `postgresql://postgres@127.0.0.1:${target.port}/compdb`, password: stack.secretFile('target', target.superuserPassword) },
+          method: 'dump',
+          timeouts: { heartbeat: '5s' },
+          searchAttributes: false,
+        },
+      ],
+    });
+    await waitFor('the elevation to be in place', async () => events.includes('elevated'), 120_000);
+    await handle.cancel();
+    return handle.result().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+  });
+  expect(error).toBeInstanceOf(WorkflowFailedError);
+  expect(events).toEqual(['elevated', 'elevate stopped', 'revert started']);
   expect(sha256(hba)).toBe(hbaBefore);
   expect(await roleState(source, 'dumper')).toEqual(roleBefore);
   expect(elevationLeftovers(source)).toEqual([]);
