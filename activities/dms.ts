@@ -252,10 +252,11 @@ function progressOf(task: ReplicationTask | undefined): DmsProgress {
 }
 
 /**
- * Starts the task and returns its progress. A task still being created refuses to start: that wait is
- * waitUntilReplicationTaskReady. Other states that refuse (stopping, modifying…) are no waiter's
- * success state, so the InvalidResourceStateFault retry stays: the start is tried again until it is
- * accepted or 30 min have passed.
+ * Starts the task and returns its progress. A task still being created refuses to start
+ * (InvalidResourceStateFault): then the wait for it is waitUntilReplicationTaskReady. The start is
+ * tried first, not after the waiter: a task that starts from `creating` (moto's never leaves it) needs
+ * no wait. Other states that refuse (stopping, modifying…) are no waiter's success state: the start is
+ * tried again after a pause, as before, until it is accepted or 30 min have passed.
  */
 export async function startDmsTask(input: DmsInput): Promise<DmsProgress> {
   const n = names(input);
@@ -266,19 +267,18 @@ export async function startDmsTask(input: DmsInput): Promise<DmsProgress> {
       const task = await describeTask(aws, n.dmsTask);
       if (!task) throw new Error(`DMS task ${n.dmsTask} not found`);
       if (task.Status === 'running' || task.Status === 'starting') return progressOf(task);
-      if (task.Status === 'creating') {
-        // Any outcome goes round the loop: it says what the task is now; past the deadline it throws.
-        await waitWith(waitUntilReplicationTaskReady, aws.dms, taskFilter(n.dmsTask), { timeoutMs: Math.max(deadline - Date.now(), 1000), signal, action: 'describing the DMS task', field: FIELD });
-        if (Date.now() > deadline) throw new Error(`DMS task ${n.dmsTask} still ${(await describeTask(aws, n.dmsTask))?.Status ?? 'missing'} after 30 min: it cannot be started yet (retried)`);
-        continue;
-      }
       try {
         const started = await aws.dms.send(new StartReplicationTaskCommand({ ReplicationTaskArn: task.ReplicationTaskArn, StartReplicationTaskType: task.Status === 'stopped' ? 'resume-processing' : 'start-replication' }));
         return progressOf(started.ReplicationTask);
       } catch (error) {
         if (awsErrorCode(error) !== 'InvalidResourceStateFault' || Date.now() > deadline) throw await awsCall('starting the DMS task', FIELD, () => Promise.reject(error)).catch((e: unknown) => e);
       }
-      await pause(pollMs(), signal);
+      if (task.Status === 'creating') {
+        // Any outcome goes round the loop, which tries the start again (past the deadline it throws).
+        await waitWith(waitUntilReplicationTaskReady, aws.dms, taskFilter(n.dmsTask), { timeoutMs: Math.max(deadline - Date.now(), 1000), signal, action: 'describing the DMS task', field: FIELD });
+      } else {
+        await pause(pollMs(), signal);
+      }
     }
   });
 }
