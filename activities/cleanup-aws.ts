@@ -18,6 +18,7 @@ import {
   DescribeDBParameterGroupsCommand,
   DescribeDBSubnetGroupsCommand,
   ListTagsForResourceCommand,
+  waitUntilDBInstanceDeleted,
 } from '@aws-sdk/client-rds';
 import {
   DeleteEndpointCommand,
@@ -30,6 +31,10 @@ import {
   DescribeReplicationTasksCommand,
   ListTagsForResourceCommand as DmsListTagsCommand,
   StopReplicationTaskCommand,
+  waitUntilReplicationInstanceDeleted,
+  waitUntilReplicationTaskDeleted,
+  type DescribeReplicationInstancesCommandOutput,
+  type DescribeReplicationTasksCommandOutput,
 } from '@aws-sdk/client-database-migration-service';
 import { Context } from '@temporalio/activity';
 import { withAws, type AwsClients } from '../src/aws/clients';
@@ -40,7 +45,7 @@ import type { AwsSettings } from '../src/aws/spec';
 import { describeOrUndefined, findInstance } from '../src/aws/lookup';
 import { startHeartbeat } from '../src/heartbeat';
 import { activityLogger } from '../src/log';
-import { waitGone } from '../src/aws/wait';
+import { pause, pollMs, waitWith, type WaitOptions } from '../src/aws/wait';
 
 export interface AwsCleanupInput {
   migrationId: string;
@@ -120,6 +125,26 @@ async function dmsTags(aws: AwsClients, arn: string | undefined) {
   return (await awsCall('reading DMS tags', FIELD, () => aws.dms.send(new DmsListTagsCommand({ ResourceArn: arn })))).TagList ?? [];
 }
 
+/**
+ * Waits until a deleted resource is gone (deletes are asynchronous: an RDS instance takes minutes),
+ * with the SDK's …Deleted waiter, up to an hour. Kept around the waiter: its failure states (a DB
+ * instance still creating, modifying or rebooting; a DMS task or instance not yet deleting right after
+ * the request) pass, so the wait goes on, as the hand-written poll did. The DMS waiters take only
+ * ResourceNotFoundFault as gone; an empty answer (moto's) is gone too (`observe` in the callers).
+ */
+async function waitDeleted(what: string, wait: (options: Omit<WaitOptions<never>, 'observe'>) => Promise<'done' | 'timeout' | 'failed'>): Promise<void> {
+  const timeoutMs = 60 * 60_000;
+  const deadline = Date.now() + timeoutMs;
+  const signal = inActivity() ? Context.current().cancellationSignal : undefined;
+  for (;;) {
+    const outcome = await wait({ timeoutMs: Math.max(deadline - Date.now(), 1000), signal, action: `waiting for the deletion of ${what}`, field: FIELD });
+    if (outcome === 'done') return;
+    // A retryable error: Temporal retries the cleanup, which resumes waiting.
+    if (outcome === 'timeout' || Date.now() > deadline) throw new Error(`${what} still exists after ${Math.round(timeoutMs / 60_000)} min of waiting for its deletion`);
+    await pause(pollMs(), signal);
+  }
+}
+
 /** DMS describes answer ResourceNotFoundFault for an empty filter result. */
 async function dmsDescribe<T>(describe: () => Promise<T[] | undefined>): Promise<T[]> {
   try {
@@ -141,8 +166,11 @@ const dmsTask: Step = async (aws, names, input, result) => {
         });
       }
       await awsCall('deleting the DMS task', FIELD, () => aws.dms.send(new DeleteReplicationTaskCommand({ ReplicationTaskArn: task.ReplicationTaskArn })));
-      await waitGone(`DMS task ${names.dmsTask}`, async () =>
-        (await dmsDescribe(() => aws.dms.send(new DescribeReplicationTasksCommand({ Filters: [{ Name: 'replication-task-id', Values: [names.dmsTask] }] })).then((r) => r.ReplicationTasks))).length > 0,
+      await waitDeleted(`DMS task ${names.dmsTask}`, (wait) =>
+        waitWith(waitUntilReplicationTaskDeleted, aws.dms, { Filters: [{ Name: 'replication-task-id', Values: [names.dmsTask] }] }, {
+          ...wait,
+          observe: (output: DescribeReplicationTasksCommandOutput) => (output.ReplicationTasks?.length ? undefined : 'done'),
+        }),
       );
     });
   }
@@ -169,7 +197,12 @@ const dmsInstance: Step = async (aws, names, input, result) => {
       if (instance.ReplicationInstanceStatus !== 'deleting') {
         await awsCall('deleting the DMS replication instance', FIELD, () => aws.dms.send(new DeleteReplicationInstanceCommand({ ReplicationInstanceArn: instance.ReplicationInstanceArn })));
       }
-      await waitGone(`DMS replication instance ${names.dmsInstance}`, async () => (await describe()).length > 0);
+      await waitDeleted(`DMS replication instance ${names.dmsInstance}`, (wait) =>
+        waitWith(waitUntilReplicationInstanceDeleted, aws.dms, { Filters: [{ Name: 'replication-instance-id', Values: [names.dmsInstance] }] }, {
+          ...wait,
+          observe: (output: DescribeReplicationInstancesCommandOutput) => (output.ReplicationInstances?.length ? undefined : 'done'),
+        }),
+      );
     });
   }
 };
@@ -243,7 +276,7 @@ const dbInstance: Step = async (aws, names, input, result) => {
         if (!isAwsNotFound(error)) throw error;
       });
     }
-    await waitGone(`DB instance ${names.instance}`, async () => (await findInstance(aws, { names, migrationId: input.migrationId }, { foreignIsError: false })) !== undefined);
+    await waitDeleted(`DB instance ${names.instance}`, (wait) => waitWith(waitUntilDBInstanceDeleted, aws.rds, { DBInstanceIdentifier: names.instance }, wait));
   });
   if (snapshot) (result.finalSnapshots ??= []).push(snapshot);
 };

@@ -20,8 +20,14 @@ import {
   DescribeReplicationTasksCommand,
   StartReplicationTaskCommand,
   StopReplicationTaskCommand,
+  waitUntilReplicationInstanceAvailable,
+  waitUntilReplicationTaskReady,
+  waitUntilReplicationTaskStopped,
+  type DescribeReplicationInstancesCommandOutput,
+  type ReplicationInstance,
   type ReplicationTask,
 } from '@aws-sdk/client-database-migration-service';
+import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { MigrationSpec } from '../src/spec';
 import { durationMs } from '../src/units';
@@ -34,10 +40,9 @@ export type { DmsProgress };
 import { connectionInfo, withClient } from '../src/pg/connect';
 import { startHeartbeat } from '../src/heartbeat';
 import { activityLogger } from '../src/log';
-import { pause } from '../src/aws/wait';
+import { pause, pollMs, waitWith } from '../src/aws/wait';
 
 const FIELD = 'dms';
-const pollMs = (): number => Number(process.env.PGMOVE_AWS_POLL_MS ?? 15_000);
 
 export interface DmsInput {
   spec: MigrationSpec;
@@ -123,14 +128,7 @@ export async function createDmsResources(input: DmsInput): Promise<DmsResources>
           ),
         );
       }
-      const deadline = Date.now() + 60 * 60_000;
-      let instance = (await describeInstance())[0];
-      while (instance?.ReplicationInstanceStatus !== 'available') {
-        progress.instanceStatus = instance?.ReplicationInstanceStatus ?? 'not visible yet';
-        if (Date.now() > deadline) throw new Error(`DMS replication instance ${n.dmsInstance} not available after 60 min (status ${progress.instanceStatus})`);
-        await new Promise((resolve) => setTimeout(resolve, pollMs()));
-        instance = (await describeInstance())[0];
-      }
+      const instance = await waitInstanceAvailable(aws, n.dmsInstance, progress, heartbeat.signal);
       resources.push({ kind: 'replicationInstance', id: n.dmsInstance, arn: instance.ReplicationInstanceArn, detail: dms.replicationInstanceClass, reused: !!existingInstance });
 
       progress.step = 'endpoints';
@@ -166,6 +164,36 @@ export async function createDmsResources(input: DmsInput): Promise<DmsResources>
   }
 }
 
+/**
+ * waitUntilReplicationInstanceAvailable; every answer's status goes into the heartbeat details (the
+ * waiter reports nothing until it ends). It fails on deleting, incompatible-credentials,
+ * incompatible-network and inaccessible-encryption-credentials, which the hand-written poll waited
+ * through for an hour.
+ */
+async function waitInstanceAvailable(aws: AwsClients, id: string, progress: { instanceStatus: string }, signal: AbortSignal): Promise<ReplicationInstance> {
+  let instance: ReplicationInstance | undefined;
+  const outcome = await waitWith(waitUntilReplicationInstanceAvailable, aws.dms, { Filters: [{ Name: 'replication-instance-id', Values: [id] }] }, {
+    timeoutMs: 60 * 60_000,
+    signal,
+    action: 'describing the DMS replication instance',
+    field: FIELD,
+    observe: (output: DescribeReplicationInstancesCommandOutput) => {
+      instance = output.ReplicationInstances?.[0];
+      progress.instanceStatus = instance?.ReplicationInstanceStatus ?? 'not visible yet';
+      return undefined;
+    },
+  });
+  if (outcome === 'done' && instance) return instance;
+  if (outcome === 'failed') {
+    throw ApplicationFailure.nonRetryable(
+      `DMS replication instance ${id} is ${progress.instanceStatus}: check dms.subnetIds / vpcSecurityGroupIds and the instance's events (aws dms describe-events --source-identifier ${id})`,
+      'ProvisionFailed',
+    );
+  }
+  // Retryable: the next attempt finds the instance and waits again.
+  throw new Error(`DMS replication instance ${id} not available after 60 min (status ${progress.instanceStatus || 'not visible yet'})`);
+}
+
 async function dmsList<T>(describe: () => Promise<T[] | undefined>): Promise<T[]> {
   try {
     return (await describe()) ?? [];
@@ -175,8 +203,10 @@ async function dmsList<T>(describe: () => Promise<T[] | undefined>): Promise<T[]
   }
 }
 
+const taskFilter = (id: string) => ({ Filters: [{ Name: 'replication-task-id', Values: [id] }] });
+
 async function describeTask(aws: AwsClients, id: string): Promise<ReplicationTask | undefined> {
-  return (await dmsList(() => aws.dms.send(new DescribeReplicationTasksCommand({ Filters: [{ Name: 'replication-task-id', Values: [id] }] })).then((r) => r.ReplicationTasks)))[0];
+  return (await dmsList(() => aws.dms.send(new DescribeReplicationTasksCommand(taskFilter(id))).then((r) => r.ReplicationTasks)))[0];
 }
 
 /** A DMS endpoint for one side; its password is resolved here from the spec's reference. */
@@ -221,9 +251,16 @@ function progressOf(task: ReplicationTask | undefined): DmsProgress {
   };
 }
 
-/** Starts the task (a task still being created refuses: retried until it accepts) and returns its progress. */
+/**
+ * Starts the task and returns its progress. A task still being created refuses to start
+ * (InvalidResourceStateFault): then the wait for it is waitUntilReplicationTaskReady. The start is
+ * tried first, not after the waiter: a task that starts from `creating` (moto's never leaves it) needs
+ * no wait. Other states that refuse (stopping, modifying…) are no waiter's success state: the start is
+ * tried again after a pause, as before, until it is accepted or 30 min have passed.
+ */
 export async function startDmsTask(input: DmsInput): Promise<DmsProgress> {
   const n = names(input);
+  const signal = Context.current().cancellationSignal;
   return withAws(input.spec.aws, async (aws) => {
     const deadline = Date.now() + 30 * 60_000;
     for (;;) {
@@ -236,12 +273,20 @@ export async function startDmsTask(input: DmsInput): Promise<DmsProgress> {
       } catch (error) {
         if (awsErrorCode(error) !== 'InvalidResourceStateFault' || Date.now() > deadline) throw await awsCall('starting the DMS task', FIELD, () => Promise.reject(error)).catch((e: unknown) => e);
       }
-      await new Promise((resolve) => setTimeout(resolve, pollMs()));
+      if (task.Status === 'creating') {
+        // Any outcome goes round the loop, which tries the start again (past the deadline it throws).
+        await waitWith(waitUntilReplicationTaskReady, aws.dms, taskFilter(n.dmsTask), { timeoutMs: Math.max(deadline - Date.now(), 1000), signal, action: 'describing the DMS task', field: FIELD });
+      } else {
+        await pause(pollMs(), signal);
+      }
     }
   });
 }
 
 /**
+ * Not an SDK waiter: the full load's end is no task status (the task stays `running` into CDC; the
+ * waiters know statuses only), it is read from the task's statistics, and each answer is heartbeat
+ * progress; an errored table fails the activity although the task runs on.
  * Follows the task with describe calls until the full load is done (100 %, nothing loading or queued),
  * heartbeating its progress; a failed task or an errored table fails the activity with DMS's reason.
  */
@@ -271,18 +316,30 @@ export async function describeDmsTask(input: DmsInput): Promise<DmsProgress> {
   return withAws(input.spec.aws, async (aws) => progressOf(await describeTask(aws, names(input).dmsTask)));
 }
 
-/** Stops the task (idempotent) and waits until DMS reports it stopped. */
+/**
+ * Stops the task (idempotent) and waits, with waitUntilReplicationTaskStopped, until DMS reports it
+ * stopped. The loop around the waiter stays: a task that is not running cannot be stopped yet, and the
+ * waiter fails on states that pass (starting: it is stopped once it runs) as on those that end the wait
+ * (ready, failed: nothing to stop, as before).
+ */
 export async function stopDmsTask(input: DmsInput): Promise<DmsProgress> {
   const n = names(input);
+  const context = Context.current();
+  const signal = context.cancellationSignal;
+  // No time limit of its own: the activity's start-to-close timeout.
+  const deadline = Date.now() + (context.info.startToCloseTimeoutMs || 60 * 60_000);
   return withAws(input.spec.aws, async (aws) => {
-    for (let task = await describeTask(aws, n.dmsTask); ; task = await describeTask(aws, n.dmsTask)) {
+    for (;;) {
+      const task = await describeTask(aws, n.dmsTask);
       if (!task || task.Status === 'stopped' || task.Status === 'ready' || task.Status === 'failed') return progressOf(task);
       if (task.Status === 'running') {
         await aws.dms.send(new StopReplicationTaskCommand({ ReplicationTaskArn: task.ReplicationTaskArn })).catch((error: unknown) => {
           if (awsErrorCode(error) !== 'InvalidResourceStateFault') throw error;
         });
       }
-      await new Promise((resolve) => setTimeout(resolve, pollMs()));
+      const outcome = await waitWith(waitUntilReplicationTaskStopped, aws.dms, taskFilter(n.dmsTask), { timeoutMs: Math.max(deadline - Date.now(), 1000), signal, action: 'describing the DMS task', field: FIELD });
+      if (outcome === 'timeout') throw new Error(`DMS task ${n.dmsTask} did not stop in time (status ${(await describeTask(aws, n.dmsTask))?.Status ?? 'missing'}): retried`);
+      if (outcome === 'failed') await pause(pollMs(), signal);
     }
   });
 }

@@ -18,7 +18,9 @@ import {
   CreateDBParameterGroupCommand,
   CreateDBSubnetGroupCommand,
   ModifyDBParameterGroupCommand,
+  waitUntilDBInstanceAvailable,
   type DBInstance,
+  type DescribeDBInstancesCommandOutput,
 } from '@aws-sdk/client-rds';
 import { ApplicationFailure } from '@temporalio/common';
 import { parseSpecInput, type ParsedSpec } from '../src/spec';
@@ -34,11 +36,10 @@ import type { RdsProvision } from '../src/aws/spec';
 import { connect, connectionInfo } from '../src/pg/connect';
 import { startHeartbeat } from '../src/heartbeat';
 import { activityLogger } from '../src/log';
-import { pause, pollMs } from '../src/aws/wait';
+import { pause, pollMs, waitWith } from '../src/aws/wait';
 import { assertSpecSecretsAllowed } from '../src/secret-policy';
 
 const FIELD = 'target.provision';
-/** How often the instance status is polled (RDS takes minutes; PGMOVE_AWS_POLL_MS shortens it for emulators). */
 
 export interface ProvisionInput {
   /** The operator's spec as given (target.provision), validated here. */
@@ -281,18 +282,34 @@ async function createInstance(aws: AwsClients, ctx: ProvisionContext, sgId: stri
   );
 }
 
+/** States from which an instance does not become available, failing at once. */
+const TERMINAL = ['failed', 'incompatible-parameters', 'incompatible-network', 'storage-full', 'inaccessible-encryption-credentials'];
+
+/**
+ * waitUntilDBInstanceAvailable, plus what its acceptors lack (kept from the hand-written poll): every
+ * answer's status goes into the heartbeat details (the waiter reports nothing until it ends), and the
+ * states it would wait through until availableTimeout (incompatible-network, storage-full,
+ * inaccessible-encryption-credentials) fail at once, like those it fails on itself (failed,
+ * incompatible-parameters, incompatible-restore, deleting, deleted).
+ */
 async function waitAvailable(aws: AwsClients, ctx: ProvisionContext, progress: { step: string; instanceStatus: string }, signal: AbortSignal): Promise<DBInstance> {
-  const deadline = Date.now() + durationMs(ctx.provision.availableTimeout);
-  for (;;) {
-    const instance = await findInstance(aws, ctx);
-    progress.instanceStatus = instance?.DBInstanceStatus ?? 'not visible yet';
-    if (instance?.DBInstanceStatus === 'available') return instance;
-    if (instance && ['failed', 'incompatible-parameters', 'incompatible-network', 'storage-full', 'inaccessible-encryption-credentials'].includes(instance.DBInstanceStatus ?? '')) {
-      throw ApplicationFailure.nonRetryable(`DB instance ${ctx.names.instance} is ${instance.DBInstanceStatus}: see its events in the RDS console (aws rds describe-events --source-identifier ${ctx.names.instance})`, 'ProvisionFailed');
-    }
-    if (Date.now() > deadline) throw ApplicationFailure.nonRetryable(`DB instance ${ctx.names.instance} not available after ${ctx.provision.availableTimeout} (status ${progress.instanceStatus}): raise ${FIELD}.availableTimeout or check the instance`, 'ProvisionTimeout');
-    await pause(pollMs(), signal);
-  }
+  let instance: DBInstance | undefined;
+  const failed = (status: string) =>
+    ApplicationFailure.nonRetryable(`DB instance ${ctx.names.instance} is ${status}: see its events in the RDS console (aws rds describe-events --source-identifier ${ctx.names.instance})`, 'ProvisionFailed');
+  const outcome = await waitWith(waitUntilDBInstanceAvailable, aws.rds, { DBInstanceIdentifier: ctx.names.instance }, {
+    timeoutMs: durationMs(ctx.provision.availableTimeout),
+    signal,
+    action: 'describing the DB instance',
+    field: FIELD,
+    observe: (output: DescribeDBInstancesCommandOutput) => {
+      instance = output.DBInstances?.[0];
+      progress.instanceStatus = instance?.DBInstanceStatus ?? 'not visible yet';
+      return TERMINAL.includes(progress.instanceStatus) ? failed(progress.instanceStatus) : undefined;
+    },
+  });
+  if (outcome === 'done' && instance) return instance;
+  if (outcome === 'failed') throw failed(progress.instanceStatus);
+  throw ApplicationFailure.nonRetryable(`DB instance ${ctx.names.instance} not available after ${ctx.provision.availableTimeout} (status ${progress.instanceStatus || 'not visible yet'}): raise ${FIELD}.availableTimeout or check the instance`, 'ProvisionTimeout');
 }
 
 function resolveDataPath(ctx: ProvisionContext, instance: DBInstance, secretArn: string, resources: AwsResource[]): ProvisionedTarget {
@@ -316,6 +333,7 @@ function resolveDataPath(ctx: ProvisionContext, instance: DBInstance, secretArn:
 }
 
 /**
+ * Not an AWS wait (no waiter applies): it connects to PostgreSQL.
  * Right after `available`, the data path may not answer yet (DNS, a tunnel or bastion the operator
  * opens once the instance exists): connect with the master secret until it works or connectTimeout.
  */
