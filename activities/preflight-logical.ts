@@ -11,7 +11,8 @@ import { serverMajor } from '../src/pg/catalog';
 import type { ConnectionInfo } from '../src/pg/connect';
 import { displayName, ident } from '../src/pg/sql';
 import { createSubscriptionSql, subscriptionConninfo } from '../src/pg/replication';
-import { quietStatementLogging, sourceAsTargetSeesIt } from './sync';
+import { sourceAsTargetSeesIt } from './sync';
+import { quietStatementLogging, redactPassword, statementLoggingBlocker, unsafeStatementLogging } from '../src/pg/statement-privacy';
 
 export interface LogicalBlocker {
   detail: string;
@@ -136,8 +137,12 @@ async function targetSubscribeBlockers(spec: MigrationSpec, target: Client, info
          FROM pg_roles r WHERE r.rolname = current_user`,
     )
   ).rows[0]!;
-  if (row.superuser || (row.create_sub && row.create_db)) return [];
+  // Before any statement that carries the source's password: could the target log it?
+  const unsafe = await unsafeStatementLogging(target);
+  const blockers = unsafe.length ? [statementLoggingBlocker(unsafe, info.user, major)] : [];
+  if (row.superuser || (row.create_sub && row.create_db)) return blockers;
   return [
+    ...blockers,
     {
       detail: `${info.user} may not create a subscription on the target (PostgreSQL ${major})`,
       fix: major >= 16
@@ -154,13 +159,14 @@ async function targetSubscribeBlockers(spec: MigrationSpec, target: Client, info
 async function reachabilityProbe(spec: MigrationSpec, target: Client): Promise<LogicalBlocker[]> {
   const fromTarget = await sourceAsTargetSeesIt(spec);
   const names = { publication: 'pgmove_probe', slot: 'pgmove_probe', subscription: `pgmove_probe_${process.pid}` };
-  await quietStatementLogging(target);
   await target.query('BEGIN');
   try {
+    // SET LOCAL: the statement's text (with the password) stays out of the target's log even when it fails.
+    await quietStatementLogging(target);
     await target.query(createSubscriptionSql(names, subscriptionConninfo(fromTarget), { connect: true, enabled: false }));
     return [];
   } catch (error) {
-    const message = (error as Error).message;
+    const message = redactPassword((error as Error).message, fromTarget.password);
     return [
       {
         detail: `the target cannot connect to the source at ${fromTarget.host}:${fromTarget.port} as ${fromTarget.user}: ${message}`,

@@ -27,6 +27,7 @@ import {
 import { ensureUnitPublications, generationNames, liveGenerations, ownSourceObjects, ownSubscriptions, recordUnitCopied, withGenerationLock } from '../src/pg/generations';
 import { SnapshotCopier } from './copy';
 import { activityLogger } from '../src/log';
+import { quietStatementLogging, redactPassword } from '../src/pg/statement-privacy';
 import { durationMs, formatBytes, sizeBytes } from '../src/units';
 
 export interface SyncInput {
@@ -195,10 +196,15 @@ export async function createSubscription(input: SyncInput): Promise<{ subscripti
         if (!state.enabled) await target.query(`ALTER SUBSCRIPTION ${ident(generation.names.subscription)} ENABLE`);
         continue;
       }
+      // One transaction (allowed: the slot exists, create_slot = false), so SET LOCAL keeps the statement
+      // and its connection string, password included, out of the target's log and statistics.
+      await target.query('BEGIN');
       try {
         await quietStatementLogging(target);
         await target.query(createSubscriptionSql(generation.names, subscriptionConninfo(fromTarget), { connect: true, enabled: true, publications: generation.publications }));
+        await target.query('COMMIT');
       } catch (error) {
+        await target.query('ROLLBACK').catch(() => undefined);
         throw subscriptionError(error, fromTarget);
       }
       created = true;
@@ -215,16 +221,6 @@ export async function createSubscription(input: SyncInput): Promise<{ subscripti
 }
 
 /**
- * The CREATE SUBSCRIPTION statement holds the source's password: keep the target server from logging it
- * (on a failure, or with log_statement = ddl). Only a superuser may change these; others are told in
- * the README to check the target's logging settings.
- */
-export async function quietStatementLogging(target: Client): Promise<void> {
-  // Outside a transaction block: a refused SET leaves the session usable.
-  for (const sql of ['SET log_min_error_statement = panic', 'SET log_statement = none']) await target.query(sql).catch(() => undefined);
-}
-
-/**
  * The source as the target server connects to it: logical.sourceUriFromTarget, else source.uri. The
  * sslmode applies either way; sslrootcert only from sourceUriFromTarget: source.uri's names a file on
  * the worker, which the target server does not have (README, TLS).
@@ -235,15 +231,19 @@ export async function sourceAsTargetSeesIt(spec: MigrationSpec): Promise<Connect
   return info;
 }
 
+/** The error of a CREATE SUBSCRIPTION, never with the source's password in its message or stack. */
 export function subscriptionError(error: unknown, fromTarget: ConnectionInfo): Error {
-  const message = (error as Error).message ?? String(error);
+  const message = redactPassword((error as Error).message ?? String(error), fromTarget.password);
   if (/could not connect to the publisher/i.test(message)) {
     return ApplicationFailure.nonRetryable(
       `the target cannot connect to the source at ${fromTarget.host}:${fromTarget.port} (${message}); allow the target's address in the source's pg_hba.conf / security group, or set logical.sourceUriFromTarget to the address the target reaches the source at`,
       'LogicalNotPossible',
     );
   }
-  return error instanceof Error ? error : new Error(message);
+  if (!(error instanceof Error)) return new Error(message);
+  error.message = message;
+  if (error.stack) error.stack = redactPassword(error.stack, fromTarget.password);
+  return error;
 }
 
 export interface StatusInput extends SyncInput {

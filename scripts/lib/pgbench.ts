@@ -55,12 +55,19 @@ export async function createPgbenchSource(cluster: ClusterHandle, database: stri
   return db;
 }
 
-/** The target: owned by migrator, who may create subscriptions (PostgreSQL 16+); role app exists. */
+/**
+ * The target: owned by migrator, who may create subscriptions (PostgreSQL 16+) and keep their statement
+ * out of the server log (the default log_min_error_statement = error would log a failing one with the
+ * source's password: pgmove sets the logging settings for that transaction); role app exists.
+ */
 export async function createOnlineTarget(cluster: ClusterHandle, database: string): Promise<OnlineDatabase> {
   const db = await createOwnedDatabase(cluster, database);
-  await adminQuery(cluster, 'postgres', `GRANT pg_create_subscription TO migrator`);
+  await adminQuery(cluster, 'postgres', `GRANT pg_create_subscription TO migrator; GRANT SET ON PARAMETER ${STATEMENT_LOGGING_SETTINGS.join(', ')} TO migrator`);
   return db;
 }
+
+/** The core settings that can log a statement's text (see src/pg/statement-privacy.ts). */
+export const STATEMENT_LOGGING_SETTINGS = ['log_statement', 'log_min_error_statement', 'log_min_duration_statement', 'log_min_duration_sample', 'log_transaction_sample_rate'];
 
 function runPgbench(cluster: ClusterHandle, database: string, args: string[], user: string, password: string): Promise<string> {
   return new Promise((resolve, reject) => {

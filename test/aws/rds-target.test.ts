@@ -10,7 +10,7 @@ import { CreateSecurityGroupCommand } from '@aws-sdk/client-ec2';
 import { GetSecretValueCommand } from '@aws-sdk/client-secrets-manager';
 import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
 import { migrationFailure, pgmoveCli, startMigration } from '../helpers/migration';
-import { createOnlineTarget, createPgbenchSource, waitForStatus, type OnlineDatabase } from '../helpers/online';
+import { STATEMENT_LOGGING_SETTINGS, createOnlineTarget, createPgbenchSource, waitForStatus, type OnlineDatabase } from '../helpers/online';
 import { compareDatabases, type DbRef } from '../helpers/compare';
 import { allText, awsInventory, createNetwork, managedSecrets, securityGroupsNamed, startMoto, type Moto } from '../helpers/aws';
 import { waitFor } from '../../scripts/lib/ports';
@@ -168,7 +168,7 @@ test('abort after provisioning: every resource this migration created is deleted
   // Someone else's resources with similar names, without pgmove's tag.
   const foreignSg = await moto.aws.ec2.send(new CreateSecurityGroupCommand({ GroupName: `${identifier}-sg-manual`, Description: 'not pgmove', VpcId: network.vpcId }));
   await moto.aws.rds.send(new CreateDBInstanceCommand({ DBInstanceIdentifier: `${identifier}-2`, Engine: 'postgres', DBInstanceClass: 'db.t4g.micro', AllocatedStorage: 20, MasterUsername: 'someone', MasterUserPassword: 'someones-password' }));
-  await adminQuery(target, 'postgres', `CREATE ROLE abortowner LOGIN PASSWORD 'placeholder-pw'; GRANT pg_create_subscription TO abortowner`);
+  await adminQuery(target, 'postgres', `CREATE ROLE abortowner LOGIN PASSWORD 'placeholder-pw'; GRANT pg_create_subscription TO abortowner; GRANT SET ON PARAMETER ${STATEMENT_LOGGING_SETTINGS.join(', ')} TO abortowner`);
   await adminQuery(target, 'postgres', `CREATE DATABASE shopabort OWNER abortowner`);
 
   const handle = await startMigration(stack, rdsSpec('shop-abort', { databaseName: 'shopabort', masterUsername: 'abortowner' }, { method: 'logical', cutover: { autoCutover: false } }));
@@ -232,7 +232,7 @@ test('`pgmove cleanup ID`: a target the migration switched to is never deleted â
 
 test("`pgmove cleanup ID --delete-target` of an aborted migration's kept target: a final snapshot, then only its own resources deleted", async () => {
   const identifier = 'pgmove-shop-kept';
-  await adminQuery(target, 'postgres', `CREATE ROLE keptowner LOGIN PASSWORD 'placeholder-pw'; GRANT pg_create_subscription TO keptowner`);
+  await adminQuery(target, 'postgres', `CREATE ROLE keptowner LOGIN PASSWORD 'placeholder-pw'; GRANT pg_create_subscription TO keptowner; GRANT SET ON PARAMETER ${STATEMENT_LOGGING_SETTINGS.join(', ')} TO keptowner`);
   await adminQuery(target, 'postgres', `CREATE DATABASE shopkept OWNER keptowner`);
   const handle = await startMigration(
     stack,

@@ -10,7 +10,7 @@ import { APP_PASSWORD, startPgbench as startPgbenchIn, type PgbenchRun } from '.
 import { statusQuery } from '../../workflows/messages';
 import type { MigrationStatus } from '../../src/model';
 
-export { APP_PASSWORD, createOnlineTarget, createPgbenchSource, pgbenchSums, type OnlineDatabase, type PgbenchRun } from '../../scripts/lib/pgbench';
+export { APP_PASSWORD, STATEMENT_LOGGING_SETTINGS, createOnlineTarget, createPgbenchSource, pgbenchSums, type OnlineDatabase, type PgbenchRun } from '../../scripts/lib/pgbench';
 
 /** pgbench as the application, its script kept in the test's directory. */
 export function startPgbench(stack: TestStack, cluster: ClusterHandle, database: string, clients = 4, rate = 200): PgbenchRun {
