@@ -138,15 +138,129 @@ test('a grant to a role the target lacks names the CREATE ROLE that fixes it', a
   }
 });
 
+/** A PostgreSQL 18 source (newer than both the PG15 tools and the PG15 cluster), started once for the tests that need it. */
+let newerSource: Promise<{ uri: string; password: string }> | undefined;
+function pg18Source(): Promise<{ uri: string; password: string }> {
+  newerSource ??= stack.startCluster('source18', PROJECT_PG18_BIN).then((newer) => createDatabase(newer, 'app18'));
+  return newerSource;
+}
+
 test('pg_dump older than the source', async () => {
-  const newer = await stack.startCluster('source18', PROJECT_PG18_BIN);
-  const db = await createDatabase(newer, 'app18');
+  const db = await pg18Source();
   await expectRefused(
     spec({ source: { uri: db.uri, password: stack.secretFile('s7', db.password) }, tools: { pgBinDir: DEBIAN_PG15_BIN } }),
     'PreflightFailed',
     'older than the source',
     'tools.pgBinDir',
   );
+});
+
+test('a target of an older major than the source names the major to use', async () => {
+  const db = await pg18Source();
+  // The PostgreSQL 15 cluster of the source is the older target here.
+  const older = await createDatabase(source, 'older_target');
+  await expectRefused(
+    spec({ source: { uri: db.uri, password: stack.secretFile('s-newer', db.password) }, target: { uri: older.uri, password: stack.secretFile('t-older', sourceDb.password) } }),
+    'PreflightFailed',
+    'versions: source 18',
+    'use a target of major 18 or newer: PostgreSQL cannot load into an older major',
+  );
+});
+
+test('missing CREATE privileges on the target name the GRANTs that fix them', async () => {
+  // A database the migration role does not own: neither CREATE on it nor (PostgreSQL 15+) on its public schema.
+  await createDatabase(target, 'not_mine', 'postgres');
+  await expectRefused(
+    spec({ target: { uri: targetDb.uri.replace(/\/app$/, '/not_mine'), password: stack.secretFile('t-not-mine', targetDb.password) } }),
+    'PreflightFailed',
+    'target write privileges: migrator lacks CREATE privileges on the target',
+    'GRANT CREATE ON DATABASE "not_mine" TO "migrator"; GRANT CREATE ON SCHEMA public TO "migrator";',
+  );
+});
+
+test('an extension the target server does not have names the package to install', async () => {
+  // adminpack ships with PostgreSQL 15 and was removed in 17: the PostgreSQL 18 target cannot have it.
+  await adminQuery(source, 'app', 'CREATE EXTENSION adminpack');
+  try {
+    await expectRefused(spec(), 'PreflightFailed', 'extensions: missing on the target: adminpack', 'install the packages that provide adminpack on the target server');
+  } finally {
+    await adminQuery(source, 'app', 'DROP EXTENSION adminpack');
+  }
+});
+
+test('a large object the migration role cannot read names the GRANT that fixes it', async () => {
+  await adminQuery(source, 'app', `SELECT lo_from_bytea(0, 'owned by postgres'::bytea)`);
+  try {
+    await expectRefused(spec(), 'PreflightFailed', 'source large objects: migrator cannot read every large object', 'GRANT SELECT ON LARGE OBJECT <oid> TO "migrator"');
+  } finally {
+    await adminQuery(source, 'app', 'SELECT lo_unlink(oid) FROM pg_largeobject_metadata');
+  }
+});
+
+test('method logical: every blocker of the source and the target, each with its fix', async () => {
+  // A table without a primary key, a table the migration role may read but does not own, every
+  // replication slot and WAL sender taken, no REPLICATION attribute, no right to subscribe on the target.
+  await adminQuery(source, 'app', `SET ROLE migrator; CREATE TABLE events_nopk (id int)`);
+  await adminQuery(source, 'app', `CREATE TABLE audit (id int PRIMARY KEY); GRANT SELECT ON audit TO migrator`);
+  const [free] = await adminQuery<{ slots: number; senders: number }>(
+    source,
+    'postgres',
+    `SELECT current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots)::int AS slots,
+            current_setting('max_wal_senders')::int - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender')::int AS senders`,
+  );
+  await adminQuery(source, 'postgres', `SELECT pg_create_physical_replication_slot('bad_input_fill_' || g) FROM generate_series(1, ${free!.slots}) g`);
+  // The WAL senders are counted in pg_stat_activity, where a role sees other roles' backend types only
+  // with pg_read_all_stats (or as a superuser): without it, the senders below (postgres's) go uncounted.
+  await adminQuery(source, 'postgres', 'GRANT pg_read_all_stats TO migrator');
+  const walSenders: Client[] = [];
+  try {
+    for (let i = 0; i < free!.senders; i++) {
+      const client = new Client(Object.assign({ host: source.host, port: source.port, user: 'postgres', password: source.superuserPassword, database: 'postgres' }, { replication: 'database' }));
+      await client.connect();
+      walSenders.push(client);
+    }
+    const message = await expectRefused(
+      spec({ method: 'logical' }),
+      'PreflightFailed',
+      'no free replication slot (max_replication_slots = 10, 10 in use)',
+      'fix: ALTER SYSTEM SET max_replication_slots = 12; then restart the source (or drop an unused slot)',
+      'no free WAL sender (max_wal_senders = 10, 10 in use)',
+      'fix: ALTER SYSTEM SET max_wal_senders = 12; then restart the source',
+      'migrator may not create a replication slot',
+      'fix: on the source: ALTER ROLE "migrator" REPLICATION; (on RDS: GRANT rds_replication TO "migrator";)',
+      'migrator does not own 1 table(s) (a publication needs ownership): public.audit',
+      'fix: GRANT <owner role> TO "migrator"; for each owner, or run as the owner',
+      '1 table(s) without a primary key or replica identity (UPDATE/DELETE could not be replicated): public.events_nopk',
+      'or set logical.replicaIdentityFull: true',
+      'migrator may not create a subscription on the target (PostgreSQL 18)',
+      'fix: on the target: GRANT pg_create_subscription TO "migrator"; GRANT CREATE ON DATABASE "app" TO "migrator";',
+      '— or set method: dump (offline copy)',
+    );
+    // With other blockers the target is not asked to connect to the source.
+    expect(message).not.toContain('the target cannot connect to the source');
+  } finally {
+    await Promise.all(walSenders.map((client) => client.end().catch(() => undefined)));
+    await adminQuery(source, 'postgres', 'REVOKE pg_read_all_stats FROM migrator');
+    await adminQuery(source, 'postgres', `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'bad\\_input\\_fill\\_%'`);
+    await adminQuery(source, 'app', 'DROP TABLE events_nopk, audit');
+  }
+});
+
+test('method logical: a target that cannot reach the source (tried in a rolled-back CREATE SUBSCRIPTION) names the address to allow', async () => {
+  await adminQuery(source, 'postgres', 'ALTER ROLE migrator REPLICATION');
+  await adminQuery(target, 'postgres', 'GRANT pg_create_subscription TO migrator');
+  const closedPort = await freePort();
+  try {
+    await expectRefused(
+      spec({ method: 'logical', logical: { sourceUriFromTarget: `postgresql://migrator@127.0.0.1:${closedPort}/app` } }),
+      'PreflightFailed',
+      `the target cannot connect to the source at 127.0.0.1:${closedPort} as migrator`,
+      "allow the target's address in the source's pg_hba.conf / security group, or set logical.sourceUriFromTarget",
+    );
+  } finally {
+    await adminQuery(source, 'postgres', 'ALTER ROLE migrator NOREPLICATION');
+    await adminQuery(target, 'postgres', 'REVOKE pg_create_subscription FROM migrator');
+  }
 });
 
 test('malformed spec reaching the workflow directly (temporal CLI path)', async () => {
@@ -165,6 +279,16 @@ test('the CLI refuses a bad spec before starting anything', () => {
   expect(refused.code).toBe(2);
   expect(refused.stderr).toContain('source.uri: contains a password');
   expect(refused.stderr).not.toContain('hunter2');
+
+  const missing = pgmoveCli(stack, ['start', '-f', join(stack.dir, 'no-such-spec.yaml')]);
+  expect(missing.code).toBe(2);
+  expect(missing.stderr).toContain(`cannot read spec file ${join(stack.dir, 'no-such-spec.yaml')}: ENOENT`);
+
+  const notYaml = join(stack.dir, 'not-yaml.yaml');
+  writeFileSync(notYaml, 'source: [unclosed\n');
+  const garbled = pgmoveCli(stack, ['start', '-f', notYaml]);
+  expect(garbled.code).toBe(2);
+  expect(garbled.stderr).toContain(`spec file ${notYaml} is not valid YAML/JSON`);
 });
 
 test('missing freeze privilege names the GRANT that fixes it', async () => {

@@ -97,3 +97,18 @@ test('a spec is checked whole, role passwords included, before anything resolves
   expect(failure?.type).toBe('SecretNotAllowed');
   expect(failure?.message).toMatch(/^roles\.passwords\.app: this worker does not allow the k8s-secret: secret reference k8s-secret:prod\/app\/password; nothing was written\. /);
 });
+
+test('an allowed reference that does not resolve: non-retryable SecretNotFound naming what to create where', async () => {
+  process.env.PGMOVE_ALLOWED_SECRETS = `file:${dir}/*,env:PGMOVE_TEST_*`;
+  delete process.env.PGMOVE_TEST_NEVER_SET;
+  const missingFile = join(dir, 'not-mounted');
+  for (const [reference, text] of [
+    ['env:PGMOVE_TEST_NEVER_SET', "source.password references environment variable PGMOVE_TEST_NEVER_SET, which is not set in the worker's environment: export PGMOVE_TEST_NEVER_SET where the pgmove worker runs"],
+    [`file:${missingFile}`, `source.password references file ${missingFile}, which the worker cannot read (ENOENT): mount or create it where the pgmove worker runs`],
+  ] as const) {
+    const error = (await resolveSecret(reference, 'source.password').catch((e: unknown) => e)) as ApplicationFailure;
+    expect(error).toBeInstanceOf(ApplicationFailure);
+    expect([error.type, error.nonRetryable]).toEqual(['SecretNotFound', true]);
+    expect(error.message).toContain(text);
+  }
+});

@@ -72,3 +72,32 @@ test('timeouts.stall defaults to 5m, is a duration, and at least 5s', () => {
   expect(problems({ ...valid, timeouts: { stall: 'soon' } })).toEqual([expect.stringMatching(/^timeouts\.stall: must be a duration like 30s/)]);
   expect(problems({ ...valid, timeouts: { stall: '2s' } })).toEqual([expect.stringMatching(/^timeouts\.stall: must be at least 5s .*the default is 5m/)]);
 });
+
+test('the id becomes the workflow id: letters, digits, ".", "_" and "-" only', () => {
+  expect(problems({ ...valid, id: 'orders to rds' })).toEqual(['id: must be letters, digits, ".", "_" or "-" (it becomes the workflow id)']);
+});
+
+test('freeze: hook needs both hooks, and a hook names a program', () => {
+  expect(problems({ ...valid, cutover: { freeze: 'hook', freezeHook: ['pause-app'] } })).toEqual([
+    'cutover.freeze: freeze: hook needs both cutover.freezeHook and cutover.unfreezeHook (the source must always be unfrozen)',
+  ]);
+  expect(problems({ ...valid, cutover: { switchHook: [] } })).toEqual(['cutover.switchHook: must name a program, e.g. ["kubectl", "apply", "-f", "db-secret.yaml"]']);
+});
+
+test('cutover.freezeHeartbeat is at least 3s; autoCutover.at is an ISO time', () => {
+  expect(problems({ ...valid, cutover: { freezeHeartbeat: '1s' } })).toEqual([
+    'cutover.freezeHeartbeat: must be at least 3s (the worker sends heartbeats at most every 2 s); the default is 5s',
+  ]);
+  expect(problems({ ...valid, cutover: { autoCutover: { at: 'tonight at 2' } } })).toEqual(['cutover.autoCutover.at: must be an ISO time like 2026-11-24T02:00:00Z']);
+});
+
+test('byte sizes: a number or a size with a unit; the WAL warning not above the limit', () => {
+  expect(problems({ ...valid, cutover: { maxLagBytes: '16 megabytes' } })).toEqual(
+    expect.arrayContaining([expect.stringMatching(/^cutover\.maxLagBytes: must be a size like 1048576, 512kB, 64MB or 10GB/)]),
+  );
+  expect(problems({ ...valid, logical: { walWarningBytes: '30GB', walLimitBytes: '20GB' } })).toEqual(['logical.walWarningBytes: must not be above logical.walLimitBytes']);
+});
+
+test('dump.extraArgs are long pg_dump options', () => {
+  expect(problems({ ...valid, dump: { extraArgs: ['-O'] } })).toEqual(['dump.extraArgs.0: must be a long pg_dump option like --no-comments']);
+});
