@@ -6,6 +6,7 @@
  */
 import { join } from 'node:path';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { ALLOWED_SECRETS_VARIABLE } from '../../src/secret-policy';
 import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
 import { createBigDatabase, databaseAccessState, pgmoveCliAsync, startMigration, tableFingerprint } from '../helpers/migration';
 import { createPlainRole, elevationLeftovers, kubectlStandIn, requirePasswordsEverywhere, roleState, sha256 } from '../helpers/elevation';
@@ -259,7 +260,9 @@ test('kubectl backend in a worker (stand-in on its PATH), password from a k8s-se
   const standIn = kubectlStandIn(stack.dir, { 'metastore/metastore-postgresql': { password: Buffer.from('dumper-pw').toString('base64') } });
   // Only workers that see the stand-in may run this migration's activities.
   for (const earlier of stack.workers) await stopWorkerProcess(earlier, 'SIGTERM');
-  await stack.startWorker({ PATH: `${standIn.binDir}:${process.env.PATH}` });
+  // The worker's operator allows this one Secret's keys (k8s-secret references are never allowed by default).
+  const allowed = `${process.env[ALLOWED_SECRETS_VARIABLE] ?? ''},k8s-secret:metastore/metastore-postgresql/*`;
+  await stack.startWorker({ PATH: `${standIn.binDir}:${process.env.PATH}`, [ALLOWED_SECRETS_VARIABLE]: allowed });
   const hbaBefore = sha256(hba);
   const roleBefore = await roleState(source, 'dumper');
   const input = spec('elev-kubectl', 'kubedb', { freezeSource: false });
