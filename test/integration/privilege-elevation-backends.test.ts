@@ -77,6 +77,17 @@ test('a migration id that could write into pg_hba.conf or elsewhere is refused b
   expect((await roleState(source, 'dump user')).memberOf).toEqual([]);
 });
 
+test('a spec the revert cannot parse fails it for good, with the recover command, instead of retrying forever', async () => {
+  const input = { spec: spec({ backend: 'local', allow: true, psql: join(DEBIAN_PG15_BIN, 'psql') }, stack.secretFile('dump', 'dump-pw-1')), migrationId: 'elev-bad-spec' };
+  const broken = { ...input, spec: { ...input.spec, jobz: 3 } as typeof input.spec };
+  const failure = (await run(revertPrivileges, broken).catch((e: unknown) => e)) as ApplicationFailure;
+  expect(failure).toBeInstanceOf(ApplicationFailure);
+  expect(failure.type).toBe('BadSpec');
+  expect(failure.nonRetryable).toBe(true);
+  expect(failure.message).toContain('jobz');
+  expect(failure.message).toContain('pgmove recover elev-bad-spec -f SPEC');
+});
+
 test('local backend: elevate, then a revert from the server-side record alone, twice', async () => {
   const before = sha256(hba);
   const roleBefore = await roleState(source, 'dump user');
