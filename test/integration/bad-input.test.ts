@@ -2,6 +2,7 @@
  * Bad input never writes anything: each case ends the migration in pre-flight with a non-retryable
  * error that says how to fix it, and the target and the source are exactly as before.
  */
+import { STATEMENT_LOGGING_SETTINGS } from '../helpers/online';
 import { TestStack, createDatabase, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
 import { databaseAccessState, migrationFailure, pgmoveCli, startMigration, userObjects, writeSpec } from '../helpers/migration';
 import type { MigrationSpecInput } from '../../src/spec';
@@ -249,6 +250,8 @@ test('method logical: every blocker of the source and the target, each with its 
 test('method logical: a target that cannot reach the source (tried in a rolled-back CREATE SUBSCRIPTION) names the address to allow', async () => {
   await adminQuery(source, 'postgres', 'ALTER ROLE migrator REPLICATION');
   await adminQuery(target, 'postgres', 'GRANT pg_create_subscription TO migrator');
+  // So that the logging of CREATE SUBSCRIPTION is not what refuses it (the probe must run).
+  await adminQuery(target, 'postgres', `GRANT SET ON PARAMETER ${STATEMENT_LOGGING_SETTINGS.join(', ')} TO migrator`);
   const closedPort = await freePort();
   try {
     await expectRefused(
@@ -260,6 +263,7 @@ test('method logical: a target that cannot reach the source (tried in a rolled-b
   } finally {
     await adminQuery(source, 'postgres', 'ALTER ROLE migrator NOREPLICATION');
     await adminQuery(target, 'postgres', 'REVOKE pg_create_subscription FROM migrator');
+    await adminQuery(target, 'postgres', `REVOKE SET ON PARAMETER ${STATEMENT_LOGGING_SETTINGS.join(', ')} FROM migrator`);
   }
 });
 
