@@ -1,5 +1,5 @@
 /**
- * Spec of the privilege elevation ("privilege hack", DESIGN.md phase 2): `source.privilegeElevation`.
+ * Spec of the privilege elevation ("privilege hack", docs/design.md, phase 2): `source.privilegeElevation`.
  * Pure (zod only): the workflow bundle imports the types.
  */
 import { z } from 'zod';
