@@ -111,7 +111,7 @@ test('a lock on a SOURCE table: pgmove status names the blocking pid within 60 s
   console.log(`blocker named after ${seconds.toFixed(1)} s:\n${shown.split('\n').filter((l) => l.startsWith('stalled')).join('\n')}`);
   expect(seconds).toBeLessThan(60);
   const line = shown.split('\n').find((l) => l.startsWith('stalled'))!;
-  expect(line).toMatch(/^stalled {3}copy(Planned)?Unit stalled \d+ s: source session \d+ waits for a lock on small_a held by pid \d+ \(user postgres, application stall-test-locker, idle in transaction since .*query: SELECT pg_backend_pid\(\) AS pid\)$/);
+  expect(line).toMatch(/^stalled {3}copy(Planned)?Unit stalled \d+ s: source session \d+ waits for a lock on public\.small_a held by pid \d+ \(user postgres, application stall-test-locker, idle in transaction since .*query: SELECT pg_backend_pid\(\) AS pid\)$/);
   await locker.query('ROLLBACK');
   await expectCompletedAndEqual(database);
 });
@@ -140,7 +140,7 @@ test('a lock on a TARGET table with timeouts.stall 20s: the attempt is failed an
     1000,
   );
   const running = retried.split('\n').find((l) => l.startsWith('running   copyAtSnapshot'))!;
-  expect(running).toMatch(new RegExp(`last failure: copy stalled \\d+ s: target session \\d+ waits for a lock on small_a held by pid ${pid} .*failing this attempt after timeouts.stall \\(20 s\\)`));
+  expect(running).toMatch(new RegExp(`last failure: copy stalled \\d+ s: target session \\d+ waits for a lock on public\\.small_a held by pid ${pid} .*failing this attempt after timeouts.stall \\(20 s\\)`));
   await locker.query('ROLLBACK');
   await expectCompletedAndEqual(database);
 });

@@ -134,6 +134,9 @@ test('cancelled during the elevation: the revert starts only once the elevate ac
   const roleBefore = await roleState(source, 'dumper');
   const migrationId = 'compensations-cancel-elevation';
   process.env.PGMOVE_WORK_DIR = join(stack.dir, 'work');
+  // A database of its own: the test before leaves compdb fenced on purpose.
+  await createBigDatabase(source, 'canceldb', 1000);
+  await adminQuery(target, 'postgres', 'CREATE DATABASE canceldb');
   const events: string[] = [];
   const worker = await Worker.create({
     connection: env.nativeConnection,
@@ -168,11 +171,11 @@ test('cancelled during the elevation: the revert starts only once the elevate ac
       args: [
         {
           source: {
-            uri: `postgresql://dumper@127.0.0.1:${source.port}/compdb`,
+            uri: `postgresql://dumper@127.0.0.1:${source.port}/canceldb`,
             password: stack.secretFile('dumper', 'dumper-pw'),
             privilegeElevation: { backend: 'local', allow: true, psql: join(DEBIAN_PG15_BIN, 'psql') },
           },
-          target: { uri: `postgresql://postgres@127.0.0.1:${target.port}/compdb`, password: stack.secretFile('target', target.superuserPassword) },
+          target: { uri: `postgresql://postgres@127.0.0.1:${target.port}/canceldb`, password: stack.secretFile('target', target.superuserPassword) },
           method: 'dump',
           timeouts: { heartbeat: '5s' },
           searchAttributes: false,
