@@ -53,7 +53,7 @@ async function main(): Promise<void> {
     const sourceDb = await createPgbenchSource(source, 'bench', SCALE);
     const server = await startTemporalServer({ headless: true, logFile: join(dir, 'temporal.log') });
     temporalPid = server.pid;
-    const worker = await startWorkerProcess({ address: server.address, taskQueue: 'bench', logFile: join(dir, 'worker.log'), env: { PGMOVE_WORK_DIR: join(dir, 'work') } });
+    const worker = await startWorkerProcess({ address: server.address, taskQueue: 'bench', logFile: join(dir, 'worker.log'), env: { PGMOVE_WORK_DIR: join(dir, 'work'), PGMOVE_ALLOWED_SECRETS: `file:${dir}/*` } }); // the bench's password files
     workerPid = worker.pid;
     const connection = await Connection.connect({ address: server.address });
     const client = new Client({ connection });
