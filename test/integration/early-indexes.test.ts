@@ -118,6 +118,7 @@ test('a worker killed while the copy builds a large table\'s indexes: the retry 
     target: { uri: `postgresql://postgres@127.0.0.1:${target.port}/crash`, password: stack.secretFile('t', target.superuserPassword) },
     method: 'dump',
     jobs: 2,
+    copy: { indexesDuringCopyUpToMB: 10_000 }, // big (about 120 MB) is built during the copy too
     timeouts: { heartbeat: '5s' },
   });
   const builtAtKill = await waitFor(
