@@ -49,6 +49,9 @@ const EARLY_INDEXES_SQL = (filter: string) => `
      AND ${filter}
    ORDER BY n.nspname, t.relname, k.oid IS NULL, ic.relname`;
 
+/** node-pg returns int8 as text. */
+const withNumericOids = (row: EarlyIndex): EarlyIndex => ({ ...row, objectOid: Number(row.objectOid), catalogOid: Number(row.catalogOid) });
+
 async function withEmptySearchPath<T>(client: Client, fn: () => Promise<T>): Promise<T> {
   await client.query(`BEGIN; SET LOCAL search_path = ''`);
   try {
@@ -65,9 +68,7 @@ async function withEmptySearchPath<T>(client: Client, fn: () => Promise<T>): Pro
 export async function earlyIndexesOf(source: Client, tables: TableName[]): Promise<EarlyIndex[]> {
   if (tables.length === 0) return [];
   return withEmptySearchPath(source, async () =>
-    (await source.query<EarlyIndex>(EARLY_INDEXES_SQL(`(n.nspname, t.relname) IN (SELECT s, r FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[])) AS u(s, r))`), [tables.map((t) => t.schema), tables.map((t) => t.name)])).rows.map(
-      (row) => ({ ...row, objectOid: Number(row.objectOid), catalogOid: Number(row.catalogOid) }),
-    ),
+    (await source.query<EarlyIndex>(EARLY_INDEXES_SQL(`(n.nspname, t.relname) IN (SELECT s, r FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[])) AS u(s, r))`), [tables.map((t) => t.schema), tables.map((t) => t.name)])).rows.map(withNumericOids),
   );
 }
 
@@ -148,7 +149,7 @@ export async function builtEarly(entries: TocEntry[], source: Client, target: Cl
   if (candidates.length === 0) return new Set();
   const oids = candidates.map((e) => e.objectOid);
   const eligible = await withEmptySearchPath(source, async () =>
-    (await source.query<EarlyIndex>(EARLY_INDEXES_SQL(`coalesce(k.oid, i.indexrelid) = ANY ($1::oid[])`), [oids])).rows.map((row) => ({ ...row, objectOid: Number(row.objectOid), catalogOid: Number(row.catalogOid) })),
+    (await source.query<EarlyIndex>(EARLY_INDEXES_SQL(`coalesce(k.oid, i.indexrelid) = ANY ($1::oid[])`), [oids])).rows.map(withNumericOids),
   );
   const present = await existingOnTarget(target, eligible);
   const done = new Set([...present].map((i) => `${i.catalogOid}:${i.objectOid}`));
