@@ -32,6 +32,7 @@ import { validate } from './validate';
 import { parsedOrBadSpec } from './preflight';
 import { markTargetSwitching } from '../src/pg/target-marker';
 import { nextBatch } from '../src/pg/table-checksums';
+import { dropReverseStream, startReverseAtCutover } from './reverse-stream';
 
 export interface CutoverInput {
   spec: MigrationSpec;
@@ -125,6 +126,8 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
     await timed('sequences', () => syncSequences(spec));
     await timed('unloggedAndLargeObjects', () => copyUnreplicated(spec, sourceInfo, targetInfo, tables, heartbeat.signal));
     if (sourceCounts) await timed('rowCounts', async () => compareCounts(await sourceCounts, await rowCounts(targetInfo, 'target', tables, spec.jobs)));
+    // Before the switch: every write the application makes on the target streams back to the old source.
+    if (spec.cutover.rollbackWindow) await timed('reverseStream', async () => startReverseAtCutover(spec, migrationId, source, target, tables, await knownTablesOf(source, migrationId, input.knownTables)));
     const readyAt = mark;
     // The target as of the cutover, for the checksums after the switch.
     snapshotHolder = await connect(targetInfo, 'target', { applicationName: 'pgmove cutover snapshot' });
@@ -153,7 +156,7 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
 }
 
 /** The source is frozen by this migration's cutover right now (a lost attempt left it so). */
-async function frozenByUs(source: Client, spec: MigrationSpec, migrationId: string, record: PublicationRecord): Promise<boolean> {
+export async function frozenByUs(source: Client, spec: MigrationSpec, migrationId: string, record: PublicationRecord): Promise<boolean> {
   if (spec.cutover.freeze === 'hook') return record.frozenByHook === true;
   return (await readFreezeState(source))?.migrationId === migrationId;
 }
@@ -163,7 +166,7 @@ async function frozenByUs(source: Client, spec: MigrationSpec, migrationId: stri
  * the retry up in time) gives up: the workflow unfreezes the source and returns to syncing, rather than
  * keep the application's writes refused while it catches up.
  */
-function refuseLateResume(spec: MigrationSpec, frozenForMs: number): void {
+export function refuseLateResume(spec: MigrationSpec, frozenForMs: number): void {
   const limitMs = durationMs(spec.cutover.resumeFrozenWithin ?? '30s');
   if (frozenForMs <= limitMs) return;
   throw ApplicationFailure.nonRetryable(
@@ -209,12 +212,20 @@ async function awaitDecision(workflowId: string, source: Client, publication: st
   }
 }
 
-function hookContextOf(spec: MigrationSpec, migrationId: string): HookContext {
-  return { migrationId, sourceUri: spec.source.uri, targetUri: spec.target.uri, secretRefs: [spec.source.password, spec.target.password], targetPasswordRef: spec.target.password };
+export function hookContextOf(spec: MigrationSpec, migrationId: string): HookContext {
+  return {
+    migrationId,
+    sourceUri: spec.source.uri,
+    targetUri: spec.target.uri,
+    secretRefs: [spec.source.password, spec.target.password],
+    targetPasswordRef: spec.target.password,
+    // A rollback runs the same hooks with direction rollback (activities/rollback.ts).
+    extraEnv: { PGMOVE_DIRECTION: 'forward' },
+  };
 }
 
 /** After the switch, a validation that cannot run is reported (the cutover itself stands). */
-async function validateOrReport(input: Parameters<typeof validate>[0]): Promise<ValidationReport> {
+export async function validateOrReport(input: Parameters<typeof validate>[0]): Promise<ValidationReport> {
   try {
     return await validate(input);
   } catch (error) {
@@ -253,6 +264,8 @@ export async function abandonCutover(input: CutoverInput): Promise<{ resumed: bo
     throw ApplicationFailure.nonRetryable('the cutover had reached the switch: it is finished, not abandoned', 'AlreadySwitching');
   }
   await unfreezeAfterCutover(input);
+  // A reverse stream started before the switch has nothing to carry back.
+  if (spec.cutover.rollbackWindow) await dropReverseStream({ spec, migrationId });
   const targetInfo = await connectionInfo(spec.target, 'target');
   return withClient(targetInfo, 'target', async (target) => {
     let resumed = false;
@@ -317,7 +330,7 @@ async function streamNames(target: Client, migrationId: string): Promise<string[
 }
 
 /** Waits until the subscriber has confirmed, on every slot, everything the (frozen) source has written so far. */
-async function drain(source: Client, target: Client, slots: string[], timeoutMs: number, signal: AbortSignal): Promise<void> {
+export async function drain(source: Client, target: Client, slots: string[], timeoutMs: number, signal: AbortSignal): Promise<void> {
   // The insert position: every commit of the ended sessions is before it, also those not yet written out
   // (synchronous_commit = off); the flushed message below makes them readable for the walsender.
   const goal = lsnToBigInt((await source.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn')).rows[0]!.lsn);
@@ -353,11 +366,11 @@ async function drain(source: Client, target: Client, slots: string[], timeoutMs:
 }
 
 /** DDL is not replicated: new tables, or columns that differ, refuse the cutover with the list. */
-async function refuseSchemaDrift(source: Client, target: Client, tables: TableInfo[], knownTables: string[]): Promise<void> {
+export async function refuseSchemaDrift(source: Client, target: Client, tables: TableInfo[], knownTables: string[], side = 'the source'): Promise<void> {
   const problems: string[] = [];
   const known = new Set(knownTables);
   const added = tables.map(displayName).filter((name) => !known.has(name)).sort();
-  if (added.length) problems.push(`created on the source after the start (not replicated): ${added.join(', ')}`);
+  if (added.length) problems.push(`created on ${side} after the start (not replicated): ${added.join(', ')}`);
   const columns = async (client: Client) =>
     new Map(
       (
@@ -378,12 +391,14 @@ async function refuseSchemaDrift(source: Client, target: Client, tables: TableIn
     );
   const [before, after] = await Promise.all([columns(target), columns(source)]);
   const changed = knownTables.filter((t) => after.has(t) && before.get(t) !== after.get(t));
-  if (changed.length) problems.push(`columns changed on the source after the start: ${changed.join(', ')}`);
+  if (changed.length) problems.push(`columns changed on ${side} after the start: ${changed.join(', ')}`);
   const gone = knownTables.filter((t) => !after.has(t));
-  if (gone.length) problems.push(`dropped on the source after the start: ${gone.join(', ')}`);
+  if (gone.length) problems.push(`dropped on ${side} after the start: ${gone.join(', ')}`);
   if (problems.length) {
     throw ApplicationFailure.nonRetryable(
-      `cutover refused, the schema changed on the source (DDL is not replicated): ${problems.join('; ')}. Undo that change on the source, or abort and start the migration again (it will copy the new schema)`,
+      side === 'the source'
+        ? `cutover refused, the schema changed on the source (DDL is not replicated): ${problems.join('; ')}. Undo that change on the source, or abort and start the migration again (it will copy the new schema)`
+        : `rollback refused, the schema changed on ${side} (DDL is not replicated): ${problems.join('; ')}. Make the same change on the old server, or undo it`,
       'SchemaDrift',
     );
   }
@@ -399,7 +414,7 @@ async function copyUnreplicated(spec: MigrationSpec, sourceInfo: ConnectionInfo,
 }
 
 /** Exact row counts of the tables on one side, `jobs` tables at a time. */
-async function rowCounts(info: ConnectionInfo, side: 'source' | 'target', tables: TableInfo[], jobs: number): Promise<Map<string, string>> {
+export async function rowCounts(info: ConnectionInfo, side: 'source' | 'target', tables: TableInfo[], jobs: number): Promise<Map<string, string>> {
   const queue = [...tables];
   const counts = new Map<string, string>();
   const lane = async () => {
@@ -418,7 +433,7 @@ async function rowCounts(info: ConnectionInfo, side: 'source' | 'target', tables
   return counts;
 }
 
-function compareCounts(source: Map<string, string>, target: Map<string, string>): void {
+export function compareCounts(source: Map<string, string>, target: Map<string, string>): void {
   const mismatches = [...source].filter(([table, n]) => target.get(table) !== n).map(([table, n]) => `${table}: source ${n}, target ${target.get(table) ?? 'missing'}`);
   if (mismatches.length) {
     throw ApplicationFailure.nonRetryable(`cutover refused, row counts differ after draining: ${mismatches.slice(0, 20).join('; ')}`, 'CutoverFailed');

@@ -16,3 +16,5 @@ export { provisionTarget, planProvisionTarget } from './provision-target';
 export { cleanupAwsResources } from './cleanup-aws';
 export { createDmsResources, startDmsTask, waitDmsFullLoad, describeDmsTask, stopDmsTask, dmsSlotState } from './dms';
 export { recoverSwitchState, recoverFence, recoverSubscription, recoverSlotAndPublication, recoverTarget, recoverScratch, recoverElevation } from './recover';
+export { reverseStreamStatus, dropReverseStream } from './reverse-stream';
+export { rollback, rollbackStage, abandonRollback } from './rollback';

@@ -12,6 +12,7 @@ import { ident } from '../src/pg/sql';
 import { chooseClientTools } from '../src/pg/client-tools';
 import type { LogicalPlan, PreflightCheck, PreflightReport } from '../src/model';
 import { logicalReadiness } from './preflight-logical';
+import { rollbackWindowChecks } from './preflight-rollback';
 import { foreignFenceCheck } from './freeze';
 import { foreignTargetMarkerCheck } from '../src/pg/target-marker';
 import { dmsReadiness } from './preflight-dms';
@@ -165,6 +166,7 @@ async function inspect(
       : await targetEmptyCheck(target, targetInfo),
   );
   checks.push(...(await targetPrivilegeChecks(target, targetInfo)));
+  checks.push(...(await rollbackWindowChecks({ spec, method, source, target, sourceInfo, targetInfo, tables, largeObjects })));
   checks.push(await extensionCheck(source, target));
   if (!spec.dump.noPrivileges || !spec.dump.noOwner) checks.push(await roleCheck(source, target, spec, cluster.rolesToCreate));
 

@@ -17,6 +17,8 @@ export type Phase =
   | 'postData'
   | 'syncing'
   | 'cutover'
+  | 'rollbackWindow'
+  | 'rollback'
   | 'sequences'
   | 'validate'
   | 'cleanup'
@@ -115,6 +117,25 @@ export interface CutoverAttempt {
   steps?: Record<string, number>;
   /** What the switch hook printed (last 4 kB, passwords redacted). */
   switchHookOutput?: string;
+}
+
+/**
+ * The rollback window after a switch (cutover.rollbackWindow): the new server's changes stream back to
+ * the old one until `pgmove rollback` switches back, `pgmove finalize` or the window's end drops the
+ * reverse stream, or its WAL guardrail closes it.
+ */
+export interface RollbackState {
+  openedAt: string;
+  /** The window ends (finalized) at this time. */
+  until: string;
+  /** When the switch the window follows happened (a continued run restores the workflow's switch mark from it). */
+  switchedAt: string;
+  state: 'open' | 'rollingBack' | 'rolledBack' | 'finalized' | 'closed';
+  /** Why the window ended without a rollback (finalize, its end, the WAL guardrail). */
+  endedBecause?: string;
+  /** The reverse stream: lag of the old server behind the new one, WAL the reverse slot holds on the new server. */
+  reverse?: ReplicationState;
+  attempts?: CutoverAttempt[];
 }
 
 /** One unit of copy work: a whole table, a key range of a large table, or a batch of small tables. */
@@ -293,6 +314,8 @@ export interface MigrationStatus {
   /** Logical method: the stream while syncing. */
   replication?: ReplicationState;
   cutovers?: CutoverAttempt[];
+  /** cutover.rollbackWindow: the stream back to the old server after the switch, and how the window ended. */
+  rollback?: RollbackState;
   warnings?: string[];
   /** What the privilege elevation changed on the source (and whether cleanup has reverted it). */
   privilegeElevation?: ElevationRecord;

@@ -191,6 +191,8 @@ export const specSchema = z
         replicaIdentityFull: z.boolean().default(false),
         /** The source as the target server reaches it, when that differs from source.uri (the worker's view). */
         sourceUriFromTarget: postgresUri.optional(),
+        /** The target as the source server reaches it (the rollback window's reverse stream), when that differs from target.uri. */
+        targetUriFromSource: postgresUri.optional(),
         /** Retained WAL of the slot above which the status warns, and above which the migration aborts. */
         walWarningBytes: byteSize.default('1GB'),
         walLimitBytes: byteSize.default('20GB'),
@@ -236,6 +238,12 @@ export const specSchema = z
          * been frozen for less than this; later, it unfreezes the source and returns to syncing.
          */
         resumeFrozenWithin: duration.default('30s'),
+        /**
+         * Off when absent. After the switch, changes on the new server stream back to the old one for this
+         * long (e.g. 24h), so `pgmove rollback ID` can switch back without losing a write; `pgmove finalize
+         * ID`, or the end of the window, drops the reverse stream. Logical method, readOnly freeze only.
+         */
+        rollbackWindow: duration.optional(),
       })
       .strict()
       .default({
@@ -262,6 +270,14 @@ export const specSchema = z
   .refine((spec) => spec.cutover.freeze !== 'hook' || (spec.cutover.freezeHook && spec.cutover.unfreezeHook), {
     path: ['cutover', 'freeze'],
     message: 'freeze: hook needs both cutover.freezeHook and cutover.unfreezeHook (the source must always be unfrozen)',
+  })
+  .refine((spec) => !spec.cutover.rollbackWindow || (spec.method !== 'dump' && spec.method !== 'dms'), {
+    path: ['cutover', 'rollbackWindow'],
+    message: 'needs the logical method (the reverse stream is native logical replication): set method: logical, or remove rollbackWindow',
+  })
+  .refine((spec) => !spec.cutover.rollbackWindow || spec.cutover.freeze === 'readOnly', {
+    path: ['cutover', 'rollbackWindow'],
+    message: "needs cutover.freeze: readOnly (a rollback fences the new server with pgmove's own fence, which a freeze hook cannot stand in for)",
   })
   .refine((spec) => !DURATION.test(spec.timeouts.stall) || durationMs(spec.timeouts.stall) >= 5000, {
     path: ['timeouts', 'stall'],

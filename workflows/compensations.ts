@@ -26,6 +26,7 @@ export const OWED = {
   target: 'reset the target if the migration does not complete',
   aws: 'delete the AWS resources this migration created',
   elevation: 'revert the privilege elevation on the source',
+  reverse: "drop the rollback window's reverse stream (subscription on the source, slot and publication on the target)",
 } as const;
 
 type Acts = ReturnType<typeof proxyActivities<typeof activities>>;
@@ -76,6 +77,10 @@ function owedCompensations(ctx: CompensationContext): Compensation[] {
   const { spec, migrationId, status } = ctx;
   const steps: Compensation[] = [];
   const owes = (owed: string) => status.cleanupOwed.includes(owed);
+  if (spec && !spec.dryRun && owes(OWED.reverse)) {
+    // First: its slot holds WAL on the target, and dropping its subscription may need the source's granted SUPERUSER.
+    steps.push({ owed: OWED.reverse, byHand: `pgmove recover ${migrationId}`, mustFinish: true, run: async (acts) => void (await acts.dropReverseStream({ spec, migrationId })) });
+  }
   if (spec && !spec.dryRun) {
     const keepFrozen = sourceStaysFrozen(spec, status);
     if (keepFrozen.note) (status.warnings ??= []).push(keepFrozen.note);

@@ -9,11 +9,13 @@ import type { Duration } from '@temporalio/common';
 import type * as activities from '../activities';
 import type { MigrationSpec } from '../src/spec';
 import { durationMs, formatBytes as mb, sizeBytes as bytes } from '../src/units';
-import { cutoverVoteSignal } from './messages';
+import { cutoverVoteSignal, type RollbackRequest } from './messages';
 import { errorText } from './error-text';
 import { freezeHeartbeatTimeout } from './phase-activities';
 import { initPlannedProgress, recordStoredPlanCopy } from './offline-copy';
 import { PATCHES } from './patches';
+import { OWED } from './compensations';
+import { holdRollbackWindow, openRollbackWindow } from './rollback-window';
 import type { CopyUnitResult, CutoverAttempt, CutoverRequest, MigrationStatus, Phase, ReplicationState } from '../src/model';
 
 type Acts = ReturnType<typeof proxyActivities<typeof activities>>;
@@ -26,6 +28,9 @@ export interface CutoverControl {
   pendingAbort?: string;
   /** Set once the switch hook has run: from then on the target is live and never reset. */
   switchedAt?: string;
+  /** Inside a rollback window (cutover.rollbackWindow): a rollback or a finalize waiting to be served. */
+  rollbackRequest?: RollbackRequest;
+  finalizeRequest?: RollbackRequest;
 }
 
 export interface LogicalContext {
@@ -111,6 +116,8 @@ export async function syncUntilCutover(ctx: LogicalContext, knownTables: string[
   const input = { spec, migrationId };
   const interval = spec.logical.statusInterval as Duration;
   let autoCutover = spec.cutover.autoCutover !== false;
+  // A run continued during the rollback window goes on with it.
+  if (status.rollback?.state === 'open') return holdRollbackWindow(ctx, knownTables);
   for (;;) {
     trimHistory(status);
     const info = workflowInfo();
@@ -135,7 +142,10 @@ export async function syncUntilCutover(ctx: LogicalContext, knownTables: string[
     const request = ctx.control.request;
     if (request) {
       ctx.control.request = undefined;
-      if (await attemptCutover(ctx, request, knownTables)) return;
+      if (await attemptCutover(ctx, request, knownTables)) {
+        if (spec.cutover.rollbackWindow && patched(PATCHES.rollbackWindow)) await openRollbackWindow(ctx, knownTables);
+        return;
+      }
       if (request.approvedBy === 'autoCutover' && autoCutover) {
         // Never freeze the source again and again for a cause that stays: the operator decides now.
         autoCutover = false;
@@ -160,6 +170,8 @@ async function attemptCutover(ctx: LogicalContext, request: CutoverRequest, know
   ctx.control.running = true;
   ctx.enterPhase('cutover');
   status.cleanupOwed.push('unfreeze the source');
+  // Owed before the cutover starts it: the reverse stream is created inside the freeze, before the switch.
+  if (spec.cutover.rollbackWindow && patched(PATCHES.rollbackWindow) && !status.cleanupOwed.includes(OWED.reverse)) status.cleanupOwed.push(OWED.reverse);
   try {
     // Not cancellable: an abort waits for the attempt (a switch must never be half undone).
     const result = await CancellationScope.nonCancellable(() => acts.cutover.cutover({ spec, migrationId, knownTables, coordinated: request.coordinated }));
@@ -241,13 +253,13 @@ export function autoCutoverDue(spec: MigrationSpec, state: ReplicationState): bo
 }
 
 /** Keeps the status (carried into every continued run) bounded however long the migration syncs. */
-function trimHistory(status: MigrationStatus): void {
+export function trimHistory(status: MigrationStatus): void {
   if (status.errors.length > 50) status.errors = status.errors.slice(-50);
   if (status.warnings && status.warnings.length > 50) status.warnings = status.warnings.slice(-50);
   if (status.cutovers && status.cutovers.length > 20) status.cutovers = status.cutovers.slice(-20);
 }
 
-function rootCause(error: unknown): unknown {
+export function rootCause(error: unknown): unknown {
   let current = error;
   while (current instanceof Error && (current as { cause?: unknown }).cause) current = (current as { cause?: unknown }).cause;
   return current;
@@ -287,6 +299,8 @@ export function cutoverBlocker(spec: MigrationSpec | undefined, status: Migratio
  * a SUPERUSER granted by the privilege hack is reverted at the end, so then the source is unfrozen now.
  */
 export function sourceStaysFrozen(spec: MigrationSpec, status: MigrationStatus): { keep: boolean; note?: string } {
+  // A rollback made the old source live again (and unfenced it).
+  if (status.rollback?.state === 'rolledBack') return { keep: false };
   const switched = (status.cutovers ?? []).some((attempt) => attempt.outcome === 'switched');
   if (!switched || spec.cutover.sourceAfterSwitch !== 'frozen') return { keep: false };
   if (spec.cutover.freeze === 'hook' && status.method !== 'dms') return { keep: false };

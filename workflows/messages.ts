@@ -1,6 +1,6 @@
 /**
  * The workflows' messages, defined once: clients (CLI, tests) import these definitions; the
- * `temporal` CLI uses the same names (signals `abort` and `cutover`, update `requestCutover`, query `status`).
+ * `temporal` CLI uses the same names (signals `abort` and `cutover`, updates `requestCutover`, `requestRollback` and `finalize`, query `status`).
  */
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import { defineSearchAttributeKey } from '@temporalio/common';
@@ -23,6 +23,22 @@ export const cutoverSignal = defineSignal<[CutoverRequest?]>('cutover');
  * when not syncing yet, when the lag is above cutover.maxLagBytes, or when a cutover is already running.
  */
 export const requestCutoverUpdate = defineUpdate<CutoverAnswer, [CutoverRequest]>('requestCutover');
+
+/** cutover.rollbackWindow: who asks to switch back (or to end the window), recorded in the status. */
+export interface RollbackRequest {
+  approvedBy?: string;
+  reason?: string;
+}
+
+/**
+ * Inside the rollback window: switch back to the old server (freeze the new one, drain the reverse
+ * stream, sequences, switch hook with PGMOVE_DIRECTION=rollback). Rejected with the reason when the
+ * window is not open, the old server lags above cutover.maxLagBytes, or the reverse stream is not streaming.
+ */
+export const requestRollbackUpdate = defineUpdate<CutoverAnswer, [RollbackRequest]>('requestRollback');
+
+/** Ends the rollback window now: the reverse stream is dropped on both servers and the migration completes. */
+export const finalizeUpdate = defineUpdate<CutoverAnswer, [RollbackRequest]>('finalize');
 
 /** Registered by the dev stack (`--search-attribute MigrationPhase=Keyword`); filterable in the Web UI. */
 export const migrationPhaseKey = defineSearchAttributeKey('MigrationPhase', 'KEYWORD');

@@ -24,7 +24,8 @@ import type * as activities from '../activities';
 import type { SourceTableChecksum } from '../activities/validate';
 import type { MigrationSpec, MigrationSpecInput } from '../src/spec';
 import type { CutoverRequest, MigrationStatus, Phase, ValidationReport } from '../src/model';
-import { abortSignal, cutoverSignal, databaseProgressSignal, migrationPhaseKey, requestCutoverUpdate, statusQuery, type DatabaseProgress } from './messages';
+import { abortSignal, cutoverSignal, databaseProgressSignal, finalizeUpdate, migrationPhaseKey, requestCutoverUpdate, requestRollbackUpdate, statusQuery, type DatabaseProgress, type RollbackRequest } from './messages';
+import { finalizeRefusal, rollbackRefusal } from './rollback-window';
 import { renderStatusMarkdown } from './status-markdown';
 import { initTableProgress, recordUnit, runUnits } from './copy-progress';
 import { cutoverActivities, cutoverBlocker, cutoverRefusal, runLogical, syncUntilCutover, voteFailed, type CutoverControl, type LogicalContext } from './logical';
@@ -126,7 +127,8 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
   setHandler(abortSignal, (request) => {
     const reason = request?.reason ?? 'aborted by operator';
     if (control.switchedAt) {
-      (status.warnings ??= []).push(`abort ignored: the migration has cut over (${reason})`);
+      const window = status.rollback?.state === 'open' ? `; \`pgmove finalize ${migrationId}\` ends the rollback window, \`pgmove rollback ${migrationId}\` switches back` : '';
+      (status.warnings ??= []).push(`abort ignored: the migration has cut over (${reason})${window}`);
     } else if (control.running) {
       // A running cutover is never cut in half: the abort applies if it fails.
       control.pendingAbort = reason;
@@ -156,6 +158,33 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
       validator: (_request: CutoverRequest) => {
         const refusal = cutoverRefusal(spec, status, control);
         if (refusal) throw new Error(`cutover rejected: ${refusal}`);
+      },
+    },
+  );
+
+  setHandler(
+    requestRollbackUpdate,
+    (request) => {
+      control.rollbackRequest = { ...request };
+      return { accepted: true, reason: `rollback accepted (the source is ${status.rollback?.reverse?.lagBytes ?? 0} bytes behind); follow it with pgmove status ${migrationId}` };
+    },
+    {
+      validator: (_request: RollbackRequest) => {
+        const refusal = rollbackRefusal(spec, status, control);
+        if (refusal) throw new Error(`rollback rejected: ${refusal}`);
+      },
+    },
+  );
+  setHandler(
+    finalizeUpdate,
+    (request) => {
+      control.finalizeRequest = { ...request };
+      return { accepted: true, reason: `finalize accepted: the reverse stream is dropped and the migration completes on the target; follow it with pgmove status ${migrationId}` };
+    },
+    {
+      validator: (_request: RollbackRequest) => {
+        const refusal = finalizeRefusal(status, control);
+        if (refusal) throw new Error(`finalize rejected: ${refusal}`);
       },
     },
   );

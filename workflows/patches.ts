@@ -20,4 +20,6 @@ export const PATCHES = {
   revertWithRecord: 'revert-with-record',
   /** A cancelled elevatePrivileges is waited for (WAIT_CANCELLATION_COMPLETED) before the revert starts, so the two never run at once. */
   elevationWaitsForCancel: 'elevation-waits-for-cancel',
+  /** cutover.rollbackWindow: the reverse stream is owed before the cutover, and after the switch the window opens (forward stream dropped, reverse stream measured, rollback or finalize served). */
+  rollbackWindow: 'rollback-window',
 } as const;

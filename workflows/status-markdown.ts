@@ -49,6 +49,7 @@ export function renderStatusMarkdown(status: MigrationStatus): string {
   for (const attempt of status.cutovers ?? []) {
     lines.push(`- **cutover** by ${attempt.requestedBy}: ${attempt.outcome}${attempt.freezeToReadyMs !== undefined ? `, write freeze ${attempt.freezeToReadyMs} ms until the target was ready, ${attempt.freezeToSwitchedMs} ms until switched` : ''}${attempt.error ? ` — ${attempt.error.split('\n')[0]}` : ''}`);
   }
+  lines.push(...rollbackLines(status));
   for (const warning of [...(status.warnings ?? []).slice(-3), ...(r?.warning ? [r.warning] : [])]) lines.push(`- **warning**: ${warning}`);
   if (status.validation) lines.push(`- **validation**: ${status.validation.summary.split('\n')[0]}`);
   const e = status.privilegeElevation;
@@ -59,6 +60,24 @@ export function renderStatusMarkdown(status: MigrationStatus): string {
     lines.push('', '### errors', ...status.errors.slice(-5).map((e) => `- ${e.split('\n')[0]}`));
   }
   return lines.join('\n');
+}
+
+/** cutover.rollbackWindow: the reverse stream while the window is open, the rollback attempts, how it ended. */
+function rollbackLines(status: MigrationStatus): string[] {
+  const w = status.rollback;
+  if (!w) return [];
+  const lines: string[] = [];
+  const r = w.reverse;
+  if (w.state === 'open') {
+    lines.push(`- **rollback window**: open until ${w.until}; \`pgmove rollback ${status.migrationId}\` switches back to the source, \`pgmove finalize ${status.migrationId}\` ends the window`);
+    if (r) lines.push(`- **reverse stream**: the source is ${r.lagBytes} bytes behind the target; the reverse slot holds ${mb(r.retainedWalBytes)} of WAL on the target; ${r.streaming ? 'streaming' : 'NOT streaming'} (as of ${r.measuredAt})${r.warning ? ` — ${r.warning}` : ''}`);
+  } else {
+    lines.push(`- **rollback window**: ${w.state}${w.endedBecause ? ` — ${w.endedBecause}` : ''}`);
+  }
+  for (const attempt of w.attempts ?? []) {
+    lines.push(`- **rollback** by ${attempt.requestedBy}: ${attempt.outcome}${attempt.freezeToReadyMs !== undefined ? `, target frozen ${attempt.freezeToReadyMs} ms until the source was ready, ${attempt.freezeToSwitchedMs} ms until switched back` : ''}${attempt.error ? ` — ${attempt.error.split('\n')[0]}` : ''}`);
+  }
+  return lines;
 }
 
 /** The cluster parent's Current Details: one line per database (lists render well in the Web UI). */

@@ -1,0 +1,150 @@
+/**
+ * `pgmove rollback ID` inside the rollback window (cutover.rollbackWindow), and its recovery. The
+ * reverse stream it relies on is ./reverse-stream.
+ *
+ * The rollback mirrors the cutover in the other direction, timed step by step: fence the new server →
+ * verify it → refuse if tables or columns changed on it → drain until the old server has confirmed the
+ * new one's current WAL position → stop the reverse subscription → sequences → row counts → [old server
+ * ready] → unfence the old server → switch hook (PGMOVE_DIRECTION=rollback) → [switched] → checksums at
+ * a snapshot of the old server taken before it was unfenced. Its marks live in the reverse publication's
+ * comment on the new server, so a retry after a lost worker resumes rather than starts again.
+ */
+import { ApplicationFailure } from '@temporalio/common';
+import type { Client } from 'pg';
+import type { MigrationSpec } from '../src/spec';
+import { connect, connectionInfo, withClient } from '../src/pg/connect';
+import { listSequences, listTables } from '../src/pg/catalog';
+import { qualified } from '../src/pg/sql';
+import { readPublicationRecord, writePublicationRecord } from '../src/pg/replication';
+import { reverseNames, setReverseSubscriptionEnabled } from '../src/pg/reverse-replication';
+import { runHook } from '../src/hooks';
+import { startHeartbeat } from '../src/heartbeat';
+import { activityLogger } from '../src/log';
+import { durationMs } from '../src/units';
+import { freezeSource, markFenceKept, readFreezeState, unfreezeSource, verifyFence } from './freeze';
+import { compareCounts, drain, hookContextOf, refuseLateResume, refuseSchemaDrift, rowCounts, validateOrReport, type CutoverResult } from './cutover';
+import { reversedSpec, withBothServers, type RollbackInput } from './reverse-stream';
+
+/** How far a rollback got, as recorded on the new server. */
+export async function rollbackStage(input: RollbackInput): Promise<{ switchingAt?: string; switchedAt?: string }> {
+  const record = await withClient(await connectionInfo(input.spec.target, 'target'), 'target', (newServer) => readPublicationRecord(newServer, reverseNames(input.migrationId).publication));
+  return { switchingAt: record?.switchingAt, switchedAt: record?.switchedAt };
+}
+
+/** After a rollback failed before its switch: the new server is unfenced first (it must never stay frozen), then the reverse stream resumes. */
+export async function abandonRollback(input: RollbackInput): Promise<{ resumed: boolean }> {
+  const { spec, migrationId } = input;
+  if ((await rollbackStage(input)).switchingAt) {
+    throw ApplicationFailure.nonRetryable('the rollback had reached the switch: it is finished, not abandoned', 'AlreadySwitching');
+  }
+  await unfreezeSource(reversedSpec(spec), migrationId);
+  return withBothServers(spec, 'rollback', async (oldServer, newServer) => {
+    const record = await readPublicationRecord(newServer, reverseNames(migrationId).publication);
+    if (record?.freezeStartedAt) await writePublicationRecord(newServer, reverseNames(migrationId).publication, { ...record, freezeStartedAt: undefined });
+    return { resumed: await setReverseSubscriptionEnabled(oldServer, migrationId, true) };
+  });
+}
+
+/** `pgmove rollback ID`: back to the old server without losing a write made on the new one. */
+export async function rollback(input: RollbackInput): Promise<CutoverResult> {
+  const { spec, migrationId } = input;
+  const log = activityLogger('rollback');
+  const reversed = reversedSpec(spec);
+  const publication = reverseNames(migrationId).publication;
+  const steps: Record<string, number> = {};
+  let step = 'starting';
+  const heartbeat = startHeartbeat(() => ({ step, steps }));
+  let snapshotHolder: Client | undefined;
+  try {
+    return await withBothServers(spec, 'rollback', async (oldServer, newServer) => {
+      const hookContext = { ...hookContextOf(reversed, migrationId), extraEnv: { PGMOVE_DIRECTION: 'rollback' } };
+      const switchHook = async () => (spec.cutover.switchHook ? runHook('switchHook', spec.cutover.switchHook, hookContext, durationMs(spec.cutover.hookTimeout), heartbeat.signal) : undefined);
+      let record = await readPublicationRecord(newServer, publication);
+      if (!record) throw ApplicationFailure.nonRetryable(`the reverse publication ${publication} is gone from the new server: a rollback would lose the writes made there`, 'RollbackFailed');
+      let switchHookOutput: string | undefined;
+      if (record.switchingAt && !record.switchedAt) {
+        // The worker stopped while the switch hook ran: only the hook is left (hooks must be idempotent).
+        step = 'switchHook';
+        log.warn('resuming a rollback switch that was under way: running the switch hook again');
+        await unfreezeSource(spec, migrationId);
+        switchHookOutput = await switchHook();
+        record = { ...record, switchedAt: new Date().toISOString() };
+        await writePublicationRecord(newServer, publication, record);
+      }
+      if (record.switchedAt) {
+        step = 'validate';
+        await keepOrReleaseNewServer(spec, migrationId);
+        return { timing: {}, switchedAt: record.switchedAt, validation: await validateOrReport({ spec: reversed }), validatedLive: true, switchHookOutput };
+      }
+      const frozenSince = (await readFreezeState(newServer))?.migrationId === migrationId ? record.freezeStartedAt : undefined;
+      if (frozenSince) refuseLateResume(spec, Date.now() - Date.parse(frozenSince));
+      await setReverseSubscriptionEnabled(oldServer, migrationId, true);
+      record = { ...record, freezeStartedAt: frozenSince ?? new Date().toISOString() };
+      await writePublicationRecord(newServer, publication, record);
+
+      let mark = Date.now();
+      const timed = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
+        step = name;
+        const result = await fn();
+        const now = Date.now();
+        steps[name] = now - mark;
+        mark = now;
+        return result;
+      };
+      const frozenAt = frozenSince ? Date.parse(frozenSince) : mark;
+      await timed('freeze', () => freezeSource(reversed, migrationId));
+      await timed('verifyFence', () => verifyFence(newServer));
+      const tables = (await listTables(newServer, spec, { sizes: false })).filter((t) => !t.unlogged);
+      await timed('ddlCheck', () => refuseSchemaDrift(newServer, oldServer, tables, record!.knownTables ?? [], 'the new server'));
+      const newCounts = spec.cutover.quickValidation ? rowCounts(await connectionInfo(spec.target, 'target'), 'target', tables, spec.jobs) : undefined;
+      newCounts?.catch(() => undefined); // awaited below; a failure surfaces there
+      await timed('drain', () => drain(newServer, oldServer, [reverseNames(migrationId).slot], durationMs(spec.cutover.drainTimeout), heartbeat.signal));
+      await timed('stopSubscription', () => setReverseSubscriptionEnabled(oldServer, migrationId, false));
+      await timed('sequences', () => copySequencesBack(spec, newServer, oldServer));
+      if (newCounts) await timed('rowCounts', async () => compareCounts(await newCounts, await rowCounts(await connectionInfo(spec.source, 'source'), 'source', tables, spec.jobs)));
+      const readyAt = mark;
+      // The old server as of the rollback, for the checksums after the switch.
+      snapshotHolder = await connect(await connectionInfo(spec.source, 'source'), 'source', { applicationName: 'pgmove rollback snapshot' });
+      await snapshotHolder.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      const snapshot = (await snapshotHolder.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
+      // Past this mark a rollback never goes back: a retry only finishes the switch.
+      record = { ...record, switchingAt: new Date().toISOString() };
+      await writePublicationRecord(newServer, publication, record);
+      await timed('unfreezeOldServer', () => unfreezeSource(spec, migrationId));
+      switchHookOutput = await timed('switchHook', switchHook);
+      const switchedAt = new Date().toISOString();
+      await writePublicationRecord(newServer, publication, { ...record, switchedAt });
+      const timing = { freezeToReadyMs: readyAt - frozenAt, freezeToSwitchedMs: Date.now() - frozenAt, steps: { ...steps } };
+      log.info(timing, 'rolled back');
+      step = 'validate';
+      await keepOrReleaseNewServer(spec, migrationId);
+      return { timing, switchedAt, validation: await validateOrReport({ spec: reversed, targetSnapshot: snapshot }), validatedLive: false, switchHookOutput };
+    });
+  } finally {
+    heartbeat.stop();
+    await snapshotHolder?.end().catch(() => undefined);
+  }
+}
+
+/** Every sequence in scope set on the old server to the new server's value (the stream does not carry them). */
+async function copySequencesBack(spec: MigrationSpec, newServer: Client, oldServer: Client): Promise<void> {
+  const sequences = await listSequences(newServer, spec);
+  await oldServer.query('BEGIN');
+  try {
+    for (const sequence of sequences) await oldServer.query('SELECT setval($1::regclass, $2::bigint, $3)', [qualified(sequence), sequence.lastValue, sequence.isCalled]);
+    await oldServer.query('COMMIT');
+  } catch (error) {
+    await oldServer.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  }
+}
+
+/**
+ * After the rollback the new server is what the old source was after the switch: kept fenced
+ * (cutover.sourceAfterSwitch: frozen, recorded so `pgmove unfreeze` releases it) or made writable.
+ */
+async function keepOrReleaseNewServer(spec: MigrationSpec, migrationId: string): Promise<void> {
+  if (spec.cutover.sourceAfterSwitch === 'writable') await unfreezeSource(reversedSpec(spec), migrationId);
+  else await markFenceKept(reversedSpec(spec), migrationId);
+}
+

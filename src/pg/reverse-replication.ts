@@ -1,0 +1,119 @@
+/**
+ * The reverse stream of a rollback window (cutover.rollbackWindow): after the switch, the new server
+ * publishes every migrated table and the old server subscribes, so the old server stays a current copy
+ * until `pgmove rollback` switches back or the window ends. Everything lives under one name derived from
+ * the migration id (`<base>_rb`, which no forward pattern matches): the publication and the slot on the
+ * new server, the subscription on the old one. The publication's comment is the record (known tables,
+ * replica identities changed, the rollback's freeze and switch marks), like the forward publication's.
+ */
+import type { Client } from 'pg';
+import type { ReplicationNames, ReplicationState } from '../model';
+import type { ConnectionInfo } from './connect';
+import type { TableName } from './sql';
+import { ident } from './sql';
+import {
+  createPublication,
+  createSubscriptionSql,
+  dropPublication,
+  dropSlot,
+  dropSubscription,
+  replicationNames,
+  slotState,
+  subscriptionConninfo,
+  subscriptionState,
+} from './replication';
+import { quietStatementLogging, redactPassword } from './statement-privacy';
+
+/** `<base>_rb`: 59 bytes at most (slot names allow 63). */
+export function reverseNames(migrationId: string): ReplicationNames {
+  const name = `${replicationNames(migrationId).slot}_rb`;
+  return { publication: name, slot: name, subscription: name };
+}
+
+export interface ReverseStart {
+  /** The migrated tables the new server publishes (logged ones: unlogged tables cannot be published). */
+  tables: TableName[];
+  /** Of those, the ones without a key: REPLICA IDENTITY FULL on the new server for the window (recorded, restored). */
+  needFullIdentity: TableName[];
+  /** The display names of every migrated table: any other table found on the new server later is new. */
+  knownTables: string[];
+  /** The new server as the old one reaches it (logical.targetUriFromSource, else target.uri). */
+  newServerFromOld: ConnectionInfo;
+}
+
+/**
+ * Creates the reverse stream; idempotent (a retry finds what an earlier attempt made). Runs while the old
+ * server is frozen and before the switch, so every write the application makes on the new server comes
+ * after the slot's consistent point. `oldServer` must allow writes in its session (it is fenced).
+ */
+export async function startReverseStream(oldServer: Client, newServer: Client, migrationId: string, start: ReverseStart): Promise<void> {
+  const names = reverseNames(migrationId);
+  await createPublication(newServer, names.publication, start.tables, start.needFullIdentity, start.knownTables);
+  const slotExists = (await newServer.query(`SELECT 1 FROM pg_replication_slots WHERE slot_name = $1`, [names.slot])).rowCount === 1;
+  if (!slotExists) await newServer.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [names.slot]);
+  if ((await subscriptionState(oldServer, names.subscription)).exists) return;
+  // One transaction (create_slot = false allows it): SET LOCAL keeps the statement, with the new server's
+  // password in its connection string, out of the old server's log and statistics.
+  await oldServer.query('BEGIN');
+  try {
+    await quietStatementLogging(oldServer);
+    await oldServer.query(createSubscriptionSql(names, subscriptionConninfo(start.newServerFromOld), { connect: true, enabled: true }));
+    await oldServer.query('COMMIT');
+  } catch (error) {
+    await oldServer.query('ROLLBACK').catch(() => undefined);
+    throw reverseSubscriptionError(error, start.newServerFromOld);
+  }
+}
+
+/** A CREATE SUBSCRIPTION error on the old server, without the new server's password, saying what to fix. */
+export function reverseSubscriptionError(error: unknown, newServerFromOld: ConnectionInfo): Error {
+  const message = redactPassword((error as Error).message ?? String(error), newServerFromOld.password);
+  const unreachable = /could not connect to the publisher/i.test(message);
+  const fixed = new Error(
+    unreachable
+      ? `the old server cannot connect to the new one at ${newServerFromOld.host}:${newServerFromOld.port} for the rollback window's reverse stream (${message}); allow the old server's address in the new server's pg_hba.conf / security group, or set logical.targetUriFromSource`
+      : `creating the rollback window's reverse subscription on the old server failed: ${message}`,
+  );
+  fixed.name = 'ReverseStreamFailed';
+  return fixed;
+}
+
+/** The reverse stream measured: lag and retained WAL on the new server, the apply worker on the old one. */
+export async function reverseStreamState(oldServer: Client, newServer: Client, migrationId: string, newTables: string[]): Promise<ReplicationState & { slotExists: boolean; subscriptionExists: boolean }> {
+  const names = reverseNames(migrationId);
+  const [slot, subscription] = [await slotState(newServer, names.slot), await subscriptionState(oldServer, names.subscription)];
+  return {
+    lagBytes: slot?.lagBytes ?? 0,
+    lagSeconds: slot?.lagSeconds ?? 0,
+    retainedWalBytes: slot?.retainedWalBytes ?? 0,
+    streaming: subscription.streaming && slot?.activePid !== null && slot !== undefined,
+    applyErrors: subscription.applyErrors,
+    newTables,
+    measuredAt: new Date().toISOString(),
+    slotExists: slot !== undefined && slot.walStatus !== 'lost',
+    subscriptionExists: subscription.exists,
+  };
+}
+
+/** Drops the subscription on the old server; idempotent. The caller's session must allow writes (the old server may be fenced). */
+export async function dropReverseSubscription(oldServer: Client, migrationId: string): Promise<boolean> {
+  return dropSubscription(oldServer, reverseNames(migrationId).subscription);
+}
+
+/** Drops the slot and the publication on the new server (restoring the replica identities it changed); idempotent. */
+export async function dropReversePublisher(newServer: Client, migrationId: string): Promise<string[]> {
+  const names = reverseNames(migrationId);
+  const dropped: string[] = [];
+  if (await dropSlot(newServer, names.slot)) dropped.push(`slot ${names.slot} on the new server`);
+  if (await dropPublication(newServer, names.publication)) dropped.push(`publication ${names.publication} on the new server`);
+  return dropped;
+}
+
+/** Enables or disables the reverse subscription (the rollback stops it after the drain, an abandoned one resumes it). */
+export async function setReverseSubscriptionEnabled(oldServer: Client, migrationId: string, enabled: boolean): Promise<boolean> {
+  const names = reverseNames(migrationId);
+  const state = await subscriptionState(oldServer, names.subscription);
+  if (!state.exists) return false;
+  if (state.enabled !== enabled) await oldServer.query(`ALTER SUBSCRIPTION ${ident(names.subscription)} ${enabled ? 'ENABLE' : 'DISABLE'}`);
+  return true;
+}
