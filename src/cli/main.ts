@@ -8,7 +8,9 @@ import { migrationIdFor, SpecError } from '../spec';
 import { loadSpecFile, readSpecFile } from '../spec-file';
 import { isClusterSpec, parseClusterSpec, type ClusterSpecInput } from '../cluster-spec';
 import { followCluster, renderClusterStatus } from './cluster-view';
-import { TASK_QUEUE, abortSignal, clusterStatusQuery, migrationPhaseKey, requestCutoverUpdate } from '../../workflows/messages';
+import { TASK_QUEUE, abortSignal, clusterStatusQuery, finalizeUpdate, migrationPhaseKey, requestCutoverUpdate, requestRollbackUpdate } from '../../workflows/messages';
+import type { UpdateDefinition } from '@temporalio/common';
+import type { CutoverAnswer, CutoverRequest } from '../model';
 import { withTemporalClient } from './connection';
 import { follow, describeFailure } from './follow';
 import { renderStatus, snapshot } from './status-view';
@@ -123,29 +125,40 @@ program
     });
   });
 
-program
-  .command('cutover')
-  .description('ask a syncing (logical) migration to cut over; prints accepted, or rejected with the reason')
-  .argument('<id>', 'workflow id')
-  .option('--approved-by <name>', 'recorded in the status', process.env.USER ?? 'operator')
-  .option('--reason <text>', 'recorded in the status')
-  .option('--wait', 'after acceptance, follow the migration until it ends; exit 0 only on success')
-  .action(async (id: string, options: { approvedBy: string; reason?: string; wait?: boolean }) => {
-    const ok = await withTemporalClient(async (client) => {
-      const handle = client.workflow.getHandle(id);
-      try {
-        const answer = await handle.executeUpdate(requestCutoverUpdate, { args: [{ approvedBy: options.approvedBy, reason: options.reason }] });
-        console.log(`accepted: ${answer.reason}`);
-      } catch (error) {
-        if (!(error instanceof WorkflowUpdateFailedError)) throw error;
-        const cause = error.cause instanceof Error ? error.cause.message : error.message;
-        console.log(`rejected: ${cause.replace(/^cutover rejected: /, '')}`);
-        return false;
-      }
-      return options.wait ? follow(handle) : true;
+/** cutover, rollback and finalize: an update the workflow validates; prints accepted, or rejected with the reason. */
+function requestCommand(name: string, description: string, update: UpdateDefinition<CutoverAnswer, [CutoverRequest]>): void {
+  program
+    .command(name)
+    .description(description)
+    .argument('<id>', 'workflow id')
+    .option('--approved-by <name>', 'recorded in the status', process.env.USER ?? 'operator')
+    .option('--reason <text>', 'recorded in the status')
+    .option('--wait', 'after acceptance, follow the migration until it ends; exit 0 only on success')
+    .action(async (id: string, options: { approvedBy: string; reason?: string; wait?: boolean }) => {
+      const ok = await withTemporalClient(async (client) => {
+        const handle = client.workflow.getHandle(id);
+        try {
+          const answer = await handle.executeUpdate(update, { args: [{ approvedBy: options.approvedBy, reason: options.reason }] });
+          console.log(`accepted: ${answer.reason}`);
+        } catch (error) {
+          if (!(error instanceof WorkflowUpdateFailedError)) throw error;
+          const cause = error.cause instanceof Error ? error.cause.message : error.message;
+          console.log(`rejected: ${cause.replace(new RegExp(`^${name} rejected: `), '')}`);
+          return false;
+        }
+        return options.wait ? follow(handle) : true;
+      });
+      process.exitCode = ok ? 0 : 1;
     });
-    process.exitCode = ok ? 0 : 1;
-  });
+}
+
+requestCommand('cutover', 'ask a syncing (logical) migration to cut over; prints accepted, or rejected with the reason', requestCutoverUpdate);
+requestCommand(
+  'rollback',
+  'inside the rollback window (cutover.rollbackWindow): switch back to the source without losing the writes made on the target since the cutover; prints accepted, or rejected with the reason',
+  requestRollbackUpdate,
+);
+requestCommand('finalize', 'end the rollback window now: drop the reverse stream on both servers; the migration completes on the target', finalizeUpdate);
 
 program
   .command('worker')

@@ -4,11 +4,12 @@
  * status counters and the Web UI's Markdown status.
  */
 import { autoCutoverDue, cutoverRefusal, sourceStaysFrozen, type CutoverControl } from '../../workflows/logical';
+import { finalizeRefusal, rollbackRefusal } from '../../workflows/rollback-window';
 import { runUnits } from '../../workflows/copy-progress';
 import { initPlannedProgress, recordPlannedUnit } from '../../workflows/offline-copy';
 import { renderStatusMarkdown } from '../../workflows/status-markdown';
 import { parseSpec, type MigrationSpec } from '../../src/spec';
-import type { CopyPlan, MigrationStatus, ReplicationState } from '../../src/model';
+import type { CopyPlan, MigrationStatus, ReplicationState, RollbackState } from '../../src/model';
 
 const spec = (extra: Record<string, unknown> = {}): MigrationSpec =>
   parseSpec({
@@ -85,6 +86,49 @@ describe('sourceStaysFrozen', () => {
     const verdict = sourceStaysFrozen(spec({ cutover: { sourceAfterSwitch: 'frozen' } }), elevated);
     expect(verdict.keep).toBe(false);
     expect(verdict.note).toContain('SUPERUSER');
+  });
+});
+
+describe('the rollback window', () => {
+  const windowed = spec({ cutover: { rollbackWindow: '24h' } });
+  const open = (extra: Partial<RollbackState> = {}): Partial<MigrationStatus> => ({
+    phase: 'rollbackWindow',
+    rollback: { openedAt: '2026-12-01T10:00:00Z', until: '2026-12-02T10:00:00Z', switchedAt: '2026-12-01T10:00:00Z', state: 'open', reverse: replication(), ...extra },
+  });
+  const switchedControl: CutoverControl = { running: false, switchedAt: '2026-12-01T10:00:00Z' };
+  test('a rollback is accepted while the window is open, the source close behind and the reverse stream streaming', () => {
+    expect(rollbackRefusal(windowed, status(open()), switchedControl)).toBeUndefined();
+  });
+  test('each refusal says why', () => {
+    expect(rollbackRefusal(spec(), status(), idle)).toContain('cutover.rollbackWindow is not set');
+    expect(rollbackRefusal(windowed, status(), idle)).toBe('the migration has not cut over yet (phase: syncing): there is nothing to roll back');
+    expect(rollbackRefusal(windowed, status(open({ state: 'rollingBack' })), switchedControl)).toBe('a rollback is already running');
+    expect(rollbackRefusal(windowed, status(open({ state: 'finalized', endedBecause: 'finalized by ops' })), switchedControl)).toBe('the rollback window has ended: finalized (finalized by ops)');
+    expect(rollbackRefusal(windowed, status(open({ reverse: undefined })), switchedControl)).toBe('no measurement of the reverse stream yet');
+    expect(rollbackRefusal(spec({ cutover: { rollbackWindow: '1h', maxLagBytes: '1MB' } }), status(open({ reverse: replication({ lagBytes: 3 * 1024 * 1024 }) })), switchedControl)).toMatch(/^the source is 3\.0 MB behind the target, above cutover\.maxLagBytes \(1\.0 MB\)/);
+    expect(rollbackRefusal(windowed, status(open({ reverse: replication({ streaming: false }) })), switchedControl)).toContain('not streaming');
+    expect(rollbackRefusal(windowed, status(open({ reverse: replication({ newTables: ['public.new_on_target'] }) })), switchedControl)).toContain('public.new_on_target');
+  });
+  test('finalize only while the window is open and no rollback runs', () => {
+    expect(finalizeRefusal(status(open()), switchedControl)).toBeUndefined();
+    expect(finalizeRefusal(status(), idle)).toContain('no rollback window');
+    expect(finalizeRefusal(status(open()), { ...switchedControl, running: true })).toBe('a rollback is running');
+    expect(finalizeRefusal(status(open({ state: 'rolledBack' })), switchedControl)).toBe('the rollback window has already ended: rolledBack');
+  });
+  test('after a rollback the old source is not kept frozen (the rollback made it live)', () => {
+    const rolledBack = status({ cutovers: [{ outcome: 'switched' } as never], ...open({ state: 'rolledBack' }) });
+    expect(sourceStaysFrozen(spec({ cutover: { sourceAfterSwitch: 'frozen', rollbackWindow: '1h' } }), rolledBack).keep).toBe(false);
+  });
+  test('the Web UI shows the window, the reverse stream and how to act on it', () => {
+    const markdown = renderStatusMarkdown(status(open({ reverse: replication({ lagBytes: 512 }) })));
+    expect(markdown).toContain('**rollback window**: open until 2026-12-02T10:00:00Z; `pgmove rollback m1` switches back to the source, `pgmove finalize m1` ends the window');
+    expect(markdown).toContain('**reverse stream**: the source is 512 bytes behind the target');
+    expect(renderStatusMarkdown(status(open({ state: 'closed', endedBecause: 'the reverse slot held too much WAL' })))).toContain('**rollback window**: closed — the reverse slot held too much WAL');
+  });
+  test('the spec: logical method and pgmove\'s own freeze only', () => {
+    expect(() => spec({ method: 'dump', cutover: { rollbackWindow: '1h' } })).toThrow(/rollbackWindow.*needs the logical method/s);
+    expect(() => spec({ cutover: { rollbackWindow: '1h', freeze: 'hook', freezeHook: ['true'], unfreezeHook: ['true'] } })).toThrow(/needs cutover\.freeze: readOnly/);
+    expect(() => spec({ cutover: { rollbackWindow: 'a day' } })).toThrow(/must be a duration/);
   });
 });
 
