@@ -15,6 +15,6 @@ export { elevatePrivileges, revertPrivileges } from './elevate-privileges';
 export { provisionTarget, planProvisionTarget } from './provision-target';
 export { cleanupAwsResources } from './cleanup-aws';
 export { createDmsResources, startDmsTask, waitDmsFullLoad, describeDmsTask, stopDmsTask, dmsSlotState } from './dms';
-export { recoverSwitchState, recoverFence, recoverSubscription, recoverSlotAndPublication, recoverTarget, recoverScratch, recoverElevation } from './recover';
+export { recoverSwitchState, recoverFence, recoverSubscription, recoverSlotAndPublication, recoverTarget, recoverScratch, recoverElevation, recoverReverseStream } from './recover';
 export { reverseStreamStatus, dropReverseStream } from './reverse-stream';
 export { rollback, rollbackStage, abandonRollback } from './rollback';

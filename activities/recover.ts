@@ -5,7 +5,7 @@
  *   source  the fence (database comment), the unfreeze hook owed (publication comment), the slot, the
  *           publication and the replica identities it changed (publication comment), the privilege
  *           elevation (state file next to pg_hba.conf);
- *   target  the subscription, and what pre-data and the copy put there (the target marker in the
+ *   target  the subscription, the rollback window's reverse stream (its subscription is on the source), and what pre-data and the copy put there (the target marker in the
  *           database comment: only a target this run filled and did not switch to is reset);
  *   worker  the scratch directory.
  * One activity per server and item, each reusing the migration's own undo; with `dryRun` they only
@@ -28,6 +28,8 @@ import { readFreezeState, unfreezeSource } from './freeze';
 import { unfreezeAfterCutover } from './cutover';
 import { resetMarkedTarget } from './cleanup';
 import { recordedElevation, revertPrivileges } from './elevate-privileges';
+import { reverseNames } from '../src/pg/reverse-replication';
+import { dropReverseStream } from './reverse-stream';
 
 export interface RecoverInput {
   /** The migration's spec as it was started (references only, never a secret). */
@@ -237,4 +239,21 @@ export async function recoverElevation(input: RecoverInput): Promise<RecoverFind
 
 function provisionedTarget(item: string): RecoverFinding {
   return { server: 'target', item, action: 'kept', detail: 'the target is a provisioned RDS instance (its address is not in the spec): pgmove cleanup ID deletes it' };
+}
+
+/** The rollback window's reverse stream (cutover.rollbackWindow): its subscription on the source, its slot (filling the target's disk) and publication on the target. */
+export async function recoverReverseStream(input: RecoverInput): Promise<RecoverFinding[]> {
+  const spec = withTarget(parsed(input));
+  if (!spec) return [provisionedTarget('reverse stream')];
+  const names = reverseNames(input.migrationId);
+  const found = await onSource(spec, async (source) => (await subscriptionState(source, names.subscription)).exists);
+  const onNewServer = await onTarget(spec, async (target) => ({
+    slot: (await slotState(target, names.slot)) !== undefined,
+    publication: (await readPublicationRecord(target, names.publication)) !== undefined,
+  }));
+  const what = [found && `subscription ${names.subscription} on the source`, onNewServer.slot && `slot ${names.slot} on the target`, onNewServer.publication && `publication ${names.publication} on the target`].filter(Boolean).join(', ');
+  if (!what) return [{ server: 'target', item: 'reverse stream', action: 'nothing found', detail: `no rollback window stream ${names.slot}` }];
+  if (input.dryRun) return [{ server: 'target', item: 'reverse stream', action: 'would undo', detail: `would drop ${what}` }];
+  await dropReverseStream({ spec, migrationId: input.migrationId });
+  return [{ server: 'target', item: 'reverse stream', action: 'undone', detail: `dropped ${what}` }];
 }

@@ -22,4 +22,6 @@ export const PATCHES = {
   elevationWaitsForCancel: 'elevation-waits-for-cancel',
   /** cutover.rollbackWindow: the reverse stream is owed before the cutover, and after the switch the window opens (forward stream dropped, reverse stream measured, rollback or finalize served). */
   rollbackWindow: 'rollback-window',
+  /** recoverMigration also drops a rollback window's reverse stream (recoverReverseStream). */
+  recoverReverseStream: 'recover-reverse-stream',
 } as const;

@@ -5,7 +5,8 @@
  * with the `temporal` CLI and the same input. Every step runs on its own and is retried; one failing
  * never skips the others, and each is reported.
  */
-import { proxyActivities } from '@temporalio/workflow';
+import { patched, proxyActivities } from '@temporalio/workflow';
+import { PATCHES } from './patches';
 import type * as activities from '../activities';
 import type { RecoverFinding, RecoverInput, SwitchState } from '../activities/recover';
 import { errorText } from './error-text';
@@ -36,6 +37,8 @@ export async function recoverMigration(input: RecoverInput): Promise<RecoverRepo
   const withSwitch = { ...input, switchState };
   // The source first (fence, then the slot that fills its disk); the elevation last (dropping the slot may need it).
   await step('source', 'fence', () => acts.recoverFence(withSwitch));
+  // A rollback window's reverse stream: its slot holds WAL on the target.
+  if (patched(PATCHES.recoverReverseStream)) await step('target', 'reverse stream', () => acts.recoverReverseStream(input));
   await step('target', 'subscription', () => acts.recoverSubscription(withSwitch));
   await step('source', 'replication slot and publication', () => acts.recoverSlotAndPublication(withSwitch));
   await step('target', 'target objects', () => acts.recoverTarget(withSwitch));

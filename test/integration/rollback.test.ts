@@ -37,8 +37,9 @@ beforeAll(async () => {
   worker = await stack.startWorker();
   sourceDb = await createPgbenchSource(source, 'shop', 5);
   await adminQuery(source, 'postgres', `GRANT pg_create_subscription TO migrator; GRANT SET ON PARAMETER ${STATEMENT_LOGGING_SETTINGS.join(', ')} TO migrator`);
-  await adminQuery(target, 'postgres', `DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'migrator') THEN CREATE ROLE migrator LOGIN; END IF; END $$;
-    ALTER ROLE migrator REPLICATION; GRANT pg_signal_backend TO migrator`);
+  // The target's migration role publishes and fences the target for a rollback.
+  await createOnlineTarget(target, 'placeholder');
+  await adminQuery(target, 'postgres', 'ALTER ROLE migrator REPLICATION; GRANT pg_signal_backend TO migrator');
 });
 
 afterAll(async () => {
@@ -57,7 +58,8 @@ async function start(id: string, cutover: Record<string, unknown>): Promise<{ ha
     target: { uri: to.uri, password: stack.secretFile(`${id}-t`, to.password) },
     method: 'logical',
     jobs: 2,
-    logical: { statusInterval: '1s' },
+    // pgbench_history has no key: REPLICA IDENTITY FULL on the source, and for the window on the target.
+    logical: { statusInterval: '1s', replicaIdentityFull: true },
     timeouts: { heartbeat: '5s' },
     cutover: { rollbackWindow: '1h', ...cutover },
   });
@@ -182,10 +184,28 @@ test('a PostgreSQL 15 source whose role may not create subscriptions: refused at
     source: { uri: db.uri, password: stack.secretFile('refused-s', db.password) },
     target: { uri: to.uri, password: stack.secretFile('refused-t', to.password) },
     method: 'logical',
+    logical: { replicaIdentityFull: true },
     cutover: { rollbackWindow: '2h' },
   });
   const failure = await migrationFailure(handle);
   expect(failure.message).toMatch(/before PostgreSQL 16 only a superuser creates subscriptions/);
   // Nothing was written: the target is still empty.
   expect(await adminQuery(target, 'rollback_refused', `SELECT 1 FROM pg_class WHERE relnamespace = 'public'::regnamespace`)).toEqual([]);
+});
+
+test('a target whose role can neither keep a slot nor fence it: refused at the start, each with its fix', async () => {
+  await adminQuery(target, 'postgres', `CREATE ROLE plain_owner LOGIN PASSWORD 'plain-owner-pw'; CREATE DATABASE rollback_plain OWNER plain_owner`);
+  const handle = await startMigration(stack, {
+    id: 'rollback-plain-target',
+    source: { uri: sourceDb.uri, password: stack.secretFile('plain-s', sourceDb.password) },
+    target: { uri: `postgresql://plain_owner@${target.host}:${target.port}/rollback_plain`, password: stack.secretFile('plain-t', 'plain-owner-pw') },
+    method: 'logical',
+    logical: { replicaIdentityFull: true },
+    cutover: { rollbackWindow: '2h' },
+  });
+  const failure = await migrationFailure(handle);
+  expect(failure.message).toContain('rollback window: on the target: plain_owner may not create a replication slot');
+  expect(failure.message).toContain('ALTER ROLE "plain_owner" REPLICATION;');
+  expect(failure.message).toContain('plain_owner cannot fence the target for a rollback (it cannot end other sessions)');
+  expect(failure.message).toContain('GRANT pg_signal_backend TO "plain_owner";');
 });
