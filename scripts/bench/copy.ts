@@ -2,14 +2,13 @@
  * Times pgmove (start → validated), `pg_dump -Fc | pg_restore` and `pgcopydb clone` on one dataset,
  * in the same run on the same clusters, and reports min/median/max, ratios and the worker's peak RSS.
  */
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, chmodSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, runSqlFile, startCluster, stopCluster, type ClusterHandle } from '../lib/pg-cluster';
 import { startTemporalServer, stopTemporalServer } from '../lib/temporal-server';
-import { BENCH_TUNING, numericOption, stats } from '../lib/bench';
+import { BENCH_TUNING, numericOption, sh, shell, stats } from '../lib/bench';
 import { startWorkerProcess, stopWorkerProcess } from '../lib/worker-process';
 import type { MigrationResult } from '../../workflows/migrate-database';
 
@@ -18,19 +17,6 @@ const JOBS = numericOption('jobs', 4);
 const SCALE = numericOption('scale', 50);
 const DATASET = join(__dirname, '..', '..', '..', 'shared', 'bench', 'dataset.sql');
 
-
-function sh(file: string, argv: string[], env: NodeJS.ProcessEnv = {}): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`${file} exited ${code}: ${stderr.slice(-2000)}`))));
-  });
-}
-
-function shell(command: string, env: NodeJS.ProcessEnv): Promise<void> {
-  return sh('bash', ['-o', 'pipefail', '-c', command], env);
-}
 
 const uri = (c: ClusterHandle, db: string) => `postgresql://postgres:${encodeURIComponent(c.superuserPassword)}@127.0.0.1:${c.port}/${db}`;
 

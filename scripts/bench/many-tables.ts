@@ -5,14 +5,13 @@
  * events per run and largest payload. `--method logical` times the online method instead: start →
  * syncing, then the cutover (requested as soon as it is accepted) → completed and validated.
  */
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, chmodSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, startCluster, stopCluster, type ClusterHandle } from '../lib/pg-cluster';
 import { startTemporalServer, stopTemporalServer } from '../lib/temporal-server';
-import { BENCH_TUNING, numericOption, stats } from '../lib/bench';
+import { BENCH_TUNING, numericOption, shell, stats } from '../lib/bench';
 import { startWorkerProcess, stopWorkerProcess } from '../lib/worker-process';
 import { createManyTables, manyTablesCensus } from '../lib/many-tables';
 import { workflowRunStats } from '../lib/history-stats';
@@ -26,15 +25,6 @@ const JOBS = numericOption('jobs', 2);
 const RUNS = numericOption('runs', 1);
 const METHOD = process.argv.includes('--method') ? process.argv[process.argv.indexOf('--method') + 1] : 'dump';
 if (METHOD !== 'dump' && METHOD !== 'logical') throw new Error(`--method ${METHOD}: dump or logical`);
-
-function shell(command: string, env: NodeJS.ProcessEnv): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('bash', ['-o', 'pipefail', '-c', command], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`${command} exited ${code}: ${stderr.slice(-2000)}`))));
-  });
-}
 
 const uri = (c: ClusterHandle, db: string) => `postgresql://postgres:${encodeURIComponent(c.superuserPassword)}@127.0.0.1:${c.port}/${db}`;
 

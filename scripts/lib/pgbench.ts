@@ -8,6 +8,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { adminQuery, DEBIAN_PG15_BIN, type ClusterHandle } from './pg-cluster';
 import { stopPid } from './ports';
+import { sh } from './bench';
 
 export const APP_PASSWORD = 'app-role-secret-pw';
 export const MIGRATOR_PASSWORD = 'migrator-secret-pw';
@@ -46,7 +47,7 @@ export async function createOwnedDatabase(cluster: ClusterHandle, database: stri
 export async function createPgbenchSource(cluster: ClusterHandle, database: string, scale: number): Promise<OnlineDatabase> {
   const db = await createOwnedDatabase(cluster, database);
   await adminQuery(cluster, 'postgres', `ALTER ROLE migrator REPLICATION; GRANT pg_signal_backend TO migrator`);
-  await runPgbench(cluster, database, ['-i', '-s', String(scale), '-q', '--foreign-keys'], 'migrator', db.password);
+  await sh(join(DEBIAN_PG15_BIN, 'pgbench'), ['-h', cluster.host, '-p', String(cluster.port), '-U', 'migrator', '-i', '-s', String(scale), '-q', '--foreign-keys', database], { PGPASSWORD: db.password });
   await adminQuery(cluster, database, `SET ROLE migrator;
     CREATE TABLE events (id bigserial PRIMARY KEY, aid int NOT NULL, at timestamptz NOT NULL DEFAULT now());
     GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO app;
@@ -68,18 +69,6 @@ export async function createOnlineTarget(cluster: ClusterHandle, database: strin
 
 /** The core settings that can log a statement's text (see src/pg/statement-privacy.ts). */
 export const STATEMENT_LOGGING_SETTINGS = ['log_statement', 'log_min_error_statement', 'log_min_duration_statement', 'log_min_duration_sample', 'log_transaction_sample_rate'];
-
-function runPgbench(cluster: ClusterHandle, database: string, args: string[], user: string, password: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(join(DEBIAN_PG15_BIN, 'pgbench'), ['-h', cluster.host, '-p', String(cluster.port), '-U', user, ...args, database], {
-      env: { ...process.env, PGPASSWORD: password },
-    });
-    let output = '';
-    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-    child.on('close', (code) => (code === 0 ? resolve(output) : reject(new Error(`pgbench ${args.join(' ')} failed: ${output}`))));
-  });
-}
 
 export interface PgbenchRun {
   child: ChildProcess;
