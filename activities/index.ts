@@ -17,4 +17,4 @@ export { cleanupAwsResources } from './cleanup-aws';
 export { createDmsResources, startDmsTask, waitDmsFullLoad, describeDmsTask, stopDmsTask, dmsSlotState } from './dms';
 export { recoverSwitchState, recoverFence, recoverSubscription, recoverSlotAndPublication, recoverTarget, recoverScratch, recoverElevation, recoverReverseStream } from './recover';
 export { reverseStreamStatus, dropReverseStream } from './reverse-stream';
-export { rollback, rollbackStage, abandonRollback } from './rollback';
+export { rollback, rollbackStage, abandonRollback, releaseRolledBackTarget } from './rollback';

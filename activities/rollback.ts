@@ -11,7 +11,8 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import type { Client } from 'pg';
-import type { MigrationSpec } from '../src/spec';
+import { parseSpecInput, type MigrationSpec, type MigrationSpecInput } from '../src/spec';
+import { parsedOrBadSpec } from './preflight';
 import { connect, connectionInfo, withClient } from '../src/pg/connect';
 import { listSequences, listTables } from '../src/pg/catalog';
 import { qualified } from '../src/pg/sql';
@@ -148,3 +149,15 @@ async function keepOrReleaseNewServer(spec: MigrationSpec, migrationId: string):
   else await markFenceKept(reversedSpec(spec), migrationId);
 }
 
+
+/**
+ * `pgmove unfreeze ID` after a rollback kept the target fenced (cutover.sourceAfterSwitch: frozen): the
+ * fence is undone from its record in the target's database comment; nothing recorded, nothing to do.
+ */
+export async function releaseRolledBackTarget(input: { spec: MigrationSpecInput; migrationId: string }): Promise<{ released: boolean; how: string }> {
+  const spec = parsedOrBadSpec(() => parseSpecInput(input.spec));
+  if (spec.target.uri === undefined) return { released: false, how: 'the target is a provisioned instance (its address is not in the spec)' };
+  const { unfrozen, fencedBy } = await unfreezeSource({ source: { uri: spec.target.uri, password: spec.target.password } }, input.migrationId);
+  if (fencedBy) return { released: false, how: `the target is fenced by migration ${fencedBy}, not ${input.migrationId}` };
+  return unfrozen ? { released: true, how: 'the fence the rollback kept was lifted (CONNECT grants, read-only default and comment restored)' } : { released: false, how: 'no fence recorded on the target' };
+}

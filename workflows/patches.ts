@@ -24,4 +24,6 @@ export const PATCHES = {
   rollbackWindow: 'rollback-window',
   /** recoverMigration also drops a rollback window's reverse stream (recoverReverseStream). */
   recoverReverseStream: 'recover-reverse-stream',
+  /** unfreezeMigrationSource also lifts the target's fence that a rollback kept (releaseRolledBackTarget). */
+  releaseRolledBackTarget: 'release-rolled-back-target',
 } as const;

@@ -8,6 +8,7 @@ import type { MigrationSpecInput } from '../spec';
 import type { ClusterResult } from '../../workflows/migrate-cluster';
 import { startedMigration } from './history';
 import { describeFailure } from './follow';
+import type { Released } from '../../workflows/unfreeze';
 
 export async function unfreezeCommand(client: Client, id: string, taskQueue: string): Promise<boolean> {
   const migration = await startedMigration<MigrationSpecInput>(client, id);
@@ -30,8 +31,8 @@ export async function unfreezeCommand(client: Client, id: string, taskQueue: str
         taskQueue,
         workflowId: `${childId}.unfreeze-${Date.now()}`,
         args: [{ spec: child.input, migrationId: childId }],
-      })) as { released: boolean; how: string };
-      console.log(`${childId}: ${result.released ? 'source writable again' : 'nothing to do'}: ${result.how}`);
+      })) as Released;
+      console.log(`${childId}: ${result.released ? `${(result.sides?.length ? result.sides : ['source']).join(' and ')} writable again` : 'nothing to do'}: ${result.how}`);
     } catch (error) {
       // One database's failure does not keep the others fenced.
       console.error(`${childId}: not released: ${describeFailure(error)}`);

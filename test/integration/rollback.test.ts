@@ -133,8 +133,13 @@ test('rollback under pgbench, the worker killed during its switch hook: the sour
   const [onSource, onTargetSums] = [await pgbenchSums(source, 'shop'), await pgbenchSums(target, database)];
   expect(onSource).toEqual(onTargetSums);
   expect(onSource.accounts).toBe(onSource.history);
+  // The target is fenced until released; then every row, sequence and schema object it had at the rollback is on the source.
+  expect(await appCanConnect(target, database)).toBe(false);
+  const released = await pgmoveCliAsync(stack, ['unfreeze', 'rollback-main']);
+  expect(released.stdout).toContain('rollback-main: target writable again');
+  expect(await appCanConnect(target, database)).toBe(true);
   expect(await compareDatabases(ref(target, database), ref(source, 'shop'))).toEqual([]);
-  // The source takes writes again, its sequences past the target's; the target is fenced.
+  // The source takes the application's writes again, its sequences past the target's.
   const app = await appClient(source, 'shop');
   try {
     const next = (await app.query<{ id: string }>('INSERT INTO events (aid) VALUES (1) RETURNING id::text AS id')).rows[0]!.id;
@@ -142,7 +147,6 @@ test('rollback under pgbench, the worker killed during its switch hook: the sour
   } finally {
     await app.end();
   }
-  expect(await appCanConnect(target, database)).toBe(false);
   expect(await replicationLeftovers(source, 'shop')).toEqual([]);
   expect(await replicationLeftovers(target, database)).toEqual([]);
 });
@@ -194,7 +198,8 @@ test('a PostgreSQL 15 source whose role may not create subscriptions: refused at
 });
 
 test('a target whose role can neither keep a slot nor fence it: refused at the start, each with its fix', async () => {
-  await adminQuery(target, 'postgres', `CREATE ROLE plain_owner LOGIN PASSWORD 'plain-owner-pw'; CREATE DATABASE rollback_plain OWNER plain_owner`);
+  await adminQuery(target, 'postgres', `CREATE ROLE plain_owner LOGIN PASSWORD 'plain-owner-pw'`);
+  await adminQuery(target, 'postgres', 'CREATE DATABASE rollback_plain OWNER plain_owner');
   const handle = await startMigration(stack, {
     id: 'rollback-plain-target',
     source: { uri: sourceDb.uri, password: stack.secretFile('plain-s', sourceDb.password) },
