@@ -26,6 +26,7 @@ if [ ${#FILES[@]} -eq 0 ]; then
     test/aws/rds-target.test.ts                  # provisioning, abort with AWS cleanup, cleanupMigration
     test/integration/recover.test.ts             # recoverMigration after runs terminated in each phase
     test/integration/freeze-crash.test.ts        # a cutover retried after a worker lost inside the freeze, and one given up
+    test/integration/rollback.test.ts            # rollback window: rollback (retried in its switch hook), finalize after a lost worker; pgmove unfreeze of the target
   )
 fi
 mkdir -p "$OUT"

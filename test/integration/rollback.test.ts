@@ -105,6 +105,8 @@ test('rollback under pgbench, the worker killed during its switch hook: the sour
   expect(early.stdout).toMatch(/rejected: the migration has not cut over yet/);
 
   await cutOverUnderLoad(handle);
+  const cutover = (await waitForStatus(handle, 'the cutover attempt', (s) => s.cutovers?.[0]?.outcome === 'switched')).cutovers![0]!;
+  console.log(`cutover with a rollback window: write freeze ${cutover.freezeToReadyMs} ms until the target was ready, of which ${cutover.steps?.reverseStream} ms creating the reverse stream`);
   // The forward stream is gone; the reverse one runs: its subscription on the source, slot and publication on the target.
   expect(await replicationLeftovers(source, 'shop')).toEqual([expect.stringMatching(/^subscription pgmove_rollback_main_[0-9a-f]{8}_rb$/)]);
   expect((await replicationLeftovers(target, database)).map((o) => o.split(' ')[0])).toEqual(['publication', 'slot']);
