@@ -100,6 +100,10 @@ export function parseClusterSpec(input: unknown): ClusterSpec {
   if (result.data.cutover.mode === 'together' && perDatabaseHooks) {
     throw new SpecError(['cutover.mode: together runs one switch hook for every database: move cutover.switchHook from defaults/databases to the top-level cutover.switchHook (or use mode: perDatabase)']);
   }
+  // A rollback switches one database back; a cluster cutover switched them together (not supported yet).
+  if ([result.data.defaults, ...namedDatabases(result.data)].some((o) => typeof o.cutover === 'object' && o.cutover !== null && 'rollbackWindow' in o.cutover)) {
+    throw new SpecError(['cutover.rollbackWindow: a rollback window is for single-database migrations (pgmove start with a database spec); remove it from defaults/databases of the cluster spec']);
+  }
   // The shared defaults must make a valid database spec on their own.
   childSpecFor(result.data, { name: 'postgres' });
   for (const entry of result.data.databases === 'all' ? [] : result.data.databases) childSpecFor(result.data, typeof entry === 'string' ? { name: entry } : entry);

@@ -47,6 +47,11 @@ test('mode together takes one switch hook for the cluster, not one per database'
   expect(problems({ ...base, databases: 'all', exceptDatabases: ['scratch'], cutover: { switchHook: ['helm', 'upgrade'] } })).toEqual([]);
 });
 
+test('a rollback window is refused in a cluster spec (it switches one database back)', () => {
+  expect(problems({ ...base, databases: ['a'], defaults: { cutover: { rollbackWindow: '24h' } } })[0]).toMatch(/^cutover\.rollbackWindow: a rollback window is for single-database migrations/);
+  expect(problems({ ...base, databases: [{ name: 'a', cutover: { rollbackWindow: '1h' } }] })[0]).toMatch(/single-database migrations/);
+});
+
 test('withDatabase keeps user, host, port and parameters', () => {
   expect(withDatabase('postgresql://u@h:6432/postgres?sslmode=verify-full', 'my db')).toBe('postgresql://u@h:6432/my%20db?sslmode=verify-full');
 });
