@@ -181,6 +181,19 @@ test('finalize after the worker was killed in the window: the reverse stream is 
   expect(await appCanConnect(source, 'shop')).toBe(true);
 });
 
+test('the window ends by itself: the reverse stream is dropped and the migration completes on the target', async () => {
+  const { handle, database } = await start('rollback-window-ends', { rollbackWindow: '20s', sourceAfterSwitch: 'writable' });
+  await cutOverUnderLoad(handle);
+  const result = (await handle.result()) as MigrationResult;
+  expect(result.status.rollback?.state).toBe('finalized');
+  expect(result.status.rollback?.endedBecause).toBe('the window (20s) ended');
+  expect(Date.parse(result.status.timings.rollbackWindow!.endedAt!) - Date.parse(result.status.rollback!.openedAt)).toBeGreaterThanOrEqual(20_000);
+  expect(await replicationLeftovers(source, 'shop')).toEqual([]);
+  expect(await replicationLeftovers(target, database)).toEqual([]);
+  // sourceAfterSwitch: writable — the old source is released when the window ends.
+  expect(await appCanConnect(source, 'shop')).toBe(true);
+});
+
 test('a PostgreSQL 15 source whose role may not create subscriptions: refused at the start, with the fix', async () => {
   const old = await stack.startCluster('source15', DEBIAN_PG15_BIN);
   const db = await createPgbenchSource(old, 'legacy', 1);
