@@ -11,6 +11,7 @@ import { serverMajor } from '../src/pg/catalog';
 import type { ConnectionInfo } from '../src/pg/connect';
 import { displayName, ident } from '../src/pg/sql';
 import { createSubscriptionSql, subscriptionConninfo } from '../src/pg/replication';
+import { replicationCapacityBlockers } from '../src/pg/replication-capacity';
 import { sourceAsTargetSeesIt } from './sync';
 import { quietStatementLogging, redactPassword, statementLoggingBlocker, unsafeStatementLogging } from '../src/pg/statement-privacy';
 
@@ -34,35 +35,7 @@ export async function logicalReadiness(
   targetInfo: ConnectionInfo,
 ): Promise<LogicalReadiness> {
   const blockers: LogicalBlocker[] = [];
-  const settings = (
-    await source.query<{ wal_level: string; slots: string; slots_used: string; senders: string; senders_used: string; rds: string | null }>(
-      `SELECT current_setting('wal_level') AS wal_level,
-              current_setting('max_replication_slots') AS slots, (SELECT count(*) FROM pg_replication_slots)::text AS slots_used,
-              current_setting('max_wal_senders') AS senders,
-              (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender')::text AS senders_used,
-              current_setting('rds.logical_replication', true) AS rds`,
-    )
-  ).rows[0]!;
-  if (settings.wal_level !== 'logical') {
-    blockers.push({
-      detail: `wal_level is ${settings.wal_level}: logical needs wal_level = logical`,
-      fix: settings.rds !== null
-        ? 'set rds.logical_replication = 1 in the source\'s DB parameter group and reboot it'
-        : 'ALTER SYSTEM SET wal_level = logical; then restart the source server',
-    });
-  }
-  if (Number(settings.slots) - Number(settings.slots_used) < 1) {
-    blockers.push({
-      detail: `no free replication slot (max_replication_slots = ${settings.slots}, ${settings.slots_used} in use)`,
-      fix: `ALTER SYSTEM SET max_replication_slots = ${Number(settings.slots_used) + 2}; then restart the source (or drop an unused slot)`,
-    });
-  }
-  if (Number(settings.senders) - Number(settings.senders_used) < 1) {
-    blockers.push({
-      detail: `no free WAL sender (max_wal_senders = ${settings.senders}, ${settings.senders_used} in use)`,
-      fix: `ALTER SYSTEM SET max_wal_senders = ${Number(settings.senders_used) + 2}; then restart the source`,
-    });
-  }
+  blockers.push(...(await replicationCapacityBlockers(source, 'source')));
 
   const rights = (
     await source.query<{ replication: boolean; superuser: boolean; create_db: boolean }>(

@@ -13,6 +13,7 @@ import type { ConnectionInfo } from '../src/pg/connect';
 import { connectionInfo } from '../src/pg/connect';
 import { displayName, ident } from '../src/pg/sql';
 import { createSubscriptionSql, subscriptionConninfo } from '../src/pg/replication';
+import { replicationCapacityBlockers } from '../src/pg/replication-capacity';
 import { quietStatementLogging, redactPassword, statementLoggingBlocker, unsafeStatementLogging } from '../src/pg/statement-privacy';
 
 const NAME = 'rollback window';
@@ -56,13 +57,8 @@ export async function rollbackWindowChecks(ctx: RollbackWindowContext): Promise<
 /** The target publishes and keeps a slot for the window, and pgmove can fence it for a rollback. */
 async function targetPublisherProblems(target: Client, info: ConnectionInfo): Promise<PreflightCheck[]> {
   const row = (
-    await target.query<{ wal_level: string; slots: string; slots_used: string; senders: string; senders_used: string; rds: string | null; replication: boolean; owner: boolean; signal: boolean }>(
-      `SELECT current_setting('wal_level') AS wal_level,
-              current_setting('max_replication_slots') AS slots, (SELECT count(*) FROM pg_replication_slots)::text AS slots_used,
-              current_setting('max_wal_senders') AS senders,
-              (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender')::text AS senders_used,
-              current_setting('rds.logical_replication', true) AS rds,
-              r.rolreplication OR r.rolsuper OR (EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'rds_replication') AND pg_has_role('rds_replication', 'MEMBER')) AS replication,
+    await target.query<{ replication: boolean; owner: boolean; signal: boolean }>(
+      `SELECT r.rolreplication OR r.rolsuper OR (EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'rds_replication') AND pg_has_role('rds_replication', 'MEMBER')) AS replication,
               r.rolsuper OR pg_has_role((SELECT datdba FROM pg_database WHERE datname = current_database()), 'USAGE') AS owner,
               r.rolsuper OR pg_has_role('pg_signal_backend', 'USAGE') AS signal
          FROM pg_roles r WHERE r.rolname = current_user`,
@@ -70,11 +66,7 @@ async function targetPublisherProblems(target: Client, info: ConnectionInfo): Pr
   ).rows[0]!;
   const problems: PreflightCheck[] = [];
   const fail = (detail: string, fix: string) => problems.push({ name: NAME, ok: false, detail: `on the target: ${detail}`, fix });
-  if (row.wal_level !== 'logical') {
-    fail(`wal_level is ${row.wal_level}: the reverse stream needs wal_level = logical`, row.rds !== null ? "set rds.logical_replication = 1 in the target's DB parameter group and reboot it (pgmove sets it on instances it provisions)" : 'ALTER SYSTEM SET wal_level = logical; then restart the target server');
-  }
-  if (Number(row.slots) - Number(row.slots_used) < 1) fail(`no free replication slot (max_replication_slots = ${row.slots}, ${row.slots_used} in use)`, `ALTER SYSTEM SET max_replication_slots = ${Number(row.slots_used) + 2}; then restart the target`);
-  if (Number(row.senders) - Number(row.senders_used) < 1) fail(`no free WAL sender (max_wal_senders = ${row.senders}, ${row.senders_used} in use)`, `ALTER SYSTEM SET max_wal_senders = ${Number(row.senders_used) + 2}; then restart the target`);
+  for (const blocker of await replicationCapacityBlockers(target, 'target')) fail(blocker.detail, blocker.fix);
   if (!row.replication) fail(`${info.user} may not create a replication slot`, `on the target: ALTER ROLE ${ident(info.user)} REPLICATION; (on RDS: GRANT rds_replication TO ${ident(info.user)};)`);
   if (!row.owner || !row.signal) {
     fail(

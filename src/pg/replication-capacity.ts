@@ -1,0 +1,47 @@
+/**
+ * Can a server publish and keep one more logical slot: wal_level, free replication slots and free WAL
+ * senders, each with the fix. Shared by the forward stream's pre-flight (on the source) and the rollback
+ * window's (on the target).
+ */
+import type { Client } from 'pg';
+
+export interface CapacityBlocker {
+  detail: string;
+  fix: string;
+}
+
+/**
+ * WAL senders in use: pg_stat_activity shows other roles' walsenders only to pg_read_all_stats members,
+ * while pg_replication_slots shows every active slot to anyone: the larger count is the better estimate.
+ */
+const CAPACITY_SQL = `SELECT current_setting('wal_level') AS wal_level,
+        current_setting('max_replication_slots') AS slots, (SELECT count(*) FROM pg_replication_slots)::text AS slots_used,
+        current_setting('max_wal_senders') AS senders,
+        greatest((SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'),
+                 (SELECT count(*) FROM pg_replication_slots WHERE active))::text AS senders_used,
+        current_setting('rds.logical_replication', true) AS rds`;
+
+/** `side` names the server in the fixes ("source" / "target"). */
+export async function replicationCapacityBlockers(client: Client, side: 'source' | 'target'): Promise<CapacityBlocker[]> {
+  const row = (await client.query<{ wal_level: string; slots: string; slots_used: string; senders: string; senders_used: string; rds: string | null }>(CAPACITY_SQL)).rows[0]!;
+  const blockers: CapacityBlocker[] = [];
+  if (row.wal_level !== 'logical') {
+    blockers.push({
+      detail: `wal_level is ${row.wal_level}: logical needs wal_level = logical`,
+      fix: row.rds !== null ? `set rds.logical_replication = 1 in the ${side}'s DB parameter group and reboot it` : `ALTER SYSTEM SET wal_level = logical; then restart the ${side} server`,
+    });
+  }
+  if (Number(row.slots) - Number(row.slots_used) < 1) {
+    blockers.push({
+      detail: `no free replication slot (max_replication_slots = ${row.slots}, ${row.slots_used} in use)`,
+      fix: `ALTER SYSTEM SET max_replication_slots = ${Number(row.slots_used) + 2}; then restart the ${side} (or drop an unused slot)`,
+    });
+  }
+  if (Number(row.senders) - Number(row.senders_used) < 1) {
+    blockers.push({
+      detail: `no free WAL sender (max_wal_senders = ${row.senders}, ${row.senders_used} in use)`,
+      fix: `ALTER SYSTEM SET max_wal_senders = ${Number(row.senders_used) + 2}; then restart the ${side}`,
+    });
+  }
+  return blockers;
+}
