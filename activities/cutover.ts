@@ -6,12 +6,12 @@
  *   objects → row counts → [target ready] → switch hook → [switched] → checksums of every table, at a
  *   snapshot of the target taken before the switch (the application may write to it afterwards).
  * Anything failing before the switch throws: the workflow then unfreezes the source and resumes the
- * stream (`abandonCutover`), so a failed cutover never leaves the source frozen. The switch is
+ * stream (`abandonCutover`, in cutover-recovery.ts), so a failed cutover never leaves the source frozen. The switch is
  * recorded on the source (publication comment): a retry after it never freezes or switches again.
  */
 import { ApplicationFailure } from '@temporalio/common';
 import type { Client } from 'pg';
-import { parseSpecInput, type MigrationSpec, type MigrationSpecInput } from '../src/spec';
+import type { MigrationSpec } from '../src/spec';
 import type { ClusterSpec } from '../src/cluster-spec';
 import { durationMs } from '../src/units';
 import type { CutoverAttempt, CutoverRequest, ValidationReport } from '../src/model';
@@ -20,19 +20,18 @@ import { cutoverDecisionQuery, cutoverVoteSignal } from '../workflows/messages';
 import { connect, connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
 import { listTables, type TableInfo } from '../src/pg/catalog';
 import { displayName, ident, qualified } from '../src/pg/sql';
-import { knownTablesOf, lsnToBigInt, readPublicationRecord, replicationNames, slotState, subscriptionState, writePublicationRecord, type PublicationRecord, type SlotState } from '../src/pg/replication';
+import { knownTablesOf, lsnToBigInt, readPublicationRecord, replicationNames, slotState, writePublicationRecord, type PublicationRecord, type SlotState } from '../src/pg/replication';
 import { ownSubscriptions } from '../src/pg/generations';
-import { runHook, type HookContext } from '../src/hooks';
+import { migrationHookContext, runHook, type HookContext } from '../src/hooks';
 import { startHeartbeat } from '../src/heartbeat';
 import { activityLogger } from '../src/log';
-import { freezeSource, readFreezeState, unfreezeSource, verifyFence } from './freeze';
+import { freezeSource, readFreezeState, verifyFence } from './freeze';
 import { syncSequences } from './sequences';
 import { copyLargeObjectsWith, copyTableOf, runUnit } from './copy';
 import { validate } from './validate';
-import { parsedOrBadSpec } from './preflight';
 import { markTargetSwitching } from '../src/pg/target-marker';
 import { nextBatch } from '../src/pg/table-checksums';
-import { dropReverseStream, startReverseAtCutover } from './reverse-stream';
+import { startReverseAtCutover } from './reverse-stream';
 
 export interface CutoverInput {
   spec: MigrationSpec;
@@ -59,7 +58,7 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
   const names = replicationNames(migrationId);
   const sourceInfo = await connectionInfo(spec.source, 'source');
   const targetInfo = await connectionInfo(spec.target, 'target');
-  const hookContext = hookContextOf(spec, migrationId);
+  const hookContext = migrationHookContext(spec, migrationId);
   const steps: Record<string, number> = {};
   let step = 'starting';
   const heartbeat = startHeartbeat(() => ({ step, steps }));
@@ -212,18 +211,6 @@ async function awaitDecision(workflowId: string, source: Client, publication: st
   }
 }
 
-export function hookContextOf(spec: MigrationSpec, migrationId: string): HookContext {
-  return {
-    migrationId,
-    sourceUri: spec.source.uri,
-    targetUri: spec.target.uri,
-    secretRefs: [spec.source.password, spec.target.password],
-    targetPasswordRef: spec.target.password,
-    // A rollback runs the same hooks with direction rollback (activities/rollback.ts).
-    extraEnv: { PGMOVE_DIRECTION: 'forward' },
-  };
-}
-
 /** After the switch, a validation that cannot run is reported (the cutover itself stands). */
 export async function validateOrReport(input: Parameters<typeof validate>[0]): Promise<ValidationReport> {
   try {
@@ -244,83 +231,6 @@ export async function clusterSwitchHook(input: { spec: ClusterSpec; targets: str
   } finally {
     heartbeat.stop();
   }
-}
-
-/** How far the cutover got, as recorded on the source. */
-export async function cutoverStage(input: CutoverInput): Promise<{ switchingAt?: string; switchedAt?: string }> {
-  const names = replicationNames(input.migrationId);
-  const sourceInfo = await connectionInfo(input.spec.source, 'source');
-  const record = await withClient(sourceInfo, 'source', (source) => readPublicationRecord(source, names.publication));
-  return { switchingAt: record?.switchingAt, switchedAt: record?.switchedAt };
-}
-
-/**
- * After a cutover failed before the switch: the source is unfrozen first (it must never stay frozen,
- * even while the target is unreachable), then the stream resumes.
- */
-export async function abandonCutover(input: CutoverInput): Promise<{ resumed: boolean }> {
-  const { spec, migrationId } = input;
-  if ((await cutoverStage(input)).switchingAt) {
-    throw ApplicationFailure.nonRetryable('the cutover had reached the switch: it is finished, not abandoned', 'AlreadySwitching');
-  }
-  await unfreezeAfterCutover(input);
-  // A reverse stream started before the switch has nothing to carry back.
-  if (spec.cutover.rollbackWindow) await dropReverseStream({ spec, migrationId });
-  const targetInfo = await connectionInfo(spec.target, 'target');
-  return withClient(targetInfo, 'target', async (target) => {
-    let resumed = false;
-    for (const subscription of await ownSubscriptions(target, migrationId)) {
-      const state = await subscriptionState(target, subscription);
-      if (state.exists && !state.enabled) await target.query(`ALTER SUBSCRIPTION ${ident(subscription)} ENABLE`);
-      resumed ||= state.exists;
-    }
-    return { resumed };
-  });
-}
-
-/**
- * Unfreezes the source however it was frozen; idempotent. The readOnly freeze is undone from its record
- * on the source; the unfreeze hook runs only when the freeze hook was started (recorded), and a failure
- * is retried like any other (the source must not stay frozen).
- */
-export async function unfreezeAfterCutover(input: CutoverInput): Promise<void> {
-  const { spec, migrationId } = input;
-  if (spec.cutover.freeze !== 'hook') {
-    await unfreezeSource(spec, migrationId);
-    return;
-  }
-  const names = replicationNames(migrationId);
-  const sourceInfo = await connectionInfo(spec.source, 'source');
-  await withClient(sourceInfo, 'source', async (source) => {
-    await source.query('SET default_transaction_read_only = off');
-    const record = await readPublicationRecord(source, names.publication);
-    if (!record?.frozenByHook) return;
-    const heartbeat = startHeartbeat(() => ({ step: 'unfreezeHook' }));
-    try {
-      await runHook('unfreezeHook', spec.cutover.unfreezeHook!, hookContextOf(spec, migrationId), durationMs(spec.cutover.hookTimeout), heartbeat.signal);
-    } catch (error) {
-      throw ApplicationFailure.retryable(`${(error as Error).message} (retried: the source is still frozen)`, 'UnfreezeHookFailed');
-    } finally {
-      heartbeat.stop();
-    }
-    await writePublicationRecord(source, names.publication, { ...record, frozenByHook: false });
-  });
-}
-
-/**
- * `pgmove unfreeze ID`: makes the old source of an ended migration writable again (kept fenced after the
- * switch by `cutover.sourceAfterSwitch: frozen`): pgmove's fence is undone from its record on the source
- * (nothing recorded: nothing to do). Only the migration that froze it may lift it.
- */
-export async function releaseSource(input: { spec: MigrationSpecInput; migrationId: string }): Promise<{ released: boolean; how: string }> {
-  // The source is all it needs (a provisioned target has no uri in the input).
-  const spec = parsedOrBadSpec(() => parseSpecInput(input.spec));
-  const { unfrozen, fencedBy } = await unfreezeSource(spec, input.migrationId);
-  activityLogger('unfreeze').info({ unfrozen, fencedBy }, 'source release');
-  if (fencedBy) throw ApplicationFailure.nonRetryable(`the source is fenced by migration ${fencedBy}, not ${input.migrationId}: run pgmove unfreeze ${fencedBy}`, 'SourceFenced');
-  return unfrozen
-    ? { released: true, how: 'the former CONNECT grants, read-only default and comment were restored' }
-    : { released: false, how: 'pgmove has no freeze recorded on the source (never frozen, or already released)' };
 }
 
 /** The subscriptions (and slots: same names) of every copy generation; generation 0's when none is found. */

@@ -25,7 +25,7 @@ import { formatBytes } from '../src/units';
 import { activityLogger } from '../src/log';
 import { parsedOrBadSpec } from './preflight';
 import { readFreezeState, unfreezeSource } from './freeze';
-import { unfreezeAfterCutover } from './cutover';
+import { unfreezeAfterCutover } from './cutover-recovery';
 import { resetMarkedTarget } from './cleanup';
 import { recordedElevation, revertPrivileges } from './elevate-privileges';
 import { reverseNames } from '../src/pg/reverse-replication';

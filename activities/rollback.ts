@@ -18,12 +18,12 @@ import { listSequences, listTables } from '../src/pg/catalog';
 import { qualified } from '../src/pg/sql';
 import { readPublicationRecord, writePublicationRecord } from '../src/pg/replication';
 import { reverseNames, setReverseSubscriptionEnabled } from '../src/pg/reverse-replication';
-import { runHook } from '../src/hooks';
+import { migrationHookContext, runHook } from '../src/hooks';
 import { startHeartbeat } from '../src/heartbeat';
 import { activityLogger } from '../src/log';
 import { durationMs } from '../src/units';
 import { freezeSource, markFenceKept, readFreezeState, unfreezeSource, verifyFence } from './freeze';
-import { compareCounts, drain, hookContextOf, refuseLateResume, refuseSchemaDrift, rowCounts, validateOrReport, type CutoverResult } from './cutover';
+import { compareCounts, drain, refuseLateResume, refuseSchemaDrift, rowCounts, validateOrReport, type CutoverResult } from './cutover';
 import { reversedSpec, withBothServers, type RollbackInput } from './reverse-stream';
 
 /** How far a rollback got, as recorded on the new server. */
@@ -58,7 +58,7 @@ export async function rollback(input: RollbackInput): Promise<CutoverResult> {
   let snapshotHolder: Client | undefined;
   try {
     return await withBothServers(spec, 'rollback', async (oldServer, newServer) => {
-      const hookContext = { ...hookContextOf(reversed, migrationId), extraEnv: { PGMOVE_DIRECTION: 'rollback' } };
+      const hookContext = migrationHookContext(reversed, migrationId, 'rollback');
       const switchHook = async () => (spec.cutover.switchHook ? runHook('switchHook', spec.cutover.switchHook, hookContext, durationMs(spec.cutover.hookTimeout), heartbeat.signal) : undefined);
       let record = await readPublicationRecord(newServer, publication);
       if (!record) throw ApplicationFailure.nonRetryable(`the reverse publication ${publication} is gone from the new server: a rollback would lose the writes made there`, 'RollbackFailed');

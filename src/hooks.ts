@@ -12,6 +12,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { CommandError, redactSecrets, run } from './exec';
 import { resolveSecret } from './secrets';
 import { rememberSecret } from './secret-registry';
+import type { MigrationSpec } from './spec';
 
 export interface HookContext {
   migrationId: string;
@@ -23,6 +24,21 @@ export interface HookContext {
   extraEnv?: Record<string, string>;
   /** The target's password reference: passed on as PGMOVE_TARGET_PASSWORD_REF and as a 0600 file. */
   targetPasswordRef?: string;
+}
+
+/**
+ * One migration's hook context: the cutover's hooks, the unfreeze after an abandoned cutover, and (with
+ * the servers reversed) the rollback's share it; PGMOVE_DIRECTION tells the hook which way it switches.
+ */
+export function migrationHookContext(spec: MigrationSpec, migrationId: string, direction: 'forward' | 'rollback' = 'forward'): HookContext {
+  return {
+    migrationId,
+    sourceUri: spec.source.uri,
+    targetUri: spec.target.uri,
+    secretRefs: [spec.source.password, spec.target.password],
+    targetPasswordRef: spec.target.password,
+    extraEnv: { PGMOVE_DIRECTION: direction },
+  };
 }
 
 const MAX_OUTPUT = 4096;
