@@ -6,7 +6,7 @@
  */
 
 import { ApplicationFailure } from '@temporalio/common';
-import { parseSpecInput, type MigrationSpecInput } from '../src/spec';
+import { parsedOrBadSpec, parseSpecInput, type MigrationSpecInput } from '../src/spec';
 import { durationMs } from '../src/units';
 import { connectionInfo, withClient } from '../src/pg/connect';
 import { ident } from '../src/pg/sql';
@@ -16,7 +16,6 @@ import { migrationHookContext, runHook } from '../src/hooks';
 import { startHeartbeat } from '../src/heartbeat';
 import { activityLogger } from '../src/log';
 import { unfreezeSource } from './freeze';
-import { parsedOrBadSpec } from './preflight';
 import { dropReverseStream } from './reverse-stream';
 import type { CutoverInput } from './cutover';
 /** How far the cutover got, as recorded on the source. */

@@ -14,9 +14,8 @@
 import type { Client } from 'pg';
 import { ApplicationFailure } from '@temporalio/common';
 import { Context } from '@temporalio/activity';
-import type { MigrationSpecInput } from '../src/spec';
+import { validateSpec, type MigrationSpecInput } from '../src/spec';
 import type { ElevationRecord } from '../src/elevation-spec';
-import { validateSpec } from './preflight';
 import { connect, connectionInfo, type ConnectionInfo } from '../src/pg/connect';
 import { createBackend } from '../src/exec-backend';
 import { locateServer } from '../src/pg/server-location';

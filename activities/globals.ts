@@ -8,8 +8,7 @@
 import type { Client } from 'pg';
 import { ApplicationFailure } from '@temporalio/common';
 import { childSpecFor, childWorkflowId, namedDatabases, parseClusterSpec, type ClusterSpec, type DatabaseEntry } from '../src/cluster-spec';
-import type { MigrationSpecInput } from '../src/spec';
-import { parsedOrBadSpec } from './preflight';
+import { parsedOrBadSpec, type MigrationSpecInput } from '../src/spec';
 import type { GlobalsReport } from '../src/model';
 import { connect, connectionInfo, type ConnectionInfo } from '../src/pg/connect';
 import { serverMajor } from '../src/pg/catalog';

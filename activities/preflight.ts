@@ -4,8 +4,7 @@
  * non-retryable error.
  */
 import type { Client } from 'pg';
-import { ApplicationFailure } from '@temporalio/common';
-import { parseSpec, SpecError, type MigrationSpec } from '../src/spec';
+import { validateSpec, type MigrationSpec } from '../src/spec';
 import { classifyConnectError, connect, connectionInfo, describeEndpoint, type ConnectionInfo } from '../src/pg/connect';
 import { countLargeObjects, listSequences, listTables, serverMajor, type TableInfo } from '../src/pg/catalog';
 import { ident } from '../src/pg/sql';
@@ -77,20 +76,6 @@ async function connectTarget(info: ConnectionInfo, cluster: ClusterPreflightOpti
     if ((error as { code?: string }).code !== '3D000') throw classifyConnectError(error, info, 'target');
     return { target: await connect({ ...info, database: cluster.targetMaintenanceDatabase }, 'target', { classify: true }), willBeCreated: true };
   }
-}
-
-/** Runs a spec parser; its SpecError is bad input no retry fixes, so it fails the activity for good (BadSpec). */
-export function parsedOrBadSpec<T>(parse: () => T): T {
-  try {
-    return parse();
-  } catch (error) {
-    if (error instanceof SpecError) throw ApplicationFailure.nonRetryable(error.message, 'BadSpec');
-    throw error;
-  }
-}
-
-export function validateSpec(specInput: unknown): MigrationSpec {
-  return parsedOrBadSpec(() => parseSpec(specInput));
 }
 
 async function inspect(

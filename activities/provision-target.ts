@@ -23,8 +23,7 @@ import {
   type DescribeDBInstancesCommandOutput,
 } from '@aws-sdk/client-rds';
 import { ApplicationFailure } from '@temporalio/common';
-import { parseSpecInput, type ParsedSpec } from '../src/spec';
-import { parsedOrBadSpec } from './preflight';
+import { parsedOrBadSpec, parseSpecInput, type ParsedSpec } from '../src/spec';
 import { durationMs } from '../src/units';
 import { withAws, type AwsClients } from '../src/aws/clients';
 import { awsCall, awsErrorCode } from '../src/aws/errors';

@@ -14,7 +14,7 @@
 import { stat, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import type { Client } from 'pg';
-import { parseSpecInput, type MigrationSpec, type MigrationSpecInput, type ParsedSpec } from '../src/spec';
+import { parsedOrBadSpec, parseSpecInput, type MigrationSpec, type MigrationSpecInput, type ParsedSpec } from '../src/spec';
 import { connectionInfo, withClient } from '../src/pg/connect';
 import { displayName } from '../src/pg/sql';
 import { dropPublication, dropSlot, dropSubscription, readPublicationRecord, replicationNames, slotState, subscriptionState } from '../src/pg/replication';
@@ -23,7 +23,6 @@ import { readTargetMarker, removeTargetMarker } from '../src/pg/target-marker';
 import { workDirPath } from '../src/pg/dump';
 import { formatBytes } from '../src/units';
 import { activityLogger } from '../src/log';
-import { parsedOrBadSpec } from './preflight';
 import { readFreezeState, unfreezeSource } from './freeze';
 import { unfreezeAfterCutover } from './cutover-recovery';
 import { resetMarkedTarget } from './cleanup';

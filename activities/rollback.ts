@@ -11,8 +11,7 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import type { Client } from 'pg';
-import { parseSpecInput, type MigrationSpec, type MigrationSpecInput } from '../src/spec';
-import { parsedOrBadSpec } from './preflight';
+import { parsedOrBadSpec, parseSpecInput, type MigrationSpec, type MigrationSpecInput } from '../src/spec';
 import { connect, connectionInfo, withClient } from '../src/pg/connect';
 import { listSequences, listTables } from '../src/pg/catalog';
 import { qualified } from '../src/pg/sql';

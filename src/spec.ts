@@ -4,6 +4,7 @@
  * Pure (no Node built-ins): the workflow bundle may import the types; parsing runs in activities/CLI.
  */
 import { z } from 'zod';
+import { ApplicationFailure } from '@temporalio/common';
 import { durationMs, sizeBytes } from './units';
 import { privilegeElevationSchema } from './elevation-spec';
 import { awsSchema, dmsSchema, endpointOverrideSchema, rdsProvisionSchema } from './aws/spec';
@@ -313,6 +314,21 @@ export class SpecError extends Error {
     super(`invalid migration spec:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
     this.name = 'SpecError';
   }
+}
+
+/** Runs a spec parser; its SpecError is bad input no retry fixes, so it fails the activity for good (BadSpec). */
+export function parsedOrBadSpec<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (error) {
+    if (error instanceof SpecError) throw ApplicationFailure.nonRetryable(error.message, 'BadSpec');
+    throw error;
+  }
+}
+
+/** An activity's spec input, validated: a bad one fails the activity for good (BadSpec). */
+export function validateSpec(specInput: unknown): MigrationSpec {
+  return parsedOrBadSpec(() => parseSpec(specInput));
 }
 
 /** Validates a spec whose target is an existing database (or already provisioned); throws SpecError. */
