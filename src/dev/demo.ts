@@ -4,18 +4,17 @@
  * automatic cutover) while showing progress, and prints the validation report, the cutover's write
  * freeze and where to look next. The stack keeps running.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { STACK_DIR, withTemporalClient } from '../src/cli/connection';
-import { follow } from '../src/cli/follow';
-import { unfreezeCommand } from '../src/cli/unfreeze';
-import { migrationDetails } from '../src/cli/static-details';
-import { parseSpec, type MigrationSpecInput } from '../src/spec';
-import { TASK_QUEUE, migrationPhaseKey } from '../workflows/messages';
-import { devUp, type StackCluster } from './dev-stack';
-import { adminQuery, runSqlFile, type ClusterHandle } from './lib/pg-cluster';
-import { readFileSync } from 'node:fs';
+import { PROJECT_ROOT, STACK_DIR, withTemporalClient } from '../cli/connection';
+import { follow } from '../cli/follow';
+import { unfreezeCommand } from '../cli/unfreeze';
+import { migrationDetails } from '../cli/static-details';
+import { parseSpec, type MigrationSpecInput } from '../spec';
+import { TASK_QUEUE, migrationPhaseKey } from '../../workflows/messages';
+import { devUp, type StackCluster } from './stack';
+import { adminQuery, runSqlFile, type ClusterHandle } from '../../scripts/lib/pg-cluster';
 
 const DATABASE = 'shop';
 
@@ -31,7 +30,7 @@ export async function runDemo(): Promise<boolean> {
   if (exists.length === 0) {
     console.log(`loading the sample "${DATABASE}" database into the source (PostgreSQL ${source.major}) …`);
     await adminQuery(source, 'postgres', `CREATE DATABASE ${DATABASE}`);
-    runSqlFile(source, DATABASE, join(__dirname, 'sample', 'shop.sql'));
+    runSqlFile(source, DATABASE, join(PROJECT_ROOT, 'scripts', 'sample', 'shop.sql'));
   }
   // The demo owns its target cluster: each run migrates into a fresh, empty database.
   await adminQuery(target, 'postgres', `DROP DATABASE IF EXISTS ${DATABASE} WITH (FORCE)`);
