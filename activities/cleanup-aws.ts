@@ -25,10 +25,6 @@ import {
   DeleteReplicationInstanceCommand,
   DeleteReplicationSubnetGroupCommand,
   DeleteReplicationTaskCommand,
-  DescribeEndpointsCommand,
-  DescribeReplicationInstancesCommand,
-  DescribeReplicationSubnetGroupsCommand,
-  DescribeReplicationTasksCommand,
   ListTagsForResourceCommand as DmsListTagsCommand,
   StopReplicationTaskCommand,
   waitUntilReplicationInstanceDeleted,
@@ -46,6 +42,7 @@ import { describeOrUndefined, findInstance } from '../src/aws/lookup';
 import { startHeartbeat } from '../src/heartbeat';
 import { activityLogger } from '../src/log';
 import { pause, pollMs, waitWith, type WaitOptions } from '../src/aws/wait';
+import { describeDmsEndpoints, describeDmsInstances, describeDmsSubnetGroups, describeDmsTasks, dmsInstanceFilter, dmsTaskFilter } from '../src/aws/dms-describe';
 
 export interface AwsCleanupInput {
   migrationId: string;
@@ -145,18 +142,8 @@ async function waitDeleted(what: string, wait: (options: Omit<WaitOptions<never>
   }
 }
 
-/** DMS describes answer ResourceNotFoundFault for an empty filter result. */
-async function dmsDescribe<T>(describe: () => Promise<T[] | undefined>): Promise<T[]> {
-  try {
-    return (await describe()) ?? [];
-  } catch (error) {
-    if (isAwsNotFound(error)) return [];
-    return awsCall('describing DMS resources', FIELD, () => Promise.reject(error));
-  }
-}
-
 const dmsTask: Step = async (aws, names, input, result) => {
-  const tasks = await dmsDescribe(() => aws.dms.send(new DescribeReplicationTasksCommand({ Filters: [{ Name: 'replication-task-id', Values: [names.dmsTask] }] })).then((r) => r.ReplicationTasks));
+  const tasks = await describeDmsTasks(aws, names.dmsTask, FIELD);
   for (const task of tasks) {
     const owner = ownership(await dmsTags(aws, task.ReplicationTaskArn), input.migrationId);
     await handle(result, owner, { kind: 'replicationTask', id: names.dmsTask, arn: task.ReplicationTaskArn, detail: task.Status }, async () => {
@@ -167,7 +154,7 @@ const dmsTask: Step = async (aws, names, input, result) => {
       }
       await awsCall('deleting the DMS task', FIELD, () => aws.dms.send(new DeleteReplicationTaskCommand({ ReplicationTaskArn: task.ReplicationTaskArn })));
       await waitDeleted(`DMS task ${names.dmsTask}`, (wait) =>
-        waitWith(waitUntilReplicationTaskDeleted, aws.dms, { Filters: [{ Name: 'replication-task-id', Values: [names.dmsTask] }] }, {
+        waitWith(waitUntilReplicationTaskDeleted, aws.dms, dmsTaskFilter(names.dmsTask), {
           ...wait,
           observe: (output: DescribeReplicationTasksCommandOutput) => (output.ReplicationTasks?.length ? undefined : 'done'),
         }),
@@ -178,7 +165,7 @@ const dmsTask: Step = async (aws, names, input, result) => {
 
 const dmsEndpoints: Step = async (aws, names, input, result) => {
   for (const id of [names.dmsSourceEndpoint, names.dmsTargetEndpoint]) {
-    const endpoints = await dmsDescribe(() => aws.dms.send(new DescribeEndpointsCommand({ Filters: [{ Name: 'endpoint-id', Values: [id] }] })).then((r) => r.Endpoints));
+    const endpoints = await describeDmsEndpoints(aws, id, FIELD);
     for (const endpoint of endpoints) {
       const owner = ownership(await dmsTags(aws, endpoint.EndpointArn), input.migrationId);
       await handle(result, owner, { kind: 'dmsEndpoint', id, arn: endpoint.EndpointArn }, async () => {
@@ -189,16 +176,14 @@ const dmsEndpoints: Step = async (aws, names, input, result) => {
 };
 
 const dmsInstance: Step = async (aws, names, input, result) => {
-  const describe = () =>
-    dmsDescribe(() => aws.dms.send(new DescribeReplicationInstancesCommand({ Filters: [{ Name: 'replication-instance-id', Values: [names.dmsInstance] }] })).then((r) => r.ReplicationInstances));
-  for (const instance of await describe()) {
+  for (const instance of await describeDmsInstances(aws, names.dmsInstance, FIELD)) {
     const owner = ownership(await dmsTags(aws, instance.ReplicationInstanceArn), input.migrationId);
     await handle(result, owner, { kind: 'replicationInstance', id: names.dmsInstance, arn: instance.ReplicationInstanceArn }, async () => {
       if (instance.ReplicationInstanceStatus !== 'deleting') {
         await awsCall('deleting the DMS replication instance', FIELD, () => aws.dms.send(new DeleteReplicationInstanceCommand({ ReplicationInstanceArn: instance.ReplicationInstanceArn })));
       }
       await waitDeleted(`DMS replication instance ${names.dmsInstance}`, (wait) =>
-        waitWith(waitUntilReplicationInstanceDeleted, aws.dms, { Filters: [{ Name: 'replication-instance-id', Values: [names.dmsInstance] }] }, {
+        waitWith(waitUntilReplicationInstanceDeleted, aws.dms, dmsInstanceFilter(names.dmsInstance), {
           ...wait,
           observe: (output: DescribeReplicationInstancesCommandOutput) => (output.ReplicationInstances?.length ? undefined : 'done'),
         }),
@@ -208,9 +193,7 @@ const dmsInstance: Step = async (aws, names, input, result) => {
 };
 
 const dmsSubnetGroup: Step = async (aws, names, input, result) => {
-  const groups = await dmsDescribe(() =>
-    aws.dms.send(new DescribeReplicationSubnetGroupsCommand({ Filters: [{ Name: 'replication-subnet-group-id', Values: [names.dmsSubnetGroup] }] })).then((r) => r.ReplicationSubnetGroups),
-  );
+  const groups = await describeDmsSubnetGroups(aws, names.dmsSubnetGroup, FIELD);
   for (const group of groups) {
     // Replication subnet groups carry no readable tags: pgmove writes its owner into the description.
     const owner = group.ReplicationSubnetGroupDescription === `pgmove ${input.migrationId}` ? 'ours' : 'untagged';

@@ -14,10 +14,6 @@ import {
   CreateReplicationInstanceCommand,
   CreateReplicationSubnetGroupCommand,
   CreateReplicationTaskCommand,
-  DescribeEndpointsCommand,
-  DescribeReplicationInstancesCommand,
-  DescribeReplicationSubnetGroupsCommand,
-  DescribeReplicationTasksCommand,
   StartReplicationTaskCommand,
   StopReplicationTaskCommand,
   waitUntilReplicationInstanceAvailable,
@@ -32,7 +28,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { MigrationSpec } from '../src/spec';
 import { durationMs } from '../src/units';
 import { withAws, type AwsClients } from '../src/aws/clients';
-import { awsCall, awsErrorCode, isAwsNotFound } from '../src/aws/errors';
+import { awsCall, awsErrorCode } from '../src/aws/errors';
 import { ownershipTags, provisionNames, type ProvisionNames } from '../src/aws/names';
 import type { AwsResource, DmsProgress } from '../src/aws/model';
 
@@ -41,6 +37,7 @@ import { connectionInfo, withClient } from '../src/pg/connect';
 import { startHeartbeat } from '../src/heartbeat';
 import { activityLogger } from '../src/log';
 import { pause, pollMs, waitWith } from '../src/aws/wait';
+import { describeDmsEndpoints, describeDmsInstances, describeDmsSubnetGroups, describeDmsTasks, dmsInstanceFilter, dmsTaskFilter } from '../src/aws/dms-describe';
 
 const FIELD = 'dms';
 
@@ -99,7 +96,7 @@ export async function createDmsResources(input: DmsInput): Promise<DmsResources>
       const resources: AwsResource[] = [];
       const subnetIds = dms.subnetIds ?? input.subnetIds;
       if (!subnetIds?.length) throw ApplicationFailure.nonRetryable('dms.subnetIds: name the subnets of the replication instance (or provision the target, whose subnets are used)', 'BadSpec');
-      const groups = await dmsList(() => aws.dms.send(new DescribeReplicationSubnetGroupsCommand({ Filters: [{ Name: 'replication-subnet-group-id', Values: [n.dmsSubnetGroup] }] })).then((r) => r.ReplicationSubnetGroups));
+      const groups = await describeDmsSubnetGroups(aws, n.dmsSubnetGroup, FIELD);
       if (groups.length === 0) {
         await awsCall('creating the DMS replication subnet group', `${FIELD}.subnetIds`, () =>
           aws.dms.send(new CreateReplicationSubnetGroupCommand({ ReplicationSubnetGroupIdentifier: n.dmsSubnetGroup, ReplicationSubnetGroupDescription: `pgmove ${input.migrationId}`, SubnetIds: subnetIds, Tags: tags })),
@@ -110,9 +107,7 @@ export async function createDmsResources(input: DmsInput): Promise<DmsResources>
       resources.push({ kind: 'replicationSubnetGroup', id: n.dmsSubnetGroup, detail: subnetIds.join(', '), reused: groups.length > 0 });
 
       progress.step = 'replication instance';
-      const describeInstance = () =>
-        dmsList(() => aws.dms.send(new DescribeReplicationInstancesCommand({ Filters: [{ Name: 'replication-instance-id', Values: [n.dmsInstance] }] })).then((r) => r.ReplicationInstances));
-      const existingInstance = (await describeInstance())[0];
+      const existingInstance = (await describeDmsInstances(aws, n.dmsInstance, FIELD))[0];
       if (!existingInstance) {
         await awsCall('creating the DMS replication instance', `${FIELD}.replicationInstanceClass`, () =>
           aws.dms.send(
@@ -172,7 +167,7 @@ export async function createDmsResources(input: DmsInput): Promise<DmsResources>
  */
 async function waitInstanceAvailable(aws: AwsClients, id: string, progress: { instanceStatus: string }, signal: AbortSignal): Promise<ReplicationInstance> {
   let instance: ReplicationInstance | undefined;
-  const outcome = await waitWith(waitUntilReplicationInstanceAvailable, aws.dms, { Filters: [{ Name: 'replication-instance-id', Values: [id] }] }, {
+  const outcome = await waitWith(waitUntilReplicationInstanceAvailable, aws.dms, dmsInstanceFilter(id), {
     timeoutMs: 60 * 60_000,
     signal,
     action: 'describing the DMS replication instance',
@@ -194,24 +189,13 @@ async function waitInstanceAvailable(aws: AwsClients, id: string, progress: { in
   throw new Error(`DMS replication instance ${id} not available after 60 min (status ${progress.instanceStatus || 'not visible yet'})`);
 }
 
-async function dmsList<T>(describe: () => Promise<T[] | undefined>): Promise<T[]> {
-  try {
-    return (await describe()) ?? [];
-  } catch (error) {
-    if (isAwsNotFound(error)) return [];
-    return awsCall('describing DMS resources', FIELD, () => Promise.reject(error));
-  }
-}
-
-const taskFilter = (id: string) => ({ Filters: [{ Name: 'replication-task-id', Values: [id] }] });
-
 async function describeTask(aws: AwsClients, id: string): Promise<ReplicationTask | undefined> {
-  return (await dmsList(() => aws.dms.send(new DescribeReplicationTasksCommand(taskFilter(id))).then((r) => r.ReplicationTasks)))[0];
+  return (await describeDmsTasks(aws, id, FIELD))[0];
 }
 
 /** A DMS endpoint for one side; its password is resolved here from the spec's reference. */
 async function ensureEndpoint(aws: AwsClients, input: DmsInput, id: string, side: 'source' | 'target', resources: AwsResource[]): Promise<string> {
-  const existing = (await dmsList(() => aws.dms.send(new DescribeEndpointsCommand({ Filters: [{ Name: 'endpoint-id', Values: [id] }] })).then((r) => r.Endpoints)))[0];
+  const existing = (await describeDmsEndpoints(aws, id, FIELD))[0];
   if (existing) {
     resources.push({ kind: 'dmsEndpoint', id, arn: existing.EndpointArn, reused: true });
     return existing.EndpointArn!;
@@ -275,7 +259,7 @@ export async function startDmsTask(input: DmsInput): Promise<DmsProgress> {
       }
       if (task.Status === 'creating') {
         // Any outcome goes round the loop, which tries the start again (past the deadline it throws).
-        await waitWith(waitUntilReplicationTaskReady, aws.dms, taskFilter(n.dmsTask), { timeoutMs: Math.max(deadline - Date.now(), 1000), signal, action: 'describing the DMS task', field: FIELD });
+        await waitWith(waitUntilReplicationTaskReady, aws.dms, dmsTaskFilter(n.dmsTask), { timeoutMs: Math.max(deadline - Date.now(), 1000), signal, action: 'describing the DMS task', field: FIELD });
       } else {
         await pause(pollMs(), signal);
       }
@@ -337,7 +321,7 @@ export async function stopDmsTask(input: DmsInput): Promise<DmsProgress> {
           if (awsErrorCode(error) !== 'InvalidResourceStateFault') throw error;
         });
       }
-      const outcome = await waitWith(waitUntilReplicationTaskStopped, aws.dms, taskFilter(n.dmsTask), { timeoutMs: Math.max(deadline - Date.now(), 1000), signal, action: 'describing the DMS task', field: FIELD });
+      const outcome = await waitWith(waitUntilReplicationTaskStopped, aws.dms, dmsTaskFilter(n.dmsTask), { timeoutMs: Math.max(deadline - Date.now(), 1000), signal, action: 'describing the DMS task', field: FIELD });
       if (outcome === 'timeout') throw new Error(`DMS task ${n.dmsTask} did not stop in time (status ${(await describeTask(aws, n.dmsTask))?.Status ?? 'missing'}): retried`);
       if (outcome === 'failed') await pause(pollMs(), signal);
     }
