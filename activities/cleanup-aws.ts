@@ -41,7 +41,8 @@ import type { AwsSettings } from '../src/aws/spec';
 import { describeOrUndefined, findInstance } from '../src/aws/lookup';
 import { startHeartbeat } from '../src/heartbeat';
 import { activityLogger } from '../src/log';
-import { pause, pollMs, waitWith, type WaitOptions } from '../src/aws/wait';
+import { pollMs, waitWith, type WaitOptions } from '../src/aws/wait';
+import { pollUntil } from '../src/poll';
 import { describeDmsEndpoints, describeDmsInstances, describeDmsSubnetGroups, describeDmsTasks, dmsInstanceFilter, dmsTaskFilter } from '../src/aws/dms-describe';
 
 export interface AwsCleanupInput {
@@ -133,13 +134,16 @@ async function waitDeleted(what: string, wait: (options: Omit<WaitOptions<never>
   const timeoutMs = 60 * 60_000;
   const deadline = Date.now() + timeoutMs;
   const signal = inActivity() ? Context.current().cancellationSignal : undefined;
-  for (;;) {
-    const outcome = await wait({ timeoutMs: Math.max(deadline - Date.now(), 1000), signal, action: `waiting for the deletion of ${what}`, field: FIELD });
-    if (outcome === 'done') return;
-    // A retryable error: Temporal retries the cleanup, which resumes waiting.
-    if (outcome === 'timeout' || Date.now() > deadline) throw new Error(`${what} still exists after ${Math.round(timeoutMs / 60_000)} min of waiting for its deletion`);
-    await pause(pollMs(), signal);
-  }
+  // A retryable error: Temporal retries the cleanup, which resumes waiting.
+  const stillThere = () => new Error(`${what} still exists after ${Math.round(timeoutMs / 60_000)} min of waiting for its deletion`);
+  await pollUntil(
+    async () => {
+      const outcome = await wait({ timeoutMs: Math.max(deadline - Date.now(), 1000), signal, action: `waiting for the deletion of ${what}`, field: FIELD });
+      if (outcome === 'timeout') throw stillThere();
+      return outcome === 'done' ? true : undefined;
+    },
+    { intervalMs: pollMs(), timeoutMs, signal, what: `the deletion of ${what}`, timeoutError: stillThere },
+  );
 }
 
 const dmsTask: Step = async (aws, names, input, result) => {

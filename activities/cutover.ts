@@ -32,6 +32,7 @@ import { validate } from './validate';
 import { markTargetSwitching } from '../src/pg/target-marker';
 import { nextBatch } from '../src/pg/table-checksums';
 import { startReverseAtCutover } from './reverse-stream';
+import { pollUntil } from '../src/poll';
 
 export interface CutoverInput {
   spec: MigrationSpec;
@@ -199,16 +200,23 @@ async function switchHook(source: Client, publication: string, record: Publicati
 async function awaitDecision(workflowId: string, source: Client, publication: string, record: PublicationRecord, coordinated: NonNullable<CutoverRequest['coordinated']>, signal: AbortSignal): Promise<void> {
   const parent = Context.current().client.workflow.getHandle(coordinated.parentId);
   await parent.signal(cutoverVoteSignal, { workflowId, attempt: coordinated.attempt, vote: 'ready' });
-  for (;;) {
-    const decision = await parent.query(cutoverDecisionQuery, coordinated.attempt).catch(() => undefined);
-    if (decision === 'switch') return;
-    if (decision === 'abandon') {
-      await writePublicationRecord(source, publication, { ...record, switchingAt: undefined, switchedAt: undefined });
-      throw ApplicationFailure.nonRetryable('the cluster cutover was called off (another database was not ready, or the switch hook failed)', 'CutoverAbandoned');
-    }
-    if (signal.aborted) throw ApplicationFailure.retryable('cancelled while waiting for the cluster cutover decision', 'Cancelled');
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
+  await pollUntil(
+    async () => {
+      const decision = await parent.query(cutoverDecisionQuery, coordinated.attempt).catch(() => undefined);
+      if (decision === 'switch') return true;
+      if (decision === 'abandon') {
+        await writePublicationRecord(source, publication, { ...record, switchingAt: undefined, switchedAt: undefined });
+        throw ApplicationFailure.nonRetryable('the cluster cutover was called off (another database was not ready, or the switch hook failed)', 'CutoverAbandoned');
+      }
+      return undefined;
+    },
+    {
+      intervalMs: 200,
+      signal,
+      what: 'the cluster cutover decision',
+      cancelledError: () => ApplicationFailure.retryable('cancelled while waiting for the cluster cutover decision', 'Cancelled'),
+    },
+  );
 }
 
 /** After the switch, a validation that cannot run is reported (the cutover itself stands). */
@@ -244,35 +252,42 @@ export async function drain(source: Client, target: Client, slots: string[], tim
   // The insert position: every commit of the ended sessions is before it, also those not yet written out
   // (synchronous_commit = off); the flushed message below makes them readable for the walsender.
   const goal = lsnToBigInt((await source.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn')).rows[0]!.lsn);
-  const deadline = Date.now() + timeoutMs;
   // Whatever the servers' defaults: these commits must flush.
   await target.query('SET synchronous_commit = on');
   await source.query('SET synchronous_commit = on');
-  for (;;) {
-    // The apply worker commits without waiting for its WAL flush and reports only flushed positions,
-    // and a walsender reads only flushed WAL: a synchronous commit on the target flushes the applied
-    // changes now (not at the WAL writer's next round), and a flushed logical message on the source (no
-    // data, not published) makes the walsender ask the subscriber for its position. The drain then
-    // ends within milliseconds of the last apply.
-    await target.query('SELECT pg_current_xact_id()');
-    await source.query(`SELECT pg_logical_emit_message(true, 'pgmove', 'drain')`);
-    let behind: { slot: string; state: SlotState } | undefined;
-    for (const slot of slots) {
-      const state = await slotState(source, slot);
-      if (!state) throw ApplicationFailure.nonRetryable(`replication slot ${slot} is gone from the source`, 'CutoverFailed');
-      if (!state.confirmedFlushLsn || lsnToBigInt(state.confirmedFlushLsn) < goal) behind ??= { slot, state };
-    }
-    if (!behind) return;
-    if (signal.aborted) throw ApplicationFailure.retryable('cutover cancelled while draining', 'Cancelled');
-    if (Date.now() > deadline) {
-      const { slot, state } = behind;
-      throw ApplicationFailure.nonRetryable(
-        `the target did not catch up within cutover.drainTimeout (${timeoutMs / 1000}s): ${Number(goal - lsnToBigInt(state.confirmedFlushLsn ?? '0/0'))} bytes still unconfirmed on slot ${slot}${state.activePid === null ? ', and its subscription is not connected (see the target server log)' : ''}`,
-        'CutoverFailed',
-      );
-    }
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
+  let behind: { slot: string; state: SlotState } | undefined;
+  await pollUntil(
+    async () => {
+      // The apply worker commits without waiting for its WAL flush and reports only flushed positions,
+      // and a walsender reads only flushed WAL: a synchronous commit on the target flushes the applied
+      // changes now (not at the WAL writer's next round), and a flushed logical message on the source (no
+      // data, not published) makes the walsender ask the subscriber for its position. The drain then
+      // ends within milliseconds of the last apply.
+      await target.query('SELECT pg_current_xact_id()');
+      await source.query(`SELECT pg_logical_emit_message(true, 'pgmove', 'drain')`);
+      behind = undefined;
+      for (const slot of slots) {
+        const state = await slotState(source, slot);
+        if (!state) throw ApplicationFailure.nonRetryable(`replication slot ${slot} is gone from the source`, 'CutoverFailed');
+        if (!state.confirmedFlushLsn || lsnToBigInt(state.confirmedFlushLsn) < goal) behind ??= { slot, state };
+      }
+      return behind ? undefined : true;
+    },
+    {
+      intervalMs: 10,
+      timeoutMs,
+      signal,
+      what: 'the drain',
+      cancelledError: () => ApplicationFailure.retryable('cutover cancelled while draining', 'Cancelled'),
+      timeoutError: () => {
+        const { slot, state } = behind!;
+        return ApplicationFailure.nonRetryable(
+          `the target did not catch up within cutover.drainTimeout (${timeoutMs / 1000}s): ${Number(goal - lsnToBigInt(state.confirmedFlushLsn ?? '0/0'))} bytes still unconfirmed on slot ${slot}${state.activePid === null ? ', and its subscription is not connected (see the target server log)' : ''}`,
+          'CutoverFailed',
+        );
+      },
+    },
+  );
 }
 
 /** DDL is not replicated: new tables, or columns that differ, refuse the cutover with the list. */

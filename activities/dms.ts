@@ -36,7 +36,8 @@ export type { DmsProgress };
 import { connectionInfo, withClient } from '../src/pg/connect';
 import { startHeartbeat } from '../src/heartbeat';
 import { activityLogger } from '../src/log';
-import { pause, pollMs, waitWith } from '../src/aws/wait';
+import { pollMs, waitWith } from '../src/aws/wait';
+import { pause, pollUntil } from '../src/poll';
 import { describeDmsEndpoints, describeDmsInstances, describeDmsSubnetGroups, describeDmsTasks, dmsInstanceFilter, dmsTaskFilter } from '../src/aws/dms-describe';
 
 const FIELD = 'dms';
@@ -279,18 +280,20 @@ export async function waitDmsFullLoad(input: DmsInput): Promise<DmsProgress> {
   let progress = progressOf(undefined);
   const heartbeat = startHeartbeat(() => progress, 5000);
   try {
-    return await withAws(input.spec.aws, async (aws) => {
-      for (;;) {
-        progress = progressOf(await describeTask(aws, n.dmsTask));
-        heartbeat.beat();
-        if (progress.status === 'failed' || progress.tablesErrored > 0) {
-          throw ApplicationFailure.nonRetryable(`DMS task ${n.dmsTask}: ${progress.status}, ${progress.tablesErrored} table(s) errored${progress.lastFailure ? `: ${progress.lastFailure}` : ''} — see the task's CloudWatch log`, 'DmsTaskFailed');
-        }
-        if (progress.status === 'stopped') throw ApplicationFailure.nonRetryable(`DMS task ${n.dmsTask} stopped during the full load${progress.lastFailure ? `: ${progress.lastFailure}` : ''}`, 'DmsTaskFailed');
-        if (progress.status === 'running' && progress.fullLoadPercent >= 100 && progress.tablesLoading === 0 && progress.tablesQueued === 0) return progress;
-        await pause(durationMs(input.spec.dms!.pollInterval), heartbeat.signal);
-      }
-    });
+    return await withAws(input.spec.aws, (aws) =>
+      pollUntil(
+        async () => {
+          progress = progressOf(await describeTask(aws, n.dmsTask));
+          heartbeat.beat();
+          if (progress.status === 'failed' || progress.tablesErrored > 0) {
+            throw ApplicationFailure.nonRetryable(`DMS task ${n.dmsTask}: ${progress.status}, ${progress.tablesErrored} table(s) errored${progress.lastFailure ? `: ${progress.lastFailure}` : ''} — see the task's CloudWatch log`, 'DmsTaskFailed');
+          }
+          if (progress.status === 'stopped') throw ApplicationFailure.nonRetryable(`DMS task ${n.dmsTask} stopped during the full load${progress.lastFailure ? `: ${progress.lastFailure}` : ''}`, 'DmsTaskFailed');
+          return progress.status === 'running' && progress.fullLoadPercent >= 100 && progress.tablesLoading === 0 && progress.tablesQueued === 0 ? progress : undefined;
+        },
+        { intervalMs: durationMs(input.spec.dms!.pollInterval), signal: heartbeat.signal, what: `the full load of DMS task ${n.dmsTask}` },
+      ),
+    );
   } finally {
     heartbeat.stop();
   }

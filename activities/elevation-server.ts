@@ -16,7 +16,7 @@ import type { ExecBackend } from '../src/exec-backend';
 import type { ServerLocation } from '../src/pg/server-location';
 import type { MembershipBefore, RoleAttributes } from '../src/pg/privilege-needs';
 import { assertSafeMigrationId } from '../src/migration-id';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { pollUntil } from '../src/poll';
 
 /** Kept next to pg_hba.conf while elevated; never holds a secret. */
 export interface ElevationState {
@@ -179,11 +179,13 @@ async function reload({ backend, server, info, signal }: TrustWindow): Promise<v
   const loadTime = () => withClient(info, async (c) => (await c.query<{ t: string }>('SELECT pg_conf_load_time()::text AS t')).rows[0]!.t);
   const before = await loadTime();
   await backend.run(['sh', '-c', 'kill -HUP "$1"', 'sh', String(server.postmasterPid)], { as: 'server', signal });
-  const deadline = Date.now() + 30_000;
-  while ((await loadTime()) === before) {
-    if (Date.now() > deadline) throw new Error(`the source server did not reload its configuration within 30 s after SIGHUP to pid ${server.postmasterPid}`);
-    await sleep(100, undefined, { signal });
-  }
+  await pollUntil(async () => ((await loadTime()) === before ? undefined : true), {
+    intervalMs: 100,
+    timeoutMs: 30_000,
+    signal,
+    what: 'the configuration reload',
+    timeoutError: () => new Error(`the source server did not reload its configuration within 30 s after SIGHUP to pid ${server.postmasterPid}`),
+  });
 }
 
 async function withClient<T>(info: ConnectionInfo, fn: (client: Client) => Promise<T>): Promise<T> {

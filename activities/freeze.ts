@@ -16,6 +16,7 @@ import { ident, literal } from '../src/pg/sql';
 import { databaseComment } from '../src/pg/catalog';
 import { activityLogger } from '../src/log';
 import { ApplicationFailure } from '@temporalio/common';
+import { pollUntil } from '../src/poll';
 
 const MARKER_PREFIX = 'pgmove freeze marker: ';
 
@@ -231,12 +232,15 @@ async function endOtherSessions(client: Client): Promise<number> {
   ).rows.map((r) => r.pid);
   // A separate statement: SQL does not promise to apply the filter above before calling a function.
   if (pids.length) await client.query('SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid', [pids]);
-  const deadline = Date.now() + 10_000;
-  while (pids.length) {
-    const alive = (await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = ANY($1::int[])`, [pids])).rows[0]!.n;
-    if (alive === 0) break;
-    if (Date.now() > deadline) throw new Error(`${alive} session(s) did not end within 10 s of pg_terminate_backend`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
+  if (pids.length) {
+    let alive = pids.length;
+    await pollUntil(
+      async () => {
+        alive = (await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = ANY($1::int[])`, [pids])).rows[0]!.n;
+        return alive === 0 ? true : undefined;
+      },
+      { intervalMs: 5, timeoutMs: 10_000, what: 'the ended sessions', timeoutError: () => new Error(`${alive} session(s) did not end within 10 s of pg_terminate_backend`) },
+    );
   }
   return pids.length;
 }

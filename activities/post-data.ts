@@ -23,6 +23,7 @@ import { startHeartbeat } from '../src/heartbeat';
 import { stallTimeoutMs, toolStallWatch } from '../src/stall';
 import { activityLogger } from '../src/log';
 import type { SchemaPhaseInput } from './pre-data';
+import { pollUntil } from '../src/poll';
 
 export async function postData(input: SchemaPhaseInput): Promise<{ objects: number; skipped: number; seconds: number }> {
   const started = Date.now();
@@ -112,18 +113,21 @@ export function restoreApplicationName(migrationId: string): string {
  */
 async function endPreviousRestore(info: ConnectionInfo, applicationName: string, signal: AbortSignal): Promise<void> {
   await withClient(info, 'target', async (target) => {
-    for (;;) {
-      signal.throwIfAborted();
-      const sessions = await target.query<{ pid: number; state: string | null }>(
-        `SELECT pid, state FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid() AND datname = current_database()`,
-        [applicationName],
-      );
-      if (sessions.rows.length === 0) return;
-      for (const session of sessions.rows) {
-        if (session.state !== 'active') await target.query('SELECT pg_terminate_backend($1)', [session.pid]);
-      }
-      await new Promise((resolve) => setTimeout(resolve, 1000));
-    }
+    signal.throwIfAborted();
+    await pollUntil(
+      async () => {
+        const sessions = await target.query<{ pid: number; state: string | null }>(
+          `SELECT pid, state FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid() AND datname = current_database()`,
+          [applicationName],
+        );
+        if (sessions.rows.length === 0) return true;
+        for (const session of sessions.rows) {
+          if (session.state !== 'active') await target.query('SELECT pg_terminate_backend($1)', [session.pid]);
+        }
+        return undefined;
+      },
+      { intervalMs: 1000, signal, what: "the previous attempt's pg_restore sessions to end" },
+    );
   });
 }
 

@@ -35,7 +35,8 @@ import type { RdsProvision } from '../src/aws/spec';
 import { connect, connectionInfo } from '../src/pg/connect';
 import { startHeartbeat } from '../src/heartbeat';
 import { activityLogger } from '../src/log';
-import { pause, pollMs, waitWith } from '../src/aws/wait';
+import { pollMs, waitWith } from '../src/aws/wait';
+import { pollUntil } from '../src/poll';
 import { assertSpecSecretsAllowed } from '../src/secret-policy';
 
 const FIELD = 'target.provision';
@@ -337,25 +338,32 @@ function resolveDataPath(ctx: ProvisionContext, instance: DBInstance, secretArn:
  * opens once the instance exists): connect with the master secret until it works or connectTimeout.
  */
 async function waitConnectable(ctx: ProvisionContext, target: ProvisionedTarget, progress: { lastError: string }, signal: AbortSignal): Promise<void> {
-  const deadline = Date.now() + durationMs(ctx.provision.connectTimeout);
+  const timeoutMs = durationMs(ctx.provision.connectTimeout);
   const info = await connectionInfo({ uri: target.uri, password: target.passwordRef }, 'target');
-  for (;;) {
-    try {
-      const client = await connect(info, 'target');
-      await client.end().catch(() => undefined);
-      return;
-    } catch (error) {
-      const e = error as { code?: string; message?: string };
-      progress.lastError = `${e.code ?? ''} ${e.message ?? String(error)}`.trim();
-    }
-    if (Date.now() > deadline) {
-      throw ApplicationFailure.nonRetryable(
-        `the new instance ${target.instanceIdentifier} is available, but ${target.dataPath.host}:${target.dataPath.port} did not accept a connection as its master user within ${ctx.provision.connectTimeout} (last error: ${progress.lastError}): ` +
-          `check that the worker's network is in ${FIELD}.allowedCidrs / allowedSecurityGroupIds and can route to the VPC, or fix target.endpointOverride`,
-        'Unreachable',
-      );
-    }
-    await pause(Math.min(pollMs(), 2000), signal);
-  }
+  await pollUntil(
+    async () => {
+      try {
+        const client = await connect(info, 'target');
+        await client.end().catch(() => undefined);
+        return true;
+      } catch (error) {
+        const e = error as { code?: string; message?: string };
+        progress.lastError = `${e.code ?? ''} ${e.message ?? String(error)}`.trim();
+        return undefined;
+      }
+    },
+    {
+      intervalMs: Math.min(pollMs(), 2000),
+      timeoutMs,
+      signal,
+      what: `a connection to ${target.dataPath.host}:${target.dataPath.port}`,
+      timeoutError: () =>
+        ApplicationFailure.nonRetryable(
+          `the new instance ${target.instanceIdentifier} is available, but ${target.dataPath.host}:${target.dataPath.port} did not accept a connection as its master user within ${ctx.provision.connectTimeout} (last error: ${progress.lastError}): ` +
+            `check that the worker's network is in ${FIELD}.allowedCidrs / allowedSecurityGroupIds and can route to the VPC, or fix target.endpointOverride`,
+          'Unreachable',
+        ),
+    },
+  );
 }
 

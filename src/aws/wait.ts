@@ -88,13 +88,3 @@ export async function waitWith<C extends object, I, O>(waiter: Waiter<C, I>, cli
     signal?.removeEventListener('abort', onCancel);
   }
 }
-
-/** Sleeps, or rejects as soon as the signal aborts (an activity's cancellation). */
-export function pause(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const timer = setTimeout(() => (signal?.removeEventListener('abort', onAbort), resolve()), ms);
-    const onAbort = () => (clearTimeout(timer), reject(signal?.reason));
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}

@@ -9,6 +9,7 @@ import type { Client } from 'pg';
 import type { ReplicationNames } from '../model';
 import { ident, literal, qualified, type TableName } from './sql';
 import { keepaliveConninfo, type ConnectionInfo } from './connect';
+import { pollUntil } from '../poll';
 
 /** Slot names allow [a-z0-9_] only and 63 bytes: a readable prefix of the id plus a hash of all of it. */
 export function replicationNames(migrationId: string): ReplicationNames {
@@ -169,22 +170,27 @@ export async function slotState(source: Client, slot: string): Promise<SlotState
 
 /** Drops the slot, ending the walsender that holds it first; true when there was one. */
 export async function dropSlot(source: Client, slot: string, deadlineMs = 30_000): Promise<boolean> {
-  const until = Date.now() + deadlineMs;
-  for (;;) {
-    const row = (await source.query<{ pid: number | null }>(`SELECT active_pid AS pid FROM pg_replication_slots WHERE slot_name = $1`, [slot])).rows[0];
-    if (!row) return false;
-    if (row.pid !== null) await source.query('SELECT pg_terminate_backend($1, 5000)', [row.pid]).catch(() => undefined);
-    try {
-      await source.query('SELECT pg_drop_replication_slot($1)', [slot]);
-      return true;
-    } catch (error) {
-      // 55006: still active (the walsender has not exited yet); 42704: dropped meanwhile.
-      const code = (error as { code?: string }).code;
-      if (code === '42704') return false;
-      if (code !== '55006' || Date.now() > until) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
+  let stillActive: unknown;
+  return pollUntil(
+    async () => {
+      const row = (await source.query<{ pid: number | null }>(`SELECT active_pid AS pid FROM pg_replication_slots WHERE slot_name = $1`, [slot])).rows[0];
+      if (!row) return false;
+      if (row.pid !== null) await source.query('SELECT pg_terminate_backend($1, 5000)', [row.pid]).catch(() => undefined);
+      try {
+        await source.query('SELECT pg_drop_replication_slot($1)', [slot]);
+        return true;
+      } catch (error) {
+        // 55006: still active (the walsender has not exited yet); 42704: dropped meanwhile.
+        const code = (error as { code?: string }).code;
+        if (code === '42704') return false;
+        if (code !== '55006') throw error;
+        stillActive = error;
+        return undefined;
+      }
+    },
+    // Past the time limit, PostgreSQL's own "still active" error.
+    { intervalMs: 100, timeoutMs: deadlineMs, what: `dropping replication slot ${slot}`, timeoutError: () => stillActive as Error },
+  );
 }
 
 /** libpq conninfo for the subscription: values single-quoted with ' and \ escaped. */
