@@ -18,6 +18,7 @@ import { activityLogger } from '../src/log';
 import { unfreezeSource } from './freeze';
 import { dropReverseStream } from './reverse-stream';
 import type { CutoverInput } from './cutover';
+import { errorMessage } from '../src/error-text';
 /** How far the cutover got, as recorded on the source. */
 export async function cutoverStage(input: CutoverInput): Promise<{ switchingAt?: string; switchedAt?: string }> {
   const names = replicationNames(input.migrationId);
@@ -71,7 +72,7 @@ export async function unfreezeAfterCutover(input: CutoverInput): Promise<void> {
     try {
       await runHook('unfreezeHook', spec.cutover.unfreezeHook!, migrationHookContext(spec, migrationId), durationMs(spec.cutover.hookTimeout), heartbeat.signal);
     } catch (error) {
-      throw ApplicationFailure.retryable(`${(error as Error).message} (retried: the source is still frozen)`, 'UnfreezeHookFailed');
+      throw ApplicationFailure.retryable(`${errorMessage(error)} (retried: the source is still frozen)`, 'UnfreezeHookFailed');
     } finally {
       heartbeat.stop();
     }

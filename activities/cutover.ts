@@ -33,6 +33,7 @@ import { markTargetSwitching } from '../src/pg/target-marker';
 import { nextBatch } from '../src/pg/table-checksums';
 import { startReverseAtCutover } from './reverse-stream';
 import { pollUntil } from '../src/poll';
+import { errorMessage } from '../src/error-text';
 
 export interface CutoverInput {
   spec: MigrationSpec;
@@ -224,7 +225,7 @@ export async function validateOrReport(input: Parameters<typeof validate>[0]): P
   try {
     return await validate(input);
   } catch (error) {
-    const summary = `validation could not run after the switch: ${(error as Error).message}; run it again by comparing the databases (the target is live)`;
+    const summary = `validation could not run after the switch: ${errorMessage(error)}; run it again by comparing the databases (the target is live)`;
     return { ok: false, tables: [], sequences: [], schemaDifferences: [], largeObjects: { source: 0, target: 0, ok: false }, summary };
   }
 }

@@ -24,6 +24,7 @@ import { activityLogger } from '../src/log';
 import { assertSafeMigrationId } from '../src/migration-id';
 import { activeStates, closeTrustWindow, files, inTrustWindow, readState, trustLine, writeState, type ElevationState, type TrustWindow } from './elevation-server';
 import { assertSpecSecretsAllowed } from '../src/secret-policy';
+import { errorMessage } from '../src/error-text';
 
 export interface ElevationInput {
   spec: MigrationSpecInput;
@@ -117,7 +118,7 @@ export async function revertPrivileges(input: ElevationInput): Promise<Elevation
   try {
     validateSpec(input.spec);
   } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
+    const message = errorMessage(error);
     throw ApplicationFailure.nonRetryable(
       `the privilege elevation cannot be reverted with this spec (${message}): correct the spec and run pgmove recover ${input.migrationId} -f SPEC, which reverts from the record on the server`,
       'BadSpec',
@@ -128,7 +129,7 @@ export async function revertPrivileges(input: ElevationInput): Promise<Elevation
   } catch (error) {
     // Never given up on (a trust line must not stay): whatever failed — a Secret the worker may not read
     // right now, an unreachable pod — is retried until the operator has fixed it.
-    const message = error instanceof Error ? error.message : String(error);
+    const message = errorMessage(error);
     throw ApplicationFailure.retryable(`reverting the privilege elevation failed (retried until it succeeds; fix the cause): ${message}`, 'RevertPending');
   }
 }

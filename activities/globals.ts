@@ -28,6 +28,7 @@ import {
 } from '../src/pg/globals-sql';
 import { activityLogger } from '../src/log';
 import { assertSpecSecretsAllowed } from '../src/secret-policy';
+import { errorMessage } from '../src/error-text';
 
 export interface PlannedDatabase {
   database: string;
@@ -153,7 +154,7 @@ export async function migrateGlobals(input: GlobalsInput): Promise<GlobalsReport
           await target.query(createDatabaseSql(database, planned.targetDatabase, owner, targetMajor));
         } catch (error) {
           throw ApplicationFailure.nonRetryable(
-            `cannot create target database ${planned.targetDatabase} like the source's (${database.encoding}, collate ${database.collate}, ctype ${database.ctype}): ${(error as Error).message}; create it on the target by hand (empty) and start again`,
+            `cannot create target database ${planned.targetDatabase} like the source's (${database.encoding}, collate ${database.collate}, ctype ${database.ctype}): ${errorMessage(error)}; create it on the target by hand (empty) and start again`,
             'GlobalsFailed',
           );
         }
@@ -189,7 +190,7 @@ async function grantMemberships(source: Client, target: Client, created: Set<str
       await target.query(sql);
       granted += 1;
     } catch (error) {
-      warnings.push(`membership not granted (${(error as Error).message}): ${sql};`);
+      warnings.push(`membership not granted (${errorMessage(error)}): ${sql};`);
     }
   }
   return granted;
@@ -306,7 +307,7 @@ export async function dropGlobals(input: DropGlobalsInput): Promise<{ dropped: s
           await target.query(`DROP ROLE ${ident(role)}`);
           dropped.push(`role ${role}`);
         } catch (error) {
-          kept.push(`role ${role} (${(error as Error).message})`);
+          kept.push(`role ${role} (${errorMessage(error)})`);
         }
       }
     }

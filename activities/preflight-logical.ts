@@ -14,6 +14,7 @@ import { createSubscriptionSql, subscriptionConninfo } from '../src/pg/replicati
 import { replicationCapacityBlockers } from '../src/pg/replication-capacity';
 import { sourceAsTargetSeesIt } from './sync';
 import { quietStatementLogging, redactPassword, statementLoggingBlocker, unsafeStatementLogging } from '../src/pg/statement-privacy';
+import { errorMessage } from '../src/error-text';
 
 export interface LogicalBlocker {
   detail: string;
@@ -139,7 +140,7 @@ async function reachabilityProbe(spec: MigrationSpec, target: Client): Promise<L
     await target.query(createSubscriptionSql(names, subscriptionConninfo(fromTarget), { connect: true, enabled: false }));
     return [];
   } catch (error) {
-    const message = redactPassword((error as Error).message, fromTarget.password);
+    const message = redactPassword(errorMessage(error), fromTarget.password);
     return [
       {
         detail: `the target cannot connect to the source at ${fromTarget.host}:${fromTarget.port} as ${fromTarget.user}: ${message}`,

@@ -15,6 +15,7 @@ import { displayName, ident } from '../src/pg/sql';
 import { createSubscriptionSql, subscriptionConninfo } from '../src/pg/replication';
 import { replicationCapacityBlockers } from '../src/pg/replication-capacity';
 import { quietStatementLogging, redactPassword, statementLoggingBlocker, unsafeStatementLogging } from '../src/pg/statement-privacy';
+import { errorMessage } from '../src/error-text';
 
 const NAME = 'rollback window';
 
@@ -118,7 +119,7 @@ async function reverseReachabilityProbe(spec: MigrationSpec, source: Client): Pr
     await source.query(createSubscriptionSql(names, subscriptionConninfo(fromSource), { connect: true, enabled: false }));
     return [];
   } catch (error) {
-    const message = redactPassword((error as Error).message, fromSource.password);
+    const message = redactPassword(errorMessage(error), fromSource.password);
     return [
       {
         name: NAME,

@@ -38,6 +38,7 @@ import { activityLogger } from '../src/log';
 import { pollMs, waitWith } from '../src/aws/wait';
 import { pollUntil } from '../src/poll';
 import { assertSpecSecretsAllowed } from '../src/secret-policy';
+import { errorMessage } from '../src/error-text';
 
 const FIELD = 'target.provision';
 
@@ -348,7 +349,7 @@ async function waitConnectable(ctx: ProvisionContext, target: ProvisionedTarget,
         return true;
       } catch (error) {
         const e = error as { code?: string; message?: string };
-        progress.lastError = `${e.code ?? ''} ${e.message ?? String(error)}`.trim();
+        progress.lastError = `${e.code ?? ''} ${errorMessage(error)}`.trim();
         return undefined;
       }
     },

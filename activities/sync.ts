@@ -29,6 +29,7 @@ import { SnapshotCopier } from './copy';
 import { activityLogger } from '../src/log';
 import { quietStatementLogging, redactPassword } from '../src/pg/statement-privacy';
 import { durationMs, formatBytes, sizeBytes } from '../src/units';
+import { errorMessage } from '../src/error-text';
 
 export interface SyncInput {
   spec: MigrationSpec;
@@ -233,7 +234,7 @@ export async function sourceAsTargetSeesIt(spec: MigrationSpec): Promise<Connect
 
 /** The error of a CREATE SUBSCRIPTION, never with the source's password in its message or stack. */
 export function subscriptionError(error: unknown, fromTarget: ConnectionInfo): Error {
-  const message = redactPassword((error as Error).message ?? String(error), fromTarget.password);
+  const message = redactPassword(errorMessage(error), fromTarget.password);
   if (/could not connect to the publisher/i.test(message)) {
     return ApplicationFailure.nonRetryable(
       `the target cannot connect to the source at ${fromTarget.host}:${fromTarget.port} (${message}); allow the target's address in the source's pg_hba.conf / security group, or set logical.sourceUriFromTarget to the address the target reaches the source at`,

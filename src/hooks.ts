@@ -13,6 +13,7 @@ import { CommandError, redactSecrets, run } from './exec';
 import { resolveSecret } from './secrets';
 import { rememberSecret } from './secret-registry';
 import type { MigrationSpec } from './spec';
+import { errorMessage } from './error-text';
 
 export interface HookContext {
   migrationId: string;
@@ -92,7 +93,7 @@ export async function runHook(name: string, argv: string[], context: HookContext
       throw ApplicationFailure.nonRetryable(`cutover.${name} (${file}) did not finish within ${timeoutMs / 1000}s (cutover.hookTimeout)`, 'HookFailed');
     }
     if (error instanceof CommandError || (error as { code?: string }).code === 'ENOENT') {
-      throw ApplicationFailure.nonRetryable(`cutover.${name} failed: ${(error as Error).message}; fix the command (it runs on the worker) and request the cutover again`, 'HookFailed');
+      throw ApplicationFailure.nonRetryable(`cutover.${name} failed: ${errorMessage(error)}; fix the command (it runs on the worker) and request the cutover again`, 'HookFailed');
     }
     throw error;
   } finally {

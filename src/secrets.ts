@@ -10,6 +10,7 @@ import { kubectlProgram } from './exec-backend';
 import { AWS_SECRET_PREFIX, resolveAwsSecret } from './aws/secret-ref';
 import { assertSecretAllowed } from './secret-policy';
 import { rememberSecret } from './secret-registry';
+import { errorMessage } from './error-text';
 
 /**
  * The value behind a reference, if the worker's operator allows that reference (src/secret-policy.ts);
@@ -65,7 +66,7 @@ async function readKubernetesSecret(path: string, field: string): Promise<string
     // jsonpath: dots in a key (tls.crt) are escaped, the rest of the key is taken literally.
     encoded = (await run(kubectlProgram(), ['get', 'secret', '-n', namespace!, name!, '-o', `jsonpath={.data.${key!.replace(/\./g, '\\.')}}`], { env: process.env })).stdout.trim();
   } catch (error) {
-    const reason = error instanceof CommandError ? error.stderr.trim().split('\n').pop() : (error as Error).message;
+    const reason = error instanceof CommandError ? error.stderr.trim().split('\n').pop() : errorMessage(error);
     throw ApplicationFailure.nonRetryable(
       `${field} references ${where}, which the worker cannot read (${reason}): check the name, and that the worker's service account may get secrets in namespace ${namespace} (deploy/rbac-source.yaml)`,
       'SecretNotFound',

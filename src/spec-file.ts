@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
 import { parseSpecInput, type MigrationSpecInput, type ParsedSpec } from './spec';
+import { errorMessage } from './error-text';
 
 export interface LoadedSpec {
   /** What the operator wrote: the workflow input (references only, no secrets). */
@@ -26,6 +27,6 @@ export function readSpecFile(path: string): unknown {
   try {
     return parse(text) as unknown;
   } catch (error) {
-    throw new Error(`spec file ${path} is not valid YAML/JSON: ${(error as Error).message}`);
+    throw new Error(`spec file ${path} is not valid YAML/JSON: ${errorMessage(error)}`);
   }
 }

@@ -16,6 +16,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { Client } from 'pg';
 import { withClient, type ConnectionInfo, type Side } from './pg/connect';
 import { durationMs } from './units';
+import { errorMessage } from './error-text';
 
 /** A session seen in pg_stat_activity (a blocker); pid 0 is a prepared transaction. */
 export interface SessionInfo {
@@ -210,7 +211,7 @@ export class StallWatch {
         sessions.push(...found);
         for (const pid of pids) if (!found.some((s) => s.pid === pid)) quiet.push(`${side} session ${pid} is gone (connection lost)`);
       } catch (error) {
-        quiet.push(`cannot ask the ${side} why: ${error instanceof Error ? error.message : String(error)}`);
+        quiet.push(`cannot ask the ${side} why: ${errorMessage(error)}`);
       }
     }
     const blocked = sessions.filter((s) => s.blockers.length > 0);

@@ -6,6 +6,7 @@
  */
 import { createServer, type Server } from 'node:http';
 import type { NativeConnection, Worker } from '@temporalio/worker';
+import { errorMessage } from '../src/error-text';
 
 export interface HealthSource {
   worker?: Worker;
@@ -37,7 +38,7 @@ async function answer(url: string, source: HealthSource): Promise<{ code: number
       await Promise.race([source.connection.workflowService.getSystemInfo({}), deadline]);
       return { code: 200, body: { state, temporal: 'ok' } };
     } catch (error) {
-      return { code: 503, body: { state, temporal: (error as Error).message } };
+      return { code: 503, body: { state, temporal: errorMessage(error) } };
     }
   }
   return { code: 404, body: { error: 'GET /livez or /readyz' } };
@@ -49,6 +50,6 @@ export async function checkHealth(url: string, timeoutMs: number): Promise<{ ok:
     const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
     return { ok: response.status === 200, detail: `${response.status} ${(await response.text()).trim()}` };
   } catch (error) {
-    return { ok: false, detail: (error as Error).message };
+    return { ok: false, detail: errorMessage(error) };
   }
 }

@@ -11,6 +11,7 @@ import type { MigrationStatus } from '../src/model';
 import type { AwsCleanupInput } from '../activities/cleanup-aws';
 import type { DeprovisionResult } from '../src/aws/model';
 import { durationMs } from '../src/units';
+import { errorMessage } from '../src/error-text';
 
 function provisionActivities(input: MigrationSpecInput) {
   const provision = input.target.provision;
@@ -103,7 +104,7 @@ export async function releaseAwsResources(input: MigrationSpecInput, migrationId
     try {
       recordAwsCleanup(status, await cleanupAwsResources(aws.request), aws);
     } catch (error) {
-      status.errors.push(`AWS cleanup failed; run \`pgmove cleanup ${migrationId}\`: ${error instanceof Error ? error.message : String(error)}`);
+      status.errors.push(`AWS cleanup failed; run \`pgmove cleanup ${migrationId}\`: ${errorMessage(error)}`);
     }
     publish();
   });

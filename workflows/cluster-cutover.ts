@@ -15,6 +15,7 @@ import type { ClusterSpec, ClusterSpecInput } from '../src/cluster-spec';
 import type { ClusterStatus, CutoverAttempt, CutoverRequest, DatabaseRow } from '../src/model';
 import { durationMs } from '../src/units';
 import { cutoverSignal, type CutoverDecision, type CutoverVote } from './messages';
+import { causeMessage } from '../src/error-text';
 
 export interface ClusterCutoverState {
   request?: CutoverRequest;
@@ -72,7 +73,7 @@ export async function runClusterCutover(spec: ClusterSpec, status: ClusterStatus
     try {
       await hooks(spec).clusterSwitchHook({ spec, targets: online.map((r) => r.targetDatabase) });
     } catch (hookError) {
-      error = `switch hook: ${hookError instanceof Error ? (hookError.cause instanceof Error ? hookError.cause.message : hookError.message) : String(hookError)}`;
+      error = `switch hook: ${causeMessage(hookError)}`;
     }
   }
   state.decisions[attempt] = error ? 'abandon' : 'switch';

@@ -13,7 +13,7 @@ import type * as activities from '../activities';
 import type { MigrationSpec, MigrationSpecInput } from '../src/spec';
 import type { CleanupFailure, MigrationStatus, Phase } from '../src/model';
 import { awsCleanupRequest, recordAwsCleanup, type TargetProduct } from './aws';
-import { errorText } from './error-text';
+import { errorText } from '../src/error-text';
 import { sourceStaysFrozen } from './logical';
 import { durationMs } from '../src/units';
 import { freezeHeartbeatTimeout } from './phase-activities';

@@ -15,6 +15,7 @@ import type { CutoverAttempt } from '../src/model';
 import { durationMs, sizeBytes } from '../src/units';
 import { sourceStaysFrozen, type LogicalContext } from './logical';
 import { freezeHeartbeatTimeout } from './phase-activities';
+import { errorMessage } from '../src/error-text';
 
 function dmsActivities(ctx: LogicalContext, plan: DmsPlan, provisioned: ProvisionedTarget | undefined) {
   const { spec, migrationId } = ctx;
@@ -119,7 +120,7 @@ export async function syncDmsUntilCutover(ctx: LogicalContext, plan: DmsPlan, pr
     ctx.control.switchedAt = new Date().toISOString();
   } catch (error) {
     attempt.outcome = 'failed';
-    attempt.error = error instanceof Error ? error.message : String(error);
+    attempt.error = errorMessage(error);
     throw error;
   } finally {
     ctx.control.running = false;

@@ -11,7 +11,7 @@ import { sourceStaysFrozen } from './logical';
 import { phaseActivities } from './phase-activities';
 import { elevationActivities } from './elevation';
 import { OWED } from './compensations';
-import { errorText } from './error-text';
+import { errorText } from '../src/error-text';
 
 /** Cleanup runs even when the workflow was cancelled or aborted; its own failure is reported too. */
 export async function finish(

@@ -9,7 +9,7 @@ import { patched, proxyActivities } from '@temporalio/workflow';
 import { PATCHES } from './patches';
 import type * as activities from '../activities';
 import type { RecoverFinding, RecoverInput, SwitchState } from '../activities/recover';
-import { errorText } from './error-text';
+import { errorText } from '../src/error-text';
 
 export interface RecoverReport {
   migrationId: string;

@@ -9,8 +9,8 @@ import { ApplicationFailure, CancellationScope, condition, workflowInfo } from '
 import type { MigrationSpec } from '../src/spec';
 import type { CutoverAttempt, MigrationStatus, ReplicationState, RollbackState } from '../src/model';
 import { durationMs, formatBytes as mb, sizeBytes as bytes } from '../src/units';
-import { errorText } from './error-text';
-import { rootCause, trimHistory, type CutoverControl, type LogicalContext } from './logical';
+import { errorText, rootCause } from '../src/error-text';
+import { trimHistory, type CutoverControl, type LogicalContext } from './logical';
 import type { RollbackRequest } from './messages';
 import { OWED } from './compensations';
 

@@ -4,6 +4,7 @@
  * naming the spec field and the fix; throttling, 5xx and network errors stay retryable.
  */
 import { ApplicationFailure } from '@temporalio/common';
+import { errorMessage } from '../error-text';
 
 interface AwsErrorShape {
   name?: string;
@@ -35,7 +36,7 @@ export function classifyAwsError(error: unknown, action: string, field: string):
   if (error instanceof ApplicationFailure) return error;
   const e = error as AwsErrorShape;
   const code = awsErrorCode(error);
-  const message = `${action}: ${code}: ${e?.message ?? String(error)}`;
+  const message = `${action}: ${code}: ${errorMessage(error)}`;
   const status = e?.$metadata?.httpStatusCode ?? 0;
   if (RETRYABLE.test(code) || TRANSIENT_STATE.test(code) || e?.$fault === 'server' || status >= 500) return new Error(message, { cause: error });
   if (PERMISSION.test(code)) {

@@ -11,6 +11,7 @@ import type { MigrationSpecInput } from '../spec';
 import type { DeprovisionResult } from '../aws/model';
 import type { MigrationStatus } from '../model';
 import { statusQuery } from '../../workflows/messages';
+import { errorMessage } from '../error-text';
 
 export interface CleanupOptions {
   dryRun?: boolean;
@@ -74,7 +75,7 @@ async function targetIsProduct(client: Client, id: string, completed: boolean): 
   try {
     status = await client.workflow.getHandle(id).query(statusQuery);
   } catch (error) {
-    return `the cutover record of migration ${id} could not be read (${error instanceof Error ? error.message : String(error)}; is a worker running?), so it may have switched`;
+    return `the cutover record of migration ${id} could not be read (${errorMessage(error)}; is a worker running?), so it may have switched`;
   }
   const switched = (status.cutovers ?? []).find((attempt) => attempt.outcome === 'switched');
   return switched ? `migration ${id} switched to its target (cutover started ${switched.startedAt})` : undefined;

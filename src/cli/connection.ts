@@ -2,6 +2,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
+import { errorMessage } from '../error-text';
 
 export const PROJECT_ROOT = join(__dirname, '..', '..');
 export const STACK_DIR = process.env.PGMOVE_HOME ?? join(PROJECT_ROOT, '.pgmove');
@@ -22,7 +23,7 @@ export async function withTemporalClient<T>(fn: (client: Client) => Promise<T>):
   try {
     connection = await Connection.connect({ address, connectTimeout: 5000 });
   } catch (error) {
-    throw new Error(`cannot reach Temporal at ${address} (${(error as Error).message}): start it with \`npx pgmove dev up\` or set TEMPORAL_ADDRESS`);
+    throw new Error(`cannot reach Temporal at ${address} (${errorMessage(error)}): start it with \`npx pgmove dev up\` or set TEMPORAL_ADDRESS`);
   }
   try {
     return await fn(new Client({ connection, namespace: process.env.TEMPORAL_NAMESPACE ?? 'default' }));

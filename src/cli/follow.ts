@@ -8,6 +8,7 @@ import { WorkflowFailedError } from '@temporalio/client';
 import type { MigrationResult } from '../../workflows/migrate-database';
 import type { ValidationReport } from '../model';
 import { snapshot } from './status-view';
+import { errorMessage } from '../error-text';
 
 const mb = (bytes: number) => (bytes / 1024 / 1024).toFixed(1);
 
@@ -105,5 +106,5 @@ export function describeFailure(error: unknown): string {
     }
     return message;
   }
-  return error instanceof Error ? error.message : String(error);
+  return errorMessage(error);
 }

@@ -22,6 +22,7 @@ import { runDemo } from '../dev/demo';
 import { cleanupCommand } from './cleanup';
 import { unfreezeCommand } from './unfreeze';
 import { recoverCommand } from './recover';
+import { causeMessage, errorMessage } from '../error-text';
 
 const program = new Command();
 program
@@ -142,7 +143,7 @@ function requestCommand(name: string, description: string, update: UpdateDefinit
           console.log(`accepted: ${answer.reason}`);
         } catch (error) {
           if (!(error instanceof WorkflowUpdateFailedError)) throw error;
-          const cause = error.cause instanceof Error ? error.cause.message : error.message;
+          const cause = causeMessage(error);
           console.log(`rejected: ${cause.replace(new RegExp(`^${name} rejected: `), '')}`);
           return false;
         }
@@ -258,6 +259,6 @@ program
 program.parseAsync(process.argv).catch((error: unknown) => {
   if (error instanceof SpecError) console.error(error.message);
   else if (error instanceof WorkflowExecutionAlreadyStartedError) console.error(`a migration with this id is already running or recorded: ${error.workflowId}; use \`pgmove status ${error.workflowId}\`, or set a new id in the spec`);
-  else console.error(`pgmove: ${error instanceof Error ? error.message : String(error)}`);
+  else console.error(`pgmove: ${errorMessage(error)}`);
   process.exitCode = 2;
 });

@@ -23,6 +23,7 @@ import {
   subscriptionState,
 } from './replication';
 import { quietStatementLogging, redactPassword } from './statement-privacy';
+import { errorMessage } from '../error-text';
 
 /** `<base>_rb`: 59 bytes at most (slot names allow 63). */
 export function reverseNames(migrationId: string): ReplicationNames {
@@ -67,7 +68,7 @@ export async function startReverseStream(oldServer: Client, newServer: Client, m
 
 /** A CREATE SUBSCRIPTION error on the old server, without the new server's password, saying what to fix. */
 export function reverseSubscriptionError(error: unknown, newServerFromOld: ConnectionInfo): Error {
-  const message = redactPassword((error as Error).message ?? String(error), newServerFromOld.password);
+  const message = redactPassword(errorMessage(error), newServerFromOld.password);
   const unreachable = /could not connect to the publisher/i.test(message);
   const fixed = new Error(
     unreachable

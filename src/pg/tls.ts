@@ -19,6 +19,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { ConnectionOptions } from 'node:tls';
 import { SSL_MODES, type SslMode } from '../spec';
+import { errorMessage } from '../error-text';
 
 export { SSL_MODES, type SslMode };
 export const DEFAULT_SSLMODE: SslMode = 'prefer';
@@ -59,7 +60,7 @@ function readCa(path: string): string | undefined {
     return readFileSync(path, 'utf8');
   } catch (error) {
     throw new TlsConfigError(
-      `sslrootcert ${path} cannot be read on the worker (${(error as { code?: string }).code ?? (error as Error).message}): the CA file must exist on every worker, readable by its user; fix the path in the URI`,
+      `sslrootcert ${path} cannot be read on the worker (${(error as { code?: string }).code ?? errorMessage(error)}): the CA file must exist on every worker, readable by its user; fix the path in the URI`,
     );
   }
 }
