@@ -24,6 +24,7 @@ import { knownTablesOf, lsnToBigInt, readPublicationRecord, replicationNames, sl
 import { ownSubscriptions } from '../src/pg/generations';
 import { migrationHookContext, runHook, type HookContext } from '../src/hooks';
 import { startHeartbeat } from '../src/heartbeat';
+import { StepTimer } from '../src/step-timer';
 import { activityLogger } from '../src/log';
 import { freezeSource, readFreezeState, verifyFence } from './freeze';
 import { syncSequences } from './sequences';
@@ -61,9 +62,8 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
   const sourceInfo = await connectionInfo(spec.source, 'source');
   const targetInfo = await connectionInfo(spec.target, 'target');
   const hookContext = migrationHookContext(spec, migrationId);
-  const steps: Record<string, number> = {};
-  let step = 'starting';
-  const heartbeat = startHeartbeat(() => ({ step, steps }));
+  const timer = new StepTimer();
+  const heartbeat = startHeartbeat(() => timer.details());
   const source = await connect(sourceInfo, 'source', { applicationName: 'pgmove cutover' });
   const target = await connect(targetInfo, 'target', { applicationName: 'pgmove cutover' });
   let snapshotHolder: Client | undefined;
@@ -76,7 +76,7 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
     if (record.switchingAt) await markTargetSwitching(target, migrationId, record.switchingAt);
     if (record.switchingAt && !record.switchedAt) {
       // The worker stopped while the switch hook ran: only the hook is left (hooks must be idempotent).
-      step = input.coordinated ? 'awaitDecision' : 'switchHook';
+      timer.enter(input.coordinated ? 'awaitDecision' : 'switchHook');
       log.warn(input.coordinated ? 'resuming a cluster cutover: voting again and waiting for the decision' : 'resuming a switch that was under way: running the switch hook again');
       if (input.coordinated) await awaitDecision(migrationId, source, names.publication, record, input.coordinated, heartbeat.signal);
       else switchHookOutput = await switchHook(source, names.publication, record, spec, hookContext, heartbeat.signal);
@@ -84,7 +84,7 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
       await writePublicationRecord(source, names.publication, record);
     }
     if (record.switchedAt) {
-      step = 'validate';
+      timer.enter('validate');
       return { timing: {}, switchedAt: record.switchedAt, validation: await validateOrReport({ spec }), validatedLive: true, switchHookOutput };
     }
     // A retry after a lost worker finds the source still frozen: the freeze is measured from the first
@@ -98,38 +98,30 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
     record = { ...record, freezeStartedAt: frozenSince ?? new Date().toISOString(), ...(spec.cutover.freeze === 'hook' ? { frozenByHook: true } : {}) };
     await writePublicationRecord(source, names.publication, record);
 
-    let mark = Date.now();
-    const timed = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
-      step = name;
-      const result = await fn();
-      const now = Date.now();
-      steps[name] = now - mark;
-      mark = now;
-      return result;
-    };
+    const mark = timer.restart();
 
     // The window starts when the freeze starts: from then on the application's writes may be refused.
     const frozenAt = frozenSince ? Date.parse(frozenSince) : mark;
-    if (frozenSince) steps.lostWorker = mark - frozenAt;
-    if (spec.cutover.freeze === 'hook') await timed('freeze', () => runHook('freezeHook', spec.cutover.freezeHook!, hookContext, durationMs(spec.cutover.hookTimeout), heartbeat.signal));
-    else await timed('freeze', () => freezeSource(spec, migrationId));
-    if (spec.cutover.freeze === 'readOnly') await timed('verifyFence', () => verifyFence(source));
+    if (frozenSince) timer.steps.lostWorker = mark - frozenAt;
+    if (spec.cutover.freeze === 'hook') await timer.timed('freeze', () => runHook('freezeHook', spec.cutover.freezeHook!, hookContext, durationMs(spec.cutover.hookTimeout), heartbeat.signal));
+    else await timer.timed('freeze', () => freezeSource(spec, migrationId));
+    if (spec.cutover.freeze === 'readOnly') await timer.timed('verifyFence', () => verifyFence(source));
     // One catalog read inside the freeze: the drift check, the counts and the unlogged copy share it.
     const tables = await listTables(source, spec, { sizes: false });
-    await timed('ddlCheck', async () => refuseSchemaDrift(source, target, tables, await knownTablesOf(source, migrationId, input.knownTables)));
+    await timer.timed('ddlCheck', async () => refuseSchemaDrift(source, target, tables, await knownTablesOf(source, migrationId, input.knownTables)));
     // The frozen source can be counted while the target drains.
     const sourceCounts = spec.cutover.quickValidation ? rowCounts(sourceInfo, 'source', tables, spec.jobs) : undefined;
     sourceCounts?.catch(() => undefined); // awaited below; a failure surfaces there
-    await timed('drain', () => drain(source, target, subscriptions, durationMs(spec.cutover.drainTimeout), heartbeat.signal));
-    await timed('stopSubscription', async () => {
+    await timer.timed('drain', () => drain(source, target, subscriptions, durationMs(spec.cutover.drainTimeout), heartbeat.signal));
+    await timer.timed('stopSubscription', async () => {
       for (const subscription of subscriptions) await target.query(`ALTER SUBSCRIPTION ${ident(subscription)} DISABLE`);
     });
-    await timed('sequences', () => syncSequences(spec));
-    await timed('unloggedAndLargeObjects', () => copyUnreplicated(spec, sourceInfo, targetInfo, tables, heartbeat.signal));
-    if (sourceCounts) await timed('rowCounts', async () => compareCounts(await sourceCounts, await rowCounts(targetInfo, 'target', tables, spec.jobs)));
+    await timer.timed('sequences', () => syncSequences(spec));
+    await timer.timed('unloggedAndLargeObjects', () => copyUnreplicated(spec, sourceInfo, targetInfo, tables, heartbeat.signal));
+    if (sourceCounts) await timer.timed('rowCounts', async () => compareCounts(await sourceCounts, await rowCounts(targetInfo, 'target', tables, spec.jobs)));
     // Before the switch: every write the application makes on the target streams back to the old source.
-    if (spec.cutover.rollbackWindow) await timed('reverseStream', async () => startReverseAtCutover(spec, migrationId, source, target, tables, await knownTablesOf(source, migrationId, input.knownTables)));
-    const readyAt = mark;
+    if (spec.cutover.rollbackWindow) await timer.timed('reverseStream', async () => startReverseAtCutover(spec, migrationId, source, target, tables, await knownTablesOf(source, migrationId, input.knownTables)));
+    const readyAt = timer.mark;
     // The target as of the cutover, for the checksums after the switch.
     snapshotHolder = await connect(targetInfo, 'target', { applicationName: 'pgmove cutover snapshot' });
     await snapshotHolder.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
@@ -139,13 +131,13 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
     // The target first: a target marked switching is never reset by pgmove recover, even after the source's record is dropped.
     await markTargetSwitching(target, migrationId, record.switchingAt!);
     await writePublicationRecord(source, names.publication, record);
-    if (input.coordinated) await timed('awaitDecision', () => awaitDecision(migrationId, source, names.publication, record!, input.coordinated!, heartbeat.signal));
-    else switchHookOutput = await timed('switchHook', () => switchHook(source, names.publication, record!, spec, hookContext, heartbeat.signal));
+    if (input.coordinated) await timer.timed('awaitDecision', () => awaitDecision(migrationId, source, names.publication, record!, input.coordinated!, heartbeat.signal));
+    else switchHookOutput = await timer.timed('switchHook', () => switchHook(source, names.publication, record!, spec, hookContext, heartbeat.signal));
     const switchedAt = new Date().toISOString();
     await writePublicationRecord(source, names.publication, { ...record, switchedAt });
-    const timing = { freezeToReadyMs: readyAt - frozenAt, freezeToSwitchedMs: Date.now() - frozenAt, steps: { ...steps } };
+    const timing = { freezeToReadyMs: readyAt - frozenAt, freezeToSwitchedMs: Date.now() - frozenAt, steps: { ...timer.steps } };
     log.info(timing, 'switched');
-    step = 'validate';
+    timer.enter('validate');
     const validation = await validateOrReport({ spec, targetSnapshot: snapshot });
     return { timing, switchedAt, validation, validatedLive: false, switchHookOutput };
   } finally {

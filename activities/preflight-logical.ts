@@ -10,11 +10,9 @@ import type { TableInfo } from '../src/pg/catalog';
 import { serverMajor } from '../src/pg/catalog';
 import type { ConnectionInfo } from '../src/pg/connect';
 import { displayName, ident } from '../src/pg/sql';
-import { createSubscriptionSql, subscriptionConninfo } from '../src/pg/replication';
-import { replicationCapacityBlockers } from '../src/pg/replication-capacity';
+import { replicationCapacityBlockers, subscriptionProbeError } from '../src/pg/replication-preflight';
 import { sourceAsTargetSeesIt } from './sync';
-import { quietStatementLogging, redactPassword, statementLoggingBlocker, unsafeStatementLogging } from '../src/pg/statement-privacy';
-import { errorMessage } from '../src/error-text';
+import { statementLoggingBlocker, unsafeStatementLogging } from '../src/pg/statement-privacy';
 
 export interface LogicalBlocker {
   detail: string;
@@ -39,17 +37,19 @@ export async function logicalReadiness(
   blockers.push(...(await replicationCapacityBlockers(source, 'source')));
 
   const rights = (
-    await source.query<{ replication: boolean; superuser: boolean; create_db: boolean }>(
-      `SELECT r.rolreplication OR r.rolsuper OR coalesce(pg_has_role('rds_replication', 'MEMBER'), false) AS replication,
+    await source
+      .query<{ replication: boolean; superuser: boolean; create_db: boolean }>(
+        `SELECT r.rolreplication OR r.rolsuper OR coalesce(pg_has_role('rds_replication', 'MEMBER'), false) AS replication,
               r.rolsuper AS superuser, has_database_privilege(current_database(), 'CREATE') AS create_db
          FROM pg_roles r WHERE r.rolname = current_user`,
-    ).catch(() =>
-      // rds_replication does not exist outside RDS.
-      source.query<{ replication: boolean; superuser: boolean; create_db: boolean }>(
-        `SELECT r.rolreplication OR r.rolsuper AS replication, r.rolsuper AS superuser, has_database_privilege(current_database(), 'CREATE') AS create_db
+      )
+      .catch(() =>
+        // rds_replication does not exist outside RDS.
+        source.query<{ replication: boolean; superuser: boolean; create_db: boolean }>(
+          `SELECT r.rolreplication OR r.rolsuper AS replication, r.rolsuper AS superuser, has_database_privilege(current_database(), 'CREATE') AS create_db
            FROM pg_roles r WHERE r.rolname = current_user`,
-      ),
-    )
+        ),
+      )
   ).rows[0]!;
   if (!rights.replication) {
     blockers.push({
@@ -101,7 +101,11 @@ export async function logicalReadiness(
   };
 }
 
-async function targetSubscribeBlockers(spec: MigrationSpec, target: Client, info: ConnectionInfo): Promise<LogicalBlocker[]> {
+async function targetSubscribeBlockers(
+  spec: MigrationSpec,
+  target: Client,
+  info: ConnectionInfo,
+): Promise<LogicalBlocker[]> {
   const major = await serverMajor(target);
   const row = (
     await target.query<{ superuser: boolean; create_sub: boolean; create_db: boolean }>(
@@ -119,9 +123,10 @@ async function targetSubscribeBlockers(spec: MigrationSpec, target: Client, info
     ...blockers,
     {
       detail: `${info.user} may not create a subscription on the target (PostgreSQL ${major})`,
-      fix: major >= 16
-        ? `on the target: GRANT pg_create_subscription TO ${ident(info.user)}; GRANT CREATE ON DATABASE ${ident(info.database)} TO ${ident(info.user)};`
-        : `on the target: a superuser must create subscriptions before PostgreSQL 16 (on RDS, rds_superuser): use such a role in target.uri`,
+      fix:
+        major >= 16
+          ? `on the target: GRANT pg_create_subscription TO ${ident(info.user)}; GRANT CREATE ON DATABASE ${ident(info.database)} TO ${ident(info.user)};`
+          : `on the target: a superuser must create subscriptions before PostgreSQL 16 (on RDS, rds_superuser): use such a role in target.uri`,
     },
   ];
 }
@@ -132,26 +137,16 @@ async function targetSubscribeBlockers(spec: MigrationSpec, target: Client, info
  */
 async function reachabilityProbe(spec: MigrationSpec, target: Client): Promise<LogicalBlocker[]> {
   const fromTarget = await sourceAsTargetSeesIt(spec);
-  const names = { publication: 'pgmove_probe', slot: 'pgmove_probe', subscription: `pgmove_probe_${process.pid}` };
-  await target.query('BEGIN');
-  try {
-    // SET LOCAL: the statement's text (with the password) stays out of the target's log even when it fails.
-    await quietStatementLogging(target);
-    await target.query(createSubscriptionSql(names, subscriptionConninfo(fromTarget), { connect: true, enabled: false }));
-    return [];
-  } catch (error) {
-    const message = redactPassword(errorMessage(error), fromTarget.password);
-    return [
-      {
-        detail: `the target cannot connect to the source at ${fromTarget.host}:${fromTarget.port} as ${fromTarget.user}: ${message}`,
-        fix: /password|authentication/i.test(message)
-          ? 'check source.password; the target authenticates to the source with it'
-          : /certificate|SSL|root cert/i.test(message)
-            ? `the TARGET server verifies the source's certificate with its own files: set logical.sourceUriFromTarget with sslrootcert=<the CA file's path on the target server> (or ~/.postgresql/root.crt of the target's server OS user), or an sslmode that fits (require: encrypted, not verified)`
-            : `allow the target's address in the source's pg_hba.conf / security group, or set logical.sourceUriFromTarget to the address the target reaches the source at`,
-      },
-    ];
-  } finally {
-    await target.query('ROLLBACK').catch(() => undefined);
-  }
+  const message = await subscriptionProbeError(target, fromTarget, 'pgmove_probe');
+  if (message === undefined) return [];
+  return [
+    {
+      detail: `the target cannot connect to the source at ${fromTarget.host}:${fromTarget.port} as ${fromTarget.user}: ${message}`,
+      fix: /password|authentication/i.test(message)
+        ? 'check source.password; the target authenticates to the source with it'
+        : /certificate|SSL|root cert/i.test(message)
+          ? `the TARGET server verifies the source's certificate with its own files: set logical.sourceUriFromTarget with sslrootcert=<the CA file's path on the target server> (or ~/.postgresql/root.crt of the target's server OS user), or an sslmode that fits (require: encrypted, not verified)`
+          : `allow the target's address in the source's pg_hba.conf / security group, or set logical.sourceUriFromTarget to the address the target reaches the source at`,
+    },
+  ];
 }

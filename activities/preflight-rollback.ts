@@ -12,10 +12,8 @@ import { serverMajor } from '../src/pg/catalog';
 import type { ConnectionInfo } from '../src/pg/connect';
 import { connectionInfo } from '../src/pg/connect';
 import { displayName, ident } from '../src/pg/sql';
-import { createSubscriptionSql, subscriptionConninfo } from '../src/pg/replication';
-import { replicationCapacityBlockers } from '../src/pg/replication-capacity';
-import { quietStatementLogging, redactPassword, statementLoggingBlocker, unsafeStatementLogging } from '../src/pg/statement-privacy';
-import { errorMessage } from '../src/error-text';
+import { replicationCapacityBlockers, subscriptionProbeError } from '../src/pg/replication-preflight';
+import { statementLoggingBlocker, unsafeStatementLogging } from '../src/pg/statement-privacy';
 
 const NAME = 'rollback window';
 
@@ -36,7 +34,12 @@ export async function rollbackWindowChecks(ctx: RollbackWindowContext): Promise<
   if (!spec.cutover.rollbackWindow) return [];
   const fail = (detail: string, fix: string): PreflightCheck => ({ name: NAME, ok: false, detail, fix });
   if (ctx.method !== 'logical') {
-    return [fail(`cutover.rollbackWindow needs the logical method; this migration would use ${ctx.method}`, 'fix the logical replication blockers listed above (then method: logical), or remove cutover.rollbackWindow')];
+    return [
+      fail(
+        `cutover.rollbackWindow needs the logical method; this migration would use ${ctx.method}`,
+        'fix the logical replication blockers listed above (then method: logical), or remove cutover.rollbackWindow',
+      ),
+    ];
   }
   const problems: PreflightCheck[] = [];
   const unlogged = ctx.tables.filter((t) => t.unlogged).map(displayName);
@@ -52,7 +55,15 @@ export async function rollbackWindowChecks(ctx: RollbackWindowContext): Promise<
   problems.push(...(await sourceSubscriberProblems(ctx.source, ctx.sourceInfo)));
   // Only worth a connection attempt when the rest is in order: it proves the source reaches the target.
   if (problems.length === 0) problems.push(...(await reverseReachabilityProbe(spec, ctx.source)));
-  return problems.length ? problems : [{ name: NAME, ok: true, detail: `for ${spec.cutover.rollbackWindow} after the switch the target's changes stream back to the source; \`pgmove rollback\` switches back, \`pgmove finalize\` ends the window` }];
+  return problems.length
+    ? problems
+    : [
+        {
+          name: NAME,
+          ok: true,
+          detail: `for ${spec.cutover.rollbackWindow} after the switch the target's changes stream back to the source; \`pgmove rollback\` switches back, \`pgmove finalize\` ends the window`,
+        },
+      ];
 }
 
 /** The target publishes and keeps a slot for the window, and pgmove can fence it for a rollback. */
@@ -66,9 +77,15 @@ async function targetPublisherProblems(target: Client, info: ConnectionInfo): Pr
     )
   ).rows[0]!;
   const problems: PreflightCheck[] = [];
-  const fail = (detail: string, fix: string) => problems.push({ name: NAME, ok: false, detail: `on the target: ${detail}`, fix });
-  for (const blocker of await replicationCapacityBlockers(target, 'target')) fail(blocker.detail, blocker.fix);
-  if (!row.replication) fail(`${info.user} may not create a replication slot`, `on the target: ALTER ROLE ${ident(info.user)} REPLICATION; (on RDS: GRANT rds_replication TO ${ident(info.user)};)`);
+  const fail = (detail: string, fix: string) =>
+    problems.push({ name: NAME, ok: false, detail: `on the target: ${detail}`, fix });
+  for (const blocker of await replicationCapacityBlockers(target, 'target'))
+    fail(blocker.detail, blocker.fix);
+  if (!row.replication)
+    fail(
+      `${info.user} may not create a replication slot`,
+      `on the target: ALTER ROLE ${ident(info.user)} REPLICATION; (on RDS: GRANT rds_replication TO ${ident(info.user)};)`,
+    );
   if (!row.owner || !row.signal) {
     fail(
       `${info.user} cannot fence the target for a rollback (${[!row.owner && 'it does not own the database', !row.signal && 'it cannot end other sessions'].filter(Boolean).join(' and ')})`,
@@ -93,16 +110,22 @@ async function sourceSubscriberProblems(source: Client, info: ConnectionInfo): P
   const unsafe = await unsafeStatementLogging(source);
   if (unsafe.length) {
     const blocker = statementLoggingBlocker(unsafe, info.user, major);
-    problems.push({ name: NAME, ok: false, detail: `on the source, for the reverse subscription (it carries the target's password): ${blocker.detail}`, fix: blocker.fix });
+    problems.push({
+      name: NAME,
+      ok: false,
+      detail: `on the source, for the reverse subscription (it carries the target's password): ${blocker.detail}`,
+      fix: blocker.fix,
+    });
   }
   if (!(row.superuser || (row.create_sub && row.create_db))) {
     problems.push({
       name: NAME,
       ok: false,
       detail: `${info.user} may not create the reverse subscription on the source (PostgreSQL ${major})`,
-      fix: major >= 16
-        ? `on the source: GRANT pg_create_subscription TO ${ident(info.user)}; GRANT CREATE ON DATABASE ${ident(info.database)} TO ${ident(info.user)};`
-        : 'before PostgreSQL 16 only a superuser creates subscriptions: use one in source.uri, or let source.privilegeElevation grant SUPERUSER for the migration',
+      fix:
+        major >= 16
+          ? `on the source: GRANT pg_create_subscription TO ${ident(info.user)}; GRANT CREATE ON DATABASE ${ident(info.database)} TO ${ident(info.user)};`
+          : 'before PostgreSQL 16 only a superuser creates subscriptions: use one in source.uri, or let source.privilegeElevation grant SUPERUSER for the migration',
     });
   }
   return problems;
@@ -110,27 +133,21 @@ async function sourceSubscriberProblems(source: Client, info: ConnectionInfo): P
 
 /** Connects from the source to the target the way the reverse subscription will, in a transaction rolled back: nothing stays. */
 async function reverseReachabilityProbe(spec: MigrationSpec, source: Client): Promise<PreflightCheck[]> {
-  const fromSource = await connectionInfo({ uri: spec.logical.targetUriFromSource ?? spec.target.uri, password: spec.target.password }, 'target');
+  const fromSource = await connectionInfo(
+    { uri: spec.logical.targetUriFromSource ?? spec.target.uri, password: spec.target.password },
+    'target',
+  );
   if (!spec.logical.targetUriFromSource) delete fromSource.sslrootcert;
-  const names = { publication: 'pgmove_probe', slot: 'pgmove_probe', subscription: `pgmove_rb_probe_${process.pid}` };
-  await source.query('BEGIN');
-  try {
-    await quietStatementLogging(source);
-    await source.query(createSubscriptionSql(names, subscriptionConninfo(fromSource), { connect: true, enabled: false }));
-    return [];
-  } catch (error) {
-    const message = redactPassword(errorMessage(error), fromSource.password);
-    return [
-      {
-        name: NAME,
-        ok: false,
-        detail: `the source cannot connect to the target at ${fromSource.host}:${fromSource.port} as ${fromSource.user} for the reverse stream: ${message}`,
-        fix: /password|authentication/i.test(message)
-          ? 'check target.password; the source authenticates to the target with it'
-          : "allow the source's address in the target's pg_hba.conf / security group, or set logical.targetUriFromSource to the address the source reaches the target at",
-      },
-    ];
-  } finally {
-    await source.query('ROLLBACK').catch(() => undefined);
-  }
+  const message = await subscriptionProbeError(source, fromSource, 'pgmove_rb_probe');
+  if (message === undefined) return [];
+  return [
+    {
+      name: NAME,
+      ok: false,
+      detail: `the source cannot connect to the target at ${fromSource.host}:${fromSource.port} as ${fromSource.user} for the reverse stream: ${message}`,
+      fix: /password|authentication/i.test(message)
+        ? 'check target.password; the source authenticates to the target with it'
+        : "allow the source's address in the target's pg_hba.conf / security group, or set logical.targetUriFromSource to the address the source reaches the target at",
+    },
+  ];
 }

@@ -19,6 +19,7 @@ import { readPublicationRecord, writePublicationRecord } from '../src/pg/replica
 import { reverseNames, setReverseSubscriptionEnabled } from '../src/pg/reverse-replication';
 import { migrationHookContext, runHook } from '../src/hooks';
 import { startHeartbeat } from '../src/heartbeat';
+import { StepTimer } from '../src/step-timer';
 import { activityLogger } from '../src/log';
 import { durationMs } from '../src/units';
 import { freezeSource, markFenceKept, readFreezeState, unfreezeSource, verifyFence } from './freeze';
@@ -51,9 +52,8 @@ export async function rollback(input: RollbackInput): Promise<CutoverResult> {
   const log = activityLogger('rollback');
   const reversed = reversedSpec(spec);
   const publication = reverseNames(migrationId).publication;
-  const steps: Record<string, number> = {};
-  let step = 'starting';
-  const heartbeat = startHeartbeat(() => ({ step, steps }));
+  const timer = new StepTimer();
+  const heartbeat = startHeartbeat(() => timer.details());
   let snapshotHolder: Client | undefined;
   try {
     return await withBothServers(spec, 'rollback', async (oldServer, newServer) => {
@@ -64,7 +64,7 @@ export async function rollback(input: RollbackInput): Promise<CutoverResult> {
       let switchHookOutput: string | undefined;
       if (record.switchingAt && !record.switchedAt) {
         // The worker stopped while the switch hook ran: only the hook is left (hooks must be idempotent).
-        step = 'switchHook';
+        timer.enter('switchHook');
         log.warn('resuming a rollback switch that was under way: running the switch hook again');
         await unfreezeSource(spec, migrationId);
         switchHookOutput = await switchHook();
@@ -72,7 +72,7 @@ export async function rollback(input: RollbackInput): Promise<CutoverResult> {
         await writePublicationRecord(newServer, publication, record);
       }
       if (record.switchedAt) {
-        step = 'validate';
+        timer.enter('validate');
         await keepOrReleaseNewServer(spec, migrationId);
         return { timing: {}, switchedAt: record.switchedAt, validation: await validateOrReport({ spec: reversed }), validatedLive: true, switchHookOutput };
       }
@@ -82,27 +82,19 @@ export async function rollback(input: RollbackInput): Promise<CutoverResult> {
       record = { ...record, freezeStartedAt: frozenSince ?? new Date().toISOString() };
       await writePublicationRecord(newServer, publication, record);
 
-      let mark = Date.now();
-      const timed = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
-        step = name;
-        const result = await fn();
-        const now = Date.now();
-        steps[name] = now - mark;
-        mark = now;
-        return result;
-      };
+      const mark = timer.restart();
       const frozenAt = frozenSince ? Date.parse(frozenSince) : mark;
-      await timed('freeze', () => freezeSource(reversed, migrationId));
-      await timed('verifyFence', () => verifyFence(newServer));
+      await timer.timed('freeze', () => freezeSource(reversed, migrationId));
+      await timer.timed('verifyFence', () => verifyFence(newServer));
       const tables = (await listTables(newServer, spec, { sizes: false })).filter((t) => !t.unlogged);
-      await timed('ddlCheck', () => refuseSchemaDrift(newServer, oldServer, tables, record!.knownTables ?? [], 'the new server'));
+      await timer.timed('ddlCheck', () => refuseSchemaDrift(newServer, oldServer, tables, record!.knownTables ?? [], 'the new server'));
       const newCounts = spec.cutover.quickValidation ? rowCounts(await connectionInfo(spec.target, 'target'), 'target', tables, spec.jobs) : undefined;
       newCounts?.catch(() => undefined); // awaited below; a failure surfaces there
-      await timed('drain', () => drain(newServer, oldServer, [reverseNames(migrationId).slot], durationMs(spec.cutover.drainTimeout), heartbeat.signal));
-      await timed('stopSubscription', () => setReverseSubscriptionEnabled(oldServer, migrationId, false));
-      await timed('sequences', () => copySequencesBack(spec, newServer, oldServer));
-      if (newCounts) await timed('rowCounts', async () => compareCounts(await newCounts, await rowCounts(await connectionInfo(spec.source, 'source'), 'source', tables, spec.jobs)));
-      const readyAt = mark;
+      await timer.timed('drain', () => drain(newServer, oldServer, [reverseNames(migrationId).slot], durationMs(spec.cutover.drainTimeout), heartbeat.signal));
+      await timer.timed('stopSubscription', () => setReverseSubscriptionEnabled(oldServer, migrationId, false));
+      await timer.timed('sequences', () => copySequencesBack(spec, newServer, oldServer));
+      if (newCounts) await timer.timed('rowCounts', async () => compareCounts(await newCounts, await rowCounts(await connectionInfo(spec.source, 'source'), 'source', tables, spec.jobs)));
+      const readyAt = timer.mark;
       // The old server as of the rollback, for the checksums after the switch.
       snapshotHolder = await connect(await connectionInfo(spec.source, 'source'), 'source', { applicationName: 'pgmove rollback snapshot' });
       await snapshotHolder.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
@@ -110,13 +102,13 @@ export async function rollback(input: RollbackInput): Promise<CutoverResult> {
       // Past this mark a rollback never goes back: a retry only finishes the switch.
       record = { ...record, switchingAt: new Date().toISOString() };
       await writePublicationRecord(newServer, publication, record);
-      await timed('unfreezeOldServer', () => unfreezeSource(spec, migrationId));
-      switchHookOutput = await timed('switchHook', switchHook);
+      await timer.timed('unfreezeOldServer', () => unfreezeSource(spec, migrationId));
+      switchHookOutput = await timer.timed('switchHook', switchHook);
       const switchedAt = new Date().toISOString();
       await writePublicationRecord(newServer, publication, { ...record, switchedAt });
-      const timing = { freezeToReadyMs: readyAt - frozenAt, freezeToSwitchedMs: Date.now() - frozenAt, steps: { ...steps } };
+      const timing = { freezeToReadyMs: readyAt - frozenAt, freezeToSwitchedMs: Date.now() - frozenAt, steps: { ...timer.steps } };
       log.info(timing, 'rolled back');
-      step = 'validate';
+      timer.enter('validate');
       await keepOrReleaseNewServer(spec, migrationId);
       return { timing, switchedAt, validation: await validateOrReport({ spec: reversed, targetSnapshot: snapshot }), validatedLive: false, switchHookOutput };
     });

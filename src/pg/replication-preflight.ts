@@ -1,9 +1,13 @@
 /**
- * Can a server publish and keep one more logical slot: wal_level, free replication slots and free WAL
- * senders, each with the fix. Shared by the forward stream's pre-flight (on the source) and the rollback
- * window's (on the target).
+ * Pre-flight of a logical stream, either direction: can a server publish and keep one more logical slot
+ * (wal_level, free replication slots and free WAL senders, each with the fix), and can the subscriber
+ * reach the publisher. Shared by the forward stream's pre-flight and the rollback window's.
  */
 import type { Client } from 'pg';
+import type { ConnectionInfo } from './connect';
+import { createSubscriptionSql, subscriptionConninfo } from './replication';
+import { quietStatementLogging, redactPassword } from './statement-privacy';
+import { errorMessage } from '../error-text';
 
 export interface CapacityBlocker {
   detail: string;
@@ -44,4 +48,24 @@ export async function replicationCapacityBlockers(client: Client, side: 'source'
     });
   }
   return blockers;
+}
+
+/**
+ * Connects from `subscriber` to the publisher the way a subscription will, inside a transaction that is
+ * rolled back (CREATE SUBSCRIPTION without a slot may run in one): nothing stays behind. Returns the
+ * error, its password redacted, or undefined when the connection worked. SET LOCAL keeps the statement's
+ * text (with the password) out of the subscriber's log even when it fails.
+ */
+export async function subscriptionProbeError(subscriber: Client, publisher: ConnectionInfo, probeName: string): Promise<string | undefined> {
+  const names = { publication: 'pgmove_probe', slot: 'pgmove_probe', subscription: `${probeName}_${process.pid}` };
+  await subscriber.query('BEGIN');
+  try {
+    await quietStatementLogging(subscriber);
+    await subscriber.query(createSubscriptionSql(names, subscriptionConninfo(publisher), { connect: true, enabled: false }));
+    return undefined;
+  } catch (error) {
+    return redactPassword(errorMessage(error), publisher.password);
+  } finally {
+    await subscriber.query('ROLLBACK').catch(() => undefined);
+  }
 }
