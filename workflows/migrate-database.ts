@@ -1,6 +1,6 @@
 /**
  * migrateDatabase: one PostgreSQL database to another server, as a durable workflow.
- * Offline method: preflight → freeze → preData → copy → postData → sequences → validate.
+ * Offline method: preflight → freeze → preData → copy → postData → sequences → validate (see ./offline).
  * Logical method: preflight → preData → copy at the slot's snapshot → postData → syncing → cutover
  * (see ./logical). Cleanup (replication objects, unfreeze, scratch files, target reset when it did not
  * complete) runs on every ending.
@@ -21,13 +21,12 @@ import {
 } from '@temporalio/workflow';
 import type { Duration } from '@temporalio/common';
 import type * as activities from '../activities';
-import type { SourceTableChecksum } from '../activities/validate';
 import type { MigrationSpec, MigrationSpecInput } from '../src/spec';
-import type { CutoverRequest, MigrationStatus, Phase, ValidationReport } from '../src/model';
+import type { CutoverRequest, MigrationStatus, Phase } from '../src/model';
 import { abortSignal, cutoverSignal, databaseProgressSignal, finalizeUpdate, migrationPhaseKey, requestCutoverUpdate, requestRollbackUpdate, statusQuery, type DatabaseProgress, type RollbackRequest } from './messages';
 import { finalizeRefusal, rollbackRefusal } from './rollback-window';
 import { renderStatusMarkdown } from './status-markdown';
-import { initTableProgress, recordUnit, runUnits } from './copy-progress';
+import { initTableProgress, recordUnit } from './copy-progress';
 import { cutoverActivities, cutoverBlocker, cutoverRefusal, runLogical, syncUntilCutover, voteFailed, type CutoverControl, type LogicalContext } from './logical';
 import { provisionIfNeeded, releaseAwsResources, type TargetProduct } from './aws';
 import { OWED, runCompensations } from './compensations';
@@ -36,7 +35,8 @@ import { elevationActivities } from './elevation';
 import { phaseActivities } from './phase-activities';
 import { PATCHES } from './patches';
 import { runDms, syncDmsUntilCutover } from './dms';
-import { copyPlannedUnits, initPlannedProgress, recordPlannedUnit, type CopyResume } from './offline-copy';
+import type { CopyResume } from './offline-copy';
+import { resumeOfflineCopy, runOffline, type OfflineContext } from './offline';
 
 export interface MigrationResult {
   migrationId: string;
@@ -208,38 +208,18 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
     abortNow,
     continueSyncing: (knownTables) => continueAsNew<typeof migrateDatabase>(input, { spec: ready, status, binDir, knownTables, targetExtensions }),
   });
-  /** Offline, after the copy: indexes and constraints, sequences, validation. */
-  const finishOffline = async (ready: MigrationSpec, binDir: string, sourceAtSnapshot: SourceTableChecksum[] | undefined) => {
-    const acts = phaseActivities(ready);
-    enterPhase('postData');
-    await acts.postData.postData({ spec: ready, migrationId, binDir });
-
-    enterPhase('sequences');
-    await acts.quick.syncSequences(ready);
-
-    enterPhase('validate');
-    const report: ValidationReport = await acts.validate.validate({ spec: ready, sourceTables: sourceAtSnapshot });
-    status.validation = report;
-    if (!report.ok) {
-      throw ApplicationFailure.nonRetryable(`${report.summary}\nThe target is kept for inspection.`, 'ValidationFailed');
-    }
-  };
-  /** Offline copy of the plan stored on the target from unit `from` on; continues as new when the history is long. */
-  const copyStoredPlan = async (ready: MigrationSpec, binDir: string, plan: CopyResume['plan'], from: number) => {
-    const acts = phaseActivities(ready);
-    const next = await copyPlannedUnits(plan, from, ready.jobs, ready.copy.historyEventsPerRun, async (index) => {
-      recordPlannedUnit(status, await acts.copy.copyPlannedUnit({ spec: ready, migrationId, index }));
-      publish();
-    });
-    if (next < plan.units) {
-      if (status.copyUnits) status.copyUnits.runs += 1;
-      await continueAsNew<typeof migrateDatabase>(input, { spec: ready, status, binDir, knownTables: [], targetExtensions, copy: { plan, nextUnit: next } });
-    }
-    status.totals.tablesDone = status.totals.tables;
-    if (plan.largeObjects > 0) await acts.copy.copyLargeObjects(ready);
-    await acts.quick.dropCopyPlan({ spec: ready, migrationId });
-    await finishOffline(ready, binDir, undefined);
-  };
+  const offlineContext = (ready: MigrationSpec, binDir: string): OfflineContext => ({
+    spec: ready,
+    migrationId,
+    binDir,
+    status,
+    enterPhase,
+    publish,
+    touchTarget: () => {
+      targetTouched = true;
+    },
+    continueCopy: (copy) => continueAsNew<typeof migrateDatabase>(input, { spec: ready, status, binDir, knownTables: [], targetExtensions, copy }),
+  });
   /** Every compensation on its own (see ./compensations); runs recorded before that patch keep their sequence. */
   const cleanUp = async (resetTarget: boolean, keepInstance: boolean, product: TargetProduct | undefined) => {
     if (patched(PATCHES.independentCompensations)) {
@@ -257,7 +237,7 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
         targetTouched = true;
         targetExtensions = resume.targetExtensions;
         if (resume.copy) {
-          await copyStoredPlan(resume.spec, resume.binDir, resume.copy.plan, resume.copy.nextUnit);
+          await resumeOfflineCopy(offlineContext(resume.spec, resume.binDir), resume.copy);
           completed = true;
           return;
         }
@@ -286,7 +266,6 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
       if (spec.dryRun) return;
       const acts = phaseActivities(spec, { sourceFrozen: status.method === 'dump' && spec.freezeSource });
       const ready = spec;
-      let sourceAtSnapshot: SourceTableChecksum[] | undefined;
 
       if (status.method === 'dms') {
         enterPhase('preData');
@@ -308,42 +287,7 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
         return;
       }
 
-      if (ready.freezeSource) {
-        enterPhase('freeze');
-        status.cleanupOwed.push('unfreeze the source');
-        // Not cancellable: an abort must not let the unfreeze run before the freeze has committed.
-        await CancellationScope.nonCancellable(() => acts.quick.freezeSource(ready, migrationId));
-      }
-
-      enterPhase('preData');
-      targetTouched = true;
-      status.cleanupOwed.push('reset the target if the migration does not complete');
-      await acts.schema.preData({ spec: ready, migrationId, binDir: checked.report.clientTools.binDir });
-
-      enterPhase('copy');
-      if (ready.freezeSource && patched(PATCHES.copyPlanOnTarget)) {
-        const plan = await acts.quick.storeCopyPlan({ spec: ready, migrationId });
-        initPlannedProgress(status, plan);
-        publish();
-        await copyStoredPlan(ready, checked.report.clientTools.binDir, plan, 0);
-        completed = true;
-        return;
-      }
-      const plan = await acts.quick.planCopy(ready);
-      initTableProgress(status, plan);
-      publish();
-      if (ready.freezeSource) {
-        await runUnits(plan, ready.jobs, async (unit) => {
-          recordUnit(status, await acts.copy.copyUnit({ spec: ready, unit }));
-          publish();
-        });
-        if (plan.largeObjects > 0) await acts.copy.copyLargeObjects(ready);
-      } else {
-        const result = await acts.copy.copyAtSnapshot({ spec: ready, plan });
-        result.units.forEach((unit) => recordUnit(status, unit));
-        sourceAtSnapshot = result.sourceTables;
-      }
-      await finishOffline(ready, checked.report.clientTools.binDir, sourceAtSnapshot);
+      await runOffline(offlineContext(ready, checked.report.clientTools.binDir));
       completed = true;
     });
   } catch (error) {
