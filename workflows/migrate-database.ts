@@ -3,7 +3,7 @@
  * Offline method: preflight → freeze → preData → copy → postData → sequences → validate (see ./offline).
  * Logical method: preflight → preData → copy at the slot's snapshot → postData → syncing → cutover
  * (see ./logical). Cleanup (replication objects, unfreeze, scratch files, target reset when it did not
- * complete) runs on every ending.
+ * complete) runs on every ending (see ./cleanup-on-ending).
  * Deterministic code only: all I/O happens in activities.
  */
 import {
@@ -28,9 +28,9 @@ import { finalizeRefusal, rollbackRefusal } from './rollback-window';
 import { renderStatusMarkdown } from './status-markdown';
 import { initTableProgress, recordUnit } from './copy-progress';
 import { cutoverActivities, cutoverBlocker, cutoverRefusal, runLogical, syncUntilCutover, voteFailed, type CutoverControl, type LogicalContext } from './logical';
-import { provisionIfNeeded, releaseAwsResources, type TargetProduct } from './aws';
-import { OWED, runCompensations } from './compensations';
-import { finish, revertElevation } from './legacy-cleanup';
+import { provisionIfNeeded } from './aws';
+import { OWED } from './compensations';
+import { cleanUpOnEnding, type EndingContext } from './cleanup-on-ending';
 import { elevationActivities } from './elevation';
 import { phaseActivities } from './phase-activities';
 import { PATCHES } from './patches';
@@ -220,16 +220,7 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
     },
     continueCopy: (copy) => continueAsNew<typeof migrateDatabase>(input, { spec: ready, status, binDir, knownTables: [], targetExtensions, copy }),
   });
-  /** Every compensation on its own (see ./compensations); runs recorded before that patch keep their sequence. */
-  const cleanUp = async (resetTarget: boolean, keepInstance: boolean, product: TargetProduct | undefined) => {
-    if (patched(PATCHES.independentCompensations)) {
-      await runCompensations({ input, spec, migrationId, status, resetTarget, targetExtensionsBefore: targetExtensions, keepInstance, product, enterPhase, publish });
-      return;
-    }
-    await finish(spec, migrationId, status, resetTarget, targetExtensions, enterPhase, publish);
-    await releaseAwsResources(input, migrationId, status, keepInstance, publish);
-    await revertElevation(input, migrationId, status, enterPhase, publish);
-  };
+  const ending = (): EndingContext => ({ input, spec, migrationId, status, targetTouched, targetExtensionsBefore: targetExtensions, switchedAt: control.switchedAt, enterPhase, publish });
   try {
     await main.run(async () => {
       if (resume) {
@@ -296,23 +287,17 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
     const aborted = status.abortReason !== undefined;
     status.errors.push(aborted ? `aborted: ${status.abortReason}` : errorMessage(error));
     const keepTarget = (error instanceof ApplicationFailure && error.type === 'ValidationFailed') || control.switchedAt !== undefined;
-    await cleanUp(targetTouched && !keepTarget, keepTarget, productMark(control.switchedAt, false));
+    await cleanUpOnEnding(ending(), { keepTarget, completed: false });
     enterPhase(aborted ? 'aborted' : 'failed');
     await deliverLastReport();
     if (aborted) throw ApplicationFailure.nonRetryable(`migration aborted: ${status.abortReason}`, 'Aborted');
     throw error;
   }
-  await cleanUp(targetTouched && !completed, completed, productMark(control.switchedAt, completed));
+  await cleanUpOnEnding(ending(), { keepTarget: completed, completed });
   const dryRun = spec?.dryRun ?? input.dryRun === true;
   enterPhase(dryRun ? 'dryRunCompleted' : 'completed');
   await deliverLastReport();
   return { migrationId, outcome: dryRun ? 'dryRun' : 'completed', status };
-}
-
-/** What makes the target the product (recorded on a provisioned instance as a tag): a switch, or completion. */
-function productMark(switchedAt: string | undefined, completed: boolean): TargetProduct | undefined {
-  if (switchedAt !== undefined) return { outcome: 'switched', at: switchedAt };
-  return completed ? { outcome: 'completed', at: new Date().toISOString() } : undefined;
 }
 
 function errorMessage(error: unknown): string {
