@@ -6,37 +6,22 @@
  * complete) runs on every ending (see ./cleanup-on-ending).
  * Deterministic code only: all I/O happens in activities.
  */
-import {
-  ApplicationFailure,
-  CancellationScope,
-  ContinueAsNew,
-  continueAsNew,
-  getExternalWorkflowHandle,
-  patched,
-  proxyActivities,
-  setCurrentDetails,
-  setHandler,
-  upsertSearchAttributes,
-  workflowInfo,
-} from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, ContinueAsNew, continueAsNew, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { Duration } from '@temporalio/common';
 import type * as activities from '../activities';
 import type { MigrationSpec, MigrationSpecInput } from '../src/spec';
-import type { CutoverRequest, MigrationStatus, Phase } from '../src/model';
-import { abortSignal, cutoverSignal, databaseProgressSignal, finalizeUpdate, migrationPhaseKey, requestCutoverUpdate, requestRollbackUpdate, statusQuery, type DatabaseProgress, type RollbackRequest } from './messages';
-import { finalizeRefusal, rollbackRefusal } from './rollback-window';
-import { renderStatusMarkdown } from './status-markdown';
+import type { MigrationStatus } from '../src/model';
 import { initTableProgress, recordUnit } from './copy-progress';
-import { cutoverActivities, cutoverBlocker, cutoverRefusal, runLogical, syncUntilCutover, voteFailed, type CutoverControl, type LogicalContext } from './logical';
+import { cutoverActivities, runLogical, syncUntilCutover, type CutoverControl, type LogicalContext } from './logical';
 import { provisionIfNeeded } from './aws';
 import { OWED } from './compensations';
 import { cleanUpOnEnding, type EndingContext } from './cleanup-on-ending';
 import { elevationActivities } from './elevation';
 import { phaseActivities } from './phase-activities';
-import { PATCHES } from './patches';
 import { runDms, syncDmsUntilCutover } from './dms';
 import type { CopyResume } from './offline-copy';
 import { resumeOfflineCopy, runOffline, type OfflineContext } from './offline';
+import { registerMigrationHandlers } from './migration-handlers';
 
 export interface MigrationResult {
   migrationId: string;
@@ -78,118 +63,11 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
     errors: [],
     cleanupOwed: [],
   };
-  const publish = () => setCurrentDetails(renderStatusMarkdown(status));
-  const enterPhase = (phase: Phase) => {
-    const now = new Date().toISOString();
-    const current = status.timings[status.phase];
-    if (current && !current.endedAt) {
-      current.endedAt = now;
-      current.seconds = (Date.parse(now) - Date.parse(current.startedAt)) / 1000;
-    }
-    status.phase = phase;
-    if (!['completed', 'failed', 'aborted', 'dryRunCompleted'].includes(phase)) status.timings[phase] = { startedAt: now };
-    if (input.searchAttributes !== false) upsertSearchAttributes([{ key: migrationPhaseKey, value: phase }]);
-    publish();
-    const error = ['failed', 'aborted'].includes(phase) ? status.errors.at(-1) : undefined;
-    reportedBlocker = undefined; // the parent forgets readiness on every phase change
-    tellParent({ workflowId: migrationId, phase, method: status.method, error });
-  };
-  // A migrateCluster parent keeps a per-database table; it may be gone (a lost signal costs nothing).
-  // By workflow id: the parent's newest run gets it, also after it continued as new.
-  let lastReport: Promise<void> = Promise.resolve();
-  const tellParent = (progress: DatabaseProgress) => {
-    const parent = workflowInfo().parent;
-    if (parent) lastReport = getExternalWorkflowHandle(parent.workflowId).signal(databaseProgressSignal, progress).catch(() => undefined);
-  };
-  /** The parent learns how this run ended from that last report (a parent that continued as new has no result to wait for): it must be delivered before the run closes. */
-  const deliverLastReport = async () => {
-    if (patched(PATCHES.readinessChangesOnly)) await lastReport;
-  };
-  let reportedBlocker: string | undefined;
-  const reportCutoverReadiness = () => {
-    const blocker = cutoverBlocker(spec, status, control);
-    // Only a change of readiness reaches the parent, not a lag figure that moves every interval.
-    const reported = patched(PATCHES.readinessChangesOnly) ? (blocker?.summary ?? '') : (blocker?.text ?? '');
-    if (reported === reportedBlocker) return;
-    reportedBlocker = reported;
-    tellParent({ workflowId: migrationId, phase: status.phase, method: status.method, cutoverBlocker: reported });
-  };
-  setHandler(statusQuery, () => status);
-
   const main = new CancellationScope();
   const control: CutoverControl = { running: false };
-  const abortNow = (reason: string) => {
-    if (status.abortReason !== undefined) return;
-    status.abortReason = reason;
-    status.errors.push(`abort requested: ${reason}`);
-    main.cancel();
-  };
-  setHandler(abortSignal, (request) => {
-    const reason = request?.reason ?? 'aborted by operator';
-    if (control.switchedAt) {
-      const window = status.rollback?.state === 'open' ? `; \`pgmove finalize ${migrationId}\` ends the rollback window, \`pgmove rollback ${migrationId}\` switches back` : '';
-      (status.warnings ??= []).push(`abort ignored: the migration has cut over (${reason})${window}`);
-    } else if (control.running) {
-      // A running cutover is never cut in half: the abort applies if it fails.
-      control.pendingAbort = reason;
-      (status.warnings ??= []).push(`abort requested during the cutover: applied if the cutover fails (${reason})`);
-    } else {
-      abortNow(reason);
-    }
-    publish();
-  });
-  setHandler(cutoverSignal, (request) => {
-    const refusal = cutoverRefusal(spec, status, control);
-    if (refusal) {
-      (status.warnings ??= []).push(`cutover signal ignored: ${refusal}`);
-      if (request?.coordinated) voteFailed(migrationId, request.coordinated, refusal);
-    } else {
-      control.request = request ?? {};
-    }
-    publish();
-  });
-  setHandler(
-    requestCutoverUpdate,
-    (request) => {
-      control.request = { ...request }; // the temporal CLI may send no input at all
-      return { accepted: true, reason: `cutover accepted (lag ${status.replication?.lagBytes ?? 0} bytes); follow it with pgmove status ${migrationId}` };
-    },
-    {
-      validator: (_request: CutoverRequest) => {
-        const refusal = cutoverRefusal(spec, status, control);
-        if (refusal) throw new Error(`cutover rejected: ${refusal}`);
-      },
-    },
-  );
-
-  setHandler(
-    requestRollbackUpdate,
-    (request) => {
-      control.rollbackRequest = { ...request };
-      return { accepted: true, reason: `rollback accepted (the source is ${status.rollback?.reverse?.lagBytes ?? 0} bytes behind); follow it with pgmove status ${migrationId}` };
-    },
-    {
-      validator: (_request: RollbackRequest) => {
-        const refusal = rollbackRefusal(spec, status, control);
-        if (refusal) throw new Error(`rollback rejected: ${refusal}`);
-      },
-    },
-  );
-  setHandler(
-    finalizeUpdate,
-    (request) => {
-      control.finalizeRequest = { ...request };
-      return { accepted: true, reason: `finalize accepted: the reverse stream is dropped and the migration completes on the target; follow it with pgmove status ${migrationId}` };
-    },
-    {
-      validator: (_request: RollbackRequest) => {
-        const refusal = finalizeRefusal(status, control);
-        if (refusal) throw new Error(`finalize rejected: ${refusal}`);
-      },
-    },
-  );
-
   let spec: MigrationSpec | undefined;
+  const { publish, enterPhase, reportCutoverReadiness, abortNow, deliverLastReport } = registerMigrationHandlers({ input, migrationId, status, control, main, spec: () => spec });
+
   let targetTouched = false;
   let completed = false;
   let targetExtensions: string[] = [];
