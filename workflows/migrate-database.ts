@@ -93,9 +93,6 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
     status,
     enterPhase,
     publish,
-    touchTarget: () => {
-      targetTouched = true;
-    },
     continueCopy: (copy) => continueAsNew<typeof migrateDatabase>(input, { spec: ready, status, binDir, knownTables: [], targetExtensions, copy }),
   });
   const ending = (): EndingContext => ({ input, spec, migrationId, status, targetTouched, targetExtensionsBefore: targetExtensions, switchedAt: control.switchedAt, enterPhase, publish });
@@ -133,30 +130,26 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
       status.methodReason = checked.report.methodReason;
       targetExtensions = checked.report.targetExtensions;
       if (spec.dryRun) return;
-      const acts = phaseActivities(spec, { sourceFrozen: status.method === 'dump' && spec.freezeSource });
       const ready = spec;
+      const binDir = checked.report.clientTools.binDir;
+      /** Phase 5 of every method: from here on the target holds this run's objects, reset unless the migration completes. */
+      const preData = async () => {
+        enterPhase('preData');
+        targetTouched = true;
+        status.cleanupOwed.push('reset the target if the migration does not complete');
+        // Offline with the source frozen: a lost worker must cost seconds of freeze, not timeouts.heartbeat.
+        await phaseActivities(ready, { sourceFrozen: status.method === 'dump' && ready.freezeSource }).schema.preData({ spec: ready, migrationId, binDir });
+      };
 
       if (status.method === 'dms') {
-        enterPhase('preData');
-        targetTouched = true;
-        status.cleanupOwed.push('reset the target if the migration does not complete');
-        await acts.schema.preData({ spec: ready, migrationId, binDir: checked.report.clientTools.binDir });
-        await runDms(logicalContext(ready, checked.report.clientTools.binDir), checked.report.dms!, status.provisioned);
-        completed = true;
-        return;
+        await preData();
+        await runDms(logicalContext(ready, binDir), checked.report.dms!, status.provisioned);
+      } else if (status.method === 'logical') {
+        await preData();
+        await runLogical(logicalContext(ready, binDir));
+      } else {
+        await runOffline(offlineContext(ready, binDir), preData); // the freeze comes first
       }
-
-      if (status.method === 'logical') {
-        enterPhase('preData');
-        targetTouched = true;
-        status.cleanupOwed.push('reset the target if the migration does not complete');
-        await acts.schema.preData({ spec: ready, migrationId, binDir: checked.report.clientTools.binDir });
-        await runLogical(logicalContext(ready, checked.report.clientTools.binDir));
-        completed = true;
-        return;
-      }
-
-      await runOffline(offlineContext(ready, checked.report.clientTools.binDir));
       completed = true;
     });
   } catch (error) {

@@ -22,13 +22,12 @@ export interface OfflineContext {
   status: MigrationStatus;
   enterPhase: (phase: Phase) => void;
   publish: () => void;
-  /** From pre-data on, the target holds this run's objects: cleanup resets it unless the migration completes. */
-  touchTarget: () => void;
   /** Continues the copy in a new run (a short history however many units); never returns. */
   continueCopy: (copy: CopyResume) => Promise<never>;
 }
 
-export async function runOffline(ctx: OfflineContext): Promise<void> {
+/** `preData`: migrateDatabase's pre-data step, the same for every method. */
+export async function runOffline(ctx: OfflineContext, preData: () => Promise<void>): Promise<void> {
   const { spec, migrationId, status } = ctx;
   // The source stays frozen through every phase: a lost worker must cost seconds there too.
   const acts = phaseActivities(spec, { sourceFrozen: spec.freezeSource });
@@ -39,10 +38,7 @@ export async function runOffline(ctx: OfflineContext): Promise<void> {
     await CancellationScope.nonCancellable(() => acts.quick.freezeSource(spec, migrationId));
   }
 
-  ctx.enterPhase('preData');
-  ctx.touchTarget();
-  status.cleanupOwed.push('reset the target if the migration does not complete');
-  await acts.schema.preData({ spec, migrationId, binDir: ctx.binDir });
+  await preData();
 
   ctx.enterPhase('copy');
   if (spec.freezeSource && patched(PATCHES.copyPlanOnTarget)) {
