@@ -27,7 +27,7 @@ export async function finish(
   const ready = spec;
   enterPhase('cleanup');
   await CancellationScope.nonCancellable(async () => {
-    const { quick, unfreeze } = phaseActivities(ready);
+    const { steps, untilDone } = phaseActivities(ready);
     const { keep: keepFrozen, note } = sourceStaysFrozen(ready, status);
     if (note) (status.warnings ??= []).push(note);
     if (keepFrozen) {
@@ -38,20 +38,20 @@ export async function finish(
     if (status.method === 'logical') {
       // The source first: unfrozen (the hook strategy's record lives on the publication), then the slot — a forgotten
       // slot fills the source's disk; both are retried until they succeed.
-      if (status.cutovers?.length && !keepFrozen) await unfreeze.unfreezeAfterCutover({ spec: ready, migrationId, knownTables: [] });
+      if (status.cutovers?.length && !keepFrozen) await untilDone.unfreezeAfterCutover({ spec: ready, migrationId, knownTables: [] });
       status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'unfreeze the source');
       publish();
-      await unfreeze.dropReplication({ spec: ready, migrationId });
+      await untilDone.dropReplication({ spec: ready, migrationId });
       status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'drop the subscription, replication slot and publication');
       publish();
     } else if (ready.freezeSource && !keepFrozen) {
-      const { fencedBy } = await unfreeze.unfreezeSource(ready, migrationId);
+      const { fencedBy } = await untilDone.unfreezeSource(ready, migrationId);
       if (fencedBy) (status.warnings ??= []).push(`the source was left frozen: migration ${fencedBy} fenced it, and only it lifts that fence`);
       status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'unfreeze the source');
       publish();
     }
     try {
-      await quick.cleanup({ spec: ready, migrationId, resetTarget, targetExtensionsBefore });
+      await steps.cleanup({ spec: ready, migrationId, resetTarget, targetExtensionsBefore });
       status.cleanupOwed = status.cleanupOwed.filter((owed) => owed === OWED.elevation);
     } catch (error) {
       status.errors.push(`cleanup failed, still owed (${status.cleanupOwed.join('; ')}): ${errorText(error)}`);

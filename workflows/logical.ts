@@ -39,7 +39,7 @@ export interface LogicalContext {
   binDir: string;
   status: MigrationStatus;
   control: CutoverControl;
-  acts: { schema: Acts; copy: Acts; postData: Acts; quick: Acts; cutover: Acts; unfreeze: Acts };
+  acts: { schema: Acts; copy: Acts; postData: Acts; steps: Acts; cutover: Acts; untilDone: Acts };
   enterPhase: (phase: Phase) => void;
   publish: () => void;
   /** Tells a cluster parent when this database becomes ready (or stops being ready) for a cutover. */
@@ -73,26 +73,26 @@ export async function runLogical(ctx: LogicalContext): Promise<void> {
   if (patched(PATCHES.logicalPlanOnTarget)) {
     // The plan stays on the target and the tables the migration started with in the publication's
     // record on the source: no payload grows with the number of tables.
-    const plan = await acts.quick.storeCopyPlan({ ...input, skipUnlogged: true });
+    const plan = await acts.steps.storeCopyPlan({ ...input, skipUnlogged: true });
     initPlannedProgress(status, plan);
     ctx.publish();
-    await acts.quick.preparePublication(input);
+    await acts.steps.preparePublication(input);
     const copied = await acts.copy.copyStoredPlanAtSlot(input);
     recordStoredPlanCopy(status, copied);
     if (copied.generations) status.copyGenerations = copied.generations;
     ctx.publish();
-    await acts.quick.dropCopyPlan(input);
+    await acts.steps.dropCopyPlan(input);
     ctx.enterPhase('postData');
     await acts.postData.postData({ spec, migrationId, binDir: ctx.binDir, walGuard: true });
     ctx.enterPhase('syncing');
-    await acts.quick.createSubscription(input);
+    await acts.steps.createSubscription(input);
     await syncUntilCutover(ctx, undefined);
     return;
   }
-  const plan = await acts.quick.planCopy(spec, { skipUnlogged: true });
+  const plan = await acts.steps.planCopy(spec, { skipUnlogged: true });
   ctx.initProgress(plan);
   ctx.publish();
-  await acts.quick.preparePublication(input);
+  await acts.steps.preparePublication(input);
   const copied = await acts.copy.copyAtSlot({ ...input, plan });
   copied.units.forEach(ctx.recordUnit);
   // Not a command: the activity finds earlier generations on the source (old histories carry none).
@@ -102,7 +102,7 @@ export async function runLogical(ctx: LogicalContext): Promise<void> {
   await acts.postData.postData({ spec, migrationId, binDir: ctx.binDir, walGuard: true });
 
   ctx.enterPhase('syncing');
-  await acts.quick.createSubscription(input);
+  await acts.steps.createSubscription(input);
   await syncUntilCutover(ctx, Object.keys(plan.tables).concat(status.preflight?.logical?.unloggedTables ?? []));
 }
 
@@ -125,7 +125,7 @@ export async function syncUntilCutover(ctx: LogicalContext, knownTables: string[
       await ctx.continueSyncing(knownTables);
     }
     try {
-      status.replication = withGuardrails(await acts.quick.replicationStatus({ ...input, knownTables }), spec);
+      status.replication = withGuardrails(await acts.steps.replicationStatus({ ...input, knownTables }), spec);
       ctx.reportCutoverReadiness();
     } catch (error) {
       // A lost slot is final; a server that is briefly unreachable is not: the stream waits in PostgreSQL.
@@ -197,14 +197,14 @@ async function attemptCutover(ctx: LogicalContext, request: CutoverRequest, know
         'CutoverIncomplete',
       );
     };
-    const stage = await CancellationScope.nonCancellable(() => acts.unfreeze.cutoverStage({ spec, migrationId, knownTables }));
+    const stage = await CancellationScope.nonCancellable(() => acts.untilDone.cutoverStage({ spec, migrationId, knownTables }));
     if (stage.switchingAt) throw switching(stage.switchedAt ?? stage.switchingAt);
     attempt.outcome = 'failed';
     attempt.error = errorText(error);
     if (request.coordinated) voteFailed(migrationId, request.coordinated, attempt.error);
     status.errors.push(`cutover failed, source unfrozen, back to syncing: ${attempt.error}`);
     try {
-      await CancellationScope.nonCancellable(() => acts.unfreeze.abandonCutover({ spec, migrationId, knownTables }));
+      await CancellationScope.nonCancellable(() => acts.untilDone.abandonCutover({ spec, migrationId, knownTables }));
     } catch (abandonError) {
       // A stale attempt of the cutover may have reached the switch meanwhile.
       const cause = rootCause(abandonError);

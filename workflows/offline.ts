@@ -35,21 +35,21 @@ export async function runOffline(ctx: OfflineContext, preData: () => Promise<voi
     ctx.enterPhase('freeze');
     status.cleanupOwed.push('unfreeze the source');
     // Not cancellable: an abort must not let the unfreeze run before the freeze has committed.
-    await CancellationScope.nonCancellable(() => acts.quick.freezeSource(spec, migrationId));
+    await CancellationScope.nonCancellable(() => acts.steps.freezeSource(spec, migrationId));
   }
 
   await preData();
 
   ctx.enterPhase('copy');
   if (spec.freezeSource && patched(PATCHES.copyPlanOnTarget)) {
-    const plan = await acts.quick.storeCopyPlan({ spec, migrationId });
+    const plan = await acts.steps.storeCopyPlan({ spec, migrationId });
     initPlannedProgress(status, plan);
     ctx.publish();
     await copyStoredPlan(ctx, plan, 0);
     return;
   }
   // Runs recorded before copy-plan-on-target, and every copy at a snapshot: the plan lives in the workflow.
-  const plan = await acts.quick.planCopy(spec);
+  const plan = await acts.steps.planCopy(spec);
   initTableProgress(status, plan);
   ctx.publish();
   let sourceAtSnapshot: SourceTableChecksum[] | undefined;
@@ -86,7 +86,7 @@ async function copyStoredPlan(ctx: OfflineContext, plan: CopyResume['plan'], fro
   }
   status.totals.tablesDone = status.totals.tables;
   if (plan.largeObjects > 0) await acts.copy.copyLargeObjects(spec);
-  await acts.quick.dropCopyPlan({ spec, migrationId });
+  await acts.steps.dropCopyPlan({ spec, migrationId });
   await finishOffline(ctx, undefined);
 }
 
@@ -98,7 +98,7 @@ async function finishOffline(ctx: OfflineContext, sourceAtSnapshot: SourceTableC
   await acts.postData.postData({ spec, migrationId, binDir: ctx.binDir });
 
   ctx.enterPhase('sequences');
-  await acts.quick.syncSequences(spec);
+  await acts.steps.syncSequences(spec);
 
   ctx.enterPhase('validate');
   const report: ValidationReport = await acts.validate.validate({ spec, sourceTables: sourceAtSnapshot });

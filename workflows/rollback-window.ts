@@ -24,7 +24,7 @@ export async function openRollbackWindow(ctx: LogicalContext, knownTables: strin
     switchedAt: ctx.control.switchedAt ?? new Date(now).toISOString(),
     state: 'open',
   };
-  await acts.quick.dropReplication({ spec, migrationId });
+  await acts.steps.dropReplication({ spec, migrationId });
   status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== OWED.replication);
   await holdRollbackWindow(ctx, knownTables);
 }
@@ -42,7 +42,7 @@ export async function holdRollbackWindow(ctx: LogicalContext, knownTables: strin
     const info = workflowInfo();
     if (!requested() && (info.continueAsNewSuggested || info.historyLength >= spec.logical.historyEventsPerRun)) await ctx.continueSyncing(knownTables);
     try {
-      window.reverse = reverseGuardrails(await acts.quick.reverseStreamStatus({ spec, migrationId }), spec);
+      window.reverse = reverseGuardrails(await acts.steps.reverseStreamStatus({ spec, migrationId }), spec);
     } catch (error) {
       const cause = rootCause(error);
       if (cause instanceof ApplicationFailure && cause.nonRetryable) return closeWindow(ctx, 'closed', errorText(error));
@@ -108,12 +108,12 @@ async function attemptRollback(ctx: LogicalContext, request: RollbackRequest): P
         'RollbackIncomplete',
       );
     };
-    if ((await CancellationScope.nonCancellable(() => acts.unfreeze.rollbackStage(input))).switchingAt) throw switched();
+    if ((await CancellationScope.nonCancellable(() => acts.untilDone.rollbackStage(input))).switchingAt) throw switched();
     attempt.outcome = 'failed';
     attempt.error = errorText(error);
     status.errors.push(`rollback failed, the target unfenced, the window stays open: ${attempt.error}`);
     try {
-      await CancellationScope.nonCancellable(() => acts.unfreeze.abandonRollback(input));
+      await CancellationScope.nonCancellable(() => acts.untilDone.abandonRollback(input));
     } catch (abandonError) {
       const cause = rootCause(abandonError);
       if (cause instanceof ApplicationFailure && cause.type === 'AlreadySwitching') throw switched();
