@@ -12,6 +12,7 @@ import { cutoverBlocker, cutoverRefusal, voteFailed, type CutoverControl } from 
 import { finalizeRefusal, rollbackRefusal } from './rollback-window';
 import { renderStatusMarkdown } from './status-markdown';
 import { PATCHES } from './patches';
+import { advancePhase } from './phase-timing';
 
 export interface MigrationHandlersInput {
   input: MigrationSpecInput;
@@ -42,14 +43,7 @@ export interface MigrationHandlers {
 export function registerMigrationHandlers({ input, migrationId, status, control, main, spec }: MigrationHandlersInput): MigrationHandlers {
   const publish = () => setCurrentDetails(renderStatusMarkdown(status));
   const enterPhase = (phase: Phase) => {
-    const now = new Date().toISOString();
-    const current = status.timings[status.phase];
-    if (current && !current.endedAt) {
-      current.endedAt = now;
-      current.seconds = (Date.parse(now) - Date.parse(current.startedAt)) / 1000;
-    }
-    status.phase = phase;
-    if (!['completed', 'failed', 'aborted', 'dryRunCompleted'].includes(phase)) status.timings[phase] = { startedAt: now };
+    advancePhase(status, phase, new Date().toISOString());
     if (input.searchAttributes !== false) upsertSearchAttributes([{ key: migrationPhaseKey, value: phase }]);
     publish();
     const error = ['failed', 'aborted'].includes(phase) ? status.errors.at(-1) : undefined;
