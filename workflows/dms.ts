@@ -11,7 +11,7 @@ import { ApplicationFailure, CancellationScope, condition, proxyActivities, slee
 import type { Duration, RetryPolicy } from '@temporalio/common';
 import type * as activities from '../activities';
 import type { DmsPlan, ProvisionedTarget } from '../src/aws/model';
-import type { CutoverAttempt } from '../src/model';
+import { OWED, type CutoverAttempt } from '../src/model';
 import { durationMs, sizeBytes } from '../src/units';
 import { sourceStaysFrozen, type LogicalContext } from './logical';
 import { freezeHeartbeatTimeout } from './phase-activities';
@@ -43,7 +43,7 @@ export async function runDms(ctx: LogicalContext, plan: DmsPlan, provisioned: Pr
   const { dms, load, input } = dmsActivities(ctx, plan, provisioned);
 
   ctx.enterPhase('copy');
-  status.cleanupOwed.push('delete the DMS task, endpoints, replication instance and subnet group');
+  status.cleanupOwed.push(OWED.dms);
   const created = await dms.createDmsResources(input);
   status.dms = { resources: created.resources };
   ctx.publish();
@@ -98,7 +98,7 @@ export async function syncDmsUntilCutover(ctx: LogicalContext, plan: DmsPlan, pr
   const attempt: CutoverAttempt = { requestedBy: request.approvedBy ?? 'operator', startedAt: new Date().toISOString(), outcome: 'running' };
   (status.cutovers ??= []).push(attempt);
   ctx.enterPhase('cutover');
-  status.cleanupOwed.push('unfreeze the source');
+  status.cleanupOwed.push(OWED.unfreeze);
   try {
     await CancellationScope.nonCancellable(() => frozen.freezeSource(spec, ctx.migrationId));
     // CDC has settled when DMS's slot has confirmed everything written before the freeze.
@@ -126,7 +126,7 @@ export async function syncDmsUntilCutover(ctx: LogicalContext, plan: DmsPlan, pr
     ctx.control.running = false;
     // After a switch the source may stay fenced (cleanup says so in the status).
     if (!sourceStaysFrozen(spec, status).keep) await CancellationScope.nonCancellable(() => acts.untilDone.unfreezeSource(spec, ctx.migrationId));
-    status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'unfreeze the source');
+    status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== OWED.unfreeze);
     ctx.publish();
   }
 }

@@ -14,9 +14,8 @@ import { errorText } from './error-text';
 import { freezeHeartbeatTimeout } from './phase-activities';
 import { initPlannedProgress, recordStoredPlanCopy } from './offline-copy';
 import { PATCHES } from './patches';
-import { OWED } from './compensations';
 import { holdRollbackWindow, openRollbackWindow } from './rollback-window';
-import type { CopyUnitResult, CutoverAttempt, CutoverRequest, MigrationStatus, Phase, ReplicationState } from '../src/model';
+import { OWED, type CopyUnitResult, type CutoverAttempt, type CutoverRequest, type MigrationStatus, type Phase, type ReplicationState } from '../src/model';
 
 type Acts = ReturnType<typeof proxyActivities<typeof activities>>;
 
@@ -67,7 +66,7 @@ export function cutoverActivities(spec: MigrationSpec): Pick<LogicalContext['act
 export async function runLogical(ctx: LogicalContext): Promise<void> {
   const { spec, migrationId, status, acts } = ctx;
   const input = { spec, migrationId };
-  status.cleanupOwed.push('drop the subscription, replication slot and publication');
+  status.cleanupOwed.push(OWED.replication);
 
   ctx.enterPhase('copy');
   if (patched(PATCHES.logicalPlanOnTarget)) {
@@ -169,7 +168,7 @@ async function attemptCutover(ctx: LogicalContext, request: CutoverRequest, know
   (status.cutovers ??= []).push(attempt);
   ctx.control.running = true;
   ctx.enterPhase('cutover');
-  status.cleanupOwed.push('unfreeze the source');
+  status.cleanupOwed.push(OWED.unfreeze);
   // Owed before the cutover starts it: the reverse stream is created inside the freeze, before the switch.
   if (spec.cutover.rollbackWindow && patched(PATCHES.rollbackWindow) && !status.cleanupOwed.includes(OWED.reverse)) status.cleanupOwed.push(OWED.reverse);
   try {
@@ -211,7 +210,7 @@ async function attemptCutover(ctx: LogicalContext, request: CutoverRequest, know
       if (cause instanceof ApplicationFailure && cause.type === 'AlreadySwitching') throw switching(new Date().toISOString());
       throw abandonError;
     }
-    status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'unfreeze the source');
+    status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== OWED.unfreeze);
     ctx.control.running = false;
     if (ctx.control.pendingAbort !== undefined) ctx.abortNow(ctx.control.pendingAbort);
     return false;

@@ -10,11 +10,10 @@ import { ApplicationFailure, CancellationScope, ContinueAsNew, continueAsNew, pr
 import type { Duration } from '@temporalio/common';
 import type * as activities from '../activities';
 import type { MigrationSpec, MigrationSpecInput } from '../src/spec';
-import type { MigrationStatus } from '../src/model';
+import { OWED, type MigrationStatus } from '../src/model';
 import { initTableProgress, recordUnit } from './copy-progress';
 import { cutoverActivities, runLogical, syncUntilCutover, type CutoverControl, type LogicalContext } from './logical';
 import { provisionIfNeeded } from './aws';
-import { OWED } from './compensations';
 import { cleanUpOnEnding, type EndingContext } from './cleanup-on-ending';
 import { elevationActivities } from './elevation';
 import { phaseActivities } from './phase-activities';
@@ -136,7 +135,7 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
       const preData = async () => {
         enterPhase('preData');
         targetTouched = true;
-        status.cleanupOwed.push('reset the target if the migration does not complete');
+        status.cleanupOwed.push(OWED.target);
         // Offline with the source frozen: a lost worker must cost seconds of freeze, not timeouts.heartbeat.
         await phaseActivities(ready, { sourceFrozen: status.method === 'dump' && ready.freezeSource }).schema.preData({ spec: ready, migrationId, binDir });
       };

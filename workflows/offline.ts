@@ -9,7 +9,7 @@
 import { ApplicationFailure, CancellationScope, patched } from '@temporalio/workflow';
 import type { SourceTableChecksum } from '../activities/validate';
 import type { MigrationSpec } from '../src/spec';
-import type { MigrationStatus, Phase, ValidationReport } from '../src/model';
+import { OWED, type MigrationStatus, type Phase, type ValidationReport } from '../src/model';
 import { initTableProgress, recordUnit, runUnits } from './copy-progress';
 import { copyPlannedUnits, initPlannedProgress, recordPlannedUnit, type CopyResume } from './offline-copy';
 import { phaseActivities } from './phase-activities';
@@ -33,7 +33,7 @@ export async function runOffline(ctx: OfflineContext, preData: () => Promise<voi
   const acts = phaseActivities(spec, { sourceFrozen: spec.freezeSource });
   if (spec.freezeSource) {
     ctx.enterPhase('freeze');
-    status.cleanupOwed.push('unfreeze the source');
+    status.cleanupOwed.push(OWED.unfreeze);
     // Not cancellable: an abort must not let the unfreeze run before the freeze has committed.
     await CancellationScope.nonCancellable(() => acts.steps.freezeSource(spec, migrationId));
   }

@@ -7,12 +7,11 @@
  */
 import { ApplicationFailure, CancellationScope, condition, workflowInfo } from '@temporalio/workflow';
 import type { MigrationSpec } from '../src/spec';
-import type { CutoverAttempt, MigrationStatus, ReplicationState, RollbackState } from '../src/model';
+import { OWED, type CutoverAttempt, type MigrationStatus, type ReplicationState, type RollbackState } from '../src/model';
 import { durationMs, formatBytes as mb, sizeBytes as bytes } from '../src/units';
 import { errorText } from './error-text';
 import { rootCause, trimHistory, type CutoverControl, type LogicalContext } from './logical';
 import type { RollbackRequest } from './messages';
-import { OWED } from './compensations';
 
 /** Right after the switch: the window opens (the forward stream has served and is dropped now: its slot would hold the old server's WAL). */
 export async function openRollbackWindow(ctx: LogicalContext, knownTables: string[] | undefined): Promise<void> {
