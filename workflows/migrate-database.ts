@@ -1,9 +1,11 @@
 /**
  * migrateDatabase: one PostgreSQL database to another server, as a durable workflow.
- * Offline method: preflight → freeze → preData → copy → postData → sequences → validate (see ./offline).
- * Logical method: preflight → preData → copy at the slot's snapshot → postData → syncing → cutover
- * (see ./logical). Cleanup (replication objects, unfreeze, scratch files, target reset when it did not
- * complete) runs on every ending (see ./cleanup-on-ending).
+ * Every run: [provisionTarget] → [elevatePrivileges] → preflight, then by method —
+ * offline (./offline): freeze → preData → copy → postData → sequences → validate;
+ * logical (./logical): preData → copy at the slot's snapshot → postData → syncing → cutover;
+ * dms (./dms): preData → full load → postData → syncing (CDC) → cutover.
+ * Cleanup (replication objects, unfreeze, scratch files, target reset when it did not complete) runs on
+ * every ending (./cleanup-on-ending); signals, updates and the status query: ./migration-handlers.
  * Deterministic code only: all I/O happens in activities.
  */
 import { ApplicationFailure, CancellationScope, ContinueAsNew, continueAsNew, proxyActivities, workflowInfo } from '@temporalio/workflow';

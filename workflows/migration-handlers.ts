@@ -5,9 +5,10 @@
  * enter a phase and keep a migrateCluster parent informed. Deterministic code only.
  */
 import { CancellationScope, getExternalWorkflowHandle, patched, setCurrentDetails, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import type { UpdateDefinition } from '@temporalio/common';
 import type { MigrationSpec, MigrationSpecInput } from '../src/spec';
-import type { CutoverRequest, MigrationStatus, Phase } from '../src/model';
-import { abortSignal, cutoverSignal, databaseProgressSignal, finalizeUpdate, migrationPhaseKey, requestCutoverUpdate, requestRollbackUpdate, statusQuery, type DatabaseProgress, type RollbackRequest } from './messages';
+import type { CutoverAnswer, MigrationStatus, Phase } from '../src/model';
+import { abortSignal, cutoverSignal, databaseProgressSignal, finalizeUpdate, migrationPhaseKey, requestCutoverUpdate, requestRollbackUpdate, statusQuery, type DatabaseProgress } from './messages';
 import { cutoverBlocker, cutoverRefusal, voteFailed, type CutoverControl } from './logical';
 import { finalizeRefusal, rollbackRefusal } from './rollback-window';
 import { renderStatusMarkdown } from './status-markdown';
@@ -102,44 +103,27 @@ export function registerMigrationHandlers({ input, migrationId, status, control,
     }
     publish();
   });
-  setHandler(
-    requestCutoverUpdate,
-    (request) => {
-      control.request = { ...request }; // the temporal CLI may send no input at all
-      return { accepted: true, reason: `cutover accepted (lag ${status.replication?.lagBytes ?? 0} bytes); follow it with pgmove status ${migrationId}` };
-    },
-    {
-      validator: (_request: CutoverRequest) => {
-        const refusal = cutoverRefusal(spec(), status, control);
-        if (refusal) throw new Error(`cutover rejected: ${refusal}`);
-      },
-    },
-  );
-  setHandler(
-    requestRollbackUpdate,
-    (request) => {
-      control.rollbackRequest = { ...request };
-      return { accepted: true, reason: `rollback accepted (the source is ${status.rollback?.reverse?.lagBytes ?? 0} bytes behind); follow it with pgmove status ${migrationId}` };
-    },
-    {
-      validator: (_request: RollbackRequest) => {
-        const refusal = rollbackRefusal(spec(), status, control);
-        if (refusal) throw new Error(`rollback rejected: ${refusal}`);
-      },
-    },
-  );
-  setHandler(
-    finalizeUpdate,
-    (request) => {
-      control.finalizeRequest = { ...request };
-      return { accepted: true, reason: `finalize accepted: the reverse stream is dropped and the migration completes on the target; follow it with pgmove status ${migrationId}` };
-    },
-    {
-      validator: (_request: RollbackRequest) => {
-        const refusal = finalizeRefusal(status, control);
-        if (refusal) throw new Error(`finalize rejected: ${refusal}`);
-      },
-    },
-  );
+  setRefusableUpdate(requestCutoverUpdate, 'cutover rejected', () => cutoverRefusal(spec(), status, control), (request) => {
+    control.request = { ...request }; // the temporal CLI may send no input at all
+    return `cutover accepted (lag ${status.replication?.lagBytes ?? 0} bytes); follow it with pgmove status ${migrationId}`;
+  });
+  setRefusableUpdate(requestRollbackUpdate, 'rollback rejected', () => rollbackRefusal(spec(), status, control), (request) => {
+    control.rollbackRequest = { ...request };
+    return `rollback accepted (the source is ${status.rollback?.reverse?.lagBytes ?? 0} bytes behind); follow it with pgmove status ${migrationId}`;
+  });
+  setRefusableUpdate(finalizeUpdate, 'finalize rejected', () => finalizeRefusal(status, control), (request) => {
+    control.finalizeRequest = { ...request };
+    return `finalize accepted: the reverse stream is dropped and the migration completes on the target; follow it with pgmove status ${migrationId}`;
+  });
   return { publish, enterPhase, reportCutoverReadiness, abortNow, deliverLastReport };
+}
+
+/** An update answered at once: its validator rejects it with the reason `refusal` gives, else `accept` takes the request and says what follows. */
+function setRefusableUpdate<R>(update: UpdateDefinition<CutoverAnswer, [R]>, rejected: string, refusal: () => string | undefined, accept: (request: R) => string): void {
+  setHandler(update, (request) => ({ accepted: true, reason: accept(request) }), {
+    validator: (_request: R) => {
+      const reason = refusal();
+      if (reason) throw new Error(`${rejected}: ${reason}`);
+    },
+  });
 }
