@@ -277,8 +277,25 @@ export interface TableProgress {
   done: boolean;
 }
 
+/**
+ * What cleanup owes, listed in the status (`cleanupOwed`) until it is done. The values are the
+ * sentences the status has always shown and stores: a run continued as new from an older worker, and
+ * every recorded history, carry them as they are — so they never change; a new duty takes a new key.
+ */
+export const OWED = {
+  unfreeze: 'unfreeze the source',
+  replication: 'drop the subscription, replication slot and publication',
+  target: 'reset the target if the migration does not complete',
+  aws: 'delete the AWS resources this migration created',
+  dms: 'delete the DMS task, endpoints, replication instance and subnet group',
+  elevation: 'revert the privilege elevation on the source',
+  reverse: "drop the rollback window's reverse stream (subscription on the source, slot and publication on the target)",
+} as const;
+
+export type CleanupOwed = (typeof OWED)[keyof typeof OWED];
+
 export interface CleanupFailure {
-  step: string;
+  step: CleanupOwed;
   error: string;
   byHand: string;
 }
@@ -305,8 +322,8 @@ export interface MigrationStatus {
     /** Indexes and key constraints built as their tables finished copying (offline). */
     indexesBuilt?: number;
   };
-  /** What cleanup still has to undo (e.g. "unfreeze source"). */
-  cleanupOwed: string[];
+  /** What cleanup still has to undo (e.g. `OWED.unfreeze`). */
+  cleanupOwed: CleanupOwed[];
   /** Compensations that failed (each ran on its own), with the command that finishes each by hand. */
   cleanupFailed?: CleanupFailure[];
   /** Logical method: the copy's generations; all but the last were kept from attempts a crash ended. */

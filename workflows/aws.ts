@@ -7,7 +7,7 @@ import { CancellationScope, proxyActivities } from '@temporalio/workflow';
 import type { Duration } from '@temporalio/common';
 import type * as activities from '../activities';
 import type { MigrationSpecInput } from '../src/spec';
-import type { MigrationStatus } from '../src/model';
+import { OWED, type MigrationStatus } from '../src/model';
 import type { AwsCleanupInput } from '../activities/cleanup-aws';
 import type { DeprovisionResult } from '../src/aws/model';
 import { durationMs } from '../src/units';
@@ -35,7 +35,7 @@ export async function provisionIfNeeded(
 ): Promise<MigrationSpecInput> {
   if (!input.target.provision) return input;
   enterPhase('provisionTarget');
-  status.cleanupOwed.push('delete the AWS resources this migration created');
+  status.cleanupOwed.push(OWED.aws);
   if (input.dryRun) {
     const planned = await provisionActivities(input).planProvisionTarget({ spec: input, migrationId });
     (status.warnings ??= []).push(`dry run: would create ${planned.join('; ')} — pre-flight of the target runs once it exists`);
@@ -82,7 +82,7 @@ export function recordAwsCleanup(status: MigrationStatus, result: DeprovisionRes
       ...(provisioning && keep ? [`DB instance ${status.provisioned?.instanceIdentifier ?? ''} and its groups (${keepInstance ? 'the migration completed or the target is kept for inspection' : 'keepTargetOnAbort'})`] : []),
     ],
   };
-  status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'delete the AWS resources this migration created');
+  status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== OWED.aws);
 }
 
 /**

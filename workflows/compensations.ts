@@ -11,7 +11,7 @@ import { ActivityFailure, ApplicationFailure, CancellationScope, patched, proxyA
 import type { Duration, RetryPolicy } from '@temporalio/common';
 import type * as activities from '../activities';
 import type { MigrationSpec, MigrationSpecInput } from '../src/spec';
-import type { CleanupFailure, MigrationStatus, Phase } from '../src/model';
+import { OWED, type CleanupFailure, type CleanupOwed, type MigrationStatus, type Phase } from '../src/model';
 import { awsCleanupRequest, recordAwsCleanup, type TargetProduct } from './aws';
 import { errorText } from '../src/error-text';
 import { sourceStaysFrozen } from './logical';
@@ -19,21 +19,11 @@ import { durationMs } from '../src/units';
 import { freezeHeartbeatTimeout } from './phase-activities';
 import { PATCHES } from './patches';
 
-/** What cleanup owes, as listed in the status (`cleanupOwed`) until it is done. */
-export const OWED = {
-  unfreeze: 'unfreeze the source',
-  replication: 'drop the subscription, replication slot and publication',
-  target: 'reset the target if the migration does not complete',
-  aws: 'delete the AWS resources this migration created',
-  elevation: 'revert the privilege elevation on the source',
-  reverse: "drop the rollback window's reverse stream (subscription on the source, slot and publication on the target)",
-} as const;
-
 type Acts = ReturnType<typeof proxyActivities<typeof activities>>;
 
 /** One compensation: what it owes, how it runs, and how an operator finishes it when it keeps failing. */
 interface Compensation {
-  owed: string;
+  owed: CleanupOwed;
   byHand: string;
   /** Retried without limit after the first pass: leaving it undone harms the source. */
   mustFinish: boolean;
@@ -76,7 +66,7 @@ function compensationActivities(ctx: CompensationContext, step: Compensation, re
 function owedCompensations(ctx: CompensationContext): Compensation[] {
   const { spec, migrationId, status } = ctx;
   const steps: Compensation[] = [];
-  const owes = (owed: string) => status.cleanupOwed.includes(owed);
+  const owes = (owed: CleanupOwed) => status.cleanupOwed.includes(owed);
   if (spec && !spec.dryRun && owes(OWED.reverse)) {
     // First: its slot holds WAL on the target, and dropping its subscription may need the source's granted SUPERUSER.
     steps.push({ owed: OWED.reverse, byHand: `pgmove recover ${migrationId}`, mustFinish: true, run: async (acts) => void (await acts.dropReverseStream({ spec, migrationId })) });
@@ -179,7 +169,7 @@ async function attempt(ctx: CompensationContext, step: Compensation, acts: Acts)
   }
 }
 
-function settle(status: MigrationStatus, owed: string): void {
+function settle(status: MigrationStatus, owed: CleanupOwed): void {
   status.cleanupOwed = status.cleanupOwed.filter((entry) => entry !== owed);
 }
 

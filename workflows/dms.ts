@@ -11,7 +11,7 @@ import { ApplicationFailure, CancellationScope, condition, proxyActivities, slee
 import type { Duration, RetryPolicy } from '@temporalio/common';
 import type * as activities from '../activities';
 import type { DmsPlan, ProvisionedTarget } from '../src/aws/model';
-import type { CutoverAttempt } from '../src/model';
+import { OWED, type CutoverAttempt } from '../src/model';
 import { durationMs, sizeBytes } from '../src/units';
 import { sourceStaysFrozen, type LogicalContext } from './logical';
 import { freezeHeartbeatTimeout } from './phase-activities';
@@ -23,7 +23,8 @@ function dmsActivities(ctx: LogicalContext, plan: DmsPlan, provisioned: Provisio
   const retry: RetryPolicy = { maximumAttempts: spec.retries.maximumAttempts, initialInterval: '2s', maximumInterval: '1m' };
   const dms = proxyActivities<typeof activities>({ startToCloseTimeout: '2h', heartbeatTimeout: timeouts.heartbeat, retry });
   const load = proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.copy, heartbeatTimeout: timeouts.heartbeat, retry });
-  const quick = proxyActivities<typeof activities>({ startToCloseTimeout: '5m', heartbeatTimeout: timeouts.heartbeat, retry });
+  // The syncing loop's measurements of the task and of DMS's slot.
+  const measure = proxyActivities<typeof activities>({ startToCloseTimeout: '5m', heartbeatTimeout: timeouts.heartbeat, retry });
   const checks = proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.validate, heartbeatTimeout: timeouts.heartbeat, retry });
   // While the source is frozen a lost worker must cost seconds: the cutover's steps notice it quickly.
   const frozen = proxyActivities<typeof activities>({ startToCloseTimeout: '5m', heartbeatTimeout: freezeHeartbeatTimeout(spec), retry });
@@ -35,7 +36,7 @@ function dmsActivities(ctx: LogicalContext, plan: DmsPlan, provisioned: Provisio
     identifier: provisioned ? provisioned.instanceIdentifier : undefined,
     subnetIds: spec.dms?.subnetIds,
   };
-  return { dms, load, quick, checks, frozen, input };
+  return { dms, load, measure, checks, frozen, input };
 }
 
 export async function runDms(ctx: LogicalContext, plan: DmsPlan, provisioned: ProvisionedTarget | undefined): Promise<void> {
@@ -43,7 +44,7 @@ export async function runDms(ctx: LogicalContext, plan: DmsPlan, provisioned: Pr
   const { dms, load, input } = dmsActivities(ctx, plan, provisioned);
 
   ctx.enterPhase('copy');
-  status.cleanupOwed.push('delete the DMS task, endpoints, replication instance and subnet group');
+  status.cleanupOwed.push(OWED.dms);
   const created = await dms.createDmsResources(input);
   status.dms = { resources: created.resources };
   ctx.publish();
@@ -63,10 +64,10 @@ export async function runDms(ctx: LogicalContext, plan: DmsPlan, provisioned: Pr
 /** Syncing (CDC) until a cutover is requested, then the cutover; continues as a new run to keep histories short. */
 export async function syncDmsUntilCutover(ctx: LogicalContext, plan: DmsPlan, provisioned: ProvisionedTarget | undefined): Promise<void> {
   const { spec, status, acts } = ctx;
-  const { quick, checks, frozen, input } = dmsActivities(ctx, plan, provisioned);
+  const { measure, checks, frozen, input } = dmsActivities(ctx, plan, provisioned);
   const interval = spec.logical.statusInterval as Duration;
   for (;;) {
-    const [task, slots] = await Promise.all([quick.describeDmsTask(input), quick.dmsSlotState({ spec })]);
+    const [task, slots] = await Promise.all([measure.describeDmsTask(input), measure.dmsSlotState({ spec })]);
     if (status.dms) status.dms.task = task;
     const retained = Math.max(0, ...slots.slots.map((s) => s.retainedWalBytes));
     const lag = Math.max(0, ...slots.slots.map((s) => s.lagBytes));
@@ -98,7 +99,7 @@ export async function syncDmsUntilCutover(ctx: LogicalContext, plan: DmsPlan, pr
   const attempt: CutoverAttempt = { requestedBy: request.approvedBy ?? 'operator', startedAt: new Date().toISOString(), outcome: 'running' };
   (status.cutovers ??= []).push(attempt);
   ctx.enterPhase('cutover');
-  status.cleanupOwed.push('unfreeze the source');
+  status.cleanupOwed.push(OWED.unfreeze);
   try {
     await CancellationScope.nonCancellable(() => frozen.freezeSource(spec, ctx.migrationId));
     // CDC has settled when DMS's slot has confirmed everything written before the freeze.
@@ -125,8 +126,8 @@ export async function syncDmsUntilCutover(ctx: LogicalContext, plan: DmsPlan, pr
   } finally {
     ctx.control.running = false;
     // After a switch the source may stay fenced (cleanup says so in the status).
-    if (!sourceStaysFrozen(spec, status).keep) await CancellationScope.nonCancellable(() => acts.unfreeze.unfreezeSource(spec, ctx.migrationId));
-    status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'unfreeze the source');
+    if (!sourceStaysFrozen(spec, status).keep) await CancellationScope.nonCancellable(() => acts.untilDone.unfreezeSource(spec, ctx.migrationId));
+    status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== OWED.unfreeze);
     ctx.publish();
   }
 }

@@ -6,11 +6,10 @@
  */
 import { CancellationScope } from '@temporalio/workflow';
 import type { MigrationSpec, MigrationSpecInput } from '../src/spec';
-import type { MigrationStatus, Phase } from '../src/model';
+import { OWED, type MigrationStatus, type Phase } from '../src/model';
 import { sourceStaysFrozen } from './logical';
 import { phaseActivities } from './phase-activities';
 import { elevationActivities } from './elevation';
-import { OWED } from './compensations';
 import { errorText } from '../src/error-text';
 
 /** Cleanup runs even when the workflow was cancelled or aborted; its own failure is reported too. */
@@ -27,31 +26,31 @@ export async function finish(
   const ready = spec;
   enterPhase('cleanup');
   await CancellationScope.nonCancellable(async () => {
-    const { quick, unfreeze } = phaseActivities(ready);
+    const { steps, untilDone } = phaseActivities(ready);
     const { keep: keepFrozen, note } = sourceStaysFrozen(ready, status);
     if (note) (status.warnings ??= []).push(note);
     if (keepFrozen) {
-      status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'unfreeze the source');
+      status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== OWED.unfreeze);
       (status.warnings ??= []).push(`the source stays frozen after the switch (cutover.sourceAfterSwitch: frozen): a client still pointing at it fails instead of writing where nobody reads; \`pgmove unfreeze ${migrationId}\` makes it writable again`);
       publish();
     }
     if (status.method === 'logical') {
       // The source first: unfrozen (the hook strategy's record lives on the publication), then the slot — a forgotten
       // slot fills the source's disk; both are retried until they succeed.
-      if (status.cutovers?.length && !keepFrozen) await unfreeze.unfreezeAfterCutover({ spec: ready, migrationId, knownTables: [] });
-      status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'unfreeze the source');
+      if (status.cutovers?.length && !keepFrozen) await untilDone.unfreezeAfterCutover({ spec: ready, migrationId, knownTables: [] });
+      status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== OWED.unfreeze);
       publish();
-      await unfreeze.dropReplication({ spec: ready, migrationId });
-      status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'drop the subscription, replication slot and publication');
+      await untilDone.dropReplication({ spec: ready, migrationId });
+      status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== OWED.replication);
       publish();
     } else if (ready.freezeSource && !keepFrozen) {
-      const { fencedBy } = await unfreeze.unfreezeSource(ready, migrationId);
+      const { fencedBy } = await untilDone.unfreezeSource(ready, migrationId);
       if (fencedBy) (status.warnings ??= []).push(`the source was left frozen: migration ${fencedBy} fenced it, and only it lifts that fence`);
-      status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'unfreeze the source');
+      status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== OWED.unfreeze);
       publish();
     }
     try {
-      await quick.cleanup({ spec: ready, migrationId, resetTarget, targetExtensionsBefore });
+      await steps.cleanup({ spec: ready, migrationId, resetTarget, targetExtensionsBefore });
       status.cleanupOwed = status.cleanupOwed.filter((owed) => owed === OWED.elevation);
     } catch (error) {
       status.errors.push(`cleanup failed, still owed (${status.cleanupOwed.join('; ')}): ${errorText(error)}`);

@@ -14,9 +14,8 @@ import { errorText } from './error-text';
 import { freezeHeartbeatTimeout } from './phase-activities';
 import { initPlannedProgress, recordStoredPlanCopy } from './offline-copy';
 import { PATCHES } from './patches';
-import { OWED } from './compensations';
 import { holdRollbackWindow, openRollbackWindow } from './rollback-window';
-import type { CopyUnitResult, CutoverAttempt, CutoverRequest, MigrationStatus, Phase, ReplicationState } from '../src/model';
+import { OWED, type CopyUnitResult, type CutoverAttempt, type CutoverRequest, type MigrationStatus, type Phase, type ReplicationState } from '../src/model';
 
 type Acts = ReturnType<typeof proxyActivities<typeof activities>>;
 
@@ -39,7 +38,7 @@ export interface LogicalContext {
   binDir: string;
   status: MigrationStatus;
   control: CutoverControl;
-  acts: { schema: Acts; copy: Acts; postData: Acts; quick: Acts; cutover: Acts; unfreeze: Acts };
+  acts: { schema: Acts; copy: Acts; postData: Acts; steps: Acts; cutover: Acts; untilDone: Acts };
   enterPhase: (phase: Phase) => void;
   publish: () => void;
   /** Tells a cluster parent when this database becomes ready (or stops being ready) for a cutover. */
@@ -67,32 +66,32 @@ export function cutoverActivities(spec: MigrationSpec): Pick<LogicalContext['act
 export async function runLogical(ctx: LogicalContext): Promise<void> {
   const { spec, migrationId, status, acts } = ctx;
   const input = { spec, migrationId };
-  status.cleanupOwed.push('drop the subscription, replication slot and publication');
+  status.cleanupOwed.push(OWED.replication);
 
   ctx.enterPhase('copy');
   if (patched(PATCHES.logicalPlanOnTarget)) {
     // The plan stays on the target and the tables the migration started with in the publication's
     // record on the source: no payload grows with the number of tables.
-    const plan = await acts.quick.storeCopyPlan({ ...input, skipUnlogged: true });
+    const plan = await acts.steps.storeCopyPlan({ ...input, skipUnlogged: true });
     initPlannedProgress(status, plan);
     ctx.publish();
-    await acts.quick.preparePublication(input);
+    await acts.steps.preparePublication(input);
     const copied = await acts.copy.copyStoredPlanAtSlot(input);
     recordStoredPlanCopy(status, copied);
     if (copied.generations) status.copyGenerations = copied.generations;
     ctx.publish();
-    await acts.quick.dropCopyPlan(input);
+    await acts.steps.dropCopyPlan(input);
     ctx.enterPhase('postData');
     await acts.postData.postData({ spec, migrationId, binDir: ctx.binDir, walGuard: true });
     ctx.enterPhase('syncing');
-    await acts.quick.createSubscription(input);
+    await acts.steps.createSubscription(input);
     await syncUntilCutover(ctx, undefined);
     return;
   }
-  const plan = await acts.quick.planCopy(spec, { skipUnlogged: true });
+  const plan = await acts.steps.planCopy(spec, { skipUnlogged: true });
   ctx.initProgress(plan);
   ctx.publish();
-  await acts.quick.preparePublication(input);
+  await acts.steps.preparePublication(input);
   const copied = await acts.copy.copyAtSlot({ ...input, plan });
   copied.units.forEach(ctx.recordUnit);
   // Not a command: the activity finds earlier generations on the source (old histories carry none).
@@ -102,7 +101,7 @@ export async function runLogical(ctx: LogicalContext): Promise<void> {
   await acts.postData.postData({ spec, migrationId, binDir: ctx.binDir, walGuard: true });
 
   ctx.enterPhase('syncing');
-  await acts.quick.createSubscription(input);
+  await acts.steps.createSubscription(input);
   await syncUntilCutover(ctx, Object.keys(plan.tables).concat(status.preflight?.logical?.unloggedTables ?? []));
 }
 
@@ -125,7 +124,7 @@ export async function syncUntilCutover(ctx: LogicalContext, knownTables: string[
       await ctx.continueSyncing(knownTables);
     }
     try {
-      status.replication = withGuardrails(await acts.quick.replicationStatus({ ...input, knownTables }), spec);
+      status.replication = withGuardrails(await acts.steps.replicationStatus({ ...input, knownTables }), spec);
       ctx.reportCutoverReadiness();
     } catch (error) {
       // A lost slot is final; a server that is briefly unreachable is not: the stream waits in PostgreSQL.
@@ -169,7 +168,7 @@ async function attemptCutover(ctx: LogicalContext, request: CutoverRequest, know
   (status.cutovers ??= []).push(attempt);
   ctx.control.running = true;
   ctx.enterPhase('cutover');
-  status.cleanupOwed.push('unfreeze the source');
+  status.cleanupOwed.push(OWED.unfreeze);
   // Owed before the cutover starts it: the reverse stream is created inside the freeze, before the switch.
   if (spec.cutover.rollbackWindow && patched(PATCHES.rollbackWindow) && !status.cleanupOwed.includes(OWED.reverse)) status.cleanupOwed.push(OWED.reverse);
   try {
@@ -197,21 +196,21 @@ async function attemptCutover(ctx: LogicalContext, request: CutoverRequest, know
         'CutoverIncomplete',
       );
     };
-    const stage = await CancellationScope.nonCancellable(() => acts.unfreeze.cutoverStage({ spec, migrationId, knownTables }));
+    const stage = await CancellationScope.nonCancellable(() => acts.untilDone.cutoverStage({ spec, migrationId, knownTables }));
     if (stage.switchingAt) throw switching(stage.switchedAt ?? stage.switchingAt);
     attempt.outcome = 'failed';
     attempt.error = errorText(error);
     if (request.coordinated) voteFailed(migrationId, request.coordinated, attempt.error);
     status.errors.push(`cutover failed, source unfrozen, back to syncing: ${attempt.error}`);
     try {
-      await CancellationScope.nonCancellable(() => acts.unfreeze.abandonCutover({ spec, migrationId, knownTables }));
+      await CancellationScope.nonCancellable(() => acts.untilDone.abandonCutover({ spec, migrationId, knownTables }));
     } catch (abandonError) {
       // A stale attempt of the cutover may have reached the switch meanwhile.
       const cause = rootCause(abandonError);
       if (cause instanceof ApplicationFailure && cause.type === 'AlreadySwitching') throw switching(new Date().toISOString());
       throw abandonError;
     }
-    status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== 'unfreeze the source');
+    status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== OWED.unfreeze);
     ctx.control.running = false;
     if (ctx.control.pendingAbort !== undefined) ctx.abortNow(ctx.control.pendingAbort);
     return false;

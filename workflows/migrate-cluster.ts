@@ -44,6 +44,7 @@ import { renderClusterMarkdown } from './status-markdown';
 import { errorText } from './error-text';
 import { clusterCutoverRefusal, runClusterCutover, type ClusterCutoverState } from './cluster-cutover';
 import { PATCHES } from './patches';
+import { advancePhase } from './phase-timing';
 
 export interface ClusterResult {
   migrationId: string;
@@ -86,11 +87,7 @@ export async function migrateCluster(input: ClusterSpecInput, resume?: ClusterRe
   status.runs += 1;
   const publish = () => setCurrentDetails(renderClusterMarkdown(status));
   const enterPhase = (phase: ClusterPhase) => {
-    const now = new Date().toISOString();
-    const current = status.timings[status.phase];
-    if (current && !current.endedAt) Object.assign(current, { endedAt: now, seconds: (Date.parse(now) - Date.parse(current.startedAt)) / 1000 });
-    status.phase = phase;
-    if (!['completed', 'failed', 'aborted', 'dryRunCompleted'].includes(phase)) status.timings[phase] = { startedAt: now };
+    advancePhase(status, phase, new Date().toISOString());
     if (input.searchAttributes !== false) upsertSearchAttributes([{ key: migrationPhaseKey, value: `cluster:${phase}` }]);
     publish();
   };

@@ -1,42 +1,28 @@
 /**
  * migrateDatabase: one PostgreSQL database to another server, as a durable workflow.
- * Offline method: preflight → freeze → preData → copy → postData → sequences → validate.
- * Logical method: preflight → preData → copy at the slot's snapshot → postData → syncing → cutover
- * (see ./logical). Cleanup (replication objects, unfreeze, scratch files, target reset when it did not
- * complete) runs on every ending.
+ * Every run: [provisionTarget] → [elevatePrivileges] → preflight, then by method —
+ * offline (./offline): freeze → preData → copy → postData → sequences → validate;
+ * logical (./logical): preData → copy at the slot's snapshot → postData → syncing → cutover;
+ * dms (./dms): preData → full load → postData → syncing (CDC) → cutover.
+ * Cleanup (replication objects, unfreeze, scratch files, target reset when it did not complete) runs on
+ * every ending (./cleanup-on-ending); signals, updates and the status query: ./migration-handlers.
  * Deterministic code only: all I/O happens in activities.
  */
-import {
-  ApplicationFailure,
-  CancellationScope,
-  ContinueAsNew,
-  continueAsNew,
-  getExternalWorkflowHandle,
-  patched,
-  proxyActivities,
-  setCurrentDetails,
-  setHandler,
-  upsertSearchAttributes,
-  workflowInfo,
-} from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, ContinueAsNew, continueAsNew, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { Duration } from '@temporalio/common';
 import type * as activities from '../activities';
-import type { SourceTableChecksum } from '../activities/validate';
 import type { MigrationSpec, MigrationSpecInput } from '../src/spec';
-import type { CutoverRequest, MigrationStatus, Phase, ValidationReport } from '../src/model';
-import { abortSignal, cutoverSignal, databaseProgressSignal, finalizeUpdate, migrationPhaseKey, requestCutoverUpdate, requestRollbackUpdate, statusQuery, type DatabaseProgress, type RollbackRequest } from './messages';
-import { finalizeRefusal, rollbackRefusal } from './rollback-window';
-import { renderStatusMarkdown } from './status-markdown';
-import { initTableProgress, recordUnit, runUnits } from './copy-progress';
-import { cutoverActivities, cutoverBlocker, cutoverRefusal, runLogical, syncUntilCutover, voteFailed, type CutoverControl, type LogicalContext } from './logical';
-import { provisionIfNeeded, releaseAwsResources, type TargetProduct } from './aws';
-import { OWED, runCompensations } from './compensations';
-import { finish, revertElevation } from './legacy-cleanup';
+import { OWED, type MigrationStatus } from '../src/model';
+import { initTableProgress, recordUnit } from './copy-progress';
+import { cutoverActivities, runLogical, syncUntilCutover, type CutoverControl, type LogicalContext } from './logical';
+import { provisionIfNeeded } from './aws';
+import { cleanUpOnEnding, type EndingContext } from './cleanup-on-ending';
 import { elevationActivities } from './elevation';
 import { phaseActivities } from './phase-activities';
-import { PATCHES } from './patches';
 import { runDms, syncDmsUntilCutover } from './dms';
-import { copyPlannedUnits, initPlannedProgress, recordPlannedUnit, type CopyResume } from './offline-copy';
+import type { CopyResume } from './offline-copy';
+import { resumeOfflineCopy, runOffline, type OfflineContext } from './offline';
+import { registerMigrationHandlers } from './migration-handlers';
 
 export interface MigrationResult {
   migrationId: string;
@@ -78,118 +64,11 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
     errors: [],
     cleanupOwed: [],
   };
-  const publish = () => setCurrentDetails(renderStatusMarkdown(status));
-  const enterPhase = (phase: Phase) => {
-    const now = new Date().toISOString();
-    const current = status.timings[status.phase];
-    if (current && !current.endedAt) {
-      current.endedAt = now;
-      current.seconds = (Date.parse(now) - Date.parse(current.startedAt)) / 1000;
-    }
-    status.phase = phase;
-    if (!['completed', 'failed', 'aborted', 'dryRunCompleted'].includes(phase)) status.timings[phase] = { startedAt: now };
-    if (input.searchAttributes !== false) upsertSearchAttributes([{ key: migrationPhaseKey, value: phase }]);
-    publish();
-    const error = ['failed', 'aborted'].includes(phase) ? status.errors.at(-1) : undefined;
-    reportedBlocker = undefined; // the parent forgets readiness on every phase change
-    tellParent({ workflowId: migrationId, phase, method: status.method, error });
-  };
-  // A migrateCluster parent keeps a per-database table; it may be gone (a lost signal costs nothing).
-  // By workflow id: the parent's newest run gets it, also after it continued as new.
-  let lastReport: Promise<void> = Promise.resolve();
-  const tellParent = (progress: DatabaseProgress) => {
-    const parent = workflowInfo().parent;
-    if (parent) lastReport = getExternalWorkflowHandle(parent.workflowId).signal(databaseProgressSignal, progress).catch(() => undefined);
-  };
-  /** The parent learns how this run ended from that last report (a parent that continued as new has no result to wait for): it must be delivered before the run closes. */
-  const deliverLastReport = async () => {
-    if (patched(PATCHES.readinessChangesOnly)) await lastReport;
-  };
-  let reportedBlocker: string | undefined;
-  const reportCutoverReadiness = () => {
-    const blocker = cutoverBlocker(spec, status, control);
-    // Only a change of readiness reaches the parent, not a lag figure that moves every interval.
-    const reported = patched(PATCHES.readinessChangesOnly) ? (blocker?.summary ?? '') : (blocker?.text ?? '');
-    if (reported === reportedBlocker) return;
-    reportedBlocker = reported;
-    tellParent({ workflowId: migrationId, phase: status.phase, method: status.method, cutoverBlocker: reported });
-  };
-  setHandler(statusQuery, () => status);
-
   const main = new CancellationScope();
   const control: CutoverControl = { running: false };
-  const abortNow = (reason: string) => {
-    if (status.abortReason !== undefined) return;
-    status.abortReason = reason;
-    status.errors.push(`abort requested: ${reason}`);
-    main.cancel();
-  };
-  setHandler(abortSignal, (request) => {
-    const reason = request?.reason ?? 'aborted by operator';
-    if (control.switchedAt) {
-      const window = status.rollback?.state === 'open' ? `; \`pgmove finalize ${migrationId}\` ends the rollback window, \`pgmove rollback ${migrationId}\` switches back` : '';
-      (status.warnings ??= []).push(`abort ignored: the migration has cut over (${reason})${window}`);
-    } else if (control.running) {
-      // A running cutover is never cut in half: the abort applies if it fails.
-      control.pendingAbort = reason;
-      (status.warnings ??= []).push(`abort requested during the cutover: applied if the cutover fails (${reason})`);
-    } else {
-      abortNow(reason);
-    }
-    publish();
-  });
-  setHandler(cutoverSignal, (request) => {
-    const refusal = cutoverRefusal(spec, status, control);
-    if (refusal) {
-      (status.warnings ??= []).push(`cutover signal ignored: ${refusal}`);
-      if (request?.coordinated) voteFailed(migrationId, request.coordinated, refusal);
-    } else {
-      control.request = request ?? {};
-    }
-    publish();
-  });
-  setHandler(
-    requestCutoverUpdate,
-    (request) => {
-      control.request = { ...request }; // the temporal CLI may send no input at all
-      return { accepted: true, reason: `cutover accepted (lag ${status.replication?.lagBytes ?? 0} bytes); follow it with pgmove status ${migrationId}` };
-    },
-    {
-      validator: (_request: CutoverRequest) => {
-        const refusal = cutoverRefusal(spec, status, control);
-        if (refusal) throw new Error(`cutover rejected: ${refusal}`);
-      },
-    },
-  );
-
-  setHandler(
-    requestRollbackUpdate,
-    (request) => {
-      control.rollbackRequest = { ...request };
-      return { accepted: true, reason: `rollback accepted (the source is ${status.rollback?.reverse?.lagBytes ?? 0} bytes behind); follow it with pgmove status ${migrationId}` };
-    },
-    {
-      validator: (_request: RollbackRequest) => {
-        const refusal = rollbackRefusal(spec, status, control);
-        if (refusal) throw new Error(`rollback rejected: ${refusal}`);
-      },
-    },
-  );
-  setHandler(
-    finalizeUpdate,
-    (request) => {
-      control.finalizeRequest = { ...request };
-      return { accepted: true, reason: `finalize accepted: the reverse stream is dropped and the migration completes on the target; follow it with pgmove status ${migrationId}` };
-    },
-    {
-      validator: (_request: RollbackRequest) => {
-        const refusal = finalizeRefusal(status, control);
-        if (refusal) throw new Error(`finalize rejected: ${refusal}`);
-      },
-    },
-  );
-
   let spec: MigrationSpec | undefined;
+  const { publish, enterPhase, reportCutoverReadiness, abortNow, deliverLastReport } = registerMigrationHandlers({ input, migrationId, status, control, main, spec: () => spec });
+
   let targetTouched = false;
   let completed = false;
   let targetExtensions: string[] = [];
@@ -208,48 +87,16 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
     abortNow,
     continueSyncing: (knownTables) => continueAsNew<typeof migrateDatabase>(input, { spec: ready, status, binDir, knownTables, targetExtensions }),
   });
-  /** Offline, after the copy: indexes and constraints, sequences, validation. */
-  const finishOffline = async (ready: MigrationSpec, binDir: string, sourceAtSnapshot: SourceTableChecksum[] | undefined) => {
-    const acts = phaseActivities(ready);
-    enterPhase('postData');
-    await acts.postData.postData({ spec: ready, migrationId, binDir });
-
-    enterPhase('sequences');
-    await acts.quick.syncSequences(ready);
-
-    enterPhase('validate');
-    const report: ValidationReport = await acts.validate.validate({ spec: ready, sourceTables: sourceAtSnapshot });
-    status.validation = report;
-    if (!report.ok) {
-      throw ApplicationFailure.nonRetryable(`${report.summary}\nThe target is kept for inspection.`, 'ValidationFailed');
-    }
-  };
-  /** Offline copy of the plan stored on the target from unit `from` on; continues as new when the history is long. */
-  const copyStoredPlan = async (ready: MigrationSpec, binDir: string, plan: CopyResume['plan'], from: number) => {
-    const acts = phaseActivities(ready);
-    const next = await copyPlannedUnits(plan, from, ready.jobs, ready.copy.historyEventsPerRun, async (index) => {
-      recordPlannedUnit(status, await acts.copy.copyPlannedUnit({ spec: ready, migrationId, index }));
-      publish();
-    });
-    if (next < plan.units) {
-      if (status.copyUnits) status.copyUnits.runs += 1;
-      await continueAsNew<typeof migrateDatabase>(input, { spec: ready, status, binDir, knownTables: [], targetExtensions, copy: { plan, nextUnit: next } });
-    }
-    status.totals.tablesDone = status.totals.tables;
-    if (plan.largeObjects > 0) await acts.copy.copyLargeObjects(ready);
-    await acts.quick.dropCopyPlan({ spec: ready, migrationId });
-    await finishOffline(ready, binDir, undefined);
-  };
-  /** Every compensation on its own (see ./compensations); runs recorded before that patch keep their sequence. */
-  const cleanUp = async (resetTarget: boolean, keepInstance: boolean, product: TargetProduct | undefined) => {
-    if (patched(PATCHES.independentCompensations)) {
-      await runCompensations({ input, spec, migrationId, status, resetTarget, targetExtensionsBefore: targetExtensions, keepInstance, product, enterPhase, publish });
-      return;
-    }
-    await finish(spec, migrationId, status, resetTarget, targetExtensions, enterPhase, publish);
-    await releaseAwsResources(input, migrationId, status, keepInstance, publish);
-    await revertElevation(input, migrationId, status, enterPhase, publish);
-  };
+  const offlineContext = (ready: MigrationSpec, binDir: string): OfflineContext => ({
+    spec: ready,
+    migrationId,
+    binDir,
+    status,
+    enterPhase,
+    publish,
+    continueCopy: (copy) => continueAsNew<typeof migrateDatabase>(input, { spec: ready, status, binDir, knownTables: [], targetExtensions, copy }),
+  });
+  const ending = (): EndingContext => ({ input, spec, migrationId, status, targetTouched, targetExtensionsBefore: targetExtensions, switchedAt: control.switchedAt, enterPhase, publish });
   try {
     await main.run(async () => {
       if (resume) {
@@ -257,7 +104,7 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
         targetTouched = true;
         targetExtensions = resume.targetExtensions;
         if (resume.copy) {
-          await copyStoredPlan(resume.spec, resume.binDir, resume.copy.plan, resume.copy.nextUnit);
+          await resumeOfflineCopy(offlineContext(resume.spec, resume.binDir), resume.copy);
           completed = true;
           return;
         }
@@ -284,66 +131,26 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
       status.methodReason = checked.report.methodReason;
       targetExtensions = checked.report.targetExtensions;
       if (spec.dryRun) return;
-      const acts = phaseActivities(spec, { sourceFrozen: status.method === 'dump' && spec.freezeSource });
       const ready = spec;
-      let sourceAtSnapshot: SourceTableChecksum[] | undefined;
+      const binDir = checked.report.clientTools.binDir;
+      /** Phase 5 of every method: from here on the target holds this run's objects, reset unless the migration completes. */
+      const preData = async () => {
+        enterPhase('preData');
+        targetTouched = true;
+        status.cleanupOwed.push(OWED.target);
+        // Offline with the source frozen: a lost worker must cost seconds of freeze, not timeouts.heartbeat.
+        await phaseActivities(ready, { sourceFrozen: status.method === 'dump' && ready.freezeSource }).schema.preData({ spec: ready, migrationId, binDir });
+      };
 
       if (status.method === 'dms') {
-        enterPhase('preData');
-        targetTouched = true;
-        status.cleanupOwed.push('reset the target if the migration does not complete');
-        await acts.schema.preData({ spec: ready, migrationId, binDir: checked.report.clientTools.binDir });
-        await runDms(logicalContext(ready, checked.report.clientTools.binDir), checked.report.dms!, status.provisioned);
-        completed = true;
-        return;
-      }
-
-      if (status.method === 'logical') {
-        enterPhase('preData');
-        targetTouched = true;
-        status.cleanupOwed.push('reset the target if the migration does not complete');
-        await acts.schema.preData({ spec: ready, migrationId, binDir: checked.report.clientTools.binDir });
-        await runLogical(logicalContext(ready, checked.report.clientTools.binDir));
-        completed = true;
-        return;
-      }
-
-      if (ready.freezeSource) {
-        enterPhase('freeze');
-        status.cleanupOwed.push('unfreeze the source');
-        // Not cancellable: an abort must not let the unfreeze run before the freeze has committed.
-        await CancellationScope.nonCancellable(() => acts.quick.freezeSource(ready, migrationId));
-      }
-
-      enterPhase('preData');
-      targetTouched = true;
-      status.cleanupOwed.push('reset the target if the migration does not complete');
-      await acts.schema.preData({ spec: ready, migrationId, binDir: checked.report.clientTools.binDir });
-
-      enterPhase('copy');
-      if (ready.freezeSource && patched(PATCHES.copyPlanOnTarget)) {
-        const plan = await acts.quick.storeCopyPlan({ spec: ready, migrationId });
-        initPlannedProgress(status, plan);
-        publish();
-        await copyStoredPlan(ready, checked.report.clientTools.binDir, plan, 0);
-        completed = true;
-        return;
-      }
-      const plan = await acts.quick.planCopy(ready);
-      initTableProgress(status, plan);
-      publish();
-      if (ready.freezeSource) {
-        await runUnits(plan, ready.jobs, async (unit) => {
-          recordUnit(status, await acts.copy.copyUnit({ spec: ready, unit }));
-          publish();
-        });
-        if (plan.largeObjects > 0) await acts.copy.copyLargeObjects(ready);
+        await preData();
+        await runDms(logicalContext(ready, binDir), checked.report.dms!, status.provisioned);
+      } else if (status.method === 'logical') {
+        await preData();
+        await runLogical(logicalContext(ready, binDir));
       } else {
-        const result = await acts.copy.copyAtSnapshot({ spec: ready, plan });
-        result.units.forEach((unit) => recordUnit(status, unit));
-        sourceAtSnapshot = result.sourceTables;
+        await runOffline(offlineContext(ready, binDir), preData); // the freeze comes first
       }
-      await finishOffline(ready, checked.report.clientTools.binDir, sourceAtSnapshot);
       completed = true;
     });
   } catch (error) {
@@ -352,23 +159,17 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
     const aborted = status.abortReason !== undefined;
     status.errors.push(aborted ? `aborted: ${status.abortReason}` : errorMessage(error));
     const keepTarget = (error instanceof ApplicationFailure && error.type === 'ValidationFailed') || control.switchedAt !== undefined;
-    await cleanUp(targetTouched && !keepTarget, keepTarget, productMark(control.switchedAt, false));
+    await cleanUpOnEnding(ending(), { keepTarget, completed: false });
     enterPhase(aborted ? 'aborted' : 'failed');
     await deliverLastReport();
     if (aborted) throw ApplicationFailure.nonRetryable(`migration aborted: ${status.abortReason}`, 'Aborted');
     throw error;
   }
-  await cleanUp(targetTouched && !completed, completed, productMark(control.switchedAt, completed));
+  await cleanUpOnEnding(ending(), { keepTarget: completed, completed });
   const dryRun = spec?.dryRun ?? input.dryRun === true;
   enterPhase(dryRun ? 'dryRunCompleted' : 'completed');
   await deliverLastReport();
   return { migrationId, outcome: dryRun ? 'dryRun' : 'completed', status };
-}
-
-/** What makes the target the product (recorded on a provisioned instance as a tag): a switch, or completion. */
-function productMark(switchedAt: string | undefined, completed: boolean): TargetProduct | undefined {
-  if (switchedAt !== undefined) return { outcome: 'switched', at: switchedAt };
-  return completed ? { outcome: 'completed', at: new Date().toISOString() } : undefined;
 }
 
 function errorMessage(error: unknown): string {

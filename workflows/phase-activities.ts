@@ -1,4 +1,12 @@
-/** Activity proxies of migrateDatabase's phases, with the spec's timeouts and retries. Deterministic code only. */
+/**
+ * Activity proxies of migrateDatabase's phases, with the spec's timeouts and retries, named for what
+ * they run: `schema`, `copy`, `postData` and `validate` the phase's bulk work (each with its
+ * `timeouts.*`); `steps` the short single steps around it — plan, fence, measure, create or drop the
+ * stream, set sequences — bounded (10 minutes) so that a hung one is retried; `untilDone` the steps that
+ * must never be left half done — unfreeze, a cutover's or rollback's stage read and abandon, the drop of
+ * the stream in the cleanup of old runs (./legacy-cleanup) — retried without limit. Only names: each proxy's options are those it always
+ * had. Deterministic code only.
+ */
 import { ActivityCancellationType, proxyActivities } from '@temporalio/workflow';
 import type { Duration, RetryPolicy } from '@temporalio/common';
 import type * as activities from '../activities';
@@ -18,10 +26,10 @@ export function phaseActivities(spec: MigrationSpec, { sourceFrozen = false }: {
     copy: proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.copy, heartbeatTimeout, retry, cancellationType }),
     postData: proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.postData, heartbeatTimeout, retry, cancellationType }),
     validate: proxyActivities<typeof activities>({ startToCloseTimeout: timeouts.validate, heartbeatTimeout, retry, cancellationType }),
-    quick: proxyActivities<typeof activities>({ startToCloseTimeout: '10m', heartbeatTimeout, retry, cancellationType }),
+    steps: proxyActivities<typeof activities>({ startToCloseTimeout: '10m', heartbeatTimeout, retry, cancellationType }),
     // The source must never stay frozen: unfreezing is retried until it succeeds (the status shows
     // "cleanup owes: unfreeze the source" and the last error meanwhile).
-    unfreeze: proxyActivities<typeof activities>({
+    untilDone: proxyActivities<typeof activities>({
       startToCloseTimeout: Math.max(5 * 60_000, durationMs(spec.cutover.hookTimeout) + 60_000),
       heartbeatTimeout: freezeHeartbeatTimeout(spec),
       retry: { initialInterval: '2s', maximumInterval: '1m' }, // no maximumAttempts: unlimited

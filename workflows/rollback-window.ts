@@ -7,12 +7,11 @@
  */
 import { ApplicationFailure, CancellationScope, condition, workflowInfo } from '@temporalio/workflow';
 import type { MigrationSpec } from '../src/spec';
-import type { CutoverAttempt, MigrationStatus, ReplicationState, RollbackState } from '../src/model';
+import { OWED, type CutoverAttempt, type MigrationStatus, type ReplicationState, type RollbackState } from '../src/model';
 import { durationMs, formatBytes as mb, sizeBytes as bytes } from '../src/units';
 import { errorText, rootCause } from '../src/error-text';
 import { trimHistory, type CutoverControl, type LogicalContext } from './logical';
 import type { RollbackRequest } from './messages';
-import { OWED } from './compensations';
 
 /** Right after the switch: the window opens (the forward stream has served and is dropped now: its slot would hold the old server's WAL). */
 export async function openRollbackWindow(ctx: LogicalContext, knownTables: string[] | undefined): Promise<void> {
@@ -24,7 +23,7 @@ export async function openRollbackWindow(ctx: LogicalContext, knownTables: strin
     switchedAt: ctx.control.switchedAt ?? new Date(now).toISOString(),
     state: 'open',
   };
-  await acts.quick.dropReplication({ spec, migrationId });
+  await acts.steps.dropReplication({ spec, migrationId });
   status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== OWED.replication);
   await holdRollbackWindow(ctx, knownTables);
 }
@@ -42,7 +41,7 @@ export async function holdRollbackWindow(ctx: LogicalContext, knownTables: strin
     const info = workflowInfo();
     if (!requested() && (info.continueAsNewSuggested || info.historyLength >= spec.logical.historyEventsPerRun)) await ctx.continueSyncing(knownTables);
     try {
-      window.reverse = reverseGuardrails(await acts.quick.reverseStreamStatus({ spec, migrationId }), spec);
+      window.reverse = reverseGuardrails(await acts.steps.reverseStreamStatus({ spec, migrationId }), spec);
     } catch (error) {
       const cause = rootCause(error);
       if (cause instanceof ApplicationFailure && cause.nonRetryable) return closeWindow(ctx, 'closed', errorText(error));
@@ -108,12 +107,12 @@ async function attemptRollback(ctx: LogicalContext, request: RollbackRequest): P
         'RollbackIncomplete',
       );
     };
-    if ((await CancellationScope.nonCancellable(() => acts.unfreeze.rollbackStage(input))).switchingAt) throw switched();
+    if ((await CancellationScope.nonCancellable(() => acts.untilDone.rollbackStage(input))).switchingAt) throw switched();
     attempt.outcome = 'failed';
     attempt.error = errorText(error);
     status.errors.push(`rollback failed, the target unfenced, the window stays open: ${attempt.error}`);
     try {
-      await CancellationScope.nonCancellable(() => acts.unfreeze.abandonRollback(input));
+      await CancellationScope.nonCancellable(() => acts.untilDone.abandonRollback(input));
     } catch (abandonError) {
       const cause = rootCause(abandonError);
       if (cause instanceof ApplicationFailure && cause.type === 'AlreadySwitching') throw switched();

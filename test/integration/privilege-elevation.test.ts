@@ -17,6 +17,7 @@ import type { MigrationResult } from '../../workflows/migrate-database';
 import type { MigrationSpecInput } from '../../src/spec';
 import { migrationFailure } from '../helpers/migration';
 import { replicationLeftovers, waitForStatus } from '../helpers/online';
+import { OWED } from '../../src/model';
 
 const stack = new TestStack();
 let source: ClusterHandle;
@@ -98,7 +99,7 @@ test('SIGKILL between elevation and revert: a new worker finishes, everything re
   expect(readFileSync(hba, 'utf8')).not.toContain('# pgmove elev-crash:');
   expect(sha256(hba)).toBe(hbaBefore);
   const owed = await handle.query(statusQuery);
-  expect(owed.cleanupOwed).toContain('revert the privilege elevation on the source');
+  expect(owed.cleanupOwed).toContain(OWED.elevation);
 
   await stack.startWorker();
   const result = (await handle.result()) as MigrationResult;

@@ -1,15 +1,16 @@
 /**
  * The workflows' pure helpers, without a Temporal server: the cutover's refusals, whether the old
  * source stays fenced, when autoCutover fires, the bounded-parallel unit runner, the offline copy's
- * status counters and the Web UI's Markdown status.
+ * status counters, the Web UI's Markdown status and the phase timings.
  */
 import { autoCutoverDue, cutoverRefusal, sourceStaysFrozen, type CutoverControl } from '../../workflows/logical';
 import { finalizeRefusal, rollbackRefusal } from '../../workflows/rollback-window';
 import { runUnits } from '../../workflows/copy-progress';
 import { initPlannedProgress, recordPlannedUnit } from '../../workflows/offline-copy';
 import { renderStatusMarkdown } from '../../workflows/status-markdown';
+import { advancePhase } from '../../workflows/phase-timing';
 import { parseSpec, type MigrationSpec } from '../../src/spec';
-import type { CopyPlan, MigrationStatus, ReplicationState, RollbackState } from '../../src/model';
+import type { ClusterPhase, CopyPlan, MigrationStatus, PhaseTiming, ReplicationState, RollbackState } from '../../src/model';
 
 const spec = (extra: Record<string, unknown> = {}): MigrationSpec =>
   parseSpec({
@@ -180,5 +181,24 @@ describe('the offline copy status and its Markdown', () => {
     expect(markdown).toContain('- **tables**: 12/12 done, 1090 rows');
     expect(markdown).toContain('3/3 done in 1 workflow run(s), 11 indexes built as their tables finished');
     expect(markdown).toContain('range:public.big:2/2 6.0s');
+  });
+});
+
+describe('advancePhase (both workflows)', () => {
+  test('ends the current timing, starts the next, and gives a phase that ends the run no timing', () => {
+    const s = status({ phase: 'copy', timings: { copy: { startedAt: '2026-12-01T10:00:00.000Z' } } });
+    advancePhase(s, 'postData', '2026-12-01T10:00:30.000Z');
+    expect(s.phase).toBe('postData');
+    expect(s.timings.copy).toEqual({ startedAt: '2026-12-01T10:00:00.000Z', endedAt: '2026-12-01T10:00:30.000Z', seconds: 30 });
+    expect(s.timings.postData).toEqual({ startedAt: '2026-12-01T10:00:30.000Z' });
+    advancePhase(s, 'completed', '2026-12-01T10:01:00.000Z');
+    expect(s.timings.postData).toMatchObject({ seconds: 30 });
+    expect(s.timings.completed).toBeUndefined();
+  });
+  test('a cluster status moves the same way', () => {
+    const cluster: { phase: ClusterPhase; timings: Partial<Record<ClusterPhase, PhaseTiming>> } = { phase: 'starting', timings: {} };
+    advancePhase(cluster, 'preflight', '2026-12-01T10:00:00.000Z');
+    advancePhase(cluster, 'failed', '2026-12-01T10:00:05.000Z');
+    expect(cluster).toEqual({ phase: 'failed', timings: { preflight: { startedAt: '2026-12-01T10:00:00.000Z', endedAt: '2026-12-01T10:00:05.000Z', seconds: 5 } } });
   });
 });

@@ -22,6 +22,7 @@ import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterH
 import { createBigDatabase, databaseAccessState, userObjects } from '../helpers/migration';
 import { createPlainRole, elevationLeftovers, requirePasswordsEverywhere, roleState, sha256 } from '../helpers/elevation';
 import { waitFor } from '../../scripts/lib/ports';
+import { OWED } from '../../src/model';
 
 const TEST_SERVER = join(__dirname, '..', '..', '.tools', 'venv', 'bin', 'temporal-test-server');
 const stack = new TestStack();
@@ -111,8 +112,8 @@ test('the unfreeze fails for good: the target reset, the scratch files and the e
   expect(status.errors.join('\n')).toContain('injected: the sequences step fails');
   // The unfreeze was tried once (non-retryable) and is reported with the command that finishes it.
   expect(calls.filter((name) => name === 'unfreezeSource')).toHaveLength(1);
-  expect(status.cleanupOwed).toEqual(['unfreeze the source']);
-  expect(status.cleanupFailed).toEqual([{ step: 'unfreeze the source', error: expect.stringContaining('injected: the unfreeze fails'), byHand: `pgmove unfreeze ${migrationId}` }]);
+  expect(status.cleanupOwed).toEqual([OWED.unfreeze]);
+  expect(status.cleanupFailed).toEqual([{ step: OWED.unfreeze, error: expect.stringContaining('injected: the unfreeze fails'), byHand: `pgmove unfreeze ${migrationId}` }]);
   expect(renderStatusMarkdown(status)).toContain(`finish it with \`pgmove unfreeze ${migrationId}\``);
   // ...and the source is indeed still fenced: the injection took effect.
   expect(await databaseAccessState(source, 'compdb')).not.toEqual(accessBefore);

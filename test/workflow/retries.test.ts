@@ -15,6 +15,7 @@ import { statusQuery } from '../../workflows/messages';
 import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
 import { createBigDatabase, databaseAccessState } from '../helpers/migration';
 import { waitFor } from '../../scripts/lib/ports';
+import { OWED } from '../../src/model';
 
 const TEST_SERVER = join(__dirname, '..', '..', '.tools', 'venv', 'bin', 'temporal-test-server');
 const stack = new TestStack();
@@ -87,5 +88,5 @@ test('a target that rejects the copy: retried with backoff, then failed cleanly'
   // Cleanup unfroze the source, but could not reset the target with bad credentials, and says so.
   expect(await databaseAccessState(source, 'retrydb')).toEqual(accessBefore);
   expect(status.errors.join('\n')).toContain('cleanup failed, still owed');
-  expect(status.cleanupOwed).toContain('reset the target if the migration does not complete');
+  expect(status.cleanupOwed).toContain(OWED.target);
 });
