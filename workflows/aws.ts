@@ -82,7 +82,8 @@ export function recordAwsCleanup(status: MigrationStatus, result: DeprovisionRes
       ...(provisioning && keep ? [`DB instance ${status.provisioned?.instanceIdentifier ?? ''} and its groups (${keepInstance ? 'the migration completed or the target is kept for inspection' : 'keepTargetOnAbort'})`] : []),
     ],
   };
-  status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== OWED.aws);
+  // The same cleanup deletes the DMS resources (always) and the provisioned instance's.
+  status.cleanupOwed = status.cleanupOwed.filter((owed) => owed !== OWED.aws && owed !== OWED.dms);
 }
 
 /**

@@ -75,7 +75,8 @@ export async function resumeOfflineCopy(ctx: OfflineContext, copy: CopyResume): 
 /** Copy of the plan stored on the target from unit `from` on; continues as new when the history is long. */
 async function copyStoredPlan(ctx: OfflineContext, plan: CopyResume['plan'], from: number): Promise<void> {
   const { spec, migrationId, status } = ctx;
-  const acts = phaseActivities(spec);
+  // The source is frozen (this path runs only then): a lost worker must cost seconds, as in the freeze.
+  const acts = phaseActivities(spec, { sourceFrozen: true });
   const next = await copyPlannedUnits(plan, from, spec.jobs, spec.copy.historyEventsPerRun, async (index) => {
     recordPlannedUnit(status, await acts.copy.copyPlannedUnit({ spec, migrationId, index }));
     ctx.publish();
@@ -93,7 +94,7 @@ async function copyStoredPlan(ctx: OfflineContext, plan: CopyResume['plan'], fro
 /** After the copy: indexes and constraints, sequences, validation. */
 async function finishOffline(ctx: OfflineContext, sourceAtSnapshot: SourceTableChecksum[] | undefined): Promise<void> {
   const { spec, migrationId, status } = ctx;
-  const acts = phaseActivities(spec);
+  const acts = phaseActivities(spec, { sourceFrozen: spec.freezeSource });
   ctx.enterPhase('postData');
   await acts.postData.postData({ spec, migrationId, binDir: ctx.binDir });
 

@@ -17,7 +17,7 @@ import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterH
 import { createNetwork, REGION, startMoto, type Moto } from '../helpers/aws';
 import { migrationFailure, startMigration, userObjects } from '../helpers/migration';
 import { waitForStatus } from '../helpers/online';
-import { abortSignal } from '../../workflows/messages';
+import { abortSignal, statusQuery } from '../../workflows/messages';
 import { preflight } from '../../activities/preflight';
 import { createDmsResources, startDmsTask, stopDmsTask, waitDmsFullLoad, type DmsInput, type DmsProgress } from '../../activities/dms';
 import { cleanupAwsResources } from '../../activities/cleanup-aws';
@@ -163,4 +163,6 @@ test('dms workflow against moto: pre-data, DMS resources, full load followed, po
   expect((await moto.aws.dms.send(new DescribeReplicationInstancesCommand({}))).ReplicationInstances ?? []).toEqual([]);
   expect((await moto.aws.dms.send(new DescribeReplicationSubnetGroupsCommand({}))).ReplicationSubnetGroups ?? []).toEqual([]);
   expect(await userObjects(target, 'lobs')).toEqual([]);
+  // The AWS cleanup deleted the DMS resources: nothing is listed as owed any more.
+  expect((await handle.query(statusQuery)).cleanupOwed).toEqual([]);
 });
