@@ -6,10 +6,10 @@ import { existsSync, mkdtempSync, chmodSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, runSqlFile, startCluster, stopCluster, type ClusterHandle } from '../lib/pg-cluster';
-import { startTemporalServer, stopTemporalServer } from '../lib/temporal-server';
+import { adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, runSqlFile, startCluster, stopCluster, type ClusterHandle } from '../../src/dev/pg-cluster';
+import { startTemporalServer, stopTemporalServer } from '../../src/dev/temporal-server';
 import { BENCH_TUNING, numericOption, sh, shell, stats } from '../lib/bench';
-import { startWorkerProcess, stopWorkerProcess } from '../lib/worker-process';
+import { startWorkerProcess, stopWorkerProcess } from '../../src/dev/worker-process';
 import type { MigrationResult } from '../../workflows/migrate-database';
 
 const RUNS = numericOption('runs', 3);

@@ -9,15 +9,15 @@ import { existsSync, mkdtempSync, chmodSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, startCluster, stopCluster, type ClusterHandle } from '../lib/pg-cluster';
-import { startTemporalServer, stopTemporalServer } from '../lib/temporal-server';
+import { adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, startCluster, stopCluster, type ClusterHandle } from '../../src/dev/pg-cluster';
+import { startTemporalServer, stopTemporalServer } from '../../src/dev/temporal-server';
 import { BENCH_TUNING, numericOption, shell, stats } from '../lib/bench';
-import { startWorkerProcess, stopWorkerProcess } from '../lib/worker-process';
+import { startWorkerProcess, stopWorkerProcess } from '../../src/dev/worker-process';
 import { createManyTables, manyTablesCensus } from '../lib/many-tables';
 import { workflowRunStats } from '../lib/history-stats';
 import type { MigrationResult } from '../../workflows/migrate-database';
 import { requestCutoverUpdate, statusQuery } from '../../workflows/messages';
-import { waitFor } from '../lib/ports';
+import { waitFor } from '../../src/dev/ports';
 
 const TABLES = numericOption('tables', 10_000);
 const ROWS = numericOption('rows', 20);

@@ -3,7 +3,7 @@
  * foreign key to its predecessor and `rows` rows. Created `chunk` tables per transaction, so the
  * source's own lock table never fills while generating.
  */
-import { adminQuery, type ClusterHandle } from './pg-cluster';
+import { adminQuery, type ClusterHandle } from '../../src/dev/pg-cluster';
 
 export const manyTableName = (i: number): string => `t${String(i).padStart(5, '0')}`;
 

@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, openSync } from 'node:fs';
 import { join } from 'node:path';
-import { freePort, stopPid, waitFor } from './ports';
+import { freePort, stopPid, waitFor } from '../../src/dev/ports';
 
 const PROJECT_ROOT = join(__dirname, '..', '..');
 const PYTHON = join(PROJECT_ROOT, '.tools', 'venv', 'bin', 'python');

@@ -6,8 +6,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { adminQuery, DEBIAN_PG15_BIN, type ClusterHandle } from './pg-cluster';
-import { stopPid } from './ports';
+import { adminQuery, DEBIAN_PG15_BIN, type ClusterHandle } from '../../src/dev/pg-cluster';
+import { stopPid } from '../../src/dev/ports';
 import { sh } from './bench';
 
 export const APP_PASSWORD = 'app-role-secret-pw';

@@ -14,7 +14,7 @@ import { migrationDetails } from '../cli/static-details';
 import { parseSpec, type MigrationSpecInput } from '../spec';
 import { TASK_QUEUE, migrationPhaseKey } from '../../workflows/messages';
 import { devUp, type StackCluster } from './stack';
-import { adminQuery, runSqlFile, type ClusterHandle } from '../../scripts/lib/pg-cluster';
+import { adminQuery, runSqlFile, type ClusterHandle } from './pg-cluster';
 
 const DATABASE = 'shop';
 

@@ -9,10 +9,10 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PROJECT_ROOT, STACK_DIR } from '../cli/connection';
-import { SOURCE_PG15_BIN, PROJECT_PG18_BIN, postmasterPid, startCluster, stopCluster, type ClusterHandle } from '../../scripts/lib/pg-cluster';
-import { freePort, isAlive } from '../../scripts/lib/ports';
-import { startTemporalServer, stopTemporalServer, temporalCli } from '../../scripts/lib/temporal-server';
-import { startWorkerProcess, stopWorkerProcess } from '../../scripts/lib/worker-process';
+import { SOURCE_PG15_BIN, PROJECT_PG18_BIN, postmasterPid, startCluster, stopCluster, type ClusterHandle } from './pg-cluster';
+import { freePort, isAlive } from './ports';
+import { startTemporalServer, stopTemporalServer, temporalCli } from './temporal-server';
+import { startWorkerProcess, stopWorkerProcess } from './worker-process';
 import { TASK_QUEUE } from '../../workflows/messages';
 
 export interface StackCluster {

@@ -13,8 +13,8 @@ import { migrationFailure, pgmoveCli, startMigration } from '../helpers/migratio
 import { STATEMENT_LOGGING_SETTINGS, createOnlineTarget, createPgbenchSource, waitForStatus, type OnlineDatabase } from '../helpers/online';
 import { compareDatabases, type DbRef } from '../helpers/compare';
 import { allText, awsInventory, createNetwork, managedSecrets, securityGroupsNamed, startMoto, type Moto } from '../helpers/aws';
-import { waitFor } from '../../scripts/lib/ports';
-import { stopWorkerProcess } from '../../scripts/lib/worker-process';
+import { waitFor } from '../../src/dev/ports';
+import { stopWorkerProcess } from '../../src/dev/worker-process';
 import { abortSignal } from '../../workflows/messages';
 import { ident, literal } from '../../src/pg/sql';
 import type { MigrationResult } from '../../workflows/migrate-database';

@@ -1,7 +1,7 @@
 /** A source server with several databases sharing roles, and helpers to watch a cluster migration. */
 import type { WorkflowHandle } from '@temporalio/client';
 import { adminQuery, type ClusterHandle } from './stack';
-import { waitFor } from '../../scripts/lib/ports';
+import { waitFor } from '../../src/dev/ports';
 import { clusterStatusQuery } from '../../workflows/messages';
 import type { ClusterStatus } from '../../src/model';
 

@@ -5,7 +5,7 @@
 import { Client } from 'pg';
 import type { WorkflowHandle } from '@temporalio/client';
 import { adminQuery, type ClusterHandle, type TestStack } from './stack';
-import { waitFor } from '../../scripts/lib/ports';
+import { waitFor } from '../../src/dev/ports';
 import { APP_PASSWORD, startPgbench as startPgbenchIn, type PgbenchRun } from '../../scripts/lib/pgbench';
 import { statusQuery } from '../../workflows/messages';
 import type { MigrationStatus } from '../../src/model';

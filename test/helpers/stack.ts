@@ -7,9 +7,9 @@ import { mkdtempSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client as TemporalClient, Connection } from '@temporalio/client';
-import { startCluster, stopCluster, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../../scripts/lib/pg-cluster';
-import { startTemporalServer, stopTemporalServer, type TemporalServerHandle } from '../../scripts/lib/temporal-server';
-import { startWorkerProcess, stopWorkerProcess, type WorkerHandle } from '../../scripts/lib/worker-process';
+import { startCluster, stopCluster, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../../src/dev/pg-cluster';
+import { startTemporalServer, stopTemporalServer, type TemporalServerHandle } from '../../src/dev/temporal-server';
+import { startWorkerProcess, stopWorkerProcess, type WorkerHandle } from '../../src/dev/worker-process';
 import { recordHistories } from './record-histories';
 import { ALLOWED_SECRETS_VARIABLE, allowedSecretPatterns } from '../../src/secret-policy';
 

@@ -8,8 +8,8 @@ import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterH
 import { createBigDatabase, databaseAccessState, migrationFailure, pgmoveCli, startMigration, userObjects } from '../helpers/migration';
 import { snapshot } from '../../src/cli/status-view';
 import { statusQuery } from '../../workflows/messages';
-import { temporalCli } from '../../scripts/lib/temporal-server';
-import { waitFor } from '../../scripts/lib/ports';
+import { temporalCli } from '../../src/dev/temporal-server';
+import { waitFor } from '../../src/dev/ports';
 import type { WorkflowHandle } from '@temporalio/client';
 import type { MigrationStatus } from '../../src/model';
 

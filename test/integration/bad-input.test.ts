@@ -6,7 +6,7 @@ import { STATEMENT_LOGGING_SETTINGS } from '../helpers/online';
 import { TestStack, createDatabase, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
 import { databaseAccessState, migrationFailure, pgmoveCli, startMigration, userObjects, writeSpec } from '../helpers/migration';
 import type { MigrationSpecInput } from '../../src/spec';
-import { freePort } from '../../scripts/lib/ports';
+import { freePort } from '../../src/dev/ports';
 import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';

@@ -15,7 +15,7 @@ import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterH
 import { migrationFailure, pgmoveCliAsync } from '../helpers/migration';
 import { replicationLeftovers } from '../helpers/online';
 import { APP_RW_PASSWORD, createAppDatabase, createSharedRoles, waitForCluster } from '../helpers/cluster';
-import { waitFor } from '../../scripts/lib/ports';
+import { waitFor } from '../../src/dev/ports';
 import { clusterStatusQuery, requestCutoverUpdate, statusQuery } from '../../workflows/messages';
 import type { ClusterResult } from '../../workflows/migrate-cluster';
 

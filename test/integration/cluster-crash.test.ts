@@ -8,7 +8,7 @@ import { defaultPayloadConverter } from '@temporalio/common';
 import { TestStack, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
 import { createBigDatabase, tableFingerprint } from '../helpers/migration';
 import { waitForCluster } from '../helpers/cluster';
-import { stopWorkerProcess } from '../../scripts/lib/worker-process';
+import { stopWorkerProcess } from '../../src/dev/worker-process';
 import type { ClusterResult } from '../../workflows/migrate-cluster';
 
 const stack = new TestStack();

@@ -5,8 +5,8 @@
 import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
 import { createBigDatabase, startMigration, tableFingerprint } from '../helpers/migration';
 import { statusQuery } from '../../workflows/messages';
-import { waitFor } from '../../scripts/lib/ports';
-import { stopWorkerProcess } from '../../scripts/lib/worker-process';
+import { waitFor } from '../../src/dev/ports';
+import { stopWorkerProcess } from '../../src/dev/worker-process';
 import type { MigrationResult } from '../../workflows/migrate-database';
 import { defaultPayloadConverter } from '@temporalio/common';
 

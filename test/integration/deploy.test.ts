@@ -14,9 +14,9 @@ import { parseSpec } from '../../src/spec';
 import { allowedSecretPatterns, defaultAllowedSecrets, isSecretAllowed, specSecretReferences } from '../../src/secret-policy';
 import { TestStack } from '../helpers/stack';
 import { pgmoveCli, writeSpec } from '../helpers/migration';
-import { freePort, waitFor } from '../../scripts/lib/ports';
-import { stopTemporalServer } from '../../scripts/lib/temporal-server';
-import { stopWorkerProcess } from '../../scripts/lib/worker-process';
+import { freePort, waitFor } from '../../src/dev/ports';
+import { stopTemporalServer } from '../../src/dev/temporal-server';
+import { stopWorkerProcess } from '../../src/dev/worker-process';
 
 const ROOT = join(__dirname, '..', '..');
 const DEPLOY = join(ROOT, 'deploy');

@@ -10,8 +10,8 @@ import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterH
 import { runMigration, startMigration } from '../helpers/migration';
 import { compareDatabases } from '../helpers/compare';
 import { statusQuery } from '../../workflows/messages';
-import { waitFor } from '../../scripts/lib/ports';
-import { stopWorkerProcess } from '../../scripts/lib/worker-process';
+import { waitFor } from '../../src/dev/ports';
+import { stopWorkerProcess } from '../../src/dev/worker-process';
 import type { MigrationResult } from '../../workflows/migrate-database';
 
 const stack = new TestStack();

@@ -14,8 +14,8 @@ import { Client } from 'pg';
 import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
 import { startMigration } from '../helpers/migration';
 import { createOnlineTarget, createPgbenchSource, pgbenchSums, replicationLeftovers, startPgbench, waitForStatus, type OnlineDatabase, type PgbenchRun } from '../helpers/online';
-import { waitFor } from '../../scripts/lib/ports';
-import { stopWorkerProcess, type WorkerHandle } from '../../scripts/lib/worker-process';
+import { waitFor } from '../../src/dev/ports';
+import { stopWorkerProcess, type WorkerHandle } from '../../src/dev/worker-process';
 import { requestCutoverUpdate } from '../../workflows/messages';
 import type { MigrationResult } from '../../workflows/migrate-database';
 

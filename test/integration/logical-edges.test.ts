@@ -9,10 +9,10 @@ import { readFileSync } from 'node:fs';
 import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
 import { databaseAccessState, migrationFailure, runMigration, startMigration, userObjects } from '../helpers/migration';
 import { createOnlineTarget, createPgbenchSource, pgbenchSums, replicaIdentities, replicationLeftovers, waitForStatus, type OnlineDatabase } from '../helpers/online';
-import { temporalCli } from '../../scripts/lib/temporal-server';
+import { temporalCli } from '../../src/dev/temporal-server';
 import { requestCutoverUpdate, statusQuery } from '../../workflows/messages';
 import { WorkflowUpdateFailedError } from '@temporalio/client';
-import { waitFor } from '../../scripts/lib/ports';
+import { waitFor } from '../../src/dev/ports';
 import type { MigrationSpecInput } from '../../src/spec';
 import type { MigrationResult } from '../../workflows/migrate-database';
 

@@ -22,7 +22,7 @@ import {
   type OnlineDatabase,
   type PgbenchRun,
 } from '../helpers/online';
-import { waitFor } from '../../scripts/lib/ports';
+import { waitFor } from '../../src/dev/ports';
 import { requestCutoverUpdate } from '../../workflows/messages';
 import { WorkflowUpdateFailedError } from '@temporalio/client';
 import type { MigrationStatus } from '../../src/model';

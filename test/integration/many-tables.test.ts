@@ -12,7 +12,7 @@ import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterH
 import { startMigration } from '../helpers/migration';
 import { createManyTables, manyTableName, manyTablesCensus } from '../../scripts/lib/many-tables';
 import { workflowRunStats } from '../../scripts/lib/history-stats';
-import { waitFor } from '../../scripts/lib/ports';
+import { waitFor } from '../../src/dev/ports';
 import { statusQuery } from '../../workflows/messages';
 import { renderStatusMarkdown } from '../../workflows/status-markdown';
 import { requestCutoverUpdate } from '../../workflows/messages';

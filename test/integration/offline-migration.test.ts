@@ -9,8 +9,8 @@ import { spawnSync } from 'node:child_process';
 import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
 import { databaseAccessState, pgmoveCliAsync, watchArgvForSecrets, writeSpec } from '../helpers/migration';
 import { compareDatabases, type DbRef } from '../helpers/compare';
-import { runSqlFile } from '../../scripts/lib/pg-cluster';
-import { temporalCli } from '../../scripts/lib/temporal-server';
+import { runSqlFile } from '../../src/dev/pg-cluster';
+import { temporalCli } from '../../src/dev/temporal-server';
 import { statusQuery } from '../../workflows/messages';
 import type { MigrationStatus } from '../../src/model';
 

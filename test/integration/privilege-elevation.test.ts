@@ -11,8 +11,8 @@ import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterH
 import { createBigDatabase, databaseAccessState, pgmoveCliAsync, startMigration, tableFingerprint } from '../helpers/migration';
 import { createPlainRole, elevationLeftovers, kubectlStandIn, requirePasswordsEverywhere, roleState, sha256 } from '../helpers/elevation';
 import { statusQuery } from '../../workflows/messages';
-import { waitFor } from '../../scripts/lib/ports';
-import { stopWorkerProcess } from '../../scripts/lib/worker-process';
+import { waitFor } from '../../src/dev/ports';
+import { stopWorkerProcess } from '../../src/dev/worker-process';
 import type { MigrationResult } from '../../workflows/migrate-database';
 import type { MigrationSpecInput } from '../../src/spec';
 import { migrationFailure } from '../helpers/migration';

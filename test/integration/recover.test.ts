@@ -15,8 +15,8 @@ import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterH
 import { createBigDatabase, databaseAccessState, migrationFailure, pgmoveCliAsync, startMigration, userObjects, writeSpec } from '../helpers/migration';
 import { createPlainRole, elevationLeftovers, requirePasswordsEverywhere, sha256 } from '../helpers/elevation';
 import { replicaIdentities, replicationLeftovers, waitForStatus } from '../helpers/online';
-import { waitFor } from '../../scripts/lib/ports';
-import { stopWorkerProcess, type WorkerHandle } from '../../scripts/lib/worker-process';
+import { waitFor } from '../../src/dev/ports';
+import { stopWorkerProcess, type WorkerHandle } from '../../src/dev/worker-process';
 import { requestCutoverUpdate } from '../../workflows/messages';
 import type { MigrationSpecInput } from '../../src/spec';
 

@@ -15,8 +15,8 @@ import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterH
 import { migrationFailure, pgmoveCliAsync, startMigration } from '../helpers/migration';
 import { compareDatabases } from '../helpers/compare';
 import { appClient, createOnlineTarget, createPgbenchSource, pgbenchSums, replicationLeftovers, startPgbench, STATEMENT_LOGGING_SETTINGS, waitForStatus, type OnlineDatabase, type PgbenchRun } from '../helpers/online';
-import { waitFor } from '../../scripts/lib/ports';
-import { stopWorkerProcess, type WorkerHandle } from '../../scripts/lib/worker-process';
+import { waitFor } from '../../src/dev/ports';
+import { stopWorkerProcess, type WorkerHandle } from '../../src/dev/worker-process';
 import { requestCutoverUpdate } from '../../workflows/messages';
 import { renderStatusMarkdown } from '../../workflows/status-markdown';
 import type { WorkflowHandle } from '@temporalio/client';

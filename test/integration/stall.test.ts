@@ -8,7 +8,7 @@ import { Client } from 'pg';
 import { TestStack, PROJECT_PG18_BIN, DEBIAN_PG15_BIN, adminQuery, type ClusterHandle } from '../helpers/stack';
 import { createBigDatabase, pgmoveCli, startMigration } from '../helpers/migration';
 import { compareDatabases, type DbRef } from '../helpers/compare';
-import { waitFor } from '../../scripts/lib/ports';
+import { waitFor } from '../../src/dev/ports';
 import { statusQuery } from '../../workflows/messages';
 import type { MigrationSpecInput } from '../../src/spec';
 

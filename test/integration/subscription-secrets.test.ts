@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
 import { migrationFailure, startMigration, userObjects } from '../helpers/migration';
 import { createOnlineTarget, createPgbenchSource, replicationLeftovers, waitForStatus, type OnlineDatabase } from '../helpers/online';
-import { freePort, waitFor } from '../../scripts/lib/ports';
+import { freePort, waitFor } from '../../src/dev/ports';
 import { requestCutoverUpdate } from '../../workflows/messages';
 import type { MigrationStatus } from '../../src/model';
 

@@ -21,7 +21,7 @@ import { renderStatusMarkdown } from '../../workflows/status-markdown';
 import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
 import { createBigDatabase, databaseAccessState, userObjects } from '../helpers/migration';
 import { createPlainRole, elevationLeftovers, requirePasswordsEverywhere, roleState, sha256 } from '../helpers/elevation';
-import { waitFor } from '../../scripts/lib/ports';
+import { waitFor } from '../../src/dev/ports';
 import { OWED } from '../../src/model';
 
 const TEST_SERVER = join(__dirname, '..', '..', '.tools', 'venv', 'bin', 'temporal-test-server');

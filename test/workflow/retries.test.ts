@@ -14,7 +14,7 @@ import { activityInterceptors } from '../../worker/interceptors';
 import { statusQuery } from '../../workflows/messages';
 import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
 import { createBigDatabase, databaseAccessState } from '../helpers/migration';
-import { waitFor } from '../../scripts/lib/ports';
+import { waitFor } from '../../src/dev/ports';
 import { OWED } from '../../src/model';
 
 const TEST_SERVER = join(__dirname, '..', '..', '.tools', 'venv', 'bin', 'temporal-test-server');
