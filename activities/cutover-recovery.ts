@@ -16,7 +16,7 @@ import { migrationHookContext, runHook } from '../src/hooks';
 import { startHeartbeat } from '../src/heartbeat';
 import { activityLogger } from '../src/log';
 import { unfreezeSource } from './freeze';
-import { dropReverseStream } from './reverse-stream';
+import { dropReverseStream, dropReverseSubscriptionOnSource } from './reverse-stream';
 import type { CutoverInput } from './cutover';
 import { errorMessage } from '../src/error-text';
 /** How far the cutover got, as recorded on the source. */
@@ -36,8 +36,10 @@ export async function abandonCutover(input: CutoverInput): Promise<{ resumed: bo
   if ((await cutoverStage(input)).switchingAt) {
     throw ApplicationFailure.nonRetryable('the cutover had reached the switch: it is finished, not abandoned', 'AlreadySwitching');
   }
+  // A reverse stream started before the switch has nothing to carry back. Its subscription goes before the
+  // source takes writes again (they would come back from the target once the stream resumes); the rest after.
+  if (spec.cutover.rollbackWindow) await dropReverseSubscriptionOnSource({ spec, migrationId });
   await unfreezeAfterCutover(input);
-  // A reverse stream started before the switch has nothing to carry back.
   if (spec.cutover.rollbackWindow) await dropReverseStream({ spec, migrationId });
   const targetInfo = await connectionInfo(spec.target, 'target');
   return withClient(targetInfo, 'target', async (target) => {

@@ -32,7 +32,7 @@ import { copyLargeObjectsWith, copyTableOf, runUnit } from './copy';
 import { validate } from './validate';
 import { markTargetSwitching } from '../src/pg/target-marker';
 import { nextBatch } from '../src/pg/table-checksums';
-import { startReverseAtCutover } from './reverse-stream';
+import { dropReverseStreamWith, startReverseAtCutover } from './reverse-stream';
 import { pollUntil } from '../src/poll';
 import { errorMessage } from '../src/error-text';
 
@@ -94,6 +94,9 @@ export async function cutover(input: CutoverInput): Promise<CutoverResult> {
     // Every copy generation's subscription and slot (they share names). An earlier attempt may have
     // stopped the stream before failing.
     const subscriptions = await streamNames(target, migrationId);
+    // A reverse stream an earlier attempt made must not see the changes applied from here on (they would
+    // be sent back to the source): it is made again after this attempt's drain.
+    if (spec.cutover.rollbackWindow) await dropReverseStreamWith(source, target, migrationId);
     for (const subscription of subscriptions) await target.query(`ALTER SUBSCRIPTION ${ident(subscription)} ENABLE`);
     record = { ...record, freezeStartedAt: frozenSince ?? new Date().toISOString(), ...(spec.cutover.freeze === 'hook' ? { frozenByHook: true } : {}) };
     await writePublicationRecord(source, names.publication, record);

@@ -242,9 +242,18 @@ function provisionedTarget(item: string): RecoverFinding {
 
 /** The rollback window's reverse stream (cutover.rollbackWindow): its subscription on the source, its slot (filling the target's disk) and publication on the target. */
 export async function recoverReverseStream(input: RecoverInput): Promise<RecoverFinding[]> {
-  const spec = withTarget(parsed(input));
-  if (!spec) return [provisionedTarget('reverse stream')];
+  const parsedSpec = parsed(input);
+  const spec = withTarget(parsedSpec);
   const names = reverseNames(input.migrationId);
+  if (!spec) {
+    // The subscription on the source goes without the target (slot_name = NONE first); the slot on a provisioned target is out of reach.
+    const exists = await onSource(parsedSpec, async (source) => (await subscriptionState(source, names.subscription)).exists);
+    if (exists && !input.dryRun) await onSource(parsedSpec, (source) => dropSubscription(source, names.subscription));
+    return [
+      { server: 'source', item: 'reverse stream', action: exists ? (input.dryRun ? 'would undo' : 'undone') : 'nothing found', detail: exists ? `subscription ${names.subscription}` : `no subscription ${names.subscription}` },
+      provisionedTarget('reverse stream (its slot and publication)'),
+    ];
+  }
   const found = await onSource(spec, async (source) => (await subscriptionState(source, names.subscription)).exists);
   const onNewServer = await onTarget(spec, async (target) => ({
     slot: (await slotState(target, names.slot)) !== undefined,

@@ -11,7 +11,9 @@ import { connect, connectionInfo, withClient, type ConnectionInfo } from '../src
 import { listTables, type TableInfo } from '../src/pg/catalog';
 import { displayName } from '../src/pg/sql';
 import { readPublicationRecord } from '../src/pg/replication';
-import { dropReversePublisher, dropReverseSubscription, reverseNames, reverseStreamState, startReverseStream } from '../src/pg/reverse-replication';
+import { dropReversePublisher, dropReverseSubscription, reverseNames, reverseSlotState, reverseSubscriptionState, startReverseStream } from '../src/pg/reverse-replication';
+import { errorMessage } from '../src/error-text';
+import { pollUntil } from '../src/poll';
 import { activityLogger } from '../src/log';
 
 export interface RollbackInput {
@@ -37,6 +39,17 @@ export async function startReverseAtCutover(spec: MigrationSpec, migrationId: st
   const onTarget = new Map((await listTables(target, spec, { sizes: false })).map((t) => [displayName(t), t]));
   const needFullIdentity = logged.filter((t) => onTarget.get(displayName(t))?.hasReplicaIdentity === false);
   await startReverseStream(source, target, migrationId, { tables: logged, needFullIdentity, knownTables, newServerFromOld: await newServerAsOldSeesIt(spec) });
+  // Before the switch mark: a window whose stream never started would only look like a way back.
+  await pollUntil(async () => ((await reverseSubscriptionState(source, migrationId)).streaming ? true : undefined), {
+    intervalMs: 50,
+    timeoutMs: 30_000,
+    what: 'the reverse stream',
+    timeoutError: () =>
+      ApplicationFailure.nonRetryable(
+        "the reverse stream's apply worker did not start on the source within 30 s (see the source's server log; max_logical_replication_workers and max_worker_processes must leave one free): the cutover does not switch without a way back",
+        'ReverseStreamFailed',
+      ),
+  });
   activityLogger('rollback').info({ stream: reverseNames(migrationId).slot, tables: logged.length }, 'reverse stream started: the old source follows the target');
 }
 
@@ -57,20 +70,51 @@ export async function withBothServers<T>(spec: MigrationSpec, purpose: string, f
   }
 }
 
-/** One measurement of the reverse stream while the window is open. */
+/**
+ * One measurement of the reverse stream while the window is open. The new server first and on its own:
+ * the WAL its slot holds there is what the window's guardrail needs, above all while the old server is
+ * unreachable (then nothing consumes the slot, and the stream counts as not streaming).
+ */
 export async function reverseStreamStatus(input: RollbackInput): Promise<ReplicationState> {
   const { spec, migrationId } = input;
-  return withBothServers(spec, 'rollback window', async (oldServer, newServer) => {
-    const record = await readPublicationRecord(newServer, reverseNames(migrationId).publication);
+  const names = reverseNames(migrationId);
+  const { record, slot, newTables } = await withClient(await connectionInfo(spec.target, 'target'), 'target', async (newServer) => {
+    const record = await readPublicationRecord(newServer, names.publication);
     const known = new Set(record?.knownTables ?? []);
     const newTables = record?.knownTables ? (await listTables(newServer, spec, { sizes: false })).map(displayName).filter((t) => !known.has(t)).sort() : [];
-    const state = await reverseStreamState(oldServer, newServer, migrationId, newTables);
-    if (!record || !state.slotExists || !state.subscriptionExists) {
-      const missing = [!record && 'its publication', !state.slotExists && 'its slot', !state.subscriptionExists && 'its subscription on the old server'].filter(Boolean).join(', ');
-      throw ApplicationFailure.nonRetryable(`the rollback window's reverse stream is broken (${missing} gone or invalidated): a rollback would lose writes, so the window closes`, 'ReverseStreamLost');
-    }
-    return { lagBytes: state.lagBytes, lagSeconds: state.lagSeconds, retainedWalBytes: state.retainedWalBytes, streaming: state.streaming, applyErrors: state.applyErrors, newTables, measuredAt: state.measuredAt };
+    return { record, slot: await reverseSlotState(newServer, migrationId), newTables };
   });
+  const subscription = await withClient(await connectionInfo(spec.source, 'source'), 'source', (oldServer) => reverseSubscriptionState(oldServer, migrationId)).catch((error: unknown) => {
+    activityLogger('rollback').warn({ error: errorMessage(error) }, 'the source is unreachable: the reverse stream counts as not streaming');
+    return undefined;
+  });
+  if (!record || !slot || subscription?.exists === false) {
+    const missing = [!record && 'its publication', !slot && 'its slot', subscription?.exists === false && 'its subscription on the source'].filter(Boolean).join(', ');
+    throw ApplicationFailure.nonRetryable(`the rollback window's reverse stream is broken (${missing} gone or invalidated): a rollback would lose writes, so the window closes`, 'ReverseStreamLost');
+  }
+  return {
+    lagBytes: slot.lagBytes,
+    lagSeconds: slot.lagSeconds,
+    retainedWalBytes: slot.retainedWalBytes,
+    streaming: subscription?.streaming === true && slot.activePid !== null,
+    applyErrors: subscription?.applyErrors ?? 0,
+    newTables,
+    measuredAt: new Date().toISOString(),
+  };
+}
+
+/** The reverse subscription on the source only (its slot and publication on the target stay for dropReverseStream). */
+export async function dropReverseSubscriptionOnSource(input: RollbackInput): Promise<void> {
+  await withClient(await connectionInfo(input.spec.source, 'source'), 'source', async (oldServer) => {
+    await oldServer.query('SET default_transaction_read_only = off');
+    await dropReverseSubscription(oldServer, input.migrationId);
+  });
+}
+
+/** Inside the cutover (its sessions): drops what an earlier attempt made of the reverse stream. */
+export async function dropReverseStreamWith(source: Client, target: Client, migrationId: string): Promise<void> {
+  if (await dropReverseSubscription(source, migrationId)) activityLogger('rollback').info('dropped the reverse subscription of an earlier cutover attempt');
+  await dropReversePublisher(target, migrationId);
 }
 
 /** Drops the reverse stream on both servers; each side on its own (an unreachable one never keeps the other's objects). Idempotent. */

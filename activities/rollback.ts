@@ -15,7 +15,7 @@ import { parsedOrBadSpec, parseSpecInput, type MigrationSpec, type MigrationSpec
 import { connect, connectionInfo, withClient } from '../src/pg/connect';
 import { listSequences, listTables } from '../src/pg/catalog';
 import { qualified } from '../src/pg/sql';
-import { readPublicationRecord, writePublicationRecord } from '../src/pg/replication';
+import { readPublicationRecord, writePublicationRecord, type PublicationRecord } from '../src/pg/replication';
 import { reverseNames, setReverseSubscriptionEnabled } from '../src/pg/reverse-replication';
 import { migrationHookContext, runHook } from '../src/hooks';
 import { startHeartbeat } from '../src/heartbeat';
@@ -58,7 +58,22 @@ export async function rollback(input: RollbackInput): Promise<CutoverResult> {
   try {
     return await withBothServers(spec, 'rollback', async (oldServer, newServer) => {
       const hookContext = migrationHookContext(reversed, migrationId, 'rollback');
-      const switchHook = async () => (spec.cutover.switchHook ? runHook('switchHook', spec.cutover.switchHook, hookContext, durationMs(spec.cutover.hookTimeout), heartbeat.signal) : undefined);
+      /**
+       * A hook that exits non-zero (or times out) did not switch — its contract — so the source is fenced
+       * again and the mark taken back: the workflow then unfences the target and resumes the reverse stream.
+       */
+      const switchHook = async (current: PublicationRecord) => {
+        if (!spec.cutover.switchHook) return undefined;
+        try {
+          return await runHook('switchHook', spec.cutover.switchHook, hookContext, durationMs(spec.cutover.hookTimeout), heartbeat.signal);
+        } catch (error) {
+          if (error instanceof ApplicationFailure && error.type === 'HookFailed') {
+            await freezeSource(spec, migrationId);
+            await writePublicationRecord(newServer, publication, { ...current, switchingAt: undefined, switchedAt: undefined });
+          }
+          throw error;
+        }
+      };
       let record = await readPublicationRecord(newServer, publication);
       if (!record) throw ApplicationFailure.nonRetryable(`the reverse publication ${publication} is gone from the new server: a rollback would lose the writes made there`, 'RollbackFailed');
       let switchHookOutput: string | undefined;
@@ -67,14 +82,15 @@ export async function rollback(input: RollbackInput): Promise<CutoverResult> {
         timer.enter('switchHook');
         log.warn('resuming a rollback switch that was under way: running the switch hook again');
         await unfreezeSource(spec, migrationId);
-        switchHookOutput = await switchHook();
+        switchHookOutput = await switchHook(record);
         record = { ...record, switchedAt: new Date().toISOString() };
         await writePublicationRecord(newServer, publication, record);
       }
       if (record.switchedAt) {
         timer.enter('validate');
+        const validation = await validateOrReport({ spec: reversed });
         await keepOrReleaseNewServer(spec, migrationId);
-        return { timing: {}, switchedAt: record.switchedAt, validation: await validateOrReport({ spec: reversed }), validatedLive: true, switchHookOutput };
+        return { timing: {}, switchedAt: record.switchedAt, validation, validatedLive: true, switchHookOutput };
       }
       const frozenSince = (await readFreezeState(newServer))?.migrationId === migrationId ? record.freezeStartedAt : undefined;
       if (frozenSince) refuseLateResume(spec, Date.now() - Date.parse(frozenSince));
@@ -103,14 +119,16 @@ export async function rollback(input: RollbackInput): Promise<CutoverResult> {
       record = { ...record, switchingAt: new Date().toISOString() };
       await writePublicationRecord(newServer, publication, record);
       await timer.timed('unfreezeOldServer', () => unfreezeSource(spec, migrationId));
-      switchHookOutput = await timer.timed('switchHook', switchHook);
+      switchHookOutput = await timer.timed('switchHook', () => switchHook(record!));
       const switchedAt = new Date().toISOString();
       await writePublicationRecord(newServer, publication, { ...record, switchedAt });
       const timing = { freezeToReadyMs: readyAt - frozenAt, freezeToSwitchedMs: Date.now() - frozenAt, steps: { ...timer.steps } };
       log.info(timing, 'rolled back');
       timer.enter('validate');
+      // Validated before the target may take writes again (sourceAfterSwitch: writable).
+      const validation = await validateOrReport({ spec: reversed, targetSnapshot: snapshot });
       await keepOrReleaseNewServer(spec, migrationId);
-      return { timing, switchedAt, validation: await validateOrReport({ spec: reversed, targetSnapshot: snapshot }), validatedLive: false, switchHookOutput };
+      return { timing, switchedAt, validation, validatedLive: false, switchHookOutput };
     });
   } finally {
     heartbeat.stop();

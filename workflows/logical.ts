@@ -181,6 +181,12 @@ async function attemptCutover(ctx: LogicalContext, request: CutoverRequest, know
     if (ctx.control.pendingAbort !== undefined) (status.warnings ??= []).push(`abort ignored: the cutover had already switched (${ctx.control.pendingAbort})`);
     ctx.control.running = false;
     if (!result.validation.ok) {
+      // With a rollback window, differing checksums are a reason to go back: the window opens anyway, and
+      // the migration fails with the report only if it ends without a rollback (rollback-window.ts).
+      if (spec.cutover.rollbackWindow && patched(PATCHES.rollbackWindow)) {
+        status.errors.push(`the cutover switched but its checksums differ (${result.validation.summary.split('\n')[0]}): \`pgmove rollback ${migrationId}\` switches back; \`pgmove finalize ${migrationId}\` keeps the target and fails the migration with the report`);
+        return true;
+      }
       throw ApplicationFailure.nonRetryable(`${result.validation.summary}\nThe cutover has switched; the target is kept.`, 'ValidationFailed');
     }
     return true;

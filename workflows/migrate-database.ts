@@ -65,7 +65,8 @@ export async function migrateDatabase(input: MigrationSpecInput, resume?: Syncin
     cleanupOwed: [],
   };
   const main = new CancellationScope();
-  const control: CutoverControl = { running: false };
+  // A run continued during the rollback window has switched: an abort is ignored from its first moment.
+  const control: CutoverControl = { running: false, switchedAt: status.rollback?.switchedAt };
   let spec: MigrationSpec | undefined;
   const { publish, enterPhase, reportCutoverReadiness, abortNow, deliverLastReport } = registerMigrationHandlers({ input, migrationId, status, control, main, spec: () => spec });
 

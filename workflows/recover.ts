@@ -36,9 +36,10 @@ export async function recoverMigration(input: RecoverInput): Promise<RecoverRepo
   if (switchState.unknown) findings.push({ server: 'source', item: 'switch record', action: 'failed', detail: `not readable (${switchState.unknown}): the target and an after-switch fence are kept` });
   const withSwitch = { ...input, switchState };
   // The source first (fence, then the slot that fills its disk); the elevation last (dropping the slot may need it).
-  await step('source', 'fence', () => acts.recoverFence(withSwitch));
-  // A rollback window's reverse stream: its slot holds WAL on the target.
+  // A rollback window's reverse stream first: its slot holds WAL on the target, and its apply worker must
+  // stop writing into the source before the source's fence is touched.
   if (patched(PATCHES.recoverReverseStream)) await step('target', 'reverse stream', () => acts.recoverReverseStream(input));
+  await step('source', 'fence', () => acts.recoverFence(withSwitch));
   await step('target', 'subscription', () => acts.recoverSubscription(withSwitch));
   await step('source', 'replication slot and publication', () => acts.recoverSlotAndPublication(withSwitch));
   await step('target', 'target objects', () => acts.recoverTarget(withSwitch));

@@ -5,7 +5,7 @@
  * switches back, `pgmove finalize` or the window's end closes it, and so does the WAL guardrail (the new
  * server's disk comes first). The migration's cleanup drops the reverse stream. Deterministic code only.
  */
-import { ApplicationFailure, CancellationScope, condition, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, condition, isCancellation, workflowInfo } from '@temporalio/workflow';
 import type { MigrationSpec } from '../src/spec';
 import { OWED, type CutoverAttempt, type MigrationStatus, type ReplicationState, type RollbackState } from '../src/model';
 import { durationMs, formatBytes as mb, sizeBytes as bytes } from '../src/units';
@@ -28,8 +28,20 @@ export async function openRollbackWindow(ctx: LogicalContext, knownTables: strin
   await holdRollbackWindow(ctx, knownTables);
 }
 
-/** The window's loop; also where a continued run resumes. Returns when the window ends or a rollback switched. */
+/**
+ * The window; also where a continued run resumes. Returns when the window ends or a rollback switched; a
+ * window that ends without a rollback after the cutover's checksums differed fails with that report.
+ */
 export async function holdRollbackWindow(ctx: LogicalContext, knownTables: string[] | undefined): Promise<void> {
+  await windowLoop(ctx, knownTables);
+  const { status } = ctx;
+  const validation = status.validation;
+  if (status.rollback!.state !== 'rolledBack' && validation && !validation.ok) {
+    throw ApplicationFailure.nonRetryable(`${validation.summary}\nThe cutover has switched and the rollback window ended without a rollback; the target is kept.`, 'ValidationFailed');
+  }
+}
+
+async function windowLoop(ctx: LogicalContext, knownTables: string[] | undefined): Promise<void> {
   const { spec, migrationId, status, acts, control } = ctx;
   const window = status.rollback!;
   control.switchedAt ??= window.switchedAt;
@@ -43,6 +55,7 @@ export async function holdRollbackWindow(ctx: LogicalContext, knownTables: strin
     try {
       window.reverse = reverseGuardrails(await acts.steps.reverseStreamStatus({ spec, migrationId }), spec);
     } catch (error) {
+      if (isCancellation(error)) throw error;
       const cause = rootCause(error);
       if (cause instanceof ApplicationFailure && cause.nonRetryable) return closeWindow(ctx, 'closed', errorText(error));
       (status.warnings ??= []).push(`could not measure the reverse stream (${new Date().toISOString()}): ${errorText(error)}`);
@@ -52,14 +65,15 @@ export async function holdRollbackWindow(ctx: LogicalContext, knownTables: strin
       return closeWindow(ctx, 'closed', `the reverse slot held ${mb(retained)} of WAL on the target, above logical.walLimitBytes (${mb(bytes(spec.logical.walLimitBytes))}): the window closed early to keep the target's disk from filling, and a rollback is no longer possible`);
     }
     ctx.publish();
-    if (control.finalizeRequest) return closeWindow(ctx, 'finalized', `finalized by ${requester(control.finalizeRequest)}`);
-    if (Date.now() >= Date.parse(window.until)) return closeWindow(ctx, 'finalized', `the window (${spec.cutover.rollbackWindow}) ended`);
+    // An accepted rollback goes first: the update answered "accepted", so neither a finalize nor the window's end may drop it.
     const request = control.rollbackRequest;
     if (request) {
       control.rollbackRequest = undefined;
       if (await attemptRollback(ctx, request)) return;
       continue;
     }
+    if (control.finalizeRequest) return closeWindow(ctx, 'finalized', `finalized by ${requester(control.finalizeRequest)}`);
+    if (Date.now() >= Date.parse(window.until)) return closeWindow(ctx, 'finalized', `the window (${spec.cutover.rollbackWindow}) ended`);
     await condition(requested, Math.max(1, Math.min(interval, Date.parse(window.until) - Date.now())));
   }
 }
@@ -68,6 +82,8 @@ function closeWindow(ctx: LogicalContext, state: RollbackState['state'], because
   const window = ctx.status.rollback!;
   window.state = state;
   window.endedBecause = because;
+  const pending = ctx.control.rollbackRequest;
+  if (pending) (ctx.status.warnings ??= []).push(`the rollback requested by ${requester(pending)} was not run: ${because}`);
   if (state === 'closed') (ctx.status.warnings ??= []).push(`rollback window closed: ${because}`);
   ctx.publish();
 }

@@ -225,11 +225,14 @@ export interface SubscriptionState {
 }
 
 export async function subscriptionState(target: Client, subscription: string): Promise<SubscriptionState> {
+  // pg_stat_subscription_stats exists from PostgreSQL 15 on; a rollback window's subscriber (the source) may be older.
+  const hasStats = (await target.query<{ ok: boolean }>(`SELECT to_regclass('pg_catalog.pg_stat_subscription_stats') IS NOT NULL AS ok`)).rows[0]!.ok;
+  const errors = hasStats ? 'coalesce((SELECT apply_error_count FROM pg_stat_subscription_stats t WHERE t.subid = s.oid), 0)' : '0';
   const row = (
     await target.query<{ enabled: boolean; streaming: boolean; errors: string }>(
       `SELECT s.subenabled AS enabled,
               EXISTS (SELECT 1 FROM pg_stat_subscription w WHERE w.subid = s.oid AND w.pid IS NOT NULL AND w.relid IS NULL) AS streaming,
-              coalesce((SELECT apply_error_count FROM pg_stat_subscription_stats t WHERE t.subid = s.oid), 0)::text AS errors
+              ${errors}::text AS errors
          FROM pg_subscription s WHERE s.subname = $1 AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`,
       [subscription],
     )

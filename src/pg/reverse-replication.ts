@@ -6,8 +6,9 @@
  * new server, the subscription on the old one. The publication's comment is the record (known tables,
  * replica identities changed, the rollback's freeze and switch marks), like the forward publication's.
  */
+import { ApplicationFailure } from '@temporalio/common';
 import type { Client } from 'pg';
-import type { ReplicationNames, ReplicationState } from '../model';
+import type { ReplicationNames } from '../model';
 import type { ConnectionInfo } from './connect';
 import type { TableName } from './sql';
 import { ident } from './sql';
@@ -21,6 +22,8 @@ import {
   slotState,
   subscriptionConninfo,
   subscriptionState,
+  type SlotState,
+  type SubscriptionState,
 } from './replication';
 import { quietStatementLogging, redactPassword } from './statement-privacy';
 import { errorMessage } from '../error-text';
@@ -62,6 +65,8 @@ export async function startReverseStream(oldServer: Client, newServer: Client, m
     await oldServer.query('COMMIT');
   } catch (error) {
     await oldServer.query('ROLLBACK').catch(() => undefined);
+    // A refusal to log the password (SecretWouldBeLogged) is already final and redacted.
+    if (error instanceof ApplicationFailure) throw error;
     throw reverseSubscriptionError(error, start.newServerFromOld);
   }
 }
@@ -70,30 +75,27 @@ export async function startReverseStream(oldServer: Client, newServer: Client, m
 export function reverseSubscriptionError(error: unknown, newServerFromOld: ConnectionInfo): Error {
   const message = redactPassword(errorMessage(error), newServerFromOld.password);
   const unreachable = /could not connect to the publisher/i.test(message);
-  const fixed = new Error(
-    unreachable
-      ? `the old server cannot connect to the new one at ${newServerFromOld.host}:${newServerFromOld.port} for the rollback window's reverse stream (${message}); allow the old server's address in the new server's pg_hba.conf / security group, or set logical.targetUriFromSource`
-      : `creating the rollback window's reverse subscription on the old server failed: ${message}`,
-  );
+  if (unreachable) {
+    // Final for this attempt: retrying inside the freeze cannot make the path appear.
+    return ApplicationFailure.nonRetryable(
+      `the source cannot connect to the target at ${newServerFromOld.host}:${newServerFromOld.port} for the rollback window's reverse stream (${message}); allow the source's address in the target's pg_hba.conf / security group, or set logical.targetUriFromSource`,
+      'ReverseStreamFailed',
+    );
+  }
+  const fixed = new Error(`creating the rollback window's reverse subscription on the source failed: ${message}`);
   fixed.name = 'ReverseStreamFailed';
   return fixed;
 }
 
-/** The reverse stream measured: lag and retained WAL on the new server, the apply worker on the old one. */
-export async function reverseStreamState(oldServer: Client, newServer: Client, migrationId: string, newTables: string[]): Promise<ReplicationState & { slotExists: boolean; subscriptionExists: boolean }> {
-  const names = reverseNames(migrationId);
-  const [slot, subscription] = [await slotState(newServer, names.slot), await subscriptionState(oldServer, names.subscription)];
-  return {
-    lagBytes: slot?.lagBytes ?? 0,
-    lagSeconds: slot?.lagSeconds ?? 0,
-    retainedWalBytes: slot?.retainedWalBytes ?? 0,
-    streaming: subscription.streaming && slot?.activePid !== null && slot !== undefined,
-    applyErrors: subscription.applyErrors,
-    newTables,
-    measuredAt: new Date().toISOString(),
-    slotExists: slot !== undefined && slot.walStatus !== 'lost',
-    subscriptionExists: subscription.exists,
-  };
+/** The reverse slot on the new server (undefined when gone or invalidated): lag and the WAL it holds there. */
+export async function reverseSlotState(newServer: Client, migrationId: string): Promise<SlotState | undefined> {
+  const slot = await slotState(newServer, reverseNames(migrationId).slot);
+  return slot && slot.walStatus !== 'lost' ? slot : undefined;
+}
+
+/** The reverse subscription on the old server: whether its apply worker streams, and its apply errors. */
+export async function reverseSubscriptionState(oldServer: Client, migrationId: string): Promise<SubscriptionState> {
+  return subscriptionState(oldServer, reverseNames(migrationId).subscription);
 }
 
 /** Drops the subscription on the old server; idempotent. The caller's session must allow writes (the old server may be fenced). */
