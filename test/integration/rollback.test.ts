@@ -181,6 +181,30 @@ test('finalize after the worker was killed in the window: the reverse stream is 
   expect(await appCanConnect(source, 'shop')).toBe(true);
 });
 
+test('a rollback whose switch hook fails: the source is fenced again, the target unfenced, the reverse stream resumes and the window stays open', async () => {
+  const hook = ['sh', '-c', '[ "$PGMOVE_DIRECTION" = rollback ] && { echo "the load balancer refused" >&2; exit 3; }; exit 0'];
+  const { handle, database } = await start('rollback-hook-fails', { switchHook: hook, sourceAfterSwitch: 'frozen', hookTimeout: '30s' });
+  await cutOverUnderLoad(handle);
+  const first = await writeOnTarget(database, 100);
+  await first.stop();
+  expect((await pgmoveCliAsync(stack, ['rollback', 'rollback-hook-fails'])).stdout).toMatch(/^accepted/);
+  const failed = await waitForStatus(handle, 'the failed rollback, back in the window', (s) => s.phase === 'rollbackWindow' && s.rollback?.attempts?.[0]?.outcome === 'failed' && s.rollback.reverse?.streaming === true, 300_000);
+  expect(failed.rollback?.attempts?.[0]?.error).toMatch(/the load balancer refused/);
+  expect(failed.errors.join('\n')).toMatch(/rollback failed, the target unfenced, the window stays open/);
+  expect(await appCanConnect(target, database)).toBe(true);
+  expect(await appCanConnect(source, 'shop')).toBe(false);
+  // The stream carries on: what the target writes now reaches the source.
+  const second = await writeOnTarget(database, 100);
+  await second.stop();
+  await waitFor('the source to catch up again', async () => JSON.stringify(await pgbenchSums(source, 'shop')) === JSON.stringify(await pgbenchSums(target, database)), 120_000, 200);
+  expect((await pgmoveCliAsync(stack, ['finalize', 'rollback-hook-fails'])).stdout).toMatch(/^accepted/);
+  const result = (await handle.result()) as MigrationResult;
+  expect(result.status.rollback?.state).toBe('finalized');
+  expect(await replicationLeftovers(source, 'shop')).toEqual([]);
+  expect(await replicationLeftovers(target, database)).toEqual([]);
+  expect((await pgmoveCliAsync(stack, ['unfreeze', 'rollback-hook-fails'])).code).toBe(0);
+});
+
 test('the window ends by itself: the reverse stream is dropped and the migration completes on the target', async () => {
   const { handle, database } = await start('rollback-window-ends', { rollbackWindow: '20s', sourceAfterSwitch: 'writable' });
   await cutOverUnderLoad(handle);
