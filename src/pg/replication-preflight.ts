@@ -58,7 +58,8 @@ export async function replicationCapacityBlockers(client: Client, side: 'source'
  */
 export async function subscriptionProbeError(subscriber: Client, publisher: ConnectionInfo, probeName: string): Promise<string | undefined> {
   const names = { publication: 'pgmove_probe', slot: 'pgmove_probe', subscription: `${probeName}_${process.pid}` };
-  await subscriber.query('BEGIN');
+  // READ WRITE: a subscriber database that is read-only by default (a fenced source) must not fail the probe for that.
+  await subscriber.query('BEGIN READ WRITE');
   try {
     await quietStatementLogging(subscriber);
     await subscriber.query(createSubscriptionSql(names, subscriptionConninfo(publisher), { connect: true, enabled: false }));
