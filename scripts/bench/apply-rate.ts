@@ -4,8 +4,13 @@
  * and with --big-tx how long large transactions take from their commit on the source until they are
  * visible on the target.
  *
- * For each mode (alternating when both run): a fresh target database, a `method: logical` migration
- * through the worker until `syncing` and streaming; then pgbench steps through the rates, each held
+ * Modes (--apply, a comma list; default before,auto): `before` is the subscription as pgmove made it
+ * before logical.applyStreaming existed, the target's defaults (PostgreSQL 18: streaming = parallel,
+ * text; made with applyStreaming: off, then ALTER SUBSCRIPTION … SET (streaming = parallel)); `off` and
+ * `auto` are the spec's values.
+ *
+ * For each mode (in turn, the order reversed every other round): a fresh target database, a
+ * `method: logical` migration through the worker until `syncing` and streaming; then pgbench steps through the rates, each held
  * --hold seconds, the slot's lag sampled every second on the source (bytes not confirmed by the target,
  * and pg_stat_replication.replay_lag). Between steps pgbench stops and the lag drains to ≤ 1 MB, so
  * every step starts even. The achieved rate is the step's increase of events_id_seq (one insert per
@@ -16,7 +21,12 @@
  * default). The verdict is the highest achieved rate of a bounded step.
  *
  * Where the CPU goes: per step, CPU time of each process class from /proc (source backends, the
- * walsender, the target's apply workers, pgbench, the pgmove worker) as % of one core.
+ * walsender, the target's apply workers, pgbench, the pgmove worker, and what is not ours) as % of one
+ * core, and the apply worker's CPU per transaction.
+ *
+ * Catch-up: the apply worker's own ceiling, which pgbench cannot reach on a small machine (the source
+ * saturates it first): the subscription is disabled while pgbench runs at the top rate for --hold
+ * seconds, then enabled with pgbench stopped; the backlog's transactions over the time to drain it.
  */
 import { mkdtempSync, chmodSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -36,7 +46,9 @@ const SCALE = numericOption('scale', 20);
 const CLIENTS = numericOption('clients', 8);
 const HOLD = numericOption('hold', 30);
 const RATES = stringOption('rates', '250,500,1000,1500,2000,3000').split(',').map(Number);
-const MODES = stringOption('apply', 'both') === 'both' ? (['off', 'auto'] as const) : [stringOption('apply', 'auto') as 'off' | 'auto'];
+type Mode = 'before' | 'off' | 'auto';
+const MODES = stringOption('apply', 'before,auto').split(',') as Mode[];
+if (MODES.some((m) => !['before', 'off', 'auto'].includes(m))) throw new Error(`--apply takes a comma list of before, off, auto; got ${MODES.join(',')}`);
 const ROUNDS = numericOption('rounds', 1);
 const BIG_TX_ROWS = numericOption('big-tx', 0);
 const BIG_TX_COUNT = numericOption('big-tx-count', 3);
@@ -71,6 +83,7 @@ interface ModeResult {
   mode: string;
   options: string;
   steps: Step[];
+  catchUp: { transactions: number; bytes: number; seconds: number; cpu: Record<string, number> };
   bigTx: BigTx[];
   slotStats?: string;
 }
@@ -105,7 +118,7 @@ function machineTicks(): { busy: number; total: number } {
 }
 
 /** CPU ticks per process class: the children of both postmasters by their titles, pgbench, the worker. */
-function cpuByClass(source: ClusterHandle, target: ClusterHandle, pgbenchPid: number | undefined, workerPid: number): Map<string, number> {
+function cpuByClass(source: ClusterHandle, target: ClusterHandle, pgbenchPid: number | undefined, workerPid: number, temporalPid: number): Map<string, number> {
   const table = processTable();
   const sourcePm = postmasterPid(source.dataDir);
   const targetPm = postmasterPid(target.dataDir);
@@ -116,6 +129,7 @@ function cpuByClass(source: ClusterHandle, target: ClusterHandle, pgbenchPid: nu
     else if (p.ppid === targetPm) cls = /parallel apply worker/.test(p.title) ? 'target parallel apply' : /apply worker/.test(p.title) ? 'target apply' : 'target other';
     else if (pid === pgbenchPid) cls = 'pgbench';
     else if (pid === workerPid) cls = 'pgmove worker';
+    else if (pid === temporalPid || pid === process.pid) cls = 'temporal + this script';
     if (cls) perPid.set(`${cls}:${pid}`, p.ticks);
   }
   return perPid;
@@ -131,6 +145,16 @@ function cpuShares(before: Map<string, number>, after: Map<string, number>, seco
   for (const cls of Object.keys(shares)) shares[cls] = Math.round((shares[cls]! / CLK_TCK / seconds) * 100);
   return shares;
 }
+
+/** CPU of our processes and the machine (both cores) between two snapshots, with what is not ours. */
+function cpuReport(ours: Record<string, number>, machineBefore: { busy: number; total: number }): Record<string, number> {
+  const machine = machineTicks();
+  const busy = Math.round(((machine.busy - machineBefore.busy) / (machine.total - machineBefore.total)) * 200);
+  const sum = Object.values(ours).reduce((a, b) => a + b, 0);
+  return { ...ours, 'not ours': Math.max(0, busy - sum), 'machine busy (of 200)': busy };
+}
+
+const cpuLine = (cpu: Record<string, number>) => Object.entries(cpu).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ');
 
 /** The slot's lag as the source sees it: bytes the target has not confirmed, and replay_lag in seconds. */
 async function lagOf(source: Client, slot: string): Promise<{ bytes: number; seconds: number }> {
@@ -185,7 +209,7 @@ async function main(): Promise<void> {
     await sourceSql.connect();
     clients.push(sourceSql);
 
-    const runMode = async (mode: 'off' | 'auto', run: number): Promise<ModeResult> => {
+    const runMode = async (mode: Mode, run: number): Promise<ModeResult> => {
       const id = `bench-apply-${mode}-${run}`;
       const database = `apply_${mode}_${run}`;
       const to: OnlineDatabase = await createOnlineTarget(target, database);
@@ -197,7 +221,7 @@ async function main(): Promise<void> {
           source: { uri: sourceDb.uri, password: secret('source', sourceDb.password) },
           target: { uri: to.uri, password: secret(`target-${id}`, to.password) },
           method: 'logical',
-          logical: { replicaIdentityFull: true, applyStreaming: mode },
+          logical: { replicaIdentityFull: true, applyStreaming: mode === 'auto' ? 'auto' : 'off' },
         }],
       });
       running.push(handle);
@@ -206,6 +230,9 @@ async function main(): Promise<void> {
         return ['failed', 'aborted'].includes(status.phase) || (status.phase === 'syncing' && status.replication?.streaming) ? status : undefined;
       }, 1_800_000, 500);
       if (reached.phase !== 'syncing') throw new Error(`migration ${id} ${reached.phase}: ${JSON.stringify(reached).slice(0, 2000)}`);
+      const subscription = replicationNames(id).subscription;
+      // PostgreSQL 18's default, which a subscription made without options had.
+      if (mode === 'before') await adminQuery(target, database, `ALTER SUBSCRIPTION "${subscription}" SET (streaming = parallel)`);
       const [sub] = await adminQuery<{ substream: string; subbinary: boolean }>(target, database, `SELECT substream::text, subbinary FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`);
       const options = `streaming = ${{ f: 'off', t: 'on', p: 'parallel' }[sub!.substream] ?? sub!.substream}, binary = ${sub!.subbinary}`;
       console.log(`\n[${mode}, round ${run}] syncing; subscription ${options}`);
@@ -220,7 +247,7 @@ async function main(): Promise<void> {
       const steps: Step[] = [];
       for (const rate of RATES) {
         const seqBefore = await eventsSeq(sourceSql);
-        const cpuBefore = cpuByClass(source, target, undefined, worker.pid);
+        const cpuBefore = cpuByClass(source, target, undefined, worker.pid, server.pid);
         const machineBefore = machineTicks();
         const started = Date.now();
         bench = startPgbench(dir, source, 'bench', CLIENTS, rate, SCALE);
@@ -231,9 +258,7 @@ async function main(): Promise<void> {
         }
         const seconds = (Date.now() - started) / 1000;
         const seqAfter = await eventsSeq(sourceSql);
-        const cpu = cpuShares(cpuBefore, cpuByClass(source, target, bench.child.pid, worker.pid), seconds);
-        const machine = machineTicks();
-        cpu['machine busy (of 2 cores)'] = Math.round(((machine.busy - machineBefore.busy) / (machine.total - machineBefore.total)) * 200);
+        const cpu = cpuReport(cpuShares(cpuBefore, cpuByClass(source, target, bench.child.pid, worker.pid, server.pid), seconds), machineBefore);
         if (bench.child.exitCode !== null) throw new Error(`pgbench exited during the step: ${(await bench.done).output.slice(-1000)}`);
         await bench.stop();
         bench = undefined;
@@ -253,8 +278,26 @@ async function main(): Promise<void> {
         };
         steps.push(step);
         console.log(`  ${String(rate).padStart(5)} tx/s: achieved ${step.achieved.toFixed(0).padStart(5)} tx/s; lag start/mid/end ${mb(step.lagStart)} / ${mb(lagMid)} / ${mb(lagEnd)} MB (${step.secondsEnd.toFixed(2)} s); bounded ${step.bounded ? 'yes' : 'NO'}; drained in ${step.drainSeconds.toFixed(1)} s`);
-        console.log(`         CPU % of one core: ${Object.entries(cpu).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+        const applyUs = ((cpu['target apply'] ?? 0) + (cpu['target parallel apply'] ?? 0)) * 1e4 / Math.max(1, step.achieved);
+        console.log(`         CPU % of one core: ${cpuLine(cpu)}; apply ${applyUs.toFixed(0)} µs CPU per transaction`);
       }
+
+      // Catch-up: the backlog of the top rate, applied with the machine to the apply side.
+      await adminQuery(target, database, `ALTER SUBSCRIPTION "${subscription}" DISABLE`);
+      const topRate = Math.max(...RATES);
+      const seqBefore = await eventsSeq(sourceSql);
+      bench = startPgbench(dir, source, 'bench', CLIENTS, topRate, SCALE);
+      await sleep(HOLD * 1000);
+      await bench.stop();
+      bench = undefined;
+      const backlog = { transactions: (await eventsSeq(sourceSql)) - seqBefore, bytes: (await lagOf(sourceSql, slot)).bytes };
+      const cpuBefore = cpuByClass(source, target, undefined, worker.pid, server.pid);
+      const machineBefore = machineTicks();
+      await adminQuery(target, database, `ALTER SUBSCRIPTION "${subscription}" ENABLE`);
+      const catchUpSeconds = await drain();
+      const catchUp = { ...backlog, seconds: catchUpSeconds, cpu: cpuReport(cpuShares(cpuBefore, cpuByClass(source, target, undefined, worker.pid, server.pid), catchUpSeconds), machineBefore) };
+      console.log(`  catch-up: ${backlog.transactions} transactions (${mb(backlog.bytes)} MB of WAL) applied in ${catchUpSeconds.toFixed(1)} s = ${(backlog.transactions / catchUpSeconds).toFixed(0)} tx/s`);
+      console.log(`         CPU % of one core: ${cpuLine(catchUp.cpu)}`);
 
       const bigTx: BigTx[] = [];
       let slotStats: string | undefined;
@@ -305,7 +348,7 @@ async function main(): Promise<void> {
       running.splice(running.indexOf(handle), 1);
       const [left] = await adminQuery<{ n: string }>(source, 'postgres', `SELECT count(*)::text AS n FROM pg_replication_slots WHERE slot_name = $1`, [slot]);
       if (left!.n !== '0') throw new Error(`the abort left slot ${slot} on the source`);
-      return { mode, options, steps, bigTx, slotStats };
+      return { mode, options, steps, catchUp, bigTx, slotStats };
     };
 
     const results: ModeResult[] = [];
@@ -330,6 +373,7 @@ async function main(): Promise<void> {
       }).join(' | ')}`);
     }
     console.log(`verdict | ${results.map((r) => `highest bounded: ${verdict(r).toFixed(0)} tx/s`.padEnd(44)).join(' | ')}`);
+    console.log(`catch-up| ${results.map((r) => `${(r.catchUp.transactions / r.catchUp.seconds).toFixed(0)} tx/s (${r.catchUp.transactions} tx in ${r.catchUp.seconds.toFixed(1)} s)`.padEnd(44)).join(' | ')}`);
     if (BIG_TX_ROWS > 0) {
       console.log(`big tx  | ${results.map((r) => `commit → visible ${r.bigTx.map((b) => b.visibleAfterCommit.toFixed(1)).join(' / ')} s, peak lag ${mb(Math.max(...r.bigTx.map((b) => b.peakLag)))} MB`.padEnd(44)).join(' | ')}`);
       console.log(`decoding| ${results.map((r) => (r.slotStats ?? '').padEnd(44)).join(' | ')}`);
