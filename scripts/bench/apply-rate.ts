@@ -24,6 +24,10 @@
  * walsender, the target's apply workers, pgbench, the pgmove worker, and what is not ours) as % of one
  * core, and the apply worker's CPU per transaction.
  *
+ * The machine is shared (2 cores, other people's tests): every measurement starts only when no jest and
+ * no other benchmark runs (polled every 5 s, up to 40 min), and a step during which processes not ours
+ * took more than 30 % of a core is measured again (up to 3 times; else printed as shared).
+ *
  * Catch-up: the apply worker's own ceiling, which pgbench cannot reach on a small machine (the source
  * saturates it first): the subscription is disabled while pgbench runs at the top rate for --hold
  * seconds, then enabled with pgbench stopped; the backlog's transactions over the time to drain it.
@@ -156,6 +160,30 @@ function cpuReport(ours: Record<string, number>, machineBefore: { busy: number; 
 
 const cpuLine = (cpu: Record<string, number>) => Object.entries(cpu).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ');
 
+/** Other people's test runs and benchmarks (this script's own ancestors excluded). */
+function foreignLoad(): string[] {
+  const table = processTable();
+  const ours = new Set<number>();
+  for (let pid: number | undefined = process.pid; pid && !ours.has(pid); pid = table.get(pid)?.ppid) ours.add(pid);
+  return [...table].filter(([pid, p]) => !ours.has(pid) && /jest|bench\//.test(p.title)).map(([pid, p]) => `${pid} ${p.title.slice(0, 80)}`);
+}
+
+async function waitForIdleMachine(): Promise<void> {
+  const started = Date.now();
+  let said = false;
+  for (;;) {
+    const load = foreignLoad();
+    if (!load.length) break;
+    if (Date.now() - started > 40 * 60_000) throw new Error(`the machine was not idle for 40 min: ${load.join('; ')}`);
+    if (!said) console.log(`  (waiting for an idle machine: ${load[0]})`);
+    said = true;
+    await sleep(5000);
+  }
+  if (said) console.log(`  (idle after ${((Date.now() - started) / 1000).toFixed(0)} s)`);
+}
+
+const SHARED_LIMIT = 30; // % of one core taken by processes not ours during a step
+
 /** The slot's lag as the source sees it: bytes the target has not confirmed, and replay_lag in seconds. */
 async function lagOf(source: Client, slot: string): Promise<{ bytes: number; seconds: number }> {
   const row = (
@@ -245,7 +273,8 @@ async function main(): Promise<void> {
       await drain();
 
       const steps: Step[] = [];
-      for (const rate of RATES) {
+      const measureStep = async (rate: number): Promise<Step> => {
+        await waitForIdleMachine();
         const seqBefore = await eventsSeq(sourceSql);
         const cpuBefore = cpuByClass(source, target, undefined, worker.pid, server.pid);
         const machineBefore = machineTicks();
@@ -276,13 +305,22 @@ async function main(): Promise<void> {
           drainSeconds: await drain(),
           cpu,
         };
+        return step;
+      };
+      for (const rate of RATES) {
+        let step = await measureStep(rate);
+        for (let attempt = 2; attempt <= 3 && (step.cpu['not ours'] ?? 0) > SHARED_LIMIT; attempt++) {
+          console.log(`  ${String(rate).padStart(5)} tx/s: measured again, processes not ours took ${step.cpu['not ours']} % of a core`);
+          step = await measureStep(rate);
+        }
         steps.push(step);
-        console.log(`  ${String(rate).padStart(5)} tx/s: achieved ${step.achieved.toFixed(0).padStart(5)} tx/s; lag start/mid/end ${mb(step.lagStart)} / ${mb(lagMid)} / ${mb(lagEnd)} MB (${step.secondsEnd.toFixed(2)} s); bounded ${step.bounded ? 'yes' : 'NO'}; drained in ${step.drainSeconds.toFixed(1)} s`);
-        const applyUs = ((cpu['target apply'] ?? 0) + (cpu['target parallel apply'] ?? 0)) * 1e4 / Math.max(1, step.achieved);
-        console.log(`         CPU % of one core: ${cpuLine(cpu)}; apply ${applyUs.toFixed(0)} µs CPU per transaction`);
+        console.log(`  ${String(rate).padStart(5)} tx/s: achieved ${step.achieved.toFixed(0).padStart(5)} tx/s; lag start/mid/end ${mb(step.lagStart)} / ${mb(step.lagMid)} / ${mb(step.lagEnd)} MB (${step.secondsEnd.toFixed(2)} s); bounded ${step.bounded ? 'yes' : 'NO'}; drained in ${step.drainSeconds.toFixed(1)} s`);
+        const applyUs = ((step.cpu['target apply'] ?? 0) + (step.cpu['target parallel apply'] ?? 0)) * 1e4 / Math.max(1, step.achieved);
+        console.log(`         CPU % of one core: ${cpuLine(step.cpu)}; apply ${applyUs.toFixed(0)} µs CPU per transaction${(step.cpu['not ours'] ?? 0) > SHARED_LIMIT ? ' (SHARED machine)' : ''}`);
       }
 
       // Catch-up: the backlog of the top rate, applied with the machine to the apply side.
+      await waitForIdleMachine();
       await adminQuery(target, database, `ALTER SUBSCRIPTION "${subscription}" DISABLE`);
       const topRate = Math.max(...RATES);
       const seqBefore = await eventsSeq(sourceSql);
@@ -297,7 +335,7 @@ async function main(): Promise<void> {
       const catchUpSeconds = await drain();
       const catchUp = { ...backlog, seconds: catchUpSeconds, cpu: cpuReport(cpuShares(cpuBefore, cpuByClass(source, target, undefined, worker.pid, server.pid), catchUpSeconds), machineBefore) };
       console.log(`  catch-up: ${backlog.transactions} transactions (${mb(backlog.bytes)} MB of WAL) applied in ${catchUpSeconds.toFixed(1)} s = ${(backlog.transactions / catchUpSeconds).toFixed(0)} tx/s`);
-      console.log(`         CPU % of one core: ${cpuLine(catchUp.cpu)}`);
+      console.log(`         CPU % of one core: ${cpuLine(catchUp.cpu)}${(catchUp.cpu['not ours'] ?? 0) > SHARED_LIMIT ? ' (SHARED machine)' : ''}`);
 
       const bigTx: BigTx[] = [];
       let slotStats: string | undefined;
@@ -308,7 +346,8 @@ async function main(): Promise<void> {
         const statsSql = `SELECT spill_txns, spill_bytes, stream_txns, stream_bytes FROM pg_stat_replication_slots WHERE slot_name = $1`;
         const slotBefore = (await sourceSql.query<Record<string, string>>(statsSql, [slot])).rows[0];
         for (let i = 1; i <= BIG_TX_COUNT; i++) {
-          const batch = run * 1000 + i + (mode === 'auto' ? 500 : 0);
+          const batch = run * 1000 + i + 300 * MODES.indexOf(mode);
+          await waitForIdleMachine();
           let peakLag = 0;
           let sampling = true;
           const sampler = (async () => {
@@ -369,7 +408,7 @@ async function main(): Promise<void> {
     for (const [i, rate] of RATES.entries()) {
       console.log(`${String(rate).padEnd(7)} | ${results.map((r) => {
         const s = r.steps[i]!;
-        return `${s.achieved.toFixed(0)} tx/s, lag ${mb(s.lagMid)}→${mb(s.lagEnd)} MB, ${s.bounded ? 'bounded' : 'UNBOUNDED'}`.padEnd(44);
+        return `${s.achieved.toFixed(0)} tx/s, lag ${mb(s.lagMid)}→${mb(s.lagEnd)} MB, ${s.bounded ? 'bounded' : 'UNBOUNDED'}${(s.cpu['not ours'] ?? 0) > SHARED_LIMIT ? ' (shared)' : ''}`.padEnd(44);
       }).join(' | ')}`);
     }
     console.log(`verdict | ${results.map((r) => `highest bounded: ${verdict(r).toFixed(0)} tx/s`.padEnd(44)).join(' | ')}`);
