@@ -21,6 +21,7 @@ import {
   knownTablesOf,
   replicationNames,
   slotState,
+  subscriptionApplyOptions,
   subscriptionConninfo,
   subscriptionState,
 } from '../src/pg/replication';
@@ -189,8 +190,13 @@ export async function createSubscription(input: SyncInput): Promise<{ subscripti
     generations.length <= 1 && (generations[0]?.generation ?? 0) === 0
       ? [{ names, publications: [names.publication] }]
       : generations.map((g) => ({ names: g.names, publications: g.publications }));
+  // Binary transfer only when every published column's type is the same built-in one on both sides.
+  const binarySafe = await withClient(sourceInfo, 'source', async (source) =>
+    (await listTables(source, spec, { sizes: false })).every((t) => t.unlogged || t.columns.every((c) => c.binarySafe)),
+  );
   let created = false;
   await withClient(targetInfo, 'target', async (target) => {
+    const apply = subscriptionApplyOptions(await serverMajor(target), binarySafe, spec.logical.applyStreaming);
     for (const generation of wanted) {
       const state = await subscriptionState(target, generation.names.subscription);
       if (state.exists) {
@@ -202,14 +208,14 @@ export async function createSubscription(input: SyncInput): Promise<{ subscripti
       await target.query('BEGIN');
       try {
         await quietStatementLogging(target);
-        await target.query(createSubscriptionSql(generation.names, subscriptionConninfo(fromTarget), { connect: true, enabled: true, publications: generation.publications }));
+        await target.query(createSubscriptionSql(generation.names, subscriptionConninfo(fromTarget), { connect: true, enabled: true, publications: generation.publications, apply }));
         await target.query('COMMIT');
       } catch (error) {
         await target.query('ROLLBACK').catch(() => undefined);
         throw subscriptionError(error, fromTarget);
       }
       created = true;
-      activityLogger('sync').info({ subscription: generation.names.subscription, publications: generation.publications.length }, 'subscription created from the slot; streaming');
+      activityLogger('sync').info({ subscription: generation.names.subscription, publications: generation.publications.length, apply }, 'subscription created from the slot; streaming');
     }
   });
   if (wanted[0]!.publications[0] === names.publication) {

@@ -201,9 +201,15 @@ export const specSchema = z
         statusInterval: duration.default('5s'),
         /** Syncing continues as a new workflow run after this many history events (Temporal's limit is 51,200). */
         historyEventsPerRun: z.number().int().min(100).max(40_000).default(10_000),
+        /**
+         * auto: PostgreSQL 16+ targets apply large transactions with parallel apply workers while they run
+         * (streaming = parallel), and changes travel in binary when every replicated column is of a
+         * built-in type; off: streaming = off, text (README, Benchmarks: apply rate).
+         */
+        applyStreaming: z.enum(['auto', 'off']).default('auto'),
       })
       .strict()
-      .default({ replicaIdentityFull: false, walWarningBytes: '1GB', walLimitBytes: '20GB', statusInterval: '5s', historyEventsPerRun: 10_000 }),
+      .default({ replicaIdentityFull: false, walWarningBytes: '1GB', walLimitBytes: '20GB', statusInterval: '5s', historyEventsPerRun: 10_000, applyStreaming: 'auto' }),
     cutover: z
       .object({
         /** readOnly: pgmove fences the source itself; hook: freezeHook/unfreezeHook do it. */

@@ -11,6 +11,13 @@ export function numericOption(name: string, fallback: number): number {
   return i >= 0 ? Number(args[i + 1]) : fallback;
 }
 
+/** `--name VALUE` from the command line, else the fallback. */
+export function stringOption(name: string, fallback: string): string {
+  const args = process.argv.slice(2);
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
+}
+
 /** Server settings for benchmark clusters (bulk loads, no checkpoints in the middle). */
 export const BENCH_TUNING = { shared_buffers: "'512MB'", maintenance_work_mem: "'256MB'", max_wal_size: "'8GB'", checkpoint_timeout: "'30min'", max_parallel_maintenance_workers: '2' };
 

@@ -77,13 +77,17 @@ export interface PgbenchRun {
   stop(): Promise<void>;
 }
 
-/** pgbench as the application: `clients` sessions at `rate` transactions/s in total, until stopped. */
-export function startPgbench(workDir: string, cluster: ClusterHandle, database: string, clients = 4, rate = 200): PgbenchRun {
+/**
+ * pgbench as the application: `clients` sessions at `rate` transactions/s in total, until stopped.
+ * `scale`: the accounts, tellers and branches it picks from (2 unless told: few branch rows, so
+ * sessions wait on each other's row locks).
+ */
+export function startPgbench(workDir: string, cluster: ClusterHandle, database: string, clients = 4, rate = 200, scale = 2): PgbenchRun {
   const script = join(workDir, 'pgbench-script.sql');
   writeFileSync(script, SCRIPT);
   const child = spawn(
     join(DEBIAN_PG15_BIN, 'pgbench'),
-    ['-h', cluster.host, '-p', String(cluster.port), '-U', 'app', '-n', '-c', String(clients), '-j', '2', '-R', String(rate), '-T', '3600', '-s', '2', '-f', script, database],
+    ['-h', cluster.host, '-p', String(cluster.port), '-U', 'app', '-n', '-c', String(clients), '-j', '2', '-R', String(rate), '-T', '3600', '-s', String(scale), '-f', script, database],
     { env: { ...process.env, PGPASSWORD: APP_PASSWORD } },
   );
   let output = '';

@@ -208,10 +208,28 @@ export function subscriptionConninfo(info: ConnectionInfo): string {
   return parts.join(' ');
 }
 
-/** `publications`: the subscription's publications when not only the migration's main one (copy generations). */
-export function createSubscriptionSql(names: ReplicationNames, conninfo: string, options: { connect: boolean; enabled: boolean; publications?: string[] }): string {
+/**
+ * How the target applies the stream (logical.applyStreaming), as CREATE SUBSCRIPTION options.
+ * auto: `streaming = parallel` on a PostgreSQL 16+ target — a large transaction is applied by a parallel
+ * apply worker while it still runs on the source, instead of being spilled to a file and applied at its
+ * commit (a publisher before 16 is asked for `on` by the same setting: streamed and spilled on the
+ * target); plus `binary = true` (14+) when `binarySafe`: every replicated column is of a type whose
+ * binary form is the same on both servers (catalog.ts, the rule of the binary COPY).
+ * off: `streaming = off` (14+; PostgreSQL 18's default is parallel), text transfer.
+ */
+export function subscriptionApplyOptions(targetMajor: number, binarySafe: boolean, mode: 'auto' | 'off'): string[] {
+  if (targetMajor < 14) return []; // neither option exists before 14
+  if (mode === 'off') return ['streaming = off'];
+  return [...(targetMajor >= 16 ? ['streaming = parallel'] : []), ...(binarySafe ? ['binary = true'] : [])];
+}
+
+/**
+ * `publications`: the subscription's publications when not only the migration's main one (copy
+ * generations); `apply`: subscriptionApplyOptions (absent: the target's defaults).
+ */
+export function createSubscriptionSql(names: ReplicationNames, conninfo: string, options: { connect: boolean; enabled: boolean; publications?: string[]; apply?: string[] }): string {
   const withOptions = options.connect
-    ? `create_slot = false, slot_name = ${literal(names.slot)}, copy_data = false, enabled = ${options.enabled}`
+    ? [`create_slot = false, slot_name = ${literal(names.slot)}, copy_data = false, enabled = ${options.enabled}`, ...(options.apply ?? [])].join(', ')
     : `connect = false`;
   return `CREATE SUBSCRIPTION ${ident(names.subscription)} CONNECTION ${literal(conninfo)} PUBLICATION ${(options.publications ?? [names.publication]).map(ident).join(', ')} WITH (${withOptions})`;
 }

@@ -1,4 +1,4 @@
-import { lsnToBigInt, replicationNames, subscriptionConninfo, createSubscriptionSql } from '../../src/pg/replication';
+import { lsnToBigInt, replicationNames, subscriptionApplyOptions, subscriptionConninfo, createSubscriptionSql } from '../../src/pg/replication';
 import { generationNames, generationOfName, ownNamePattern } from '../../src/pg/generations';
 import { sizeBytes } from '../../src/units';
 import { parseSpec } from '../../src/spec';
@@ -30,6 +30,21 @@ test('copy generations: generation 0 keeps the names, later ones and unit public
   );
 });
 
+test('apply options: parallel streaming from PostgreSQL 16, binary only for built-in types, off explicit where the option exists', () => {
+  expect(subscriptionApplyOptions(18, true, 'auto')).toEqual(['streaming = parallel', 'binary = true']);
+  expect(subscriptionApplyOptions(16, false, 'auto')).toEqual(['streaming = parallel']);
+  expect(subscriptionApplyOptions(15, true, 'auto')).toEqual(['binary = true']);
+  expect(subscriptionApplyOptions(15, false, 'auto')).toEqual([]);
+  // PostgreSQL 18 streams in parallel by default: off must say so.
+  expect(subscriptionApplyOptions(18, true, 'off')).toEqual(['streaming = off']);
+  expect(subscriptionApplyOptions(13, true, 'auto')).toEqual([]);
+  expect(subscriptionApplyOptions(13, true, 'off')).toEqual([]);
+  const sql = createSubscriptionSql(replicationNames('m'), 'host=h', { connect: true, enabled: true, apply: subscriptionApplyOptions(17, true, 'auto') });
+  expect(sql).toMatch(/WITH \(create_slot = false, slot_name = '[a-z0-9_]+', copy_data = false, enabled = true, streaming = parallel, binary = true\)$/);
+  // Without a connection (no slot, no apply) the options are left out.
+  expect(createSubscriptionSql(replicationNames('m'), 'host=h', { connect: false, enabled: false, apply: ['streaming = parallel'] })).toMatch(/WITH \(connect = false\)$/);
+});
+
 test('LSN arithmetic', () => {
   expect(lsnToBigInt('0/0')).toBe(0n);
   expect(lsnToBigInt('16/B374D848') - lsnToBigInt('16/B374D800')).toBe(0x48n);
@@ -54,4 +69,7 @@ test('spec sizes and the cutover section', () => {
   expect(() => parseSpec({ ...base, cutover: { maxLagBytes: '16 megs' } })).toThrow(/cutover.maxLagBytes: .*size like/);
   expect(() => parseSpec({ ...base, cutover: { autoCutover: { at: 'tomorrow' } } })).toThrow(/ISO time/);
   expect(parseSpec({ ...base, method: 'logical' }).cutover).toMatchObject({ freeze: 'readOnly', maxLagBytes: '16MB', autoCutover: false });
+  expect(parseSpec(base).logical.applyStreaming).toBe('auto');
+  expect(parseSpec({ ...base, logical: { applyStreaming: 'off' } }).logical.applyStreaming).toBe('off');
+  expect(() => parseSpec({ ...base, logical: { applyStreaming: 'parallel' } })).toThrow(/applyStreaming/);
 });
