@@ -190,13 +190,9 @@ export async function createSubscription(input: SyncInput): Promise<{ subscripti
     generations.length <= 1 && (generations[0]?.generation ?? 0) === 0
       ? [{ names, publications: [names.publication] }]
       : generations.map((g) => ({ names: g.names, publications: g.publications }));
-  // Binary transfer only when every published column's type is the same built-in one on both sides.
-  const binarySafe = await withClient(sourceInfo, 'source', async (source) =>
-    (await listTables(source, spec, { sizes: false })).every((t) => t.unlogged || t.columns.every((c) => c.binarySafe)),
-  );
   let created = false;
   await withClient(targetInfo, 'target', async (target) => {
-    const apply = subscriptionApplyOptions(await serverMajor(target), binarySafe, spec.logical.applyStreaming);
+    const apply = subscriptionApplyOptions(await serverMajor(target), spec.logical.applyStreaming);
     for (const generation of wanted) {
       const state = await subscriptionState(target, generation.names.subscription);
       if (state.exists) {

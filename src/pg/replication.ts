@@ -213,14 +213,14 @@ export function subscriptionConninfo(info: ConnectionInfo): string {
  * auto: `streaming = parallel` on a PostgreSQL 16+ target — a large transaction is applied by a parallel
  * apply worker while it still runs on the source, instead of being spilled to a file and applied at its
  * commit (a publisher before 16 is asked for `on` by the same setting: streamed and spilled on the
- * target); plus `binary = true` (14+) when `binarySafe`: every replicated column is of a type whose
- * binary form is the same on both servers (catalog.ts, the rule of the binary COPY).
- * off: `streaming = off` (14+; PostgreSQL 18's default is parallel), text transfer.
+ * target). Binary transfer is not turned on: measured (bench:apply-rate) it changed nothing within the
+ * noise, and it fails where a type's binary form differs between the servers.
+ * off: `streaming = off` (14+; PostgreSQL 18's default is parallel).
  */
-export function subscriptionApplyOptions(targetMajor: number, binarySafe: boolean, mode: 'auto' | 'off'): string[] {
-  if (targetMajor < 14) return []; // neither option exists before 14
+export function subscriptionApplyOptions(targetMajor: number, mode: 'auto' | 'off'): string[] {
+  if (targetMajor < 14) return []; // streaming = off does not exist before 14
   if (mode === 'off') return ['streaming = off'];
-  return [...(targetMajor >= 16 ? ['streaming = parallel'] : []), ...(binarySafe ? ['binary = true'] : [])];
+  return targetMajor >= 16 ? ['streaming = parallel'] : [];
 }
 
 /**

@@ -31,16 +31,15 @@ test('copy generations: generation 0 keeps the names, later ones and unit public
 });
 
 test('apply options: parallel streaming from PostgreSQL 16, binary only for built-in types, off explicit where the option exists', () => {
-  expect(subscriptionApplyOptions(18, true, 'auto')).toEqual(['streaming = parallel', 'binary = true']);
-  expect(subscriptionApplyOptions(16, false, 'auto')).toEqual(['streaming = parallel']);
-  expect(subscriptionApplyOptions(15, true, 'auto')).toEqual(['binary = true']);
-  expect(subscriptionApplyOptions(15, false, 'auto')).toEqual([]);
+  expect(subscriptionApplyOptions(18, 'auto')).toEqual(['streaming = parallel']);
+  expect(subscriptionApplyOptions(16, 'auto')).toEqual(['streaming = parallel']);
+  expect(subscriptionApplyOptions(15, 'auto')).toEqual([]);
   // PostgreSQL 18 streams in parallel by default: off must say so.
-  expect(subscriptionApplyOptions(18, true, 'off')).toEqual(['streaming = off']);
-  expect(subscriptionApplyOptions(13, true, 'auto')).toEqual([]);
-  expect(subscriptionApplyOptions(13, true, 'off')).toEqual([]);
-  const sql = createSubscriptionSql(replicationNames('m'), 'host=h', { connect: true, enabled: true, apply: subscriptionApplyOptions(17, true, 'auto') });
-  expect(sql).toMatch(/WITH \(create_slot = false, slot_name = '[a-z0-9_]+', copy_data = false, enabled = true, streaming = parallel, binary = true\)$/);
+  expect(subscriptionApplyOptions(18, 'off')).toEqual(['streaming = off']);
+  expect(subscriptionApplyOptions(13, 'auto')).toEqual([]);
+  expect(subscriptionApplyOptions(13, 'off')).toEqual([]);
+  const sql = createSubscriptionSql(replicationNames('m'), 'host=h', { connect: true, enabled: true, apply: subscriptionApplyOptions(17, 'auto') });
+  expect(sql).toMatch(/WITH \(create_slot = false, slot_name = '[a-z0-9_]+', copy_data = false, enabled = true, streaming = parallel\)$/);
   // Without a connection (no slot, no apply) the options are left out.
   expect(createSubscriptionSql(replicationNames('m'), 'host=h', { connect: false, enabled: false, apply: ['streaming = parallel'] })).toMatch(/WITH \(connect = false\)$/);
 });
