@@ -18,7 +18,9 @@ afterAll(() => {
   process.env.HOME = home;
 });
 
-const info = (sslmode?: string, sslrootcert?: string): ConnectionInfo => ({ host: 'db.example', port: 5432, database: 'app', user: 'mig', password: 'pw', sslmode, sslrootcert });
+// Distinctive: a temporary directory's random name in the message must not look like a leak.
+const PASSWORD = 'tls-unit-Secret-7Qx';
+const info = (sslmode?: string, sslrootcert?: string): ConnectionInfo => ({ host: 'db.example', port: 5432, database: 'app', user: 'mig', password: PASSWORD, sslmode, sslrootcert });
 const opts = (option: unknown) => option as ConnectionOptions;
 
 test('disable: plain only; absent sslmode = prefer (libpq default): TLS without verification, then plain', () => {
@@ -76,7 +78,7 @@ test('child tools: PGSSLMODE/PGSSLROOTCERT in the environment, overriding the wo
   process.env.PGSSLMODE = 'disable';
   process.env.PGSSLROOTCERT = '/elsewhere.pem';
   try {
-    expect(libpqEnv(info('verify-full', caFile))).toMatchObject({ PGSSLMODE: 'verify-full', PGSSLROOTCERT: caFile, PGPASSWORD: 'pw' });
+    expect(libpqEnv(info('verify-full', caFile))).toMatchObject({ PGSSLMODE: 'verify-full', PGSSLROOTCERT: caFile, PGPASSWORD: PASSWORD });
     const plain = libpqEnv(info());
     expect(plain.PGSSLMODE).toBe('prefer');
     expect(plain.PGSSLROOTCERT).toBeUndefined();
@@ -103,7 +105,7 @@ test('TLS errors say what failed and how to fix it', () => {
   expect(explainTlsError(Object.assign(new Error('auth'), { code: '28P01' }), info('require'), 'source.uri')).toBeUndefined();
   const failure = classifyConnectError(chain, info('verify-full', caFile), 'target');
   expect(failure).toMatchObject({ type: 'TlsVerification', nonRetryable: true });
-  expect(failure.message).not.toContain('pw');
+  expect(failure.message).not.toContain(PASSWORD);
   expect(explainLibpqTlsError('pg_dump: error: ... SSL error: certificate verify failed')).toMatch(/not signed by the CA/);
   expect(explainLibpqTlsError('server certificate for "localhost" does not match host name "127.0.0.1"')).toMatch(/host name mismatch/);
   expect(explainLibpqTlsError('pg_dump: error: relation does not exist')).toBeUndefined();
