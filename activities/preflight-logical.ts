@@ -7,10 +7,9 @@ import type { Client } from 'pg';
 import type { MigrationSpec } from '../src/spec';
 import type { LogicalPlan } from '../src/model';
 import type { TableInfo } from '../src/pg/catalog';
-import { serverMajor } from '../src/pg/catalog';
 import type { ConnectionInfo } from '../src/pg/connect';
 import { displayName, ident } from '../src/pg/sql';
-import { replicationCapacityBlockers, subscriptionProbeError } from '../src/pg/replication-preflight';
+import { replicationCapacityBlockers, subscribeRight, subscriptionProbeError } from '../src/pg/replication-preflight';
 import { sourceAsTargetSeesIt } from './sync';
 import { statementLoggingBlocker, unsafeStatementLogging } from '../src/pg/statement-privacy';
 
@@ -106,19 +105,11 @@ async function targetSubscribeBlockers(
   target: Client,
   info: ConnectionInfo,
 ): Promise<LogicalBlocker[]> {
-  const major = await serverMajor(target);
-  const row = (
-    await target.query<{ superuser: boolean; create_sub: boolean; create_db: boolean }>(
-      `SELECT r.rolsuper AS superuser,
-              ${major >= 16 ? `pg_has_role('pg_create_subscription', 'USAGE')` : 'false'} AS create_sub,
-              has_database_privilege(current_database(), 'CREATE') AS create_db
-         FROM pg_roles r WHERE r.rolname = current_user`,
-    )
-  ).rows[0]!;
+  const { major, allowed } = await subscribeRight(target);
   // Before any statement that carries the source's password: could the target log it?
   const unsafe = await unsafeStatementLogging(target);
   const blockers = unsafe.length ? [statementLoggingBlocker(unsafe, info.user, major)] : [];
-  if (row.superuser || (row.create_sub && row.create_db)) return blockers;
+  if (allowed) return blockers;
   return [
     ...blockers,
     {

@@ -8,11 +8,10 @@ import type { Client } from 'pg';
 import type { MigrationSpec } from '../src/spec';
 import type { PreflightCheck } from '../src/model';
 import type { TableInfo } from '../src/pg/catalog';
-import { serverMajor } from '../src/pg/catalog';
 import type { ConnectionInfo } from '../src/pg/connect';
 import { connectionInfo } from '../src/pg/connect';
 import { displayName, ident } from '../src/pg/sql';
-import { replicationCapacityBlockers, subscriptionProbeError } from '../src/pg/replication-preflight';
+import { replicationCapacityBlockers, subscribeRight, subscriptionProbeError } from '../src/pg/replication-preflight';
 import { statementLoggingBlocker, unsafeStatementLogging } from '../src/pg/statement-privacy';
 
 const NAME = 'rollback window';
@@ -97,15 +96,7 @@ async function targetPublisherProblems(target: Client, info: ConnectionInfo): Pr
 
 /** The source can own the reverse subscription and keep its connection string out of its own log. */
 async function sourceSubscriberProblems(source: Client, info: ConnectionInfo): Promise<PreflightCheck[]> {
-  const major = await serverMajor(source);
-  const row = (
-    await source.query<{ superuser: boolean; create_sub: boolean; create_db: boolean }>(
-      `SELECT r.rolsuper AS superuser,
-              ${major >= 16 ? `pg_has_role('pg_create_subscription', 'USAGE')` : 'false'} AS create_sub,
-              has_database_privilege(current_database(), 'CREATE') AS create_db
-         FROM pg_roles r WHERE r.rolname = current_user`,
-    )
-  ).rows[0]!;
+  const { major, allowed } = await subscribeRight(source);
   const problems: PreflightCheck[] = [];
   const unsafe = await unsafeStatementLogging(source);
   if (unsafe.length) {
@@ -117,7 +108,7 @@ async function sourceSubscriberProblems(source: Client, info: ConnectionInfo): P
       fix: blocker.fix,
     });
   }
-  if (!(row.superuser || (row.create_sub && row.create_db))) {
+  if (!allowed) {
     problems.push({
       name: NAME,
       ok: false,

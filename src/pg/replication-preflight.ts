@@ -8,6 +8,7 @@ import type { ConnectionInfo } from './connect';
 import { createSubscriptionSql, subscriptionConninfo } from './replication';
 import { quietStatementLogging, redactPassword } from './statement-privacy';
 import { errorMessage } from '../error-text';
+import { serverMajor } from './catalog';
 
 export interface CapacityBlocker {
   detail: string;
@@ -69,4 +70,21 @@ export async function subscriptionProbeError(subscriber: Client, publisher: Conn
   } finally {
     await subscriber.query('ROLLBACK').catch(() => undefined);
   }
+}
+
+/**
+ * May the current role create a subscription here: a superuser, or (PostgreSQL 16+) a member of
+ * pg_create_subscription with CREATE on the database. `major` for the caller's fix text.
+ */
+export async function subscribeRight(client: Client): Promise<{ major: number; allowed: boolean }> {
+  const major = await serverMajor(client);
+  const row = (
+    await client.query<{ superuser: boolean; create_sub: boolean; create_db: boolean }>(
+      `SELECT r.rolsuper AS superuser,
+              ${major >= 16 ? `pg_has_role('pg_create_subscription', 'USAGE')` : 'false'} AS create_sub,
+              has_database_privilege(current_database(), 'CREATE') AS create_db
+         FROM pg_roles r WHERE r.rolname = current_user`,
+    )
+  ).rows[0]!;
+  return { major, allowed: row.superuser || (row.create_sub && row.create_db) };
 }

@@ -72,7 +72,7 @@ export async function startReverseStream(oldServer: Client, newServer: Client, m
 }
 
 /** A CREATE SUBSCRIPTION error on the old server, without the new server's password, saying what to fix. */
-export function reverseSubscriptionError(error: unknown, newServerFromOld: ConnectionInfo): Error {
+function reverseSubscriptionError(error: unknown, newServerFromOld: ConnectionInfo): Error {
   const message = redactPassword(errorMessage(error), newServerFromOld.password);
   const unreachable = /could not connect to the publisher/i.test(message);
   if (unreachable) {

@@ -38,7 +38,7 @@ beforeAll(async () => {
   sourceDb = await createPgbenchSource(source, 'shop', 5);
   await adminQuery(source, 'postgres', `GRANT pg_create_subscription TO migrator; GRANT SET ON PARAMETER ${STATEMENT_LOGGING_SETTINGS.join(', ')} TO migrator`);
   // The target's migration role publishes and fences the target for a rollback.
-  await createOnlineTarget(target, 'placeholder');
+  await createOnlineTarget(target, 'rollback_roles');
   await adminQuery(target, 'postgres', 'ALTER ROLE migrator REPLICATION; GRANT pg_signal_backend TO migrator');
 });
 
