@@ -6,10 +6,11 @@ import { existsSync, mkdtempSync, chmodSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, runSqlFile, startCluster, stopCluster, type ClusterHandle } from '../../src/dev/pg-cluster';
+import { adminQuery, DEBIAN_PG15_BIN, postmasterPid, PROJECT_PG18_BIN, runSqlFile, startCluster, stopCluster, type ClusterHandle } from '../../src/dev/pg-cluster';
 import { startTemporalServer, stopTemporalServer } from '../../src/dev/temporal-server';
 import { BENCH_TUNING, numericOption, sh, shell, stats } from '../lib/bench';
 import { startWorkerProcess, stopWorkerProcess } from '../../src/dev/worker-process';
+import { CpuSampler } from '../lib/cpu-sampler';
 import type { MigrationResult } from '../../workflows/migrate-database';
 
 const RUNS = numericOption('runs', 3);
@@ -26,12 +27,26 @@ async function freshTarget(target: ClusterHandle): Promise<void> {
   await adminQuery(target, 'postgres', 'CHECKPOINT');
 }
 
+const cpu = new CpuSampler();
+
 async function timed(label: string, fn: () => Promise<void>): Promise<number> {
+  const startedMs = Date.now();
   const started = process.hrtime.bigint();
   await fn();
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  console.log(`  ${label.padEnd(28)} ${seconds.toFixed(1)} s`);
+  console.log(`  ${label.padEnd(28)} ${seconds.toFixed(1)} s (${cpu.describe(startedMs, Date.now())})`);
   return seconds;
+}
+
+/** Each phase's seconds and the machine's CPU use meanwhile. */
+function phaseLine(timings: MigrationResult['status']['timings']): string {
+  return Object.entries(timings)
+    .map(([phase, t]) => {
+      if (!t?.seconds) return `${phase} ${(t?.seconds ?? 0).toFixed(1)}s`;
+      const from = Date.parse(t.startedAt);
+      return `${phase} ${t.seconds.toFixed(1)}s [${cpu.describe(from, from + t.seconds * 1000).replace(/ of \d+ cores/, '')}]`;
+    })
+    .join(', ');
 }
 
 
@@ -57,6 +72,12 @@ async function main(): Promise<void> {
     temporalPid = server.pid;
     const worker = await startWorkerProcess({ address: server.address, taskQueue: 'bench', logFile: join(dir, 'worker.log'), env: { PGMOVE_WORK_DIR: join(dir, 'work'), PGMOVE_ALLOWED_SECRETS: `file:${dir}/*` } }); // the bench's password files
     workerPid = worker.pid;
+    // Who spends the CPU: each cluster's postmaster tree, the worker with its pg_dump/pg_restore, the server.
+    cpu.watch('source', postmasterPid(source.dataDir)!);
+    cpu.watch('target', postmasterPid(target.dataDir)!);
+    cpu.watch('worker', worker.pid);
+    cpu.watch('temporal', server.pid);
+    cpu.watch('peer tools', process.pid); // pgcopydb, pg_dump | pg_restore and the bench itself
     const connection = await Connection.connect({ address: server.address });
     const client = new Client({ connection });
     const passwordFile = (c: ClusterHandle, name: string) => {
@@ -71,8 +92,11 @@ async function main(): Promise<void> {
       jobs: JOBS,
     };
     // --compare-index-order also times pgmove with every index built in post-data (copy.indexesDuringCopy: false).
-    const variants: [string, typeof spec & { copy?: { indexesDuringCopy: boolean } }][] = [['pgmove', spec]];
+    const variants: [string, typeof spec & { copy?: { indexesDuringCopy?: boolean; splitTablesLargerThanMB?: number } }][] = [['pgmove', spec]];
     if (process.argv.includes('--compare-index-order')) variants.push(['pgmove, indexes after copy', { ...spec, copy: { indexesDuringCopy: false } }]);
+    // --compare-split N also times pgmove with tables split into key ranges only above N MB.
+    const splitAbove = numericOption('compare-split', 0);
+    if (splitAbove > 0) variants.push([`pgmove, split > ${splitAbove} MB`, { ...spec, copy: { splitTablesLargerThanMB: splitAbove } }]);
     const times: Record<string, number[]> = { ...Object.fromEntries(variants.map(([name]) => [name, []])), 'pg_dump | pg_restore': [], pgcopydb: [] };
     const phases: string[] = [];
     for (let run = 1; run <= RUNS; run++) {
@@ -85,7 +109,7 @@ async function main(): Promise<void> {
             const result = (await handle.result()) as MigrationResult;
             if (!result.status.validation?.ok) throw new Error('pgmove validation failed');
             const indexes = result.status.copyUnits?.indexesBuilt ? `, ${result.status.copyUnits.indexesBuilt} indexes built during the copy` : '';
-            phases.push(`${name}: ${Object.entries(result.status.timings).map(([p, t]) => `${p} ${t?.seconds?.toFixed(1)}s`).join(', ')}${indexes}`);
+            phases.push(`${name}: ${phaseLine(result.status.timings)}${indexes}`);
           }),
         );
       }
@@ -121,6 +145,7 @@ async function main(): Promise<void> {
     console.log(`  pgmove worker peak RSS: ${peakRss ? (Number(peakRss) / 1024).toFixed(0) : '?'} MB`);
     console.log(`  pgmove phases per run:\n${phases.map((p) => `    ${p}`).join('\n')}`);
   } finally {
+    cpu.stop();
     if (workerPid) await stopWorkerProcess({ pid: workerPid }, 'SIGKILL');
     if (temporalPid) await stopTemporalServer({ pid: temporalPid });
     for (const cluster of clusters) await stopCluster(cluster);

@@ -1,13 +1,13 @@
 /**
- * Streams one table (or one key range of it) from source to target with COPY, through the worker,
- * with no intermediate file and bounded memory (stream backpressure). The target side first clears
+ * Streams one table (or one key range of it) from source to target with COPY, through the worker
+ * (./copy-relay: the source's messages relayed as they are), with no intermediate file and bounded
+ * memory (stream backpressure). The target side first clears
  * what an earlier attempt may have written (TRUNCATE for a whole table, DELETE for a range) in the
  * same transaction as the COPY, so a retry never duplicates rows.
  */
-import { PassThrough, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Client } from 'pg';
-import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import { RawCopyOut, rawCopyIn } from './copy-relay';
 import type { CopyTable, CopyUnit } from '../model';
 import { ident, literal, qualified } from './sql';
 
@@ -77,15 +77,9 @@ export async function copyTable(
     } else {
       await target.query(`${lock}; TRUNCATE ONLY ${qualified(table)}`);
     }
-    const inbound = target.query(copyFrom(copyInSql(table, format, freeze)));
-    const outbound = source.query(copyTo(copyOutSql(table, range, format)));
-    const counter = new Transform({
-      transform(chunk: Buffer, _encoding, callback) {
-        counters.bytes += chunk.length;
-        callback(null, chunk);
-      },
-    });
-    await pipeline(outbound, counter, new PassThrough({ highWaterMark: 1 << 20 }), inbound, { signal });
+    const inbound = target.query(rawCopyIn(copyInSql(table, format, freeze)));
+    const outbound = source.query(new RawCopyOut(copyOutSql(table, range, format), counters));
+    await pipeline(outbound, inbound, { signal });
     counters.rows += inbound.rowCount;
     await target.query('COMMIT');
   } catch (error) {
