@@ -146,8 +146,11 @@ export const specSchema = z
       .default({ noOwner: true, noPrivileges: false, extraArgs: [] }),
     copy: z
       .object({
-        /** Tables larger than this are split into key ranges copied in parallel. */
-        splitTablesLargerThanMB: z.number().int().min(1).default(256),
+        /**
+         * Tables larger than this are split into key ranges of about this size (a crash copies at most one
+         * again); a table above a lane's even share of the data (and 256 MB) is split to keep the lanes even.
+         */
+        splitTablesLargerThanMB: z.number().int().min(1).default(1024),
         /** Small tables are grouped into one activity up to this many MB, to keep the history small. */
         batchSmallTablesUpToMB: z.number().int().min(1).default(64),
         /** The offline copy continues as a new workflow run after this many history events (Temporal's limit is 51,200). */
@@ -158,7 +161,7 @@ export const specSchema = z
         indexesDuringCopyUpToMB: z.number().int().min(0).default(64),
       })
       .strict()
-      .default({ splitTablesLargerThanMB: 256, batchSmallTablesUpToMB: 64, historyEventsPerRun: 10_000, indexesDuringCopy: true, indexesDuringCopyUpToMB: 64 }),
+      .default({ splitTablesLargerThanMB: 1024, batchSmallTablesUpToMB: 64, historyEventsPerRun: 10_000, indexesDuringCopy: true, indexesDuringCopyUpToMB: 64 }),
     validate: z
       .object({ checksums: z.boolean().default(true) })
       .strict()
