@@ -49,38 +49,60 @@ export function nextBatch<T extends TableName & { bytes?: number }>(queue: T[]):
   return batch;
 }
 
+interface HashedColumn {
+  name: string;
+  /** A built-in type with a hash function (else the column's text is hashed). */
+  native: boolean | null;
+  /** That function, when it takes the column's type as it is (timestamptz's, date's and bool's are declared for another type). */
+  hashFunction: string | null;
+}
+
+/**
+ * One row's hash: the XOR of each column's hash function called with the column and its position as
+ * the seed; the columns whose function wants another type share one hash_record_extended over a ROW.
+ */
+export function rowHashOf(columns: HashedColumn[]): string {
+  const terms: string[] = [];
+  const viaRecord: string[] = [];
+  columns.forEach((c, i) => {
+    const seed = `${i + 1}::int8`;
+    if (c.hashFunction) terms.push(`coalesce(${c.hashFunction}(r.${ident(c.name)}, ${seed}), ${seed})`);
+    else if (c.native) viaRecord.push(`r.${ident(c.name)}`);
+    else terms.push(`coalesce(pg_catalog.hashtextextended(r.${ident(c.name)}::text, ${seed}), ${seed})`);
+  });
+  if (viaRecord.length) terms.push(`pg_catalog.hash_record_extended(ROW(${viaRecord.join(', ')}), 0)`);
+  return terms.length ? `(${terms.join(' # ')})` : '0::int8';
+}
+
 /** Each table's row-hash expression, decided on the source and used on both sides. */
 async function rowHashExpressions(source: Client, tables: TableName[]): Promise<string[]> {
   const columns = (
-    await source.query<{ ord: string; name: string; hashFunction: string | null }>(
+    await source.query<HashedColumn & { ord: string }>(
       `SELECT r.ord, a.attname AS name,
-              (SELECT format('%I.%I', pn.nspname, p.proname)
-                 FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod
-                 JOIN pg_amproc ap ON ap.amprocfamily = oc.opcfamily AND ap.amprocnum = 2
-                  AND ap.amproclefttype = oc.opcintype AND ap.amprocrighttype = oc.opcintype
-                 JOIN pg_proc p ON p.oid = ap.amproc JOIN pg_namespace pn ON pn.oid = p.pronamespace
-                WHERE bt.oid < 16384 AND am.amname = 'hash' AND oc.opcdefault
-                  AND oc.opcintype IN (bt.oid,
-                       CASE WHEN bt.typelem <> 0 AND bt.typlen = -1 THEN 'anyarray'::regtype END,
-                       CASE WHEN bt.typtype = 'r' THEN 'anyrange'::regtype END)
-                ORDER BY oc.opcintype = bt.oid DESC LIMIT 1) AS "hashFunction"
+              h.native, CASE WHEN h.proargtype IN (bt.oid, 'anyarray'::regtype, 'anyrange'::regtype)
+                                  OR EXISTS (SELECT 1 FROM pg_cast k WHERE k.castsource = bt.oid AND k.casttarget = h.proargtype AND k.castcontext = 'i')
+                             THEN h.function END AS "hashFunction"
          FROM unnest($1::text[]) WITH ORDINALITY AS r(relation, ord)
          JOIN pg_attribute a ON a.attrelid = r.relation::regclass
          JOIN pg_type t ON t.oid = a.atttypid
          JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+         LEFT JOIN LATERAL (
+           SELECT true AS native, format('%I.%I', pn.nspname, p.proname) AS function, p.proargtypes[0] AS proargtype
+             FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod
+             JOIN pg_amproc ap ON ap.amprocfamily = oc.opcfamily AND ap.amprocnum = 2
+              AND ap.amproclefttype = oc.opcintype AND ap.amprocrighttype = oc.opcintype
+             JOIN pg_proc p ON p.oid = ap.amproc JOIN pg_namespace pn ON pn.oid = p.pronamespace
+            WHERE bt.oid < 16384 AND am.amname = 'hash' AND oc.opcdefault
+              AND oc.opcintype IN (bt.oid,
+                   CASE WHEN bt.typelem <> 0 AND bt.typlen = -1 THEN 'anyarray'::regtype END,
+                   CASE WHEN bt.typtype = 'r' THEN 'anyrange'::regtype END)
+            ORDER BY oc.opcintype = bt.oid DESC LIMIT 1) h ON true
         WHERE a.attnum > 0 AND NOT a.attisdropped
         ORDER BY r.ord, a.attnum`,
       [tables.map(qualified)],
     )
   ).rows;
-  const terms: string[][] = tables.map(() => []);
-  for (const c of columns) {
-    const list = terms[Number(c.ord) - 1]!;
-    const seed = `${list.length + 1}::int8`;
-    const hashed = c.hashFunction ? `${c.hashFunction}(r.${ident(c.name)}, ${seed})` : `pg_catalog.hashtextextended(r.${ident(c.name)}::text, ${seed})`;
-    list.push(`coalesce(${hashed}, ${seed})`);
-  }
-  const expressions = terms.map((t) => (t.length ? `(${t.join(' # ')})` : '0::int8'));
+  const expressions = tables.map((_, i) => rowHashOf(columns.filter((c) => Number(c.ord) === i + 1)));
   // One probe for the batch (simple-query protocol); if any fails, each table is probed on its own.
   const probe = (indexes: number[]) => `SAVEPOINT probe; ${indexes.map((i) => `SELECT ${expressions[i]} FROM ONLY ${qualified(tables[i]!)} AS r LIMIT 1`).join('; ')}; RELEASE SAVEPOINT probe`;
   const undo = 'ROLLBACK TO SAVEPOINT probe; RELEASE SAVEPOINT probe';
