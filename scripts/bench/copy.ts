@@ -95,6 +95,15 @@ async function main(): Promise<void> {
     const variants: [string, typeof spec & { copy?: { indexesDuringCopy?: boolean; splitTablesLargerThanMB?: number } }][] = [['pgmove', spec]];
     if (process.argv.includes('--compare-index-order')) variants.push(['pgmove, indexes after copy', { ...spec, copy: { indexesDuringCopy: false } }]);
     // --compare-split N also times pgmove with tables split into key ranges only above N MB.
+    // --variant JSON (repeatable) also times pgmove with that spec fragment merged in, e.g. '{"copy":{"indexesDuringCopyUpToMB":1024}}'.
+    process.argv.forEach((arg, i) => {
+      if (arg !== '--variant') return;
+      const fragment = JSON.parse(process.argv[i + 1] ?? '{}') as Record<string, Record<string, unknown>>;
+      const merged: Record<string, unknown> = { ...spec };
+      for (const [key, value] of Object.entries(fragment)) merged[key] = { ...((merged[key] as object | undefined) ?? {}), ...value };
+      variants.push([`pgmove ${JSON.stringify(fragment)}`, merged as typeof spec]);
+    });
+    if (process.argv.includes('--compare-checksums-off')) variants.push(['pgmove, counts only', { ...spec, validate: { checksums: false } } as typeof spec]);
     const splitAbove = numericOption('compare-split', 0);
     if (splitAbove > 0) variants.push([`pgmove, split > ${splitAbove} MB`, { ...spec, copy: { splitTablesLargerThanMB: splitAbove } }]);
     const times: Record<string, number[]> = { ...Object.fromEntries(variants.map(([name]) => [name, []])), 'pg_dump | pg_restore': [], pgcopydb: [] };
