@@ -157,11 +157,11 @@ export const specSchema = z
         historyEventsPerRun: z.number().int().min(100).max(40_000).default(10_000),
         /** Offline: build a table's plain indexes and key constraints as soon as its copy ends, while others copy. */
         indexesDuringCopy: z.boolean().default(true),
-        /** …for tables up to this size; larger tables' indexes are built by post-data's parallel pg_restore (measured faster there). */
-        indexesDuringCopyUpToMB: z.number().int().min(0).default(64),
+        /** …for tables up to this size (a table copied whole: see splitTablesLargerThanMB); larger ones' indexes are built by post-data's parallel pg_restore. */
+        indexesDuringCopyUpToMB: z.number().int().min(0).default(1024),
       })
       .strict()
-      .default({ splitTablesLargerThanMB: 1024, batchSmallTablesUpToMB: 64, historyEventsPerRun: 10_000, indexesDuringCopy: true, indexesDuringCopyUpToMB: 64 }),
+      .default({ splitTablesLargerThanMB: 1024, batchSmallTablesUpToMB: 64, historyEventsPerRun: 10_000, indexesDuringCopy: true, indexesDuringCopyUpToMB: 1024 }),
     validate: z
       .object({ checksums: z.boolean().default(true) })
       .strict()
