@@ -2,9 +2,9 @@
  * A COPY relayed between two servers with the protocol's bytes as they come. The source answers
  * `COPY … TO STDOUT` with CopyData messages ('d', length, one row), and `COPY … FROM STDIN` on the target
  * takes exactly such messages: runs of them go from one socket to the other as slices of the chunk
- * that brought them. The worker reads five header bytes per row and copies nothing — where a relay that
- * unwraps each row and wraps it again spends its CPU (measured: about half the worker's share of a
- * copy).
+ * that brought them. The worker reads five header bytes per row and copies only the rows split between
+ * two chunks (each relayed once whole, so the target never waits inside a message) — a relay that
+ * unwraps each row and wraps it again spent about half the worker's share of a copy.
  *
  * `RawCopyOut` takes the source connection's socket over for the COPY's output, as pg-copy-streams'
  * copy-to does, and gives it back to `pg` at CopyDone or at an error, which `pg` then parses itself.
@@ -41,6 +41,8 @@ export class RawCopyOut extends Readable implements Submittable {
   /** Bytes of the current message still to come, and whether they are relayed (a 'd' message) or skipped. */
   private bodyLeft = 0;
   private relayBody = false;
+  /** The parts of a row split between socket chunks (relayed once whole). */
+  private readonly pendingRow: Buffer[] = [];
 
   constructor(
     private readonly text: string,
@@ -91,13 +93,15 @@ export class RawCopyOut extends Readable implements Submittable {
       runStart = -1;
     };
     if (this.bodyLeft > 0) {
+      // The rest of a message begun in an earlier chunk.
       const n = Math.min(this.bodyLeft, chunk.length);
-      if (this.relayBody) {
-        runStart = 0;
-        this.counters.bytes += n;
-      }
       this.bodyLeft -= n;
       pos = n;
+      if (this.relayBody) {
+        this.counters.bytes += n;
+        this.pendingRow.push(chunk.subarray(0, n));
+        if (this.bodyLeft === 0) wanted = this.push(Buffer.concat(this.pendingRow.splice(0))) && wanted;
+      }
     }
     while (pos < chunk.length) {
       if (chunk.length - pos < HEADER) {
@@ -108,9 +112,18 @@ export class RawCopyOut extends Readable implements Submittable {
       const code = chunk[pos]!;
       const end = pos + 1 + chunk.readUInt32BE(pos + 1);
       if (code === COPY_DATA) {
-        if (runStart < 0) runStart = pos;
         this.rowCount += 1;
         this.counters.bytes += Math.min(end, chunk.length) - pos - HEADER;
+        if (end > chunk.length) {
+          // A row that goes on in the next chunk is held until it is whole: the target only ever gets
+          // whole messages, so a CopyFail after them (an abort, the source lost) is read as one.
+          emit(pos);
+          this.pendingRow.push(chunk.subarray(pos));
+          this.bodyLeft = end - chunk.length;
+          this.relayBody = true;
+          return wanted;
+        }
+        if (runStart < 0) runStart = pos;
       } else {
         emit(pos);
         if (code === ERROR_RESPONSE) {
@@ -124,13 +137,11 @@ export class RawCopyOut extends Readable implements Submittable {
           return wanted;
         }
         // CopyOutResponse, and notices or parameter changes in between: not rows, not relayed.
-      }
-      if (end > chunk.length) {
-        // The message goes on in the next chunk: what is here is relayed (or skipped) now.
-        this.bodyLeft = end - chunk.length;
-        this.relayBody = code === COPY_DATA;
-        pos = chunk.length;
-        break;
+        if (end > chunk.length) {
+          this.bodyLeft = end - chunk.length;
+          this.relayBody = false;
+          return wanted;
+        }
       }
       pos = end;
     }

@@ -2,7 +2,7 @@
  * A table's checksum is the sum of a 64-bit hash of each row (order-independent: equal multisets of
  * rows give equal sums), computed inside the database. The row hash XORs each column's own extended
  * hash function (the default hash opclass's, type-aware, without text conversion), seeded with the
- * column's position so that values swapped between columns change it; a NULL enters as the seed.
+ * column's position so that values swapped between columns change it; a NULL enters as minus the seed.
  * Columns of user-defined types (an enum hashes its OID, which differs between servers) or without a
  * hash function (json, xml, geometric types) enter as the hash of their text. Calling the column
  * hashes directly costs about 40 % less than hash_record_extended over a ROW (which builds and takes
@@ -49,26 +49,35 @@ export function nextBatch<T extends TableName & { bytes?: number }>(queue: T[]):
   return batch;
 }
 
-interface HashedColumn {
+export interface HashedColumn {
   name: string;
   /** A built-in type with a hash function (else the column's text is hashed). */
   native: boolean | null;
   /** That function, when it takes the column's type as it is (timestamptz's, date's and bool's are declared for another type). */
   hashFunction: string | null;
+  /** The function is an array's or a range's (it ignores the seed for some values: re-seeded). */
+  polymorphic?: boolean | null;
+  /** Text-like: hashed in the C collation (a nondeterministic or ICU collation would hash a sort key). */
+  collatable?: boolean | null;
 }
 
 /**
  * One row's hash: the XOR of each column's hash function called with the column and its position as
  * the seed; the columns whose function wants another type share one hash_record_extended over a ROW.
+ * A NULL enters as minus the seed: several functions return the seed itself for 0, NaN or `{}`.
  */
 export function rowHashOf(columns: HashedColumn[]): string {
   const terms: string[] = [];
   const viaRecord: string[] = [];
   columns.forEach((c, i) => {
     const seed = `${i + 1}::int8`;
-    if (c.hashFunction) terms.push(`coalesce(${c.hashFunction}(r.${ident(c.name)}, ${seed}), ${seed})`);
-    else if (c.native) viaRecord.push(`r.${ident(c.name)}`);
-    else terms.push(`coalesce(pg_catalog.hashtextextended(r.${ident(c.name)}::text, ${seed}), ${seed})`);
+    const nullMarker = `${-(i + 1)}::int8`;
+    const column = `r.${ident(c.name)}${c.collatable ? ' COLLATE "C"' : ''}`;
+    if (c.hashFunction) {
+      const hashed = `${c.hashFunction}(${column}, ${seed})`;
+      terms.push(`coalesce(${c.polymorphic ? `pg_catalog.hashint8extended(${hashed}, ${seed})` : hashed}, ${nullMarker})`);
+    } else if (c.native) viaRecord.push(column);
+    else terms.push(`coalesce(pg_catalog.hashtextextended(r.${ident(c.name)}::text COLLATE "C", ${seed}), ${nullMarker})`);
   });
   if (viaRecord.length) terms.push(`pg_catalog.hash_record_extended(ROW(${viaRecord.join(', ')}), 0)`);
   return terms.length ? `(${terms.join(' # ')})` : '0::int8';
@@ -79,6 +88,7 @@ async function rowHashExpressions(source: Client, tables: TableName[]): Promise<
   const columns = (
     await source.query<HashedColumn & { ord: string }>(
       `SELECT r.ord, a.attname AS name,
+              t.typcollation <> 0 AS collatable, h.polymorphic,
               h.native, CASE WHEN h.proargtype IN (bt.oid, 'anyarray'::regtype, 'anyrange'::regtype)
                                   OR EXISTS (SELECT 1 FROM pg_cast k WHERE k.castsource = bt.oid AND k.casttarget = h.proargtype AND k.castcontext = 'i')
                              THEN h.function END AS "hashFunction"
@@ -87,7 +97,8 @@ async function rowHashExpressions(source: Client, tables: TableName[]): Promise<
          JOIN pg_type t ON t.oid = a.atttypid
          JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
          LEFT JOIN LATERAL (
-           SELECT true AS native, format('%I.%I', pn.nspname, p.proname) AS function, p.proargtypes[0] AS proargtype
+           SELECT true AS native, format('%I.%I', pn.nspname, p.proname) AS function, p.proargtypes[0] AS proargtype,
+                  oc.opcintype <> bt.oid AS polymorphic
              FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod
              JOIN pg_amproc ap ON ap.amprocfamily = oc.opcfamily AND ap.amprocnum = 2
               AND ap.amproclefttype = oc.opcintype AND ap.amprocrighttype = oc.opcintype
@@ -96,6 +107,11 @@ async function rowHashExpressions(source: Client, tables: TableName[]): Promise<
               AND oc.opcintype IN (bt.oid,
                    CASE WHEN bt.typelem <> 0 AND bt.typlen = -1 THEN 'anyarray'::regtype END,
                    CASE WHEN bt.typtype = 'r' THEN 'anyrange'::regtype END)
+              -- An array hashes its elements with their own function: json[], xml[], point[] have none.
+              AND (oc.opcintype <> 'anyarray'::regtype OR EXISTS (
+                    SELECT 1 FROM pg_opclass oe JOIN pg_am ae ON ae.oid = oe.opcmethod
+                      JOIN pg_amproc pe ON pe.amprocfamily = oe.opcfamily AND pe.amprocnum = 2 AND pe.amproclefttype = oe.opcintype
+                     WHERE ae.amname = 'hash' AND oe.opcdefault AND oe.opcintype = bt.typelem))
             ORDER BY oc.opcintype = bt.oid DESC LIMIT 1) h ON true
         WHERE a.attnum > 0 AND NOT a.attisdropped
         ORDER BY r.ord, a.attnum`,

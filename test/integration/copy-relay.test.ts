@@ -118,3 +118,24 @@ test("a source error ends the copy with the server's message; the target rolls b
     await reader.end();
   }
 });
+
+test('an abort in the middle of the rows ends the copy at once; the target rolls back and takes the next statement', async () => {
+  const from = new Client({ host: '127.0.0.1', port: source.port, user: 'postgres', password: source.superuserPassword, database: 'relay' });
+  await from.connect();
+  const counters = { rows: 0, bytes: 0 };
+  const abort = new AbortController();
+  const watch = setInterval(() => {
+    if (counters.bytes > 1 << 20) abort.abort();
+  }, 2);
+  try {
+    await from.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    // The target is read back after a ROLLBACK: it must have taken the CopyFail as a message, not as row bytes.
+    await expect(copyTable(from, targetClient, table('big', ['id', 'payload', 'n'], true), undefined, counters, abort.signal)).rejects.toThrow(/abort/i);
+    expect(counters.rows).toBe(0);
+    await targetClient.query('ROLLBACK');
+    expect((await targetClient.query<{ n: string }>('SELECT count(*) AS n FROM public.big')).rows[0]!.n).toBe('200000');
+  } finally {
+    clearInterval(watch);
+    await from.end().catch(() => undefined);
+  }
+});

@@ -21,6 +21,9 @@ const SCHEMA = `
   INSERT INTO public.big SELECT g, md5(g::text), g * 1.25, '2026-01-01'::timestamptz + g * interval '1 second' FROM generate_series(1, ${ROWS}) g;
   CREATE TABLE public.events (kind text, at date);
   INSERT INTO public.events SELECT 'kind-' || (g % 50), '2026-01-01'::date + (g % 300) FROM generate_series(1, 20000) g;
+  CREATE TABLE public.readings (id int PRIMARY KEY, x float8, tags int[], seen text[]);
+  INSERT INTO public.readings SELECT g, (g % 3)::float8, CASE WHEN g % 2 = 0 THEN '{}' ELSE ARRAY[g] END, ARRAY['Ab', 'c']
+    FROM generate_series(1, 300) g;
   CREATE SEQUENCE public.ticket_seq;
   SELECT setval('public.ticket_seq', 4242);
   DO $$ BEGIN FOR i IN 1..30 LOOP
@@ -64,7 +67,7 @@ async function caught(tamper: string, undo: string): Promise<ValidationReport> {
 test('the untouched copy validates ok', async () => {
   const report = await validateNow();
   expect(report.ok).toBe(true);
-  expect(report.rowsChecked ?? report.tables.reduce((n, t) => n + t.sourceRows, 0)).toBe(ROWS + 20000 + 30 * 50);
+  expect(report.rowsChecked ?? report.tables.reduce((n, t) => n + t.sourceRows, 0)).toBe(ROWS + 20000 + 30 * 50 + 300);
 });
 
 test('one changed row in a large table: same count, different checksum', async () => {
@@ -107,6 +110,18 @@ test('a changed row in one of many small tables checked together: only that tabl
   expect(report.ok).toBe(false);
   expect(failing(report)).toEqual(['public.small_17']);
   expect(report.tables.filter((t) => t.table.startsWith('public.small_') && t.ok)).toHaveLength(29);
+});
+
+// Several hash functions return their seed for 0, NaN or an empty array: a NULL must still differ from those.
+test('a 0.0 turned NULL, an empty array turned {NULL} and a text array whose case changed: each caught', async () => {
+  for (const [tamper, undo] of [
+    [`UPDATE public.readings SET x = NULL WHERE id = 3`, `UPDATE public.readings SET x = 0 WHERE id = 3`],
+    [`UPDATE public.readings SET tags = '{NULL}' WHERE id = 4`, `UPDATE public.readings SET tags = '{}' WHERE id = 4`],
+    [`UPDATE public.readings SET seen = ARRAY['ab', 'c'] WHERE id = 5`, `UPDATE public.readings SET seen = ARRAY['Ab', 'c'] WHERE id = 5`],
+  ]) {
+    const report = await caught(tamper!, undo!);
+    expect(failing(report)).toEqual(['public.readings']);
+  }
 });
 
 test('a sequence behind the source', async () => {

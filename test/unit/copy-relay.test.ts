@@ -1,7 +1,7 @@
 /**
  * The COPY relay's framing (src/pg/copy-relay.ts) against a stand-in socket: whatever the socket's
  * chunk boundaries (inside a header, inside a row, between messages), exactly the CopyData messages are
- * relayed, whole and in order; what is not a row (CopyOutResponse, a notice) is not; and what follows
+ * relayed, whole (each push ends on a message boundary) and in order; what is not a row (CopyOutResponse, a notice) is not; and what follows
  * CopyDone goes back to pg's own reader byte for byte.
  */
 import { PassThrough } from 'node:stream';
@@ -28,7 +28,7 @@ const wire = Buffer.concat([
 ]);
 
 /** Feeds the wire in chunks of `size` and returns what was relayed and what pg's reader got back. */
-async function relayInChunks(size: number): Promise<{ out: Buffer; givenBack: Buffer; bytes: number }> {
+async function relayInChunks(size: number): Promise<{ out: Buffer; givenBack: Buffer; bytes: number; pushes: Buffer[] }> {
   const stream = new PassThrough();
   const givenBack: Buffer[] = [];
   stream.on('data', (chunk: Buffer) => givenBack.push(chunk));
@@ -46,12 +46,18 @@ async function relayInChunks(size: number): Promise<{ out: Buffer; givenBack: Bu
   }
   await done;
   await new Promise((resolve) => setImmediate(resolve));
-  return { out: Buffer.concat(collected), givenBack: Buffer.concat(givenBack), bytes: counters.bytes };
+  return { out: Buffer.concat(collected), givenBack: Buffer.concat(givenBack), bytes: counters.bytes, pushes: collected };
 }
 
 test.each([1, 2, 3, 4, 5, 6, 7, 11, 13, 64, 1000, wire.length])('socket chunks of %i bytes: rows relayed whole, the rest given back', async (size) => {
-  const { out, givenBack, bytes } = await relayInChunks(size);
+  const { out, givenBack, bytes, pushes } = await relayInChunks(size);
   expect(out.equals(relayed)).toBe(true);
+  // Every push is whole messages: a CopyFail written after any of them is read as a message of its own.
+  for (const push of pushes) {
+    let at = 0;
+    while (at < push.length) at += 1 + push.readUInt32BE(at + 1);
+    expect(at).toBe(push.length);
+  }
   expect(givenBack.equals(afterCopy)).toBe(true);
   expect(bytes).toBe(relayed.length - 5 * rows.length);
 });
