@@ -48,6 +48,7 @@ beforeAll(async () => {
   await adminQuery(source, 'relay', SOURCE_ROWS);
   const connectTo = async (cluster: ClusterHandle, user = 'postgres', password = cluster.superuserPassword) => {
     const client = new Client({ host: '127.0.0.1', port: cluster.port, user, password, database: 'relay' });
+    client.on('error', () => undefined); // the servers stop before the clients end
     await client.connect();
     return client;
   };
@@ -56,9 +57,10 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  // Servers first: a client left inside a broken COPY by a failed test could wait forever on end().
+  await stack.stop();
   await sourceClient?.end().catch(() => undefined);
   await targetClient?.end().catch(() => undefined);
-  await stack.stop();
 });
 
 /** Copies inside a read-only source transaction, as the copy does. */
@@ -105,6 +107,7 @@ test('a row of 3 MB (one message over many socket chunks) and an empty table', a
 
 test("a source error ends the copy with the server's message; the target rolls back and both connections stay usable", async () => {
   const reader = new Client({ host: '127.0.0.1', port: source.port, user: 'relay_reader', password: 'relay-reader-pw', database: 'relay' });
+  reader.on('error', () => undefined);
   await reader.connect();
   try {
     await expect(relay(table('secret', ['id'], true), undefined, reader)).rejects.toThrow(/permission denied for table secret/);
@@ -121,6 +124,7 @@ test("a source error ends the copy with the server's message; the target rolls b
 
 test('an abort in the middle of the rows ends the copy at once; the target rolls back and takes the next statement', async () => {
   const from = new Client({ host: '127.0.0.1', port: source.port, user: 'postgres', password: source.superuserPassword, database: 'relay' });
+  from.on('error', () => undefined);
   await from.connect();
   const counters = { rows: 0, bytes: 0 };
   const abort = new AbortController();
