@@ -44,7 +44,7 @@ function phaseLine(timings: MigrationResult['status']['timings']): string {
     .map(([phase, t]) => {
       if (!t?.seconds) return `${phase} ${(t?.seconds ?? 0).toFixed(1)}s`;
       const from = Date.parse(t.startedAt);
-      return `${phase} ${t.seconds.toFixed(1)}s [${cpu.describe(from, from + t.seconds * 1000).replace(/ of \d+ cores/, '')}]`;
+      return `${phase} ${t.seconds.toFixed(1)}s [${cpu.describe(from, from + t.seconds * 1000)}]`;
     })
     .join(', ');
 }
@@ -66,7 +66,7 @@ async function main(): Promise<void> {
     await sh(join(DEBIAN_PG15_BIN, 'pgbench'), ['-i', '-q', '-s', String(SCALE), '-h', '127.0.0.1', '-p', String(source.port), '-U', 'postgres', 'bench'], { PGPASSWORD: source.superuserPassword });
     runSqlFile(source, 'bench', DATASET);
     const [size] = await adminQuery<{ size: string }>(source, 'bench', `SELECT pg_size_pretty(pg_database_size('bench')) AS size`);
-    console.log(`source database: ${size?.size}; ${JOBS} jobs; ${RUNS} runs; source PostgreSQL ${source.major}, target ${target.major}`);
+    console.log(`source database: ${size?.size}; ${JOBS} jobs; ${RUNS} runs; source PostgreSQL ${source.major}, target ${target.major}; CPU shares are of ${cpu.cores} cores`);
 
     const server = await startTemporalServer({ headless: true, logFile: join(dir, 'temporal.log') });
     temporalPid = server.pid;
@@ -91,29 +91,33 @@ async function main(): Promise<void> {
       method: 'dump' as const,
       jobs: JOBS,
     };
-    // --compare-index-order also times pgmove with every index built in post-data (copy.indexesDuringCopy: false).
-    const variants: [string, typeof spec & { copy?: { indexesDuringCopy?: boolean; splitTablesLargerThanMB?: number } }][] = [['pgmove', spec]];
-    if (process.argv.includes('--compare-index-order')) variants.push(['pgmove, indexes after copy', { ...spec, copy: { indexesDuringCopy: false } }]);
-    // --compare-split N also times pgmove with tables split into key ranges only above N MB.
-    // --variant JSON (repeatable) also times pgmove with that spec fragment merged in, e.g. '{"copy":{"indexesDuringCopyUpToMB":1024}}'.
-    process.argv.forEach((arg, i) => {
-      if (arg !== '--variant') return;
-      const fragment = JSON.parse(process.argv[i + 1] ?? '{}') as Record<string, Record<string, unknown>>;
+    type Fragment = Record<string, Record<string, unknown>>;
+    /** The spec with a fragment merged in one level deep (e.g. {"copy": {...}} keeps the other copy fields). */
+    const variantOf = (fragment: Fragment): typeof spec => {
       const merged: Record<string, unknown> = { ...spec };
       for (const [key, value] of Object.entries(fragment)) merged[key] = { ...((merged[key] as object | undefined) ?? {}), ...value };
-      variants.push([`pgmove ${JSON.stringify(fragment)}`, merged as typeof spec]);
-    });
-    if (process.argv.includes('--compare-checksums-off')) variants.push(['pgmove, counts only', { ...spec, validate: { checksums: false } } as typeof spec]);
+      return merged as typeof spec;
+    };
+    const variants: [string, typeof spec][] = [['pgmove', spec]];
+    // --compare-index-order: every index built in post-data; --compare-checksums-off: counts only;
+    // --compare-split N: tables split into key ranges only above N MB; --variant JSON (repeatable): any
+    // spec fragment, e.g. '{"copy":{"indexesDuringCopyUpToMB":1024}}'.
+    if (process.argv.includes('--compare-index-order')) variants.push(['pgmove, indexes after copy', variantOf({ copy: { indexesDuringCopy: false } })]);
+    if (process.argv.includes('--compare-checksums-off')) variants.push(['pgmove, counts only', variantOf({ validate: { checksums: false } })]);
     const splitAbove = numericOption('compare-split', 0);
-    if (splitAbove > 0) variants.push([`pgmove, split > ${splitAbove} MB`, { ...spec, copy: { splitTablesLargerThanMB: splitAbove } }]);
+    if (splitAbove > 0) variants.push([`pgmove, split > ${splitAbove} MB`, variantOf({ copy: { splitTablesLargerThanMB: splitAbove } })]);
+    process.argv.forEach((arg, i) => {
+      if (arg !== '--variant') return;
+      const fragment = JSON.parse(process.argv[i + 1] ?? '{}') as Fragment;
+      variants.push([`pgmove ${JSON.stringify(fragment)}`, variantOf(fragment)]);
+    });
     const times: Record<string, number[]> = { ...Object.fromEntries(variants.map(([name]) => [name, []])), 'pg_dump | pg_restore': [], pgcopydb: [] };
     const phases: string[] = [];
     // A fresh cluster creates (zero-fills) its WAL segments on the first large write and recycles them
     // afterwards: one untimed copy first, so that the first timed tool does not pay for all of them.
+    const dumpRestore = () => shell(`"${DEBIAN_PG15_BIN}/pg_dump" -Fc -d "$SRC" | "${DEBIAN_PG15_BIN}/pg_restore" --no-owner -d "$DST"`, { SRC: uri(source, 'bench'), DST: uri(target, 'bench') });
     await freshTarget(target);
-    await timed('warm-up (untimed): pg_dump | pg_restore', () =>
-      shell(`"${DEBIAN_PG15_BIN}/pg_dump" -Fc -d "$SRC" | "${DEBIAN_PG15_BIN}/pg_restore" --no-owner -d "$DST"`, { SRC: uri(source, 'bench'), DST: uri(target, 'bench') }),
-    );
+    await timed('warm-up (untimed): pg_dump | pg_restore', dumpRestore);
     for (let run = 1; run <= RUNS; run++) {
       console.log(`run ${run}/${RUNS}`);
       for (const [name, variantSpec] of variants) {
@@ -129,11 +133,7 @@ async function main(): Promise<void> {
         );
       }
       await freshTarget(target);
-      times['pg_dump | pg_restore']!.push(
-        await timed('pg_dump -Fc | pg_restore', () =>
-          shell(`"${DEBIAN_PG15_BIN}/pg_dump" -Fc -d "$SRC" | "${DEBIAN_PG15_BIN}/pg_restore" --no-owner -d "$DST"`, { SRC: uri(source, 'bench'), DST: uri(target, 'bench') }),
-        ),
-      );
+      times['pg_dump | pg_restore']!.push(await timed('pg_dump -Fc | pg_restore', dumpRestore));
       await freshTarget(target);
       const workDir = join(dir, `pgcopydb-${run}`);
       times.pgcopydb!.push(

@@ -36,10 +36,19 @@ function processTable(): Map<number, ProcStat> {
   return table;
 }
 
-/** A live process tree's CPU ticks: each process with its reaped children, plus its live children (not into other roots). */
-function treeTicks(table: Map<number, ProcStat>, root: number, otherRoots: Set<number>): number {
+/** Each process's live children, from one reading of the process table. */
+function childrenOf(table: Map<number, ProcStat>): Map<number, number[]> {
   const children = new Map<number, number[]>();
-  for (const [pid, p] of table) children.set(p.ppid, [...(children.get(p.ppid) ?? []), pid]);
+  for (const [pid, p] of table) {
+    const list = children.get(p.ppid);
+    if (list) list.push(pid);
+    else children.set(p.ppid, [pid]);
+  }
+  return children;
+}
+
+/** A live process tree's CPU ticks: each process with its reaped children, plus its live children (not into other roots). */
+function treeTicks(table: Map<number, ProcStat>, children: Map<number, number[]>, root: number, otherRoots: Set<number>): number {
   let ticks = 0;
   const stack = [root];
   while (stack.length) {
@@ -66,21 +75,22 @@ export class CpuSampler {
   private readonly roots = new Map<string, number>();
   readonly cores = cpus().length;
 
-  /** Accounts a process tree (e.g. a cluster's postmaster) under a name from now on. */
-  watch(name: string, pid: number): void {
-    this.roots.set(name, pid);
-  }
-
   constructor(intervalMs = 100) {
     this.sample();
     this.timer = setInterval(() => this.sample(), intervalMs);
     this.timer.unref();
   }
 
+  /** Accounts a process tree (e.g. a cluster's postmaster) under a name from now on. */
+  watch(name: string, pid: number): void {
+    this.roots.set(name, pid);
+  }
+
   private sample(): void {
     const table = this.roots.size ? processTable() : new Map<number, ProcStat>();
+    const children = childrenOf(table);
     const roots = new Set(this.roots.values());
-    const trees = Object.fromEntries([...this.roots].map(([name, pid]) => [name, treeTicks(table, pid, roots)]));
+    const trees = Object.fromEntries([...this.roots].map(([name, pid]) => [name, treeTicks(table, children, pid, roots)]));
     this.samples.push({ at: Date.now(), busyTicks: busyTicks(), trees });
   }
 
@@ -94,7 +104,7 @@ export class CpuSampler {
     return (this.nearest(toMs).busyTicks - this.nearest(fromMs).busyTicks) / TICKS_PER_SECOND;
   }
 
-  /** "12.3 core-s, 87 % of 2 cores" for a window. */
+  /** "12.3 core-s, 87 %: source 3.1 target 6.0 …" for a window (the percentage is of all `cores`). */
   describe(fromMs: number, toMs: number): string {
     const used = this.coreSeconds(fromMs, toMs);
     const wall = Math.max(0.001, (toMs - fromMs) / 1000);
@@ -103,7 +113,7 @@ export class CpuSampler {
     const trees = Object.keys(to.trees)
       .map((name) => `${name} ${((to.trees[name]! - (from.trees[name] ?? 0)) / TICKS_PER_SECOND).toFixed(1)}`)
       .join(' ');
-    return `${used.toFixed(1)} core-s, ${Math.round((100 * used) / (wall * this.cores))} % of ${this.cores} cores${trees ? `: ${trees}` : ''}`;
+    return `${used.toFixed(1)} core-s, ${Math.round((100 * used) / (wall * this.cores))} %${trees ? `: ${trees}` : ''}`;
   }
 
   stop(): void {

@@ -30,7 +30,6 @@ export interface RelayCounters {
 }
 
 export class RawCopyOut extends Readable implements Submittable {
-  rowCount = 0;
   private connection: PgConnection | undefined;
   private pgDataHandler: ((chunk: Buffer) => void) | undefined;
   private readonly onReadable = () => this.forward();
@@ -112,7 +111,6 @@ export class RawCopyOut extends Readable implements Submittable {
       const code = chunk[pos]!;
       const end = pos + 1 + chunk.readUInt32BE(pos + 1);
       if (code === COPY_DATA) {
-        this.rowCount += 1;
         this.counters.bytes += Math.min(end, chunk.length) - pos - HEADER;
         if (end > chunk.length) {
           // A row that goes on in the next chunk is held until it is whole: the target only ever gets
@@ -165,10 +163,8 @@ export class RawCopyOut extends Readable implements Submittable {
     this.destroy(error);
   }
 
-  handleCommandComplete(message: { text?: string }): void {
-    const match = /COPY (\d+)/.exec(message.text ?? '');
-    if (match) this.rowCount = Number(match[1]);
-  }
+  /** The rows are counted by the target's COPY (its CommandComplete), not here. */
+  handleCommandComplete(): void {}
 
   handleReadyForQuery(): void {}
 }

@@ -1,8 +1,8 @@
 /**
  * The COPY relay's framing (src/pg/copy-relay.ts) against a stand-in socket: whatever the socket's
  * chunk boundaries (inside a header, inside a row, between messages), exactly the CopyData messages are
- * relayed, whole (each push ends on a message boundary) and in order; what is not a row (CopyOutResponse, a notice) is not; and what follows
- * CopyDone goes back to pg's own reader byte for byte.
+ * relayed, whole (each push ends on a message boundary) and in order; what is not a row (CopyOutResponse,
+ * a notice) is not; and what follows CopyDone goes back to pg's own reader byte for byte.
  */
 import { PassThrough } from 'node:stream';
 import type { Connection } from 'pg';
