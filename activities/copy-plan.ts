@@ -13,7 +13,10 @@ import { connectionInfo, withClient, type ConnectionInfo } from '../src/pg/conne
 import { buildEarlyIndexes } from '../src/pg/table-indexes';
 import { startHeartbeat } from '../src/heartbeat';
 import { dropPlan, loadPlan, loadPlanSummary, loadUnit, markUnitDone, storePlan, summarizePlan } from '../src/pg/copy-plan-store';
-import { stallTimeoutMs } from '../src/stall';
+import { StallWatch, stallTimeoutMs } from '../src/stall';
+import { checkTables } from '../src/pg/table-checksums';
+import { storeTableChecks } from '../src/pg/table-checks-store';
+import { normalizeSession } from './validate';
 import { planCopy, runUnit } from './copy';
 import { copyAtSlot } from './sync';
 
@@ -45,6 +48,9 @@ export async function copyPlannedUnit(input: PlanRefInput & { index: number }): 
   const upTo = (input.spec.copy.indexesDuringCopyUpToMB ?? Number.POSITIVE_INFINITY) * 1024 * 1024;
   const early = input.spec.copy.indexesDuringCopy ? unit.tables.filter((t) => t.bytes <= upTo) : [];
   const indexesBuilt = tablesDone > 0 && early.length > 0 ? await buildIndexesOf(early, sourceInfo, targetInfo, result.tables) : 0;
+  // Whole tables are compared now, while the other lanes copy; validation compares only the rest.
+  const compare = input.spec.validate.duringCopy !== false && !unit.range;
+  const tablesCompared = compare ? await compareCopiedTables(input.spec, input.migrationId, unit.tables, sourceInfo, targetInfo, result.tables) : 0;
   return {
     unitId: result.unitId,
     index: input.index,
@@ -55,6 +61,7 @@ export async function copyPlannedUnit(input: PlanRefInput & { index: number }): 
     bytes: result.tables.reduce((n, t) => n + t.bytes, 0),
     table: unit.tables.length === 1 ? result.tables[0] : undefined,
     indexesBuilt,
+    tablesCompared,
   };
 }
 
@@ -67,6 +74,52 @@ async function buildIndexesOf(tables: CopyTable[], sourceInfo: ConnectionInfo, t
       withClient(targetInfo, 'target', (target) => buildEarlyIndexes(source, target, tables, (index) => (building = `${index.schema}.${index.name}`))),
     );
   } finally {
+    heartbeat.stop();
+  }
+}
+
+/**
+ * Compares a unit's tables on both servers as validation does (counts, checksums) and records the
+ * result on the target, where validation finds it. The source is frozen and nothing else writes these
+ * tables on the target (post-data adds constraints, not rows), so the comparison holds until validation.
+ */
+async function compareCopiedTables(
+  spec: MigrationSpec,
+  migrationId: string,
+  tables: CopyTable[],
+  sourceInfo: ConnectionInfo,
+  targetInfo: ConnectionInfo,
+  completedTables: CopyUnitResult['tables'],
+): Promise<number> {
+  let compared = 0;
+  const watch = new StallWatch({
+    activity: 'comparison of copied tables', stallMs: stallTimeoutMs(spec), endpoints: { source: sourceInfo, target: targetInfo },
+    progress: () => compared, onStall: () => undefined,
+  });
+  const heartbeat = startHeartbeat(() => ({ step: 'comparing copied tables', completedTables, ...watch.details() }));
+  try {
+    return await withClient(sourceInfo, 'source', (source) =>
+      withClient(targetInfo, 'target', async (target) => {
+        const untrack = [watch.track('source', source), watch.track('target', target)];
+        try {
+          for (const client of [source, target]) {
+            await normalizeSession(client);
+            await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+          }
+          const checks = await checkTables(source, target, tables, spec.validate.checksums);
+          compared = checks.length;
+          await Promise.all([source.query('COMMIT'), target.query('COMMIT')]);
+          await storeTableChecks(target, migrationId, checks);
+          return checks.length;
+        } finally {
+          untrack.forEach((stop) => stop());
+        }
+      }),
+    );
+  } catch (error) {
+    throw watch.failure ?? error;
+  } finally {
+    watch.stop();
     heartbeat.stop();
   }
 }

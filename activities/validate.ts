@@ -1,15 +1,20 @@
 /**
  * Phase 10, validation: per table a row count and an order-independent checksum computed inside each
  * database (no row data pulled into the worker), sequence values, large objects, and a schema object
- * comparison. A mismatch fails the migration and names the tables.
+ * comparison. A mismatch fails the migration and names the tables. Offline with the source frozen, the
+ * tables the copy compared right after their copy and found equal (src/pg/table-checks-store.ts) are
+ * not compared again.
  */
+import { Context } from '@temporalio/activity';
 import type { Client } from 'pg';
 import type { MigrationSpec } from '../src/spec';
 import type { TableValidation, ValidationReport } from '../src/model';
 import { connect, connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
 import { listSequences, listTables } from '../src/pg/catalog';
 import { displayName, literal, type TableName } from '../src/pg/sql';
-import { checksumsWith, nextBatch, sourceChecksums, type SourceTableChecksum } from '../src/pg/table-checksums';
+import { checksumsWith, nextBatch, sourceChecksums, type SourceTableChecksum, type TableCheck } from '../src/pg/table-checksums';
+import { dropTableChecks, loadEqualTableChecks } from '../src/pg/table-checks-store';
+import { SCRATCH_SCHEMA } from '../src/pg/copy-plan-store';
 import { startHeartbeat } from '../src/heartbeat';
 import { StallWatch, stallTimeoutMs } from '../src/stall';
 import { activityLogger } from '../src/log';
@@ -50,16 +55,27 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
   const log = activityLogger('validate');
   const sourceInfo = await connectionInfo(spec.source, 'source');
   const targetInfo = await connectionInfo(spec.target, 'target');
-  const tables = await withClient(sourceInfo, 'source', (c) => listTables(c, spec));
+  const allTables = await withClient(sourceInfo, 'source', (c) => listTables(c, spec));
   const atSnapshot = new Map((input.sourceTables ?? []).map((t) => [t.table, t]));
-  const results: TableValidation[] = [];
+  // Offline with the source frozen, the copy compared most tables already (activities/copy-plan.ts).
+  const migrationId = Context.current().info.workflowExecution?.workflowId;
+  const plainOffline = migrationId !== undefined && input.sourceTables === undefined && input.targetSnapshot === undefined;
+  const comparedDuringCopy = plainOffline ? await withClient(targetInfo, 'target', (c) => loadEqualTableChecks(c, migrationId)) : new Map<string, TableCheck>();
+  const results: TableValidation[] = allTables.flatMap((t) => {
+    const check = comparedDuringCopy.get(displayName(t));
+    if (!check || (spec.validate.checksums && check.sourceChecksum === null)) return [];
+    return [{ table: check.table, sourceRows: check.sourceRows, targetRows: check.targetRows, sourceChecksum: check.sourceChecksum ?? undefined, targetChecksum: check.targetChecksum ?? undefined, ok: true }];
+  });
+  const tablesComparedDuringCopy = results.length;
+  const comparedAlready = new Set(results.map((r) => r.table));
+  const tables = allTables.filter((t) => !comparedAlready.has(displayName(t)));
   // A lock on a table stops its count; the watch reports the blocker and, after timeouts.stall, cancels
   // the query (the attempt fails with the watch's error and is retried).
   const watch = new StallWatch({
     activity: 'validation', stallMs: stallTimeoutMs(spec), endpoints: { source: sourceInfo, target: targetInfo },
     progress: () => results.length, onStall: () => undefined,
   });
-  const heartbeat = startHeartbeat(() => ({ tablesChecked: results.length, tables: tables.length, ...watch.details() }));
+  const heartbeat = startHeartbeat(() => ({ tablesChecked: results.length, tables: allTables.length, tablesComparedDuringCopy, ...watch.details() }));
   try {
     const queue = [...tables];
     const worker = async () => {
@@ -153,7 +169,7 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
   const badSequences = sequences.filter((s) => !s.ok);
   const ok = badTables.length === 0 && badSequences.length === 0 && schemaDifferences.length === 0 && largeObjects.ok;
   const summary = ok
-    ? `validation passed: ${results.length} table(s) with ${results.reduce((n, r) => n + r.sourceRows, 0)} row(s) equal${spec.validate.checksums ? ' (counts and checksums)' : ' (counts)'}, ${sequences.length} sequence(s) equal, ${sourceObjects.size} schema object(s) present, ${largeObjects.source} large object(s) equal`
+    ? `validation passed: ${results.length} table(s) with ${results.reduce((n, r) => n + r.sourceRows, 0)} row(s) equal${spec.validate.checksums ? ' (counts and checksums)' : ' (counts)'}${tablesComparedDuringCopy ? ` (${tablesComparedDuringCopy} compared right after their copy)` : ''}, ${sequences.length} sequence(s) equal, ${sourceObjects.size} schema object(s) present, ${largeObjects.source} large object(s) equal`
     : [
         'validation FAILED:',
         ...(badTables.length > 50 ? [`  ${badTables.length} tables differ; the first 50:`] : []),
@@ -162,8 +178,10 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
         ...schemaDifferences.slice(0, 50).map((d) => `  ${d}`),
         ...(largeObjects.ok ? [] : [`  large objects: source ${largeObjects.source} / target ${largeObjects.target} (or contents differ)`]),
       ].join('\n');
-  log.info({ ok, tables: results.length, badTables: badTables.length }, 'validation finished');
-  return { ok, ...reportedTables(results), sequences, schemaDifferences, largeObjects, summary };
+  log.info({ ok, tables: results.length, tablesComparedDuringCopy, badTables: badTables.length }, 'validation finished');
+  // The report carries the comparisons now; a retry before this point still finds them.
+  if (plainOffline) await withClient(targetInfo, 'target', (c) => dropTableChecks(c, migrationId));
+  return { ok, ...reportedTables(results), tablesComparedDuringCopy, sequences, schemaDifferences, largeObjects, summary };
 }
 
 /** Tables read in one transaction before it is renewed (each read table holds a lock until the end). */
@@ -207,7 +225,7 @@ async function largeObjectDigest(client: Client): Promise<{ count: number; diges
 /**
  * Schema objects in scope as comparable strings: relations with their kind, columns with their type,
  * indexes, constraints, triggers, routines, types. Names and types only: definitions are printed
- * differently by different majors.
+ * differently by different majors. pgmove's own scratch schema (the copy's comparisons) is not compared.
  */
 async function schemaObjects(client: Client, spec: MigrationSpec): Promise<Set<string>> {
   const tables = new Set((await listTables(client, spec)).map(displayName));
@@ -215,7 +233,7 @@ async function schemaObjects(client: Client, spec: MigrationSpec): Promise<Set<s
   const result = await client.query<{ kind: string; schema: string; rel: string | null; name: string }>(
     `WITH s AS (
        SELECT n.oid, n.nspname FROM pg_namespace n
-        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', '${SCRATCH_SCHEMA}') AND n.nspname NOT LIKE 'pg\\_%'
           AND (cardinality($1::text[]) = 0 OR n.nspname = ANY($1::text[])) AND NOT n.nspname = ANY($2::text[])),
      own AS (SELECT objid, classid FROM pg_depend WHERE deptype = 'e')
      SELECT 'relation:' || c.relkind::text AS kind, s.nspname AS schema, NULL AS rel, c.relname AS name

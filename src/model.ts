@@ -216,6 +216,8 @@ export interface PlannedUnitResult {
   table?: { table: string; rows: number; bytes: number };
   /** Indexes and key constraints built right after the copy (src/pg/table-indexes.ts); absent from older workers. */
   indexesBuilt?: number;
+  /** Tables compared on both servers right after their copy (validation compares only the others). */
+  tablesCompared?: number;
 }
 
 /** What the freeze changed on the source, so it can be undone exactly (also after a crash). */
@@ -256,6 +258,8 @@ export interface ValidationReport {
   tablesChecked?: number;
   rowsChecked?: number;
   tablesOmitted?: number;
+  /** Of tablesChecked, compared during the copy, right after each table's copy (offline, source frozen). */
+  tablesComparedDuringCopy?: number;
   sequences: { sequence: string; source: string; target: string; ok: boolean }[];
   schemaDifferences: string[];
   largeObjects: { source: number; target: number; ok: boolean };

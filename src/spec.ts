@@ -163,9 +163,13 @@ export const specSchema = z
       .strict()
       .default({ splitTablesLargerThanMB: 1024, batchSmallTablesUpToMB: 64, historyEventsPerRun: 10_000, indexesDuringCopy: true, indexesDuringCopyUpToMB: 1024 }),
     validate: z
-      .object({ checksums: z.boolean().default(true) })
+      .object({
+        checksums: z.boolean().default(true),
+        /** Offline with the source frozen: compare each table right after its copy, while the other lanes copy. */
+        duringCopy: z.boolean().default(true),
+      })
       .strict()
-      .default({ checksums: true }),
+      .default({ checksums: true, duringCopy: true }),
     tools: z
       .object({
         /** Directory holding pg_dump/pg_restore; default: the source's major, else the newest available. */

@@ -1,6 +1,6 @@
 /**
  * The copy plan kept on the target, in the scratch schema `pgmove_scratch` (created by the copy, dropped
- * when the copy ends, and with everything else when an unfinished migration resets the target). With
+ * when the copy ends — once validated if it holds table comparisons, ./table-checks-store — and with everything else when an unfinished migration resets the target). With
  * 10,000 tables a plan is megabytes: the workflow carries only its summary and unit numbers, and each
  * copy activity reads its unit here. Each unit's row also records that it was copied.
  */
@@ -38,7 +38,7 @@ export async function storePlan(target: Client, migrationId: string, plan: CopyP
   await target.query('BEGIN');
   try {
     await target.query(`CREATE SCHEMA IF NOT EXISTS ${SCRATCH_SCHEMA}`);
-    await target.query(`COMMENT ON SCHEMA ${SCRATCH_SCHEMA} IS ${literal(`pgmove: copy plan of migration ${migrationId}; dropped when its copy ends`)}`);
+    await target.query(`COMMENT ON SCHEMA ${SCRATCH_SCHEMA} IS ${literal(`pgmove: copy plan of migration ${migrationId}; dropped when its copy ends (its table comparisons once validated)`)}`);
     await target.query(`CREATE TABLE IF NOT EXISTS ${SCRATCH_SCHEMA}.copy_plan (migration_id text PRIMARY KEY, summary jsonb NOT NULL, tables jsonb)`);
     // A plan table made by an older worker (same scratch schema) lacks the column.
     await target.query(`ALTER TABLE ${SCRATCH_SCHEMA}.copy_plan ADD COLUMN IF NOT EXISTS tables jsonb`);
@@ -112,6 +112,10 @@ export async function dropPlan(target: Client, migrationId: string): Promise<voi
       await target.query(`DELETE FROM ${SCRATCH_SCHEMA}.copy_units WHERE migration_id = $1`, [migrationId]);
       await target.query(`DELETE FROM ${SCRATCH_SCHEMA}.copy_plan WHERE migration_id = $1`, [migrationId]);
       others = (await target.query(`SELECT 1 FROM ${SCRATCH_SCHEMA}.copy_plan LIMIT 1`)).rowCount ?? 0;
+    }
+    // The comparisons taken during the copy (./table-checks-store) stay until validation has read them.
+    if (others === 0 && (await target.query(`SELECT to_regclass('${SCRATCH_SCHEMA}.table_checks') IS NOT NULL AS ok`)).rows[0]?.ok) {
+      others = (await target.query(`SELECT 1 FROM ${SCRATCH_SCHEMA}.table_checks LIMIT 1`)).rowCount ?? 0;
     }
     if (others === 0) await target.query(`DROP SCHEMA IF EXISTS ${SCRATCH_SCHEMA} CASCADE`);
     await target.query('COMMIT');

@@ -84,7 +84,7 @@ export function rowHashOf(columns: HashedColumn[]): string {
 }
 
 /** Each table's row-hash expression, decided on the source and used on both sides. */
-async function rowHashExpressions(source: Client, tables: TableName[]): Promise<string[]> {
+export async function rowHashExpressions(source: Client, tables: TableName[]): Promise<string[]> {
   const columns = (
     await source.query<HashedColumn & { ord: string }>(
       `SELECT r.ord, a.attname AS name,
@@ -160,4 +160,33 @@ export async function sourceChecksums(source: Client, tables: TableName[], withC
     batch.forEach((table, i) => results.push({ table: displayName(table), rowHash: rowHashes[i]!, ...counted[i]! }));
   }
   return results;
+}
+
+/** One table compared on both servers: counts, and checksums when a row hash was decided. */
+export interface TableCheck {
+  table: string;
+  sourceRows: number;
+  targetRows: number;
+  sourceChecksum: string | null;
+  targetChecksum: string | null;
+  ok: boolean;
+}
+
+/**
+ * Compares tables on both servers (sessions normalized, in a transaction): the row hashes are decided on
+ * the source, then both sides count and sum at the same time — on two servers, in the time of one.
+ */
+export async function checkTables(source: Client, target: Client, tables: TableName[], withChecksums: boolean): Promise<TableCheck[]> {
+  const checks: TableCheck[] = [];
+  const queue = [...tables];
+  for (let batch = nextBatch(queue); batch.length; batch = nextBatch(queue)) {
+    const rowHashes = withChecksums ? await rowHashExpressions(source, batch) : batch.map(() => null);
+    const [sourceSide, targetSide] = await Promise.all([checksumsWith(source, batch, rowHashes), checksumsWith(target, batch, rowHashes)]);
+    batch.forEach((table, i) => {
+      const s = sourceSide[i]!;
+      const t = targetSide[i]!;
+      checks.push({ table: displayName(table), sourceRows: s.rows, targetRows: t.rows, sourceChecksum: s.checksum, targetChecksum: t.checksum, ok: s.rows === t.rows && s.checksum === t.checksum });
+    });
+  }
+  return checks;
 }

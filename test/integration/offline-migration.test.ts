@@ -88,6 +88,11 @@ test('15 → 18 with `pgmove start --wait`: equal, validated, source unfrozen, n
   expect(status.totals.tablesDone).toBe(status.totals.tables);
   expect(status.totals.tables).toBeGreaterThan(20);
   expect(status.validation?.ok).toBe(true);
+  // Whole tables were compared right after their copy; the split table (key ranges) by validation.
+  expect(status.validation?.tablesComparedDuringCopy).toBeGreaterThan(20);
+  expect(status.validation?.tablesComparedDuringCopy).toBeLessThan(status.validation!.tablesChecked!);
+  expect(status.validation?.summary).toContain('compared right after their copy');
+  expect(await adminQuery(target18, 'fixture', `SELECT nspname FROM pg_namespace WHERE nspname = 'pgmove_scratch'`)).toEqual([]);
   expect(status.cleanupOwed).toEqual([]);
   for (const phase of ['preflight', 'freeze', 'preData', 'copy', 'postData', 'sequences', 'validate', 'cleanup'] as const) {
     expect(status.timings[phase]?.seconds).toBeGreaterThanOrEqual(0);
