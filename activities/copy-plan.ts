@@ -48,8 +48,8 @@ export async function copyPlannedUnit(input: PlanRefInput & { index: number }): 
   const upTo = (input.spec.copy.indexesDuringCopyUpToMB ?? Number.POSITIVE_INFINITY) * 1024 * 1024;
   const early = input.spec.copy.indexesDuringCopy ? unit.tables.filter((t) => t.bytes <= upTo) : [];
   const indexesBuilt = tablesDone > 0 && early.length > 0 ? await buildIndexesOf(early, sourceInfo, targetInfo, result.tables) : 0;
-  // Whole tables are compared now, while the other lanes copy; validation compares only the rest.
-  const compare = input.spec.validate.duringCopy !== false && !unit.range;
+  // Tables are compared once complete (a split table with its last range), while the other lanes copy.
+  const compare = compareDuringCopy(input.spec, sourceInfo, targetInfo) && (!unit.range || tablesDone > 0);
   const tablesCompared = compare ? await compareCopiedTables(input.spec, input.migrationId, unit.tables, sourceInfo, targetInfo, result.tables) : 0;
   return {
     unitId: result.unitId,
@@ -76,6 +76,12 @@ async function buildIndexesOf(tables: CopyTable[], sourceInfo: ConnectionInfo, t
   } finally {
     heartbeat.stop();
   }
+}
+
+/** `validate.duringCopy`; auto: when source and target are different hosts (else they share the cores the copy uses). */
+export function compareDuringCopy(spec: MigrationSpec, sourceInfo: ConnectionInfo, targetInfo: ConnectionInfo): boolean {
+  const setting = spec.validate.duringCopy ?? 'auto';
+  return setting === 'auto' ? sourceInfo.host !== targetInfo.host : setting;
 }
 
 /**

@@ -165,11 +165,15 @@ export const specSchema = z
     validate: z
       .object({
         checksums: z.boolean().default(true),
-        /** Offline with the source frozen: compare each table right after its copy, while the other lanes copy. */
-        duringCopy: z.boolean().default(true),
+        /**
+         * Offline with the source frozen: compare each table right after its copy, while the other lanes copy.
+         * auto: when source and target are different hosts (on one machine they share its cores, and the
+         * comparisons would only slow the copy down).
+         */
+        duringCopy: z.union([z.boolean(), z.literal('auto')]).default('auto'),
       })
       .strict()
-      .default({ checksums: true, duringCopy: true }),
+      .default({ checksums: true, duringCopy: 'auto' }),
     tools: z
       .object({
         /** Directory holding pg_dump/pg_restore; default: the source's major, else the newest available. */

@@ -128,7 +128,10 @@ async function main(): Promise<void> {
             const result = (await handle.result()) as MigrationResult;
             if (!result.status.validation?.ok) throw new Error('pgmove validation failed');
             const indexes = result.status.copyUnits?.indexesBuilt ? `, ${result.status.copyUnits.indexesBuilt} indexes built during the copy` : '';
-            phases.push(`${name}: ${phaseLine(result.status.timings)}${indexes}`);
+            const validation = result.status.validation;
+            const compared = validation?.tablesComparedDuringCopy ? `, ${validation.tablesComparedDuringCopy} of ${validation.tablesChecked} tables compared right after their copy` : '';
+            const recompared = validation?.tables.filter((t) => (t.seconds ?? 0) > 0.05).map((t) => `${t.table} ${t.seconds!.toFixed(1)}s`).join(' ');
+            phases.push(`${name}: ${phaseLine(result.status.timings)}${indexes}${compared}${recompared ? `; compared by validation: ${recompared}` : ''}`);
           }),
         );
       }
