@@ -6,7 +6,7 @@
  * scratch schema when the copy has ended. The workflow's payloads and history stay small whatever the
  * number of tables (README, "Many tables").
  */
-import { Context } from '@temporalio/activity';
+import { CancelledFailure, Context } from '@temporalio/activity';
 import type { MigrationSpec } from '../src/spec';
 import type { CopyGeneration, CopyPlanSummary, CopyTable, CopyUnitResult, PlannedUnitResult, StoredSlotCopyResult } from '../src/model';
 import { connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
@@ -103,6 +103,9 @@ async function compareCopiedTables(
     progress: () => compared, onStall: () => undefined,
   });
   const heartbeat = startHeartbeat(() => ({ step: 'comparing copied tables', completedTables, ...watch.details() }));
+  // An abort must not wait for a large table's checksums with the source frozen: its statements are cancelled.
+  const cancel = () => void watch.cancelTracked();
+  heartbeat.signal.addEventListener('abort', cancel, { once: true });
   try {
     return await withClient(sourceInfo, 'source', (source) =>
       withClient(targetInfo, 'target', async (target) => {
@@ -123,8 +126,10 @@ async function compareCopiedTables(
       }),
     );
   } catch (error) {
+    if (heartbeat.signal.aborted) throw new CancelledFailure('comparison of copied tables cancelled');
     throw watch.failure ?? error;
   } finally {
+    heartbeat.signal.removeEventListener('abort', cancel);
     watch.stop();
     heartbeat.stop();
   }

@@ -11,7 +11,7 @@ import type { MigrationSpec } from '../src/spec';
 import type { TableValidation, ValidationReport } from '../src/model';
 import { connect, connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
 import { listSequences, listTables } from '../src/pg/catalog';
-import { displayName, literal, type TableName } from '../src/pg/sql';
+import { displayName, literal, qualified, type TableName } from '../src/pg/sql';
 import { checksumsWith, nextBatch, sourceChecksums, type SourceTableChecksum, type TableCheck } from '../src/pg/table-checksums';
 import { dropTableChecks, loadEqualTableChecks } from '../src/pg/table-checks-store';
 import { SCRATCH_SCHEMA } from '../src/pg/copy-plan-store';
@@ -56,19 +56,24 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
   const sourceInfo = await connectionInfo(spec.source, 'source');
   const targetInfo = await connectionInfo(spec.target, 'target');
   const allTables = await withClient(sourceInfo, 'source', (c) => listTables(c, spec));
-  const atSnapshot = new Map((input.sourceTables ?? []).map((t) => [t.table, t]));
+  // Keyed by the quoted name (display names can collide); figures recorded by older workers by display name.
+  const atSnapshot = new Map((input.sourceTables ?? []).map((t) => [t.relation ?? t.table, t]));
+  const snapshotFigures = (t: TableName) => atSnapshot.get(qualified(t)) ?? atSnapshot.get(displayName(t));
   // Offline with the source frozen, the copy compared most tables already (activities/copy-plan.ts).
   const migrationId = Context.current().info.workflowExecution?.workflowId;
   const plainOffline = migrationId !== undefined && input.sourceTables === undefined && input.targetSnapshot === undefined;
   const comparedDuringCopy = plainOffline ? await withClient(targetInfo, 'target', (c) => loadEqualTableChecks(c, migrationId)) : new Map<string, TableCheck>();
+  // A comparison with counts only does not stand for one with checksums.
+  const usable = (t: TableName) => {
+    const check = comparedDuringCopy.get(qualified(t));
+    return check && !(spec.validate.checksums && check.sourceChecksum === null) ? check : undefined;
+  };
   const results: TableValidation[] = allTables.flatMap((t) => {
-    const check = comparedDuringCopy.get(displayName(t));
-    if (!check || (spec.validate.checksums && check.sourceChecksum === null)) return [];
-    return [{ table: check.table, sourceRows: check.sourceRows, targetRows: check.targetRows, sourceChecksum: check.sourceChecksum ?? undefined, targetChecksum: check.targetChecksum ?? undefined, ok: true }];
+    const check = usable(t);
+    return check ? [{ table: check.table, sourceRows: check.sourceRows, targetRows: check.targetRows, sourceChecksum: check.sourceChecksum ?? undefined, targetChecksum: check.targetChecksum ?? undefined, ok: true }] : [];
   });
   const tablesComparedDuringCopy = results.length;
-  const comparedAlready = new Set(results.map((r) => r.table));
-  const tables = allTables.filter((t) => !comparedAlready.has(displayName(t)));
+  const tables = allTables.filter((t) => !usable(t));
   // A lock on a table stops its count; the watch reports the blocker and, after timeouts.stall, cancels
   // the query (the attempt fails with the watch's error and is retried).
   const watch = new StallWatch({
@@ -94,11 +99,12 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
             if (source) await renewTransaction(source);
           }
           const batchStarted = Date.now();
-          const known = new Map(batch.flatMap((t) => (atSnapshot.has(displayName(t)) ? [[displayName(t), atSnapshot.get(displayName(t))!] as const] : [])));
-          if (!source && known.size < batch.length) watch.track('source', (source = await openNormalized(sourceInfo, 'source')));
-          const sourceSide = known.size === batch.length ? [] : await sourceChecksums(source!, batch.filter((t) => !known.has(displayName(t))), spec.validate.checksums);
-          const bySource = new Map([...known, ...sourceSide.map((c) => [c.table, c] as const)]);
-          const ordered = batch.map((t) => bySource.get(displayName(t))!);
+          const unknown = batch.filter((t) => !snapshotFigures(t));
+          if (!source && unknown.length > 0) watch.track('source', (source = await openNormalized(sourceInfo, 'source')));
+          const sourceSide = unknown.length === 0 ? [] : await sourceChecksums(source!, unknown, spec.validate.checksums);
+          // By position, not by name: sourceChecksums answers in the order it was asked.
+          const computed = new Map(unknown.map((t, i) => [t, sourceSide[i]!]));
+          const ordered = batch.map((t) => computed.get(t) ?? snapshotFigures(t)!);
           const targetSide = await checksumsWith(target, batch, ordered.map((c) => c.rowHash));
           const seconds = (Date.now() - batchStarted) / 1000 / batch.length;
           batch.forEach((table, i) => {

@@ -179,6 +179,15 @@ export class StallWatch {
     clearInterval(this.timer);
   }
 
+  /** Cancels the tracked sessions' statements (e.g. when the activity is cancelled in the middle of one). */
+  async cancelTracked(): Promise<void> {
+    for (const side of ['source', 'target'] as const) {
+      const pids = [...this.pids.values()].filter((p) => p.side === side).map((p) => p.pid);
+      const info = this.options.endpoints[side];
+      if (info && pids.length) await this.onServer(info, side, (client) => cancelSessions(client, pids)).catch(() => undefined);
+    }
+  }
+
   private async tick(): Promise<void> {
     const now = Date.now();
     const progress = JSON.stringify(this.options.progress());

@@ -1,9 +1,10 @@
 /**
  * Table comparisons taken while the offline copy runs (activities/copy-plan.ts), kept on the target in
  * the scratch schema next to the copy plan until validation has read them: a table is compared as soon
- * as it is copied and indexed, while the other lanes still copy, and validation then compares only what
- * was not compared then. A unit copied again overwrites its tables' rows. The plan's removal after the
- * copy leaves this table; validation removes it, with the schema once nothing else is in it.
+ * as it is copied and indexed, while the other lanes copy, and validation then compares only what was
+ * not found equal then. A unit copied again overwrites its tables' rows. The plan's removal after the
+ * copy leaves this table; validation removes it, with the schema once nothing else is in it. Rows are
+ * keyed by the quoted, qualified name: display names can collide ("a"."b.c" and "a.b"."c").
  */
 import type { Client } from 'pg';
 import type { TableCheck } from './table-checksums';
@@ -20,15 +21,16 @@ export async function storeTableChecks(target: Client, migrationId: string, chec
     await target.query(`SELECT pg_advisory_xact_lock(hashtextextended('${CHECKS}', 0))`);
     await target.query(
       `CREATE TABLE IF NOT EXISTS ${CHECKS} (
-         migration_id text, table_name text, source_rows bigint NOT NULL, target_rows bigint NOT NULL,
-         source_checksum text, target_checksum text, ok boolean NOT NULL, PRIMARY KEY (migration_id, table_name))`,
+         migration_id text, relation text, table_name text NOT NULL, source_rows bigint NOT NULL, target_rows bigint NOT NULL,
+         source_checksum text, target_checksum text, ok boolean NOT NULL, PRIMARY KEY (migration_id, relation))`,
     );
     await target.query(
-      `INSERT INTO ${CHECKS} (migration_id, table_name, source_rows, target_rows, source_checksum, target_checksum, ok)
-       SELECT $1, c.table, c."sourceRows", c."targetRows", c."sourceChecksum", c."targetChecksum", c.ok
-         FROM jsonb_to_recordset($2::jsonb) AS c("table" text, "sourceRows" bigint, "targetRows" bigint, "sourceChecksum" text, "targetChecksum" text, ok boolean)
-       ON CONFLICT (migration_id, table_name) DO UPDATE SET source_rows = excluded.source_rows, target_rows = excluded.target_rows,
-         source_checksum = excluded.source_checksum, target_checksum = excluded.target_checksum, ok = excluded.ok`,
+      `INSERT INTO ${CHECKS} (migration_id, relation, table_name, source_rows, target_rows, source_checksum, target_checksum, ok)
+       SELECT $1, c.relation, c.table, c."sourceRows", c."targetRows", c."sourceChecksum", c."targetChecksum", c.ok
+         FROM jsonb_to_recordset($2::jsonb)
+           AS c(relation text, "table" text, "sourceRows" bigint, "targetRows" bigint, "sourceChecksum" text, "targetChecksum" text, ok boolean)
+       ON CONFLICT (migration_id, relation) DO UPDATE SET table_name = excluded.table_name, source_rows = excluded.source_rows,
+         target_rows = excluded.target_rows, source_checksum = excluded.source_checksum, target_checksum = excluded.target_checksum, ok = excluded.ok`,
       [migrationId, JSON.stringify(checks)],
     );
     await target.query('COMMIT');
@@ -42,31 +44,18 @@ async function checksTableExists(target: Client): Promise<boolean> {
   return (await target.query(`SELECT to_regclass('${CHECKS}') IS NOT NULL AS ok`)).rows[0]?.ok === true;
 }
 
-/** The comparisons that found the table equal (the others are compared again), by table name. */
-export async function loadEqualTableChecks(
-  target: Client,
-  migrationId: string,
-): Promise<Map<string, TableCheck>> {
+/** The comparisons that found the table equal (the others are compared again), by quoted qualified name. */
+export async function loadEqualTableChecks(target: Client, migrationId: string): Promise<Map<string, TableCheck>> {
   if (!(await checksTableExists(target))) return new Map();
   const rows = (
-    await target.query<{
-      table: string;
-      sourceRows: string;
-      targetRows: string;
-      sourceChecksum: string | null;
-      targetChecksum: string | null;
-    }>(
-      `SELECT table_name AS table, source_rows AS "sourceRows", target_rows AS "targetRows", source_checksum AS "sourceChecksum", target_checksum AS "targetChecksum"
+    await target.query<{ relation: string; table: string; sourceRows: string; targetRows: string; sourceChecksum: string | null; targetChecksum: string | null }>(
+      `SELECT relation, table_name AS table, source_rows AS "sourceRows", target_rows AS "targetRows",
+              source_checksum AS "sourceChecksum", target_checksum AS "targetChecksum"
          FROM ${CHECKS} WHERE migration_id = $1 AND ok`,
       [migrationId],
     )
   ).rows;
-  return new Map(
-    rows.map((r) => [
-      r.table,
-      { ...r, sourceRows: Number(r.sourceRows), targetRows: Number(r.targetRows), ok: true },
-    ]),
-  );
+  return new Map(rows.map((r) => [r.relation, { ...r, sourceRows: Number(r.sourceRows), targetRows: Number(r.targetRows), ok: true }]));
 }
 
 /** Removes this migration's comparisons, and the scratch schema once neither a plan nor a comparison is left in it. */
@@ -76,11 +65,8 @@ export async function dropTableChecks(target: Client, migrationId: string): Prom
   try {
     await target.query(`DELETE FROM ${CHECKS} WHERE migration_id = $1`, [migrationId]);
     const others = (await target.query(`SELECT 1 FROM ${CHECKS} LIMIT 1`)).rowCount ?? 0;
-    const plans =
-      (await target.query(`SELECT to_regclass('${SCRATCH_SCHEMA}.copy_plan') IS NOT NULL AS ok`)).rows[0]
-        ?.ok === true
-        ? ((await target.query(`SELECT 1 FROM ${SCRATCH_SCHEMA}.copy_plan LIMIT 1`)).rowCount ?? 0)
-        : 0;
+    const planTable = (await target.query(`SELECT to_regclass('${SCRATCH_SCHEMA}.copy_plan') IS NOT NULL AS ok`)).rows[0]?.ok === true;
+    const plans = planTable ? ((await target.query(`SELECT 1 FROM ${SCRATCH_SCHEMA}.copy_plan LIMIT 1`)).rowCount ?? 0) : 0;
     if (others === 0 && plans === 0) await target.query(`DROP SCHEMA IF EXISTS ${SCRATCH_SCHEMA} CASCADE`);
     await target.query('COMMIT');
   } catch (error) {

@@ -19,6 +19,8 @@ import { displayName, ident, qualified, type TableName } from './sql';
 /** A table's row count and checksum on one side, with the row-hash expression used (null: counts only). */
 export interface SourceTableChecksum {
   table: string;
+  /** The quoted, qualified name (display names can collide: "a"."b.c" and "a.b"."c"); absent from older workers. */
+  relation?: string;
   rows: number;
   checksum: string | null;
   rowHash: string | null;
@@ -157,14 +159,17 @@ export async function sourceChecksums(source: Client, tables: TableName[], withC
   for (let batch = nextBatch(queue); batch.length; batch = nextBatch(queue)) {
     const rowHashes = withChecksums ? await rowHashExpressions(source, batch) : batch.map(() => null);
     const counted = await checksumsWith(source, batch, rowHashes);
-    batch.forEach((table, i) => results.push({ table: displayName(table), rowHash: rowHashes[i]!, ...counted[i]! }));
+    batch.forEach((table, i) => results.push({ table: displayName(table), relation: qualified(table), rowHash: rowHashes[i]!, ...counted[i]! }));
   }
   return results;
 }
 
 /** One table compared on both servers: counts, and checksums when a row hash was decided. */
 export interface TableCheck {
+  /** The display name (schema.name, unquoted: for reports). */
   table: string;
+  /** The quoted, qualified name: unique, unlike the display name ("a"."b.c" and "a.b"."c"). */
+  relation: string;
   sourceRows: number;
   targetRows: number;
   sourceChecksum: string | null;
@@ -185,7 +190,7 @@ export async function checkTables(source: Client, target: Client, tables: TableN
     batch.forEach((table, i) => {
       const s = sourceSide[i]!;
       const t = targetSide[i]!;
-      checks.push({ table: displayName(table), sourceRows: s.rows, targetRows: t.rows, sourceChecksum: s.checksum, targetChecksum: t.checksum, ok: s.rows === t.rows && s.checksum === t.checksum });
+      checks.push({ table: displayName(table), relation: qualified(table), sourceRows: s.rows, targetRows: t.rows, sourceChecksum: s.checksum, targetChecksum: t.checksum, ok: s.rows === t.rows && s.checksum === t.checksum });
     });
   }
   return checks;

@@ -27,6 +27,9 @@ const SCHEMA = `
   CREATE TABLE public.readings (id int PRIMARY KEY, x float8, tags int[], seen text[]);
   INSERT INTO public.readings SELECT g, (g % 3)::float8, CASE WHEN g % 2 = 0 THEN '{}' ELSE ARRAY[g] END, ARRAY['Ab', 'c']
     FROM generate_series(1, 300) g;
+  CREATE SCHEMA dot; CREATE SCHEMA "dot.x";
+  CREATE TABLE dot."x.y" (v int); INSERT INTO dot."x.y" VALUES (1);
+  CREATE TABLE "dot.x".y (v int); INSERT INTO "dot.x".y VALUES (2);
   CREATE SEQUENCE public.ticket_seq;
   SELECT setval('public.ticket_seq', 4242);
   DO $$ BEGIN FOR i IN 1..30 LOOP
@@ -75,7 +78,7 @@ async function caught(tamper: string, undo: string): Promise<ValidationReport> {
 test('the untouched copy validates ok', async () => {
   const report = await validateNow();
   expect(report.ok).toBe(true);
-  expect(report.rowsChecked ?? report.tables.reduce((n, t) => n + t.sourceRows, 0)).toBe(ROWS + 20000 + 30 * 50 + 300);
+  expect(report.rowsChecked ?? report.tables.reduce((n, t) => n + t.sourceRows, 0)).toBe(ROWS + 20000 + 30 * 50 + 300 + 2);
 });
 
 test('one changed row in a large table: same count, different checksum', async () => {
@@ -140,7 +143,7 @@ test('a sequence behind the source', async () => {
 });
 
 /** Comparisons as the offline copy records them right after each unit (activities/copy-plan.ts). */
-async function compareAsTheCopyDoes(migrationId: string): Promise<void> {
+async function compareAsTheCopyDoes(migrationId: string, tables = ['big', 'events', 'readings', 'small_01', 'small_17'].map((name) => ({ schema: 'public', name }))): Promise<void> {
   const [sourceClient, targetClient] = [new Client(clusterUri(source)), new Client(clusterUri(target))];
   await sourceClient.connect();
   await targetClient.connect();
@@ -149,7 +152,6 @@ async function compareAsTheCopyDoes(migrationId: string): Promise<void> {
       await normalizeSession(client);
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     }
-    const tables = ['big', 'events', 'readings', 'small_01', 'small_17'].map((name) => ({ schema: 'public', name }));
     const checks = await checkTables(sourceClient, targetClient, tables, true);
     await Promise.all([sourceClient.query('COMMIT'), targetClient.query('COMMIT')]);
     await targetClient.query('CREATE SCHEMA IF NOT EXISTS pgmove_scratch');
@@ -173,7 +175,7 @@ test('tables compared right after their copy are not compared again; a differenc
   // big, events, readings and small_01 came from the record; small_17 (different then) was compared again: equal now.
   expect(report.ok).toBe(true);
   expect(report.tablesComparedDuringCopy).toBe(4);
-  expect(report.tablesChecked).toBe(3 + 30);
+  expect(report.tablesChecked).toBe(3 + 30 + 2);
   expect(report.summary).toContain('(4 compared right after their copy)');
   // Validation removes the record, and with it the scratch schema.
   expect(await adminQuery(target, 'shop', `SELECT nspname FROM pg_namespace WHERE nspname = 'pgmove_scratch'`)).toEqual([]);
@@ -188,6 +190,20 @@ test('tables compared right after their copy are not compared again; a differenc
     expect(again.tablesComparedDuringCopy).toBe(4);
   } finally {
     await adminQuery(target, 'shop', `UPDATE public.small_17 SET note = md5('7') WHERE id = 7`);
+  }
+});
+
+test('two tables whose display names collide (dot."x.y", "dot.x".y) keep their own comparisons', async () => {
+  await adminQuery(target, 'shop', `UPDATE "dot.x".y SET v = 3`);
+  try {
+    await compareAsTheCopyDoes('collide', [{ schema: 'dot', name: 'x.y' }, { schema: 'dot.x', name: 'y' }]);
+    const report = (await new MockActivityEnvironment({ workflowExecution: { workflowId: 'collide', runId: 'run-1' } }).run(validate, { spec: validationSpec() })) as ValidationReport;
+    // The equal one came from the record, the different one was compared again and is named.
+    expect(report.tablesComparedDuringCopy).toBe(1);
+    expect(report.ok).toBe(false);
+    expect(failing(report)).toEqual(['dot.x.y']);
+  } finally {
+    await adminQuery(target, 'shop', `UPDATE "dot.x".y SET v = 2`);
   }
 });
 
