@@ -57,6 +57,7 @@ export async function preData(input: SchemaPhaseInput): Promise<{ objects: numbe
     const dir = await workDir(input.migrationId);
     const file = join(dir, 'pre-data.dump');
     await dumpSection(input.binDir, source, spec, 'pre-data', file, hasLargeObjects, { signal, applicationName });
+    log.info({ seconds: (Date.now() - started) / 1000 }, 'pre-data dumped');
     const entries = await listArchive(input.binDir, file);
     const objects = entries.length;
     const batches = preDataBatches(entries, await withClient(target, 'target', preDataBatchSize));
@@ -68,6 +69,7 @@ export async function preData(input: SchemaPhaseInput): Promise<{ objects: numbe
       if (await committed(batch.witnessOid)) continue;
       step = `restoring pre-data batch ${index + 1}/${batches.length} (${batch.entries.length} of ${objects} objects)`;
       heartbeat.beat();
+      const batchStarted = Date.now();
       const listFile = join(dir, 'pre-data.list');
       await writeFile(listFile, batch.entries.map((e) => e.line).join('\n') + '\n', { mode: 0o600 });
       await restoreArchive(
@@ -78,6 +80,7 @@ export async function preData(input: SchemaPhaseInput): Promise<{ objects: numbe
         { signal, applicationName },
       );
       restored += batch.entries.length;
+      log.info({ batch: index + 1, batches: batches.length, objects: batch.entries.length, seconds: (Date.now() - batchStarted) / 1000 }, 'pre-data batch restored');
     }
     if (restored < objects) log.info({ skipped: objects - restored }, 'pre-data batches already on the target (an earlier attempt committed them)');
     log.info({ objects }, 'pre-data applied');
