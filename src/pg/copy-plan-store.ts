@@ -103,21 +103,29 @@ export async function markUnitDone(target: Client, migrationId: string, index: n
   }
 }
 
-/** Removes this migration's plan, and the scratch schema once no other plan is in it. */
+async function hasRows(target: Client, table: string): Promise<boolean> {
+  if (!(await target.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [table])).rows[0]?.ok) return false;
+  return ((await target.query(`SELECT 1 FROM ${table} LIMIT 1`)).rowCount ?? 0) > 0;
+}
+
+/**
+ * Drops the scratch schema once neither a plan nor a table comparison (./table-checks-store, kept until
+ * validation has read it) is left in it. Called inside the caller's transaction.
+ */
+export async function dropScratchSchemaIfEmpty(target: Client): Promise<void> {
+  if ((await hasRows(target, `${SCRATCH_SCHEMA}.copy_plan`)) || (await hasRows(target, `${SCRATCH_SCHEMA}.table_checks`))) return;
+  await target.query(`DROP SCHEMA IF EXISTS ${SCRATCH_SCHEMA} CASCADE`);
+}
+
+/** Removes this migration's plan, and the scratch schema once nothing else is in it. */
 export async function dropPlan(target: Client, migrationId: string): Promise<void> {
   await target.query('BEGIN');
   try {
-    let others = 0;
     if ((await target.query(`SELECT to_regclass('${SCRATCH_SCHEMA}.copy_plan') IS NOT NULL AS ok`)).rows[0]?.ok) {
       await target.query(`DELETE FROM ${SCRATCH_SCHEMA}.copy_units WHERE migration_id = $1`, [migrationId]);
       await target.query(`DELETE FROM ${SCRATCH_SCHEMA}.copy_plan WHERE migration_id = $1`, [migrationId]);
-      others = (await target.query(`SELECT 1 FROM ${SCRATCH_SCHEMA}.copy_plan LIMIT 1`)).rowCount ?? 0;
     }
-    // The comparisons taken during the copy (./table-checks-store) stay until validation has read them.
-    if (others === 0 && (await target.query(`SELECT to_regclass('${SCRATCH_SCHEMA}.table_checks') IS NOT NULL AS ok`)).rows[0]?.ok) {
-      others = (await target.query(`SELECT 1 FROM ${SCRATCH_SCHEMA}.table_checks LIMIT 1`)).rowCount ?? 0;
-    }
-    if (others === 0) await target.query(`DROP SCHEMA IF EXISTS ${SCRATCH_SCHEMA} CASCADE`);
+    await dropScratchSchemaIfEmpty(target);
     await target.query('COMMIT');
   } catch (error) {
     await target.query('ROLLBACK').catch(() => undefined);

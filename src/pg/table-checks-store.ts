@@ -8,7 +8,7 @@
  */
 import type { Client } from 'pg';
 import type { TableCheck } from './table-checksums';
-import { SCRATCH_SCHEMA } from './copy-plan-store';
+import { SCRATCH_SCHEMA, dropScratchSchemaIfEmpty } from './copy-plan-store';
 
 const CHECKS = `${SCRATCH_SCHEMA}.table_checks`;
 
@@ -64,10 +64,7 @@ export async function dropTableChecks(target: Client, migrationId: string): Prom
   await target.query('BEGIN');
   try {
     await target.query(`DELETE FROM ${CHECKS} WHERE migration_id = $1`, [migrationId]);
-    const others = (await target.query(`SELECT 1 FROM ${CHECKS} LIMIT 1`)).rowCount ?? 0;
-    const planTable = (await target.query(`SELECT to_regclass('${SCRATCH_SCHEMA}.copy_plan') IS NOT NULL AS ok`)).rows[0]?.ok === true;
-    const plans = planTable ? ((await target.query(`SELECT 1 FROM ${SCRATCH_SCHEMA}.copy_plan LIMIT 1`)).rowCount ?? 0) : 0;
-    if (others === 0 && plans === 0) await target.query(`DROP SCHEMA IF EXISTS ${SCRATCH_SCHEMA} CASCADE`);
+    await dropScratchSchemaIfEmpty(target);
     await target.query('COMMIT');
   } catch (error) {
     await target.query('ROLLBACK').catch(() => undefined);
