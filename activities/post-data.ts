@@ -12,11 +12,13 @@ import { durationMs } from '../src/units';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Context } from '@temporalio/activity';
-import { connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
+import { connect, connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
+import type { Client } from 'pg';
 import { countLargeObjects } from '../src/pg/catalog';
-import { dumpSection, listArchive, restoreArchive, workDir } from '../src/pg/dump';
+import { dumpSection, listArchive, restoreArchive, workDir, type TocEntry } from '../src/pg/dump';
 import { entriesMissingOnTarget } from '../src/pg/post-data-resume';
 import { builtEarly } from '../src/pg/table-indexes';
+import { addForeignKeys, foreignKeysOf, readyOnTarget, splitAroundForeignKeys } from '../src/pg/foreign-keys';
 import { ident } from '../src/pg/sql';
 import { readDatabaseSettings, settingValueSql } from '../src/pg/database-settings';
 import { startHeartbeat } from '../src/heartbeat';
@@ -53,6 +55,7 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
   try {
     const dir = await workDir(input.migrationId);
     const archive = join(dir, 'post-data.dump');
+    let addedKeys = 0;
     await dumpSection(input.binDir, source, spec, 'post-data', archive, hasLargeObjects, { signal, applicationName });
     // The logical method's own publications are on the source meanwhile: they are not the source's schema.
     const ownPublication = new RegExp(`\\b${replicationNames(input.migrationId).publication}(_u[0-9]+)?\\b`);
@@ -70,9 +73,10 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
     progress.step = 'building indexes and constraints';
     progress.total = pending.length;
     heartbeat.beat();
-    if (pending.length > 0) {
-      const listFile = join(dir, 'post-data.list');
-      await writeFile(listFile, pending.map((e) => e.line).join('\n') + '\n');
+    const restore = async (part: TocEntry[], name: string) => {
+      if (part.length === 0) return;
+      const listFile = join(dir, `${name}.list`);
+      await writeFile(listFile, part.map((e) => e.line).join('\n') + '\n');
       await restoreArchive(
         input.binDir,
         target,
@@ -86,10 +90,28 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
           },
         },
       );
+    };
+    // Foreign keys of ordinary tables are added by pgmove's own sessions once their referenced keys'
+    // indexes are there (src/pg/foreign-keys.ts): between pg_restore's pass for the rest and its pass
+    // for the keys' comments, the keys it could not add and the event triggers.
+    const keys = await withClient(source, 'source', (s) => foreignKeysOf(s, pending));
+    const parts = splitAroundForeignKeys(pending, keys);
+    await restore(parts.before, 'post-data');
+    const candidates = parts.keys.map((e) => keys.get(e.objectOid)!);
+    const ready = await withClient(target, 'target', (t) => readyOnTarget(t, candidates));
+    if (ready.size > 0) {
+      progress.step = 'adding foreign keys';
+      await withSessions(target, Math.min(spec.jobs, ready.size), applicationName, (sessions) =>
+        addForeignKeys(sessions, candidates.filter((k) => ready.has(k)), { signal, onAdded: () => (progress.done += 1) }),
+      );
     }
+    const left = new Set([...parts.after, ...parts.keys.filter((e) => !ready.has(keys.get(e.objectOid)!))]);
+    progress.step = 'building what follows the foreign keys';
+    await restore(pending.filter((e) => left.has(e)), 'post-data-after-keys');
+    addedKeys = ready.size;
     progress.done = pending.length;
     const settings = await copyDatabaseSettings(source, target);
-    log.info({ objects: pending.length, builtDuringCopy: early.size, skipped: entries.length - pending.length - early.size, settings }, 'post-data applied');
+    log.info({ objects: pending.length, foreignKeysAdded: addedKeys, builtDuringCopy: early.size, skipped: entries.length - pending.length - early.size, settings }, 'post-data applied');
     return { objects: pending.length, skipped: entries.length - pending.length, seconds: (Date.now() - started) / 1000 };
   } catch (error) {
     throw guardFailure ?? watch.failure ?? error;
@@ -129,6 +151,17 @@ async function endPreviousRestore(info: ConnectionInfo, applicationName: string,
       { intervalMs: 1000, signal, what: "the previous attempt's pg_restore sessions to end" },
     );
   });
+}
+
+/** `count` sessions on the target under pg_restore's application_name (a retry ends those of a killed attempt). */
+async function withSessions<T>(info: ConnectionInfo, count: number, applicationName: string, fn: (sessions: Client[]) => Promise<T>): Promise<T> {
+  const sessions: Client[] = [];
+  try {
+    for (let i = 0; i < count; i++) sessions.push(await connect(info, 'target', { applicationName }));
+    return await fn(sessions);
+  } finally {
+    await Promise.all(sessions.map((s) => s.end().catch(() => undefined)));
+  }
 }
 
 /**

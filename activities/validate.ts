@@ -255,7 +255,12 @@ async function schemaObjects(client: Client, spec: MigrationSpec): Promise<Set<s
        FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid JOIN s ON s.oid = c.relnamespace
       WHERE (t.oid, 'pg_class'::regclass) NOT IN (SELECT objid, classid FROM own)
      UNION ALL
-     SELECT 'constraint:' || k.contype::text, s.nspname, coalesce(t.relname, ty.typname), k.conname
+     -- A constraint the server derived from another (a partition's, or a key's to each partition of the
+     -- table it references) is named by the server, differently across versions: it is compared by origin.
+     SELECT 'constraint:' || k.contype::text, s.nspname, coalesce(t.relname, ty.typname),
+            CASE WHEN k.conparentid = 0 THEN k.conname
+                 ELSE format('derived from %s to %s', (SELECT p.conname FROM pg_constraint p WHERE p.oid = k.conparentid),
+                             coalesce((SELECT format('%I.%I', fn.nspname, f.relname) FROM pg_class f JOIN pg_namespace fn ON fn.oid = f.relnamespace WHERE f.oid = k.confrelid), '-')) END
        FROM pg_constraint k JOIN s ON s.oid = k.connamespace
        LEFT JOIN pg_class t ON t.oid = k.conrelid LEFT JOIN pg_type ty ON ty.oid = k.contypid
       WHERE k.contype <> 'n'

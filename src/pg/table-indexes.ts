@@ -52,7 +52,8 @@ const EARLY_INDEXES_SQL = (filter: string) => `
 /** node-pg returns int8 as text. */
 const withNumericOids = (row: EarlyIndex): EarlyIndex => ({ ...row, objectOid: Number(row.objectOid), catalogOid: Number(row.catalogOid) });
 
-async function withEmptySearchPath<T>(client: Client, fn: () => Promise<T>): Promise<T> {
+/** Runs fn in a transaction with an empty search_path, so catalog functions print qualified names. */
+export async function withEmptySearchPath<T>(client: Client, fn: () => Promise<T>): Promise<T> {
   await client.query(`BEGIN; SET LOCAL search_path = ''`);
   try {
     const result = await fn();

@@ -60,7 +60,10 @@ const CATALOG_CHECKS: Record<string, string> = {
             format('on %s unique=%s primary=%s', i.indrelid::regclass, i.indisunique, i.indisprimary) AS value
           ${FROM_REL} JOIN pg_index i ON i.indexrelid = c.oid WHERE ${USER_RELATION}`,
   // contype 'n' (NOT NULL as a catalogued constraint) exists only from PG 18; attnotnull covers it.
-  constraint: `SELECT format('%s.%I', k.conrelid::regclass, k.conname) AS key, k.contype::text AS value
+  // One the server derived (for partitions) is named by the server, differently across versions: keyed by origin.
+  constraint: `SELECT CASE WHEN k.conparentid = 0 THEN format('%s.%I', k.conrelid::regclass, k.conname)
+                          ELSE format('%s derived from %I to %s', k.conrelid::regclass, (SELECT p.conname FROM pg_constraint p WHERE p.oid = k.conparentid), k.confrelid::regclass) END AS key,
+                      k.contype::text AS value
                FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
                JOIN pg_namespace n ON n.oid = c.relnamespace
                WHERE ${USER_RELATION} AND k.contype <> 'n'`,
