@@ -4,7 +4,8 @@
  * 7.2 s for them, one session 4.8 s, two sessions 1.9 s — pg_restore's leader hands out one item at
  * a time, which for tiny items costs more than the items. The statement is the one pg_dump writes
  * (`ALTER TABLE ONLY … ADD CONSTRAINT … <pg_get_constraintdef>`), for foreign keys of ordinary tables
- * only; the rest stay with pg_restore. Each key commits on its own: a retry adds what is missing.
+ * only; the rest stay with pg_restore. Keys of small tables commit in groups, others one by one: a
+ * retry adds what is missing.
  */
 import type { Client } from 'pg';
 import type { TocEntry } from './dump';
@@ -14,14 +15,24 @@ const PG_CONSTRAINT = 2606;
 /** SQLSTATE deadlock_detected: two sessions adding keys between the same two tables in opposite directions. */
 const DEADLOCK = '40P01';
 const DEADLOCK_RETRIES = 5;
+/** Keys of small tables share a transaction (and a round trip) with up to this many others. */
+const KEYS_PER_TRANSACTION = 50;
+/** Below this size (both tables) a key's check is quick: it may share a transaction. */
+const SMALL_TABLE_BYTES = 1 << 20;
 
 export interface ForeignKey {
   schema: string;
   table: string;
   name: string;
   objectOid: number;
+  /** The table, qualified and quoted. */
+  qualifiedTable: string;
+  /** The referenced table, qualified and quoted. */
+  referencedTable: string;
   /** The referenced key's index, qualified and quoted: the key can be added once the target has it. */
   referencedIndex: string;
+  /** Both tables below SMALL_TABLE_BYTES on the source. */
+  small: boolean;
   ddl: string;
 }
 
@@ -34,11 +45,16 @@ export async function foreignKeysOf(source: Client, entries: TocEntry[]): Promis
     (
       await source.query<ForeignKey>(
         `SELECT n.nspname AS schema, t.relname AS "table", k.conname AS name, k.oid::int8 AS "objectOid",
+                pg_catalog.format('%I.%I', n.nspname, t.relname) AS "qualifiedTable",
+                pg_catalog.format('%I.%I', fn.nspname, f.relname) AS "referencedTable",
                 pg_catalog.format('%I.%I', rn.nspname, ri.relname) AS "referencedIndex",
+                pg_catalog.pg_table_size(t.oid) < ${SMALL_TABLE_BYTES} AND pg_catalog.pg_table_size(f.oid) < ${SMALL_TABLE_BYTES} AS small,
                 pg_catalog.format('ALTER TABLE ONLY %I.%I ADD CONSTRAINT %I %s', n.nspname, t.relname, k.conname, pg_catalog.pg_get_constraintdef(k.oid)) AS ddl
            FROM pg_catalog.pg_constraint k
            JOIN pg_catalog.pg_class t ON t.oid = k.conrelid
            JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace
+           JOIN pg_catalog.pg_class f ON f.oid = k.confrelid
+           JOIN pg_catalog.pg_namespace fn ON fn.oid = f.relnamespace
            JOIN pg_catalog.pg_class ri ON ri.oid = k.conindid
            JOIN pg_catalog.pg_namespace rn ON rn.oid = ri.relnamespace
           WHERE k.contype = 'f' AND k.conparentid = 0 AND t.relkind = 'r' AND NOT t.relispartition AND k.oid = ANY ($1::oid[])`,
@@ -90,28 +106,60 @@ export function splitAroundForeignKeys(entries: TocEntry[], keys: Map<number, Fo
 }
 
 /**
- * Adds the keys over the given sessions (one per lane), each in its own transaction. A deadlock between
- * two lanes aborts one statement, which is tried again. A failure names the key and the server's reason.
+ * One transaction for these keys. It first locks every table they name, in one global order (by name),
+ * in the mode ADD FOREIGN KEY takes: two lanes then wait for each other instead of deadlocking.
  */
-export async function addForeignKeys(sessions: Client[], keys: ForeignKey[], options: { signal?: AbortSignal; onAdded?: () => void } = {}): Promise<void> {
-  const queue = [...keys];
+export function foreignKeysSql(keys: ForeignKey[]): string {
+  const tables = [...new Set(keys.flatMap((k) => [k.qualifiedTable, k.referencedTable]))].sort();
+  return `BEGIN; LOCK TABLE ${tables.map((t) => `ONLY ${t}`).join(', ')} IN SHARE ROW EXCLUSIVE MODE; ${keys.map((k) => `${k.ddl};`).join(' ')} COMMIT`;
+}
+
+/** Consecutive keys of small tables in groups of KEYS_PER_TRANSACTION; a key of a larger table alone (a crash keeps every finished check). */
+function transactionsOf(keys: ForeignKey[]): ForeignKey[][] {
+  const groups: ForeignKey[][] = [];
+  for (const key of keys) {
+    const last = groups.at(-1);
+    if (key.small && last && last[0]!.small && last.length < KEYS_PER_TRANSACTION) last.push(key);
+    else groups.push([key]);
+  }
+  return groups;
+}
+
+/**
+ * Adds the keys over the given sessions. Each session takes a contiguous share of the keys (in TOC
+ * order, i.e. by table), so that lanes rarely need the same tables. A deadlock (a partitioned table's
+ * partitions are locked by the statement itself) is retried; any other failure names the key and the
+ * server's reason, found by trying the failed transaction's keys one at a time.
+ */
+export async function addForeignKeys(sessions: Client[], keys: ForeignKey[], options: { signal?: AbortSignal; onAdded?: (count: number) => void } = {}): Promise<void> {
   let failed = false;
-  const lane = async (session: Client) => {
-    await session.query(`SET search_path = ''; SET row_security = off; SET statement_timeout = 0; SET lock_timeout = 0`);
-    for (let key = queue.shift(); key && !failed; key = queue.shift()) {
-      options.signal?.throwIfAborted();
-      for (let attempt = 1; ; attempt++) {
-        try {
-          await session.query(key.ddl);
-          break;
-        } catch (error) {
-          if ((error as { code?: string }).code === DEADLOCK && attempt < DEADLOCK_RETRIES) continue;
-          failed = true;
-          const reason = error instanceof Error ? error.message : String(error);
-          throw new Error(`adding the foreign key ${key.name} of ${key.schema}.${key.table} on the target failed: ${reason}`, { cause: error });
+  const run = async (session: Client, group: ForeignKey[]) => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await session.query(foreignKeysSql(group));
+        options.onAdded?.(group.length);
+        return;
+      } catch (error) {
+        await session.query('ROLLBACK').catch(() => undefined);
+        if ((error as { code?: string }).code === DEADLOCK && attempt < DEADLOCK_RETRIES) continue;
+        if (group.length > 1) {
+          for (const key of group) await run(session, [key]);
+          return;
         }
+        failed = true;
+        const key = group[0]!;
+        const reason = error instanceof Error ? error.message : String(error);
+        throw new Error(`adding the foreign key ${key.name} of ${key.schema}.${key.table} on the target failed: ${reason}`, { cause: error });
       }
-      options.onAdded?.();
+    }
+  };
+  const share = Math.ceil(keys.length / Math.max(1, sessions.length));
+  const lane = async (session: Client, index: number) => {
+    await session.query(`SET search_path = ''; SET row_security = off; SET statement_timeout = 0; SET lock_timeout = 0`);
+    for (const group of transactionsOf(keys.slice(index * share, (index + 1) * share))) {
+      if (failed) return;
+      options.signal?.throwIfAborted();
+      await run(session, group);
     }
   };
   const lanes = await Promise.allSettled(sessions.map(lane));

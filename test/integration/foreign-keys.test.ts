@@ -109,7 +109,7 @@ test('pgmove adds the foreign keys of ordinary tables itself; the target ends wi
   expect(await compareDatabases(ref(source), ref(target))).toEqual([]);
 });
 
-test('a key the target\'s rows violate fails with the key\'s name and the server\'s reason; the keys before it stay', async () => {
+test('a key the target\'s rows violate fails with the key\'s name and the server\'s reason; the keys of its transaction before it stay', async () => {
   await adminQuery(
     target,
     'scratch',
@@ -117,7 +117,7 @@ test('a key the target\'s rows violate fails with the key\'s name and the server
      INSERT INTO public.a VALUES (1); INSERT INTO public.b VALUES (1, 1); INSERT INTO public.c VALUES (1, 2);`,
   );
   const key = (table: string): ForeignKey => ({
-    schema: 'public', table, name: `${table}_a`, objectOid: 0, referencedIndex: 'public.a_pkey',
+    schema: 'public', table, name: `${table}_a`, objectOid: 0, qualifiedTable: `public.${table}`, referencedTable: 'public.a', referencedIndex: 'public.a_pkey', small: true,
     ddl: `ALTER TABLE ONLY public.${table} ADD CONSTRAINT ${table}_a FOREIGN KEY (a_id) REFERENCES public.a(id)`,
   });
   const session = new Client({ host: '127.0.0.1', port: target.port, user: target.superuser, password: target.superuserPassword, database: 'scratch' });
