@@ -9,13 +9,13 @@ import { readFreezeState } from './freeze';
 import { replicationNames } from '../src/pg/replication';
 import { checkRetainedWal } from './sync';
 import { durationMs } from '../src/units';
-import { writeFile } from 'node:fs/promises';
+import { stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Context } from '@temporalio/activity';
 import { connect, connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
 import type { Client } from 'pg';
 import { countLargeObjects } from '../src/pg/catalog';
-import { dumpSection, listArchive, restoreArchive, workDir, type TocEntry } from '../src/pg/dump';
+import { dumpSection, listArchive, restoreArchive, schemaDumpedOnce, SCHEMA_ARCHIVE, workDir, type TocEntry } from '../src/pg/dump';
 import { entriesMissingOnTarget } from '../src/pg/post-data-resume';
 import { builtEarly } from '../src/pg/table-indexes';
 import { addForeignKeys, foreignKeysOf, readyOnTarget, splitAroundForeignKeys } from '../src/pg/foreign-keys';
@@ -54,7 +54,9 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
   const signal = AbortSignal.any([heartbeat.signal, guard.signal, stalled.signal]);
   try {
     const dir = await workDir(input.migrationId);
-    const archive = join(dir, 'post-data.dump');
+    // Offline, pre-data dumped post-data's entries too (when this worker ran it: the file is local).
+    const dumpedOnce = schemaDumpedOnce(spec) && (await stat(join(dir, SCHEMA_ARCHIVE)).then((s) => s.isFile(), () => false));
+    const archive = join(dir, dumpedOnce ? SCHEMA_ARCHIVE : 'post-data.dump');
     let addedKeys = 0;
     // Seconds per step, in the log: where a slow post-data spends its time.
     const steps: Record<string, number> = {};
@@ -63,10 +65,10 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
       steps[name] = (Date.now() - lapStart) / 1000;
       lapStart = Date.now();
     };
-    await dumpSection(input.binDir, source, spec, 'post-data', archive, hasLargeObjects, { signal, applicationName });
+    if (!dumpedOnce) await dumpSection(input.binDir, source, spec, 'post-data', archive, hasLargeObjects, { signal, applicationName });
     // The logical method's own publications are on the source meanwhile: they are not the source's schema.
     const ownPublication = new RegExp(`\\b${replicationNames(input.migrationId).publication}(_u[0-9]+)?\\b`);
-    const entries = (await listArchive(input.binDir, archive)).filter((e) => !ownPublication.test(e.line));
+    const entries = (await listArchive(input.binDir, archive, 'post-data')).filter((e) => !ownPublication.test(e.line));
     lap('dump');
     // Indexes and key constraints the offline copy built as each table finished (src/pg/table-indexes.ts).
     progress.step = 'finding the indexes built during the copy';
@@ -124,7 +126,7 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
     progress.done = pending.length;
     const settings = await copyDatabaseSettings(source, target);
     lap('settings');
-    log.info({ objects: pending.length, foreignKeysAdded: addedKeys, builtDuringCopy: early.size, skipped: entries.length - pending.length - early.size, settings, steps }, 'post-data applied');
+    log.info({ dumpedWithPreData: dumpedOnce, objects: pending.length, foreignKeysAdded: addedKeys, builtDuringCopy: early.size, skipped: entries.length - pending.length - early.size, settings, steps }, 'post-data applied');
     return { objects: pending.length, skipped: entries.length - pending.length, seconds: (Date.now() - started) / 1000 };
   } catch (error) {
     throw guardFailure ?? watch.failure ?? error;

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { MigrationSpec } from '../src/spec';
 import { connectionInfo, withClient } from '../src/pg/connect';
 import { countLargeObjects } from '../src/pg/catalog';
-import { dumpSection, listArchive, restoreArchive, workDir } from '../src/pg/dump';
+import { dumpSection, listArchive, restoreArchive, schemaDumpedOnce, SCHEMA_ARCHIVE, workDir } from '../src/pg/dump';
 import { existingRelations, preDataBatches, preDataBatchSize, witnessNames } from '../src/pg/pre-data-batches';
 import { Context } from '@temporalio/activity';
 import { startHeartbeat } from '../src/heartbeat';
@@ -55,10 +55,12 @@ export async function preData(input: SchemaPhaseInput): Promise<{ objects: numbe
   const signal = AbortSignal.any([heartbeat.signal, stalled.signal]);
   try {
     const dir = await workDir(input.migrationId);
-    const file = join(dir, 'pre-data.dump');
-    await dumpSection(input.binDir, source, spec, 'pre-data', file, hasLargeObjects, { signal, applicationName });
-    log.info({ seconds: (Date.now() - started) / 1000 }, 'pre-data dumped');
-    const entries = await listArchive(input.binDir, file);
+    // Offline, post-data's entries come along (and post-data restores them from this archive).
+    const once = schemaDumpedOnce(spec);
+    const file = join(dir, once ? SCHEMA_ARCHIVE : 'pre-data.dump');
+    await dumpSection(input.binDir, source, spec, once ? ['pre-data', 'post-data'] : 'pre-data', file, hasLargeObjects, { signal, applicationName });
+    log.info({ seconds: (Date.now() - started) / 1000, withPostData: once }, 'pre-data dumped');
+    const entries = await listArchive(input.binDir, file, 'pre-data');
     const objects = entries.length;
     const batches = preDataBatches(entries, await withClient(target, 'target', preDataBatchSize));
     const witnesses = await withClient(source, 'source', (client) => witnessNames(client, batches.flatMap((b) => (b.witnessOid === undefined ? [] : [b.witnessOid]))));

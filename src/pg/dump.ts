@@ -22,6 +22,17 @@ export async function workDir(migrationId: string): Promise<string> {
   return dir;
 }
 
+/**
+ * Offline with the source frozen, the schema cannot change between pre-data and post-data: pre-data
+ * dumps both sections into this archive in the work dir, and post-data restores from it instead of
+ * running pg_dump again (seconds with thousands of tables). Another worker (no such file) dumps.
+ */
+export const SCHEMA_ARCHIVE = 'schema.dump';
+
+export function schemaDumpedOnce(spec: MigrationSpec): boolean {
+  return spec.method === 'dump' && spec.freezeSource;
+}
+
 /** Where workDir puts a migration's scratch files on this worker (not created). */
 export function workDirPath(migrationId: string): string {
   return join(process.env.PGMOVE_WORK_DIR ?? join(tmpdir(), 'pgmove'), assertSafeMigrationId(migrationId).replace(/[^A-Za-z0-9._-]/g, '_'));
@@ -61,7 +72,7 @@ export async function dumpSection(
   binDir: string,
   source: ConnectionInfo,
   spec: MigrationSpec,
-  section: Section,
+  section: Section | Section[],
   file: string,
   hasLargeObjects: boolean,
   options: ToolRunOptions = {},
@@ -74,7 +85,7 @@ export async function dumpSection(
     join(binDir, 'pg_dump'),
     // Subscriptions are the source server's connections elsewhere, not schema: a copy would hold the
     // same upstream slot name and connection string (password included). See README, post-data.
-    [`--dbname=${libpqConninfo(source.database)}`, '--format=custom', `--section=${section}`, `--file=${file}`, '--no-subscriptions', ...dumpOptionArgs(spec, hasLargeObjects, partitions)],
+    [`--dbname=${libpqConninfo(source.database)}`, '--format=custom', ...[section].flat().map((s) => `--section=${s}`), `--file=${file}`, '--no-subscriptions', ...dumpOptionArgs(spec, hasLargeObjects, partitions)],
     { ...options, env: libpqEnv(source, options.applicationName) },
   );
   return file;
@@ -154,9 +165,10 @@ export function parseTocList(text: string): TocEntry[] {
 }
 
 /** The archive's TOC, through a file: the captured output of a child is capped at 1 MB, and 10,000 tables list more. */
-export async function listArchive(binDir: string, archive: string): Promise<TocEntry[]> {
+/** The archive's TOC; with `section`, only that section's entries. */
+export async function listArchive(binDir: string, archive: string, section?: Section): Promise<TocEntry[]> {
   const listFile = `${archive}.toc`;
-  await run(join(binDir, 'pg_restore'), ['--list', `--file=${listFile}`, archive]);
+  await run(join(binDir, 'pg_restore'), ['--list', ...(section ? [`--section=${section}`] : []), `--file=${listFile}`, archive]);
   try {
     return parseTocList(await readFile(listFile, 'utf8'));
   } finally {
