@@ -55,6 +55,13 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
   const log = activityLogger('validate');
   const sourceInfo = await connectionInfo(spec.source, 'source');
   const targetInfo = await connectionInfo(spec.target, 'target');
+  // Seconds per step, in the log: where a slow validation spends its time.
+  const steps: Record<string, number> = {};
+  let lapStart = Date.now();
+  const lap = (name: string) => {
+    steps[name] = (Date.now() - lapStart) / 1000;
+    lapStart = Date.now();
+  };
   const allTables = await withClient(sourceInfo, 'source', (c) => listTables(c, spec));
   // Keyed by the quoted name (display names can collide); figures recorded by older workers by display name.
   const atSnapshot = new Map((input.sourceTables ?? []).map((t) => [t.relation ?? t.table, t]));
@@ -133,6 +140,7 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
     watch.stop();
     heartbeat.stop();
   }
+  lap('tables');
   results.sort((a, b) => a.table.localeCompare(b.table));
 
   const [sourceSeq, targetSeq] = await Promise.all([
@@ -150,6 +158,7 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
     return { sequence: displayName(s), source: render(s), target: render(t), ok: render(s) === render(t) || behindLiveSource || aheadAfterSwitch };
   });
 
+  lap('sequences');
   const [sourceObjects, targetObjects] = await Promise.all([
     withClient(sourceInfo, 'source', (c) => schemaObjects(c, spec)),
     withClient(targetInfo, 'target', (c) => schemaObjects(c, spec)),
@@ -158,6 +167,7 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
     ...[...sourceObjects].filter((o) => !targetObjects.has(o)).map((o) => `missing on target: ${o}`),
     ...[...targetObjects].filter((o) => !sourceObjects.has(o)).map((o) => `only on target: ${o}`),
   ];
+  lap('schema');
   const [sourceLo, targetLo] = await Promise.all([
     withClient(sourceInfo, 'source', largeObjectDigest),
     // At the cutover's snapshot when there is one: the application may use the target by now.
@@ -171,6 +181,7 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
   ]);
   const largeObjects = { source: sourceLo.count, target: targetLo.count, ok: sourceLo.count === targetLo.count && sourceLo.digest === targetLo.digest };
 
+  lap('largeObjects');
   const badTables = results.filter((r) => !r.ok);
   const badSequences = sequences.filter((s) => !s.ok);
   const ok = badTables.length === 0 && badSequences.length === 0 && schemaDifferences.length === 0 && largeObjects.ok;
@@ -184,7 +195,7 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
         ...schemaDifferences.slice(0, 50).map((d) => `  ${d}`),
         ...(largeObjects.ok ? [] : [`  large objects: source ${largeObjects.source} / target ${largeObjects.target} (or contents differ)`]),
       ].join('\n');
-  log.info({ ok, tables: results.length, tablesComparedDuringCopy, badTables: badTables.length }, 'validation finished');
+  log.info({ ok, tables: results.length, tablesComparedDuringCopy, badTables: badTables.length, steps }, 'validation finished');
   // The report carries the comparisons now; a retry before this point still finds them.
   if (plainOffline) await withClient(targetInfo, 'target', (c) => dropTableChecks(c, migrationId));
   return { ok, ...reportedTables(results), tablesComparedDuringCopy, sequences, schemaDifferences, largeObjects, summary };

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { adminQuery, DEBIAN_PG15_BIN, postmasterPid, PROJECT_PG18_BIN, runSqlFile, startCluster, stopCluster, type ClusterHandle } from '../../src/dev/pg-cluster';
 import { startTemporalServer, stopTemporalServer } from '../../src/dev/temporal-server';
-import { BENCH_TUNING, numericOption, sh, shell, stats } from '../lib/bench';
+import { BENCH_TUNING, numericOption, sh, shell, stats, withFragment, type SpecFragment } from '../lib/bench';
 import { startWorkerProcess, stopWorkerProcess } from '../../src/dev/worker-process';
 import { CpuSampler } from '../lib/cpu-sampler';
 import type { MigrationResult } from '../../workflows/migrate-database';
@@ -91,13 +91,7 @@ async function main(): Promise<void> {
       method: 'dump' as const,
       jobs: JOBS,
     };
-    type Fragment = Record<string, Record<string, unknown>>;
-    /** The spec with a fragment merged in one level deep (e.g. {"copy": {...}} keeps the other copy fields). */
-    const variantOf = (fragment: Fragment): typeof spec => {
-      const merged: Record<string, unknown> = { ...spec };
-      for (const [key, value] of Object.entries(fragment)) merged[key] = { ...((merged[key] as object | undefined) ?? {}), ...value };
-      return merged as typeof spec;
-    };
+    const variantOf = (fragment: SpecFragment) => withFragment(spec, fragment);
     const variants: [string, typeof spec][] = [['pgmove', spec]];
     // --compare-index-order: every index built in post-data; --compare-checksums-off: counts only;
     // --compare-split N: tables split into key ranges only above N MB; --variant JSON (repeatable): any
@@ -108,7 +102,7 @@ async function main(): Promise<void> {
     if (splitAbove > 0) variants.push([`pgmove, split > ${splitAbove} MB`, variantOf({ copy: { splitTablesLargerThanMB: splitAbove } })]);
     process.argv.forEach((arg, i) => {
       if (arg !== '--variant') return;
-      const fragment = JSON.parse(process.argv[i + 1] ?? '{}') as Fragment;
+      const fragment = JSON.parse(process.argv[i + 1] ?? '{}') as SpecFragment;
       variants.push([`pgmove ${JSON.stringify(fragment)}`, variantOf(fragment)]);
     });
     const times: Record<string, number[]> = { ...Object.fromEntries(variants.map(([name]) => [name, []])), 'pg_dump | pg_restore': [], pgcopydb: [] };

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, startCluster, stopCluster, type ClusterHandle } from '../../src/dev/pg-cluster';
 import { startTemporalServer, stopTemporalServer } from '../../src/dev/temporal-server';
-import { BENCH_TUNING, numericOption, shell, stats } from '../lib/bench';
+import { BENCH_TUNING, numericOption, shell, stats, withFragment, type SpecFragment } from '../lib/bench';
 import { startWorkerProcess, stopWorkerProcess } from '../../src/dev/worker-process';
 import { createManyTables, manyTablesCensus } from '../lib/many-tables';
 import { workflowRunStats } from '../lib/history-stats';
@@ -25,6 +25,8 @@ const JOBS = numericOption('jobs', 2);
 const RUNS = numericOption('runs', 1);
 const METHOD = process.argv.includes('--method') ? process.argv[process.argv.indexOf('--method') + 1] : 'dump';
 if (METHOD !== 'dump' && METHOD !== 'logical') throw new Error(`--method ${METHOD}: dump or logical`);
+/** --spec JSON: a fragment merged into pgmove's spec, e.g. '{"validate":{"duringCopy":true}}'. */
+const SPEC_FRAGMENT = process.argv.includes('--spec') ? (JSON.parse(process.argv[process.argv.indexOf('--spec') + 1] ?? '{}') as SpecFragment) : {};
 
 const uri = (c: ClusterHandle, db: string) => `postgresql://postgres:${encodeURIComponent(c.superuserPassword)}@127.0.0.1:${c.port}/${db}`;
 
@@ -63,7 +65,7 @@ async function main(): Promise<void> {
     await adminQuery(source, 'postgres', 'CREATE DATABASE many');
     await timed(`generating ${TABLES} tables × ${ROWS} rows`, () => createManyTables(source, 'many', TABLES, ROWS));
     const census = await manyTablesCensus(source, 'many');
-    console.log(`source: ${JSON.stringify(census)}; PostgreSQL ${source.major} → ${target.major}, jobs ${JOBS}, ${RUNS} run(s)`);
+    console.log(`source: ${JSON.stringify(census)}; PostgreSQL ${source.major} → ${target.major}, jobs ${JOBS}, ${RUNS} run(s)${process.argv.includes('--spec') ? `, spec ${JSON.stringify(SPEC_FRAGMENT)}` : ''}`);
 
     const server = await startTemporalServer({ headless: true, logFile: join(dir, 'temporal.log') });
     temporalPid = server.pid;
@@ -76,13 +78,13 @@ async function main(): Promise<void> {
       writeFileSync(path, c.superuserPassword, { mode: 0o600 });
       return `file:${path}`;
     };
-    const spec = {
+    const spec = withFragment({
       source: { uri: `postgresql://postgres@127.0.0.1:${source.port}/many`, password: passwordFile(source, 'source') },
       target: { uri: `postgresql://postgres@127.0.0.1:${target.port}/many`, password: passwordFile(target, 'target') },
       method: METHOD as 'dump' | 'logical',
       jobs: JOBS,
       cutover: { autoCutover: false },
-    };
+    }, SPEC_FRAGMENT);
     const label = METHOD === 'dump' ? 'pgmove offline (validated)' : 'pgmove online (cut over, validated)';
     const times: Record<string, number[]> = { 'pg_dump -Fc + pg_restore -j 2': [], [label]: [] };
     const details: string[] = [];

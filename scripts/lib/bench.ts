@@ -21,6 +21,15 @@ export function stringOption(name: string, fallback: string): string {
 /** Server settings for benchmark clusters (bulk loads, no checkpoints in the middle). */
 export const BENCH_TUNING = { shared_buffers: "'512MB'", maintenance_work_mem: "'256MB'", max_wal_size: "'8GB'", checkpoint_timeout: "'30min'", max_parallel_maintenance_workers: '2' };
 
+export type SpecFragment = Record<string, Record<string, unknown>>;
+
+/** The spec with a fragment merged in one level deep (e.g. {"copy": {...}} keeps the other copy fields). */
+export function withFragment<T extends object>(spec: T, fragment: SpecFragment): T {
+  const merged: Record<string, unknown> = { ...(spec as Record<string, unknown>) };
+  for (const [key, value] of Object.entries(fragment)) merged[key] = { ...((merged[key] as object | undefined) ?? {}), ...value };
+  return merged as T;
+}
+
 export function stats(values: number[]): { min: number; median: number; max: number } {
   const sorted = [...values].sort((a, b) => a - b);
   return { min: sorted[0]!, median: sorted[Math.floor(sorted.length / 2)]!, max: sorted[sorted.length - 1]! };
