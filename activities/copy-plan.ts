@@ -19,6 +19,7 @@ import { storeTableChecks } from '../src/pg/table-checks-store';
 import { normalizeSession } from './validate';
 import { planCopy, runUnit } from './copy';
 import { copyAtSlot } from './sync';
+import { activityLogger } from '../src/log';
 
 export interface PlanRefInput {
   spec: MigrationSpec;
@@ -40,9 +41,13 @@ export async function copyPlannedUnit(input: PlanRefInput & { index: number }): 
   const previous = Context.current().info.heartbeatDetails as { completedTables?: { table: string; rows: number; bytes: number }[] } | undefined;
   const sourceInfo = await connectionInfo(input.spec.source, 'source');
   const targetInfo = await connectionInfo(input.spec.target, 'target');
+  const started = Date.now();
   const unit = await withClient(targetInfo, 'target', (client) => loadUnit(client, input.migrationId, input.index));
+  const loaded = Date.now();
   const result = await runUnit(unit, sourceInfo, targetInfo, undefined, previous?.completedTables ?? [], undefined, undefined, stallTimeoutMs(input.spec));
+  const copied = Date.now();
   const tablesDone = await withClient(targetInfo, 'target', (client) => markUnitDone(client, input.migrationId, input.index, unit));
+  const marked = Date.now();
   // The tables this unit completed get their indexes now, while the other lanes copy (post-data skips them).
   // Tables above copy.indexesDuringCopyUpToMB are left to post-data, where pg_restore --jobs builds them.
   const upTo = (input.spec.copy.indexesDuringCopyUpToMB ?? Number.POSITIVE_INFINITY) * 1024 * 1024;
@@ -50,7 +55,11 @@ export async function copyPlannedUnit(input: PlanRefInput & { index: number }): 
   const indexesBuilt = tablesDone > 0 && early.length > 0 ? await buildIndexesOf(early, sourceInfo, targetInfo, result.tables) : 0;
   // Tables are compared once complete (a split table with its last range), while the other lanes copy.
   const compare = compareDuringCopy(input.spec, sourceInfo, targetInfo) && (!unit.range || tablesDone > 0);
+  const indexed = Date.now();
   const tablesCompared = compare ? await compareCopiedTables(input.spec, input.migrationId, unit.tables, sourceInfo, targetInfo, result.tables) : 0;
+  // Where a unit's time goes (with thousands of small tables, the steps around the copy add up).
+  const seconds = (from: number, to: number) => (to - from) / 1000;
+  activityLogger('copy').debug({ unit: unit.id, load: seconds(started, loaded), copy: seconds(loaded, copied), markDone: seconds(copied, marked), indexes: seconds(marked, indexed), compare: seconds(indexed, Date.now()) }, 'unit steps');
   return {
     unitId: result.unitId,
     index: input.index,

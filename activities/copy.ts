@@ -13,7 +13,7 @@ import type { CopyPlan, CopyTable, CopyUnit, CopyUnitResult } from '../src/model
 import { connect, connectionInfo, type ConnectionInfo } from '../src/pg/connect';
 import { countLargeObjects, listTables, type TableInfo } from '../src/pg/catalog';
 import { displayName, ident, qualified } from '../src/pg/sql';
-import { copyTable, type CopyCounters } from '../src/pg/table-copy';
+import { copyGroups, copySmallTables, copyTable, type CopyCounters } from '../src/pg/table-copy';
 import { startHeartbeat } from '../src/heartbeat';
 import { StallWatch, stallTimeoutMs } from '../src/stall';
 import { tableChecksums, type SourceTableChecksum } from './validate';
@@ -200,14 +200,18 @@ export async function runUnit(
     await source.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`);
     if (snapshot) await source.query(`SET TRANSACTION SNAPSHOT '${snapshot.replace(/'/g, "''")}'`);
     const done = new Set(alreadyDone.map((t) => t.table));
-    for (const table of unit.tables) {
-      const name = displayName(table);
-      if (done.has(name)) continue;
-      progress.table = name;
+    for (const group of copyGroups(unit.tables.filter((t) => !done.has(displayName(t))), unit.range)) {
+      progress.table = displayName(group[0]!);
       counters.rows = 0;
       counters.bytes = 0;
-      await copyTable(source, target, table, unit.range, counters, signal);
-      progress.completedTables.push({ table: name, rows: counters.rows, bytes: counters.bytes });
+      if (group.length === 1) {
+        await copyTable(source, target, group[0]!, unit.range, counters, signal);
+        progress.completedTables.push({ table: progress.table, rows: counters.rows, bytes: counters.bytes });
+      } else {
+        // Recorded once the group's transaction committed: a retry copies the whole group again.
+        const copied = await copySmallTables(source, target, group, counters, signal);
+        group.forEach((table, i) => progress.completedTables.push({ table: displayName(table), ...copied[i]! }));
+      }
       heartbeat?.beat();
     }
     await source.query('COMMIT');

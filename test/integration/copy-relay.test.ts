@@ -3,11 +3,12 @@
  * type whose binary form the target may not take) and in binary format, a row of several megabytes
  * (one message over many socket chunks), a key range, an empty table: every row arrives once and
  * equal. An error from the source ends the copy with the server's message, rolls the target back, and
- * leaves both connections usable.
+ * leaves both connections usable. Small tables copied in one transaction: one an earlier attempt filled
+ * is truncated, not doubled; a failure rolls back the whole group.
  */
 import { Client } from 'pg';
 import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
-import { copyTable, type CopyCounters } from '../../src/pg/table-copy';
+import { copySmallTables, copyTable, type CopyCounters } from '../../src/pg/table-copy';
 import type { CopyTable } from '../../src/model';
 
 const stack = new TestStack();
@@ -24,7 +25,10 @@ const SCHEMA = `
   CREATE TABLE public.big (id bigint PRIMARY KEY, payload text, n double precision);
   CREATE TABLE public.wide (id int PRIMARY KEY, doc text);
   CREATE TABLE public.empty (id int PRIMARY KEY);
-  CREATE TABLE public.secret (id int);`;
+  CREATE TABLE public.secret (id int);
+  CREATE TABLE public.small_a (id int PRIMARY KEY, v text);
+  CREATE TABLE public.small_b (id int PRIMARY KEY, v text);
+  CREATE TABLE public.small_c (id int PRIMARY KEY, v text);`;
 
 const SOURCE_ROWS = `
   INSERT INTO public.notes SELECT g, CASE WHEN g % 5 = 0 THEN NULL ELSE E'tab\\there, line\\nbreak, back\\\\slash, ünïcödé ' || g END,
@@ -33,6 +37,9 @@ const SOURCE_ROWS = `
   INSERT INTO public.big SELECT g, repeat(md5(g::text), 3), g / 3.0 FROM generate_series(1, 200000) g;
   INSERT INTO public.wide VALUES (1, repeat('x', 3 * 1024 * 1024)), (2, 'small'), (3, repeat('y', 70000));
   INSERT INTO public.secret VALUES (1);
+  INSERT INTO public.small_a SELECT g, 'a' || g FROM generate_series(1, 20) g;
+  INSERT INTO public.small_b SELECT g, 'b' || g FROM generate_series(1, 30) g;
+  INSERT INTO public.small_c SELECT g, 'c' || g FROM generate_series(1, 40) g;
   CREATE ROLE relay_reader LOGIN PASSWORD 'relay-reader-pw';
   GRANT SELECT ON public.notes TO relay_reader;`;
 
@@ -141,5 +148,37 @@ test('an abort in the middle of the rows ends the copy at once; the target rolls
   } finally {
     clearInterval(watch);
     await from.end().catch(() => undefined);
+  }
+});
+
+test('small tables in one transaction: each once, the one an earlier attempt filled truncated first, a failure rolls back the group', async () => {
+  const small = (name: string) => table(name, ['id', 'v'], true, 8192);
+  // An earlier attempt committed small_b (and a stray row): the group's copy must replace, not add.
+  await adminQuery(target, 'relay', `INSERT INTO public.small_b SELECT g, 'b' || g FROM generate_series(1, 31) g`);
+  const counters = { rows: 0, bytes: 0 };
+  await sourceClient.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+  const copied = await copySmallTables(sourceClient, targetClient, ['small_a', 'small_b', 'small_c'].map(small), counters);
+  await sourceClient.query('COMMIT');
+  expect(copied.map((c) => c.rows)).toEqual([20, 30, 40]);
+  expect(copied.every((c) => c.bytes > 0)).toBe(true);
+  expect(counters).toEqual({ rows: 90, bytes: copied.reduce((n, c) => n + c.bytes, 0) });
+  for (const name of ['small_a', 'small_b', 'small_c']) expect(await rowDigests(target, name)).toEqual(await rowDigests(source, name));
+
+  // A group with a table the reader may not read: nothing of the group stays on the target.
+  await adminQuery(target, 'relay', 'TRUNCATE public.small_a, public.small_b');
+  const reader = new Client({ host: '127.0.0.1', port: source.port, user: 'relay_reader', password: 'relay-reader-pw', database: 'relay' });
+  reader.on('error', () => undefined);
+  await reader.connect();
+  try {
+    await adminQuery(source, 'relay', 'GRANT SELECT ON public.small_a, public.small_b TO relay_reader');
+    await reader.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    const failing = { rows: 0, bytes: 0 };
+    await expect(copySmallTables(reader, targetClient, [small('small_a'), table('secret', ['id'], true, 8192), small('small_b')], failing)).rejects.toThrow(/permission denied for table secret/);
+    expect(failing).toEqual({ rows: 0, bytes: 0 });
+    await reader.query('ROLLBACK');
+    await targetClient.query('ROLLBACK');
+    expect((await targetClient.query<{ n: string }>('SELECT (SELECT count(*) FROM public.small_a) + (SELECT count(*) FROM public.small_b) AS n')).rows[0]!.n).toBe('0');
+  } finally {
+    await reader.end();
   }
 });
