@@ -12,7 +12,7 @@ import type { TableValidation, ValidationReport } from '../src/model';
 import { connect, connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
 import { listSequences, listTables } from '../src/pg/catalog';
 import { displayName, literal, qualified, type TableName } from '../src/pg/sql';
-import { checksumsWith, nextBatch, sourceChecksums, type SourceTableChecksum, type TableCheck } from '../src/pg/table-checksums';
+import { checksumsWith, nextBatch, rowHashExpressions, sourceChecksums, type SourceTableChecksum, type TableCheck } from '../src/pg/table-checksums';
 import { dropTableChecks, loadEqualTableChecks } from '../src/pg/table-checks-store';
 import { SCRATCH_SCHEMA } from '../src/pg/copy-plan-store';
 import { startHeartbeat } from '../src/heartbeat';
@@ -81,6 +81,49 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
   });
   const tablesComparedDuringCopy = results.length;
   const tables = allTables.filter((t) => !usable(t));
+  // Sequences, schema objects and large objects are compared while the tables are (other sessions):
+  // with thousands of small tables the table comparisons wait on round trips more than on the cores.
+  const compareTheRest = async () => {
+    const restStarted = Date.now();
+    const [sourceSeq, targetSeq] = await Promise.all([
+      withClient(sourceInfo, 'source', (c) => listSequences(c, spec)),
+      withClient(targetInfo, 'target', (c) => listSequences(c, spec)),
+    ]);
+    const targetSeqByName = new Map(targetSeq.map((s) => [displayName(s), s]));
+    const sequences = sourceSeq.map((s) => {
+      const t = targetSeqByName.get(displayName(s));
+      const render = (x?: { lastValue: string; isCalled: boolean }) => (x ? `${x.lastValue}${x.isCalled ? '' : ' (not called)'}` : 'missing');
+      // At a snapshot of a live source, the source's sequences may have moved on since they were set.
+      const behindLiveSource = input.sourceTables !== undefined && t !== undefined && BigInt(t.lastValue) <= BigInt(s.lastValue);
+      // After a cutover the application may already draw values on the target: ahead is fine, behind is not.
+      const aheadAfterSwitch = input.targetSnapshot !== undefined && t !== undefined && BigInt(t.lastValue) >= BigInt(s.lastValue);
+      return { sequence: displayName(s), source: render(s), target: render(t), ok: render(s) === render(t) || behindLiveSource || aheadAfterSwitch };
+    });
+
+    const [sourceObjects, targetObjects] = await Promise.all([
+      withClient(sourceInfo, 'source', (c) => schemaObjects(c, spec)),
+      withClient(targetInfo, 'target', (c) => schemaObjects(c, spec)),
+    ]);
+    const schemaDifferences = [
+      ...[...sourceObjects].filter((o) => !targetObjects.has(o)).map((o) => `missing on target: ${o}`),
+      ...[...targetObjects].filter((o) => !sourceObjects.has(o)).map((o) => `only on target: ${o}`),
+    ];
+    const [sourceLo, targetLo] = await Promise.all([
+      withClient(sourceInfo, 'source', largeObjectDigest),
+      // At the cutover's snapshot when there is one: the application may use the target by now.
+      openNormalized(targetInfo, 'target', input.targetSnapshot).then(async (client) => {
+        try {
+          return await largeObjectDigest(client);
+        } finally {
+          await client.end().catch(() => undefined);
+        }
+      }),
+    ]);
+    const largeObjects = { source: sourceLo.count, target: targetLo.count, ok: sourceLo.count === targetLo.count && sourceLo.digest === targetLo.digest };
+    return { sequences, schemaDifferences, schemaObjectCount: sourceObjects.size, largeObjects, seconds: (Date.now() - restStarted) / 1000 };
+  };
+  const theRest = compareTheRest();
+  theRest.catch(() => undefined); // awaited below; a failing table loop must not leave it unhandled
   // A lock on a table stops its count; the watch reports the blocker and, after timeouts.stall, cancels
   // the query (the attempt fails with the watch's error and is retried).
   const watch = new StallWatch({
@@ -108,11 +151,17 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
           const batchStarted = Date.now();
           const unknown = batch.filter((t) => !snapshotFigures(t));
           if (!source && unknown.length > 0) watch.track('source', (source = await openNormalized(sourceInfo, 'source')));
-          const sourceSide = unknown.length === 0 ? [] : await sourceChecksums(source!, unknown, spec.validate.checksums);
-          // By position, not by name: sourceChecksums answers in the order it was asked.
-          const computed = new Map(unknown.map((t, i) => [t, sourceSide[i]!]));
+          // The row hashes are decided on the source; then both servers count and sum at the same time.
+          const hashes = unknown.length > 0 && spec.validate.checksums ? await rowHashExpressions(source!, unknown) : unknown.map(() => null);
+          const hashOf = new Map(unknown.map((t, i) => [t, hashes[i]!]));
+          const rowHashOf = (t: (typeof batch)[number]) => (hashOf.has(t) ? hashOf.get(t)! : snapshotFigures(t)!.rowHash);
+          const [sourceSide, targetSide] = await Promise.all([
+            unknown.length === 0 ? Promise.resolve([]) : checksumsWith(source!, unknown, hashes),
+            checksumsWith(target, batch, batch.map(rowHashOf)),
+          ]);
+          // By position, not by name: checksumsWith answers in the order it was asked.
+          const computed = new Map(unknown.map((t, i) => [t, { ...sourceSide[i]!, rowHash: hashes[i]! }]));
           const ordered = batch.map((t) => computed.get(t) ?? snapshotFigures(t)!);
-          const targetSide = await checksumsWith(target, batch, ordered.map((c) => c.rowHash));
           const seconds = (Date.now() - batchStarted) / 1000 / batch.length;
           batch.forEach((table, i) => {
             const s = ordered[i]!;
@@ -143,50 +192,14 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
   lap('tables');
   results.sort((a, b) => a.table.localeCompare(b.table));
 
-  const [sourceSeq, targetSeq] = await Promise.all([
-    withClient(sourceInfo, 'source', (c) => listSequences(c, spec)),
-    withClient(targetInfo, 'target', (c) => listSequences(c, spec)),
-  ]);
-  const targetSeqByName = new Map(targetSeq.map((s) => [displayName(s), s]));
-  const sequences = sourceSeq.map((s) => {
-    const t = targetSeqByName.get(displayName(s));
-    const render = (x?: { lastValue: string; isCalled: boolean }) => (x ? `${x.lastValue}${x.isCalled ? '' : ' (not called)'}` : 'missing');
-    // At a snapshot of a live source, the source's sequences may have moved on since they were set.
-    const behindLiveSource = input.sourceTables !== undefined && t !== undefined && BigInt(t.lastValue) <= BigInt(s.lastValue);
-    // After a cutover the application may already draw values on the target: ahead is fine, behind is not.
-    const aheadAfterSwitch = input.targetSnapshot !== undefined && t !== undefined && BigInt(t.lastValue) >= BigInt(s.lastValue);
-    return { sequence: displayName(s), source: render(s), target: render(t), ok: render(s) === render(t) || behindLiveSource || aheadAfterSwitch };
-  });
-
-  lap('sequences');
-  const [sourceObjects, targetObjects] = await Promise.all([
-    withClient(sourceInfo, 'source', (c) => schemaObjects(c, spec)),
-    withClient(targetInfo, 'target', (c) => schemaObjects(c, spec)),
-  ]);
-  const schemaDifferences = [
-    ...[...sourceObjects].filter((o) => !targetObjects.has(o)).map((o) => `missing on target: ${o}`),
-    ...[...targetObjects].filter((o) => !sourceObjects.has(o)).map((o) => `only on target: ${o}`),
-  ];
-  lap('schema');
-  const [sourceLo, targetLo] = await Promise.all([
-    withClient(sourceInfo, 'source', largeObjectDigest),
-    // At the cutover's snapshot when there is one: the application may use the target by now.
-    openNormalized(targetInfo, 'target', input.targetSnapshot).then(async (client) => {
-      try {
-        return await largeObjectDigest(client);
-      } finally {
-        await client.end().catch(() => undefined);
-      }
-    }),
-  ]);
-  const largeObjects = { source: sourceLo.count, target: targetLo.count, ok: sourceLo.count === targetLo.count && sourceLo.digest === targetLo.digest };
-
-  lap('largeObjects');
+  const { sequences, schemaDifferences, schemaObjectCount, largeObjects, seconds: restSeconds } = await theRest;
+  steps.sequencesSchemaLargeObjects = restSeconds;
+  lap('afterTables');
   const badTables = results.filter((r) => !r.ok);
   const badSequences = sequences.filter((s) => !s.ok);
   const ok = badTables.length === 0 && badSequences.length === 0 && schemaDifferences.length === 0 && largeObjects.ok;
   const summary = ok
-    ? `validation passed: ${results.length} table(s) with ${results.reduce((n, r) => n + r.sourceRows, 0)} row(s) equal${spec.validate.checksums ? ' (counts and checksums)' : ' (counts)'}${tablesComparedDuringCopy ? ` (${tablesComparedDuringCopy} compared right after their copy)` : ''}, ${sequences.length} sequence(s) equal, ${sourceObjects.size} schema object(s) present, ${largeObjects.source} large object(s) equal`
+    ? `validation passed: ${results.length} table(s) with ${results.reduce((n, r) => n + r.sourceRows, 0)} row(s) equal${spec.validate.checksums ? ' (counts and checksums)' : ' (counts)'}${tablesComparedDuringCopy ? ` (${tablesComparedDuringCopy} compared right after their copy)` : ''}, ${sequences.length} sequence(s) equal, ${schemaObjectCount} schema object(s) present, ${largeObjects.source} large object(s) equal`
     : [
         'validation FAILED:',
         ...(badTables.length > 50 ? [`  ${badTables.length} tables differ; the first 50:`] : []),
