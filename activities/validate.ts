@@ -12,7 +12,9 @@ import type { TableValidation, ValidationReport } from '../src/model';
 import { connect, connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
 import { listSequences, listTables } from '../src/pg/catalog';
 import { displayName, literal, qualified, type TableName } from '../src/pg/sql';
-import { checksumsWith, nextBatch, rowHashExpressions, sourceChecksums, type SourceTableChecksum, type TableCheck } from '../src/pg/table-checksums';
+import { allSettledOrThrow, checksumsWith, nextBatch, sourceChecksums, withRowHashes, type SourceTableChecksum, type TableCheck } from '../src/pg/table-checksums';
+
+type Sums = Awaited<ReturnType<typeof checksumsWith>>;
 import { dropTableChecks, loadEqualTableChecks } from '../src/pg/table-checks-store';
 import { SCRATCH_SCHEMA } from '../src/pg/copy-plan-store';
 import { startHeartbeat } from '../src/heartbeat';
@@ -152,13 +154,15 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
           const unknown = batch.filter((t) => !snapshotFigures(t));
           if (!source && unknown.length > 0) watch.track('source', (source = await openNormalized(sourceInfo, 'source')));
           // The row hashes are decided on the source; then both servers count and sum at the same time.
-          const hashes = unknown.length > 0 && spec.validate.checksums ? await rowHashExpressions(source!, unknown) : unknown.map(() => null);
-          const hashOf = new Map(unknown.map((t, i) => [t, hashes[i]!]));
-          const rowHashOf = (t: (typeof batch)[number]) => (hashOf.has(t) ? hashOf.get(t)! : snapshotFigures(t)!.rowHash);
-          const [sourceSide, targetSide] = await Promise.all([
-            unknown.length === 0 ? Promise.resolve([]) : checksumsWith(source!, unknown, hashes),
-            checksumsWith(target, batch, batch.map(rowHashOf)),
-          ]);
+          const bothSides = (hashes: (string | null)[]) => {
+            const hashOf = new Map(unknown.map((t, i) => [t, hashes[i]!]));
+            const rowHashOf = (t: (typeof batch)[number]) => (hashOf.has(t) ? hashOf.get(t)! : snapshotFigures(t)!.rowHash);
+            return allSettledOrThrow<[Sums, Sums]>([unknown.length === 0 ? Promise.resolve([]) : checksumsWith(source!, unknown, hashes), checksumsWith(target, batch, batch.map(rowHashOf))]);
+          };
+          const {
+            rowHashes: hashes,
+            result: [sourceSide, targetSide],
+          } = unknown.length === 0 ? { rowHashes: [], result: await bothSides([]) } : await withRowHashes(source!, unknown, spec.validate.checksums, bothSides);
           // By position, not by name: checksumsWith answers in the order it was asked.
           const computed = new Map(unknown.map((t, i) => [t, { ...sourceSide[i]!, rowHash: hashes[i]! }]));
           const ordered = batch.map((t) => computed.get(t) ?? snapshotFigures(t)!);

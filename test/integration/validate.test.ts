@@ -10,7 +10,7 @@ import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterH
 import { Client } from 'pg';
 import { normalizeSession, validate } from '../../activities/validate';
 import { parseSpec, type MigrationSpec } from '../../src/spec';
-import { checkTables } from '../../src/pg/table-checksums';
+import { checkTables, checksumsWith, withRowHashes } from '../../src/pg/table-checksums';
 import { storeTableChecks } from '../../src/pg/table-checks-store';
 import type { ValidationReport } from '../../src/model';
 
@@ -204,6 +204,31 @@ test('two tables whose display names collide (dot."x.y", "dot.x".y) keep their o
     expect(failing(report)).toEqual(['dot.x.y']);
   } finally {
     await adminQuery(target, 'shop', `UPDATE "dot.x".y SET v = 2`);
+  }
+});
+
+test('a checksum statement that fails with an expression error is retried with probed row hashes in the same transaction; other errors are not', async () => {
+  const client = new Client({ host: '127.0.0.1', port: source.port, user: source.superuser, password: source.superuserPassword, database: 'shop' });
+  await client.connect();
+  try {
+    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    const tables = [{ schema: 'public', name: 'small_01' }, { schema: 'public', name: 'small_02' }];
+    const calls: (string | null)[][] = [];
+    // The first statement really fails on the server (undefined function, 42883); its savepoint keeps the transaction usable.
+    const { rowHashes, result } = await withRowHashes(client, tables, true, (hashes) => {
+      calls.push(hashes);
+      return checksumsWith(client, tables, calls.length === 1 ? hashes.map(() => 'pg_catalog.no_such_row_hash(r)') : hashes);
+    });
+    expect(calls).toHaveLength(2);
+    expect(rowHashes).toEqual(calls[0]);
+    expect(result.map((r) => r.rows)).toEqual([50, 50]);
+    expect(result.every((r) => r.checksum !== null)).toBe(true);
+    const serialization = Object.assign(new Error('could not serialize access'), { code: '40001' });
+    await expect(withRowHashes(client, tables, true, () => Promise.reject(serialization))).rejects.toBe(serialization);
+    expect((await client.query<{ n: string }>('SELECT count(*) AS n FROM public.small_01')).rows[0]!.n).toBe('50');
+    await client.query('COMMIT');
+  } finally {
+    await client.end();
   }
 });
 
