@@ -65,6 +65,7 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
     lapStart = Date.now();
   };
   const allTables = await withClient(sourceInfo, 'source', (c) => listTables(c, spec));
+  lap('listTables');
   // Keyed by the quoted name (display names can collide); figures recorded by older workers by display name.
   const atSnapshot = new Map((input.sourceTables ?? []).map((t) => [t.relation ?? t.table, t]));
   const snapshotFigures = (t: TableName) => atSnapshot.get(qualified(t)) ?? atSnapshot.get(displayName(t));
@@ -262,8 +263,11 @@ async function largeObjectDigest(client: Client): Promise<{ count: number; diges
  * differently by different majors. pgmove's own scratch schema (the copy's comparisons) is not compared.
  */
 async function schemaObjects(client: Client, spec: MigrationSpec): Promise<Set<string>> {
-  const tables = new Set((await listTables(client, spec)).map(displayName));
   const { include, exclude } = spec;
+  // With a table filter, pg_dump dumps just those tables and what hangs on them (indexes, constraints,
+  // triggers): compare exactly that. Partitioned parents named in include.tables count as in scope.
+  const tableFiltered = include.tables.length > 0 || exclude.tables.length > 0;
+  const tables = tableFiltered ? new Set((await listTables(client, spec, { sizes: false })).map(displayName)) : new Set<string>();
   const result = await client.query<{ kind: string; schema: string; rel: string | null; name: string }>(
     `WITH s AS (
        SELECT n.oid, n.nspname FROM pg_namespace n
@@ -305,9 +309,6 @@ async function schemaObjects(client: Client, spec: MigrationSpec): Promise<Set<s
       WHERE t.typtype IN ('e', 'd', 'r', 'm') AND (t.oid, 'pg_type'::regclass) NOT IN (SELECT objid, classid FROM own)`,
     [include.schemas, exclude.schemas],
   );
-  // With a table filter, pg_dump dumps just those tables and what hangs on them (indexes, constraints,
-  // triggers): compare exactly that. Partitioned parents named in include.tables count as in scope.
-  const tableFiltered = include.tables.length > 0 || exclude.tables.length > 0;
   const inScope = new Set([...tables, ...include.tables.filter((t) => !exclude.tables.includes(t))]);
   const objects = new Set<string>();
   for (const row of result.rows) {

@@ -62,9 +62,13 @@ function filterPredicate(filter: ObjectFilter): { sql: string; params: string[][
   return { sql, params };
 }
 
-/** The relation or a partition ancestor of it is in the (schemas, names) list: a parent names its leaves. */
+/**
+ * The relation or a partition ancestor of it is in the (schemas, names) list: a parent names its leaves.
+ * pg_partition_ancestors returns nothing for a table that is not a partition, so the relation itself
+ * is added: without it, a plain table named in include.tables matched nothing.
+ */
 function matchesSelfOrAncestor(schemas: string, names: string): string {
-  return `SELECT 1 FROM pg_partition_ancestors(c.oid) pa JOIN pg_class ac ON ac.oid = pa.relid JOIN pg_namespace an ON an.oid = ac.relnamespace
+  return `SELECT 1 FROM (SELECT c.oid AS relid UNION SELECT relid FROM pg_partition_ancestors(c.oid)) pa JOIN pg_class ac ON ac.oid = pa.relid JOIN pg_namespace an ON an.oid = ac.relnamespace
            WHERE (an.nspname, ac.relname) IN (SELECT * FROM unnest(${schemas}::text[], ${names}::text[]))`;
 }
 

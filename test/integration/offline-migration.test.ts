@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { TestStack, adminQuery, DEBIAN_PG15_BIN, PROJECT_PG18_BIN, type ClusterHandle } from '../helpers/stack';
-import { databaseAccessState, pgmoveCliAsync, watchArgvForSecrets, writeSpec } from '../helpers/migration';
+import { databaseAccessState, pgmoveCliAsync, runMigration, watchArgvForSecrets, writeSpec } from '../helpers/migration';
 import { compareDatabases, type DbRef } from '../helpers/compare';
 import { runSqlFile } from '../../src/dev/pg-cluster';
 import { temporalCli } from '../../src/dev/temporal-server';
@@ -165,4 +165,20 @@ test('freezeSource: false copies at one snapshot while the source keeps taking w
   const [copied] = await adminQuery<{ n: number; max: number }>(target18, 'fixture_snapshot', 'SELECT count(*)::int AS n, coalesce(max(id), 0)::int AS max FROM public.live_writes');
   expect(copied!.n).toBe(copied!.max);
   expect(copied!.n).toBeLessThan(writes);
+});
+
+test('include.tables naming plain tables and a partitioned parent copies exactly those tables, every row', async () => {
+  const result = await runMigration(stack, { ...spec('fixture-subset', target15, 'fixture_subset', { include: { schemas: [], tables: ['public.sensors', 'public.measurements', 'public.no_pk_log'] } }), method: 'dump' });
+  expect(result.status.validation?.ok).toBe(true);
+  const tablesOf = async (cluster: ClusterHandle, database: string) =>
+    (await adminQuery<{ t: string }>(cluster, database, `SELECT c.oid::regclass::text AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1`)).map((r) => r.t);
+  const wanted = ['measurements', 'measurements_2023', 'measurements_2024', 'measurements_default', 'no_pk_log', 'sensors'];
+  expect(await tablesOf(target15, 'fixture_subset')).toEqual(wanted);
+  // Before the filter matched a plain table by its own name, sensors and no_pk_log were created empty.
+  expect(result.status.validation?.tablesChecked).toBe(5);
+  expect(result.status.validation?.rowsChecked).toBeGreaterThan(10);
+  for (const table of wanted) {
+    const count = async (cluster: ClusterHandle, database: string) => (await adminQuery<{ n: string }>(cluster, database, `SELECT count(*) AS n FROM public.${table}`))[0]!.n;
+    expect(await count(target15, 'fixture_subset')).toBe(await count(source, 'fixture'));
+  }
 });

@@ -232,6 +232,21 @@ test('a checksum statement that fails with an expression error is retried with p
   }
 });
 
+test('with a table filter, only the named tables and what hangs on them are compared', async () => {
+  await adminQuery(target, 'shop', `UPDATE public.small_17 SET note = 'changed' WHERE id = 7; CREATE INDEX small_17_extra ON public.small_17 (note)`);
+  try {
+    const filtered = { ...validationSpec(), include: { schemas: [], tables: ['public.big'] } };
+    const report = (await new MockActivityEnvironment().run(validate, { spec: filtered })) as ValidationReport;
+    expect(report.ok).toBe(true);
+    expect(report.tablesChecked).toBe(1);
+    const all = await validateNow();
+    expect(failing(all)).toEqual(['public.small_17']);
+    expect(all.schemaDifferences).toEqual(['only on target: index public.small_17.small_17_extra']);
+  } finally {
+    await adminQuery(target, 'shop', `DROP INDEX public.small_17_extra; UPDATE public.small_17 SET note = md5(id::text) WHERE id = 7`);
+  }
+});
+
 test('undone, the copy validates ok again', async () => {
   expect((await validateNow()).ok).toBe(true);
 });
