@@ -8,6 +8,7 @@
  * after a crash finds it and never mistakes the frozen state for the original, and `unfreezeSource`
  * restores exactly that, idempotently, even when the workflow's own record was lost.
  */
+import { randomUUID } from 'node:crypto';
 import type { Client } from 'pg';
 import type { MigrationSpec } from '../src/spec';
 import type { FreezeState, PreflightCheck } from '../src/model';
@@ -63,6 +64,7 @@ export async function freezeSource(spec: MigrationSpec, migrationId?: string): P
       previousReadOnlySetting: settings.get('default_transaction_read_only') ?? null,
       terminatedSessions: 0,
       unfencedSuperusers: superusers,
+      token: randomUUID(),
     };
     const db = ident(info.database);
     await client.query('BEGIN');

@@ -15,14 +15,14 @@ import { Context } from '@temporalio/activity';
 import { connect, connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
 import type { Client } from 'pg';
 import { countLargeObjects } from '../src/pg/catalog';
-import { dumpSection, listArchive, restoreArchive, schemaDumpedOnce, SCHEMA_ARCHIVE, workDir, type TocEntry } from '../src/pg/dump';
+import { dumpSection, listArchive, restoreArchive, schemaArchiveName, workDir, type TocEntry } from '../src/pg/dump';
 import { entriesMissingOnTarget } from '../src/pg/post-data-resume';
 import { builtEarly } from '../src/pg/table-indexes';
 import { addForeignKeys, foreignKeysOf, readyOnTarget, splitAroundForeignKeys } from '../src/pg/foreign-keys';
 import { ident } from '../src/pg/sql';
 import { readDatabaseSettings, settingValueSql } from '../src/pg/database-settings';
 import { startHeartbeat } from '../src/heartbeat';
-import { stallTimeoutMs, toolStallWatch } from '../src/stall';
+import { stallTimeoutMs, toolStallWatch, type StallWatch } from '../src/stall';
 import { activityLogger } from '../src/log';
 import type { SchemaPhaseInput } from './pre-data';
 import { pollUntil } from '../src/poll';
@@ -55,8 +55,9 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
   try {
     const dir = await workDir(input.migrationId);
     // Offline, pre-data dumped post-data's entries too (when this worker ran it: the file is local).
-    const dumpedOnce = schemaDumpedOnce(spec) && (await stat(join(dir, SCHEMA_ARCHIVE)).then((s) => s.isFile(), () => false));
-    const archive = join(dir, dumpedOnce ? SCHEMA_ARCHIVE : 'post-data.dump');
+    const schemaArchive = schemaArchiveName(spec, await withClient(source, 'source', readFreezeState), input.migrationId);
+    const dumpedOnce = schemaArchive !== undefined && (await stat(join(dir, schemaArchive)).then((s) => s.isFile(), () => false));
+    const archive = join(dir, dumpedOnce ? schemaArchive : 'post-data.dump');
     let addedKeys = 0;
     // Seconds per step, in the log: where a slow post-data spends its time.
     const steps: Record<string, number> = {};
@@ -113,7 +114,7 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
     const ready = await withClient(target, 'target', (t) => readyOnTarget(t, candidates));
     if (ready.size > 0) {
       progress.step = 'adding foreign keys';
-      await withSessions(target, Math.min(spec.jobs, ready.size), applicationName, (sessions) =>
+      await withSessions(target, Math.min(spec.jobs, ready.size), applicationName, watch, signal, (sessions) =>
         addForeignKeys(sessions, candidates.filter((k) => ready.has(k)), { signal, onAdded: (count) => (progress.done += count) }),
       );
     }
@@ -168,13 +169,26 @@ async function endPreviousRestore(info: ConnectionInfo, applicationName: string,
   });
 }
 
-/** `count` sessions on the target under pg_restore's application_name (a retry ends those of a killed attempt). */
-async function withSessions<T>(info: ConnectionInfo, count: number, applicationName: string, fn: (sessions: Client[]) => Promise<T>): Promise<T> {
+/**
+ * `count` sessions on the target under pg_restore's application_name (a retry ends those of a killed
+ * attempt), watched for stalls; an abort (cancellation, the WAL guard, a stall) cancels their running
+ * statements, as stopping pg_restore does, instead of waiting for a large table's key check.
+ */
+async function withSessions<T>(info: ConnectionInfo, count: number, applicationName: string, watch: StallWatch, signal: AbortSignal, fn: (sessions: Client[]) => Promise<T>): Promise<T> {
   const sessions: Client[] = [];
+  const untrack: (() => void)[] = [];
+  const cancel = () => void watch.cancelTracked();
+  signal.addEventListener('abort', cancel, { once: true });
   try {
-    for (let i = 0; i < count; i++) sessions.push(await connect(info, 'target', { applicationName }));
+    for (let i = 0; i < count; i++) {
+      const session = await connect(info, 'target', { applicationName });
+      sessions.push(session);
+      untrack.push(watch.track('target', session));
+    }
     return await fn(sessions);
   } finally {
+    signal.removeEventListener('abort', cancel);
+    untrack.forEach((stop) => stop());
     await Promise.all(sessions.map((s) => s.end().catch(() => undefined)));
   }
 }

@@ -4,12 +4,13 @@
  * each, sized to the target's lock table (src/pg/pre-data-batches.ts): a retry after a crash restores
  * exactly the batches that did not commit.
  */
-import { writeFile } from 'node:fs/promises';
+import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { MigrationSpec } from '../src/spec';
 import { connectionInfo, withClient } from '../src/pg/connect';
 import { countLargeObjects } from '../src/pg/catalog';
-import { dumpSection, listArchive, restoreArchive, schemaDumpedOnce, SCHEMA_ARCHIVE, workDir } from '../src/pg/dump';
+import { dumpSection, listArchive, restoreArchive, schemaArchiveName, workDir } from '../src/pg/dump';
+import { readFreezeState } from './freeze';
 import { existingRelations, preDataBatches, preDataBatchSize, witnessNames } from '../src/pg/pre-data-batches';
 import { Context } from '@temporalio/activity';
 import { startHeartbeat } from '../src/heartbeat';
@@ -56,10 +57,12 @@ export async function preData(input: SchemaPhaseInput): Promise<{ objects: numbe
   try {
     const dir = await workDir(input.migrationId);
     // Offline, post-data's entries come along (and post-data restores them from this archive).
-    const once = schemaDumpedOnce(spec);
-    const file = join(dir, once ? SCHEMA_ARCHIVE : 'pre-data.dump');
-    await dumpSection(input.binDir, source, spec, once ? ['pre-data', 'post-data'] : 'pre-data', file, hasLargeObjects, { signal, applicationName });
-    log.info({ seconds: (Date.now() - started) / 1000, withPostData: once }, 'pre-data dumped');
+    const schemaArchive = schemaArchiveName(spec, await withClient(source, 'source', readFreezeState), input.migrationId);
+    const file = join(dir, schemaArchive ?? 'pre-data.dump');
+    // Written under another name and renamed when complete: post-data never takes a partial archive.
+    await dumpSection(input.binDir, source, spec, schemaArchive ? ['pre-data', 'post-data'] : 'pre-data', `${file}.partial`, hasLargeObjects, { signal, applicationName });
+    await rename(`${file}.partial`, file);
+    log.info({ seconds: (Date.now() - started) / 1000, withPostData: schemaArchive !== undefined }, 'pre-data dumped');
     const entries = await listArchive(input.binDir, file, 'pre-data');
     const objects = entries.length;
     const batches = preDataBatches(entries, await withClient(target, 'target', preDataBatchSize));

@@ -288,10 +288,14 @@ async function schemaObjects(client: Client, spec: MigrationSpec): Promise<Set<s
       WHERE (t.oid, 'pg_class'::regclass) NOT IN (SELECT objid, classid FROM own)
      UNION ALL
      -- A constraint the server derived from another (a partition's, or a key's to each partition of the
-     -- table it references) is named by the server, differently across versions: it is compared by origin.
+     -- table it references, level by level) is named by the server, differently across versions: it is
+     -- compared by its root constraint's name and the relation it points to.
      SELECT 'constraint:' || k.contype::text, s.nspname, coalesce(t.relname, ty.typname),
             CASE WHEN k.conparentid = 0 THEN k.conname
-                 ELSE format('derived from %s to %s', (SELECT p.conname FROM pg_constraint p WHERE p.oid = k.conparentid),
+                 ELSE format('derived from %s to %s', (WITH RECURSIVE up(oid, parent) AS (
+                                                         SELECT p.oid, p.conparentid FROM pg_constraint p WHERE p.oid = k.conparentid
+                                                         UNION ALL SELECT p.oid, p.conparentid FROM pg_constraint p JOIN up ON p.oid = up.parent)
+                                                       SELECT r.conname FROM up JOIN pg_constraint r ON r.oid = up.oid WHERE up.parent = 0),
                              coalesce((SELECT format('%I.%I', fn.nspname, f.relname) FROM pg_class f JOIN pg_namespace fn ON fn.oid = f.relnamespace WHERE f.oid = k.confrelid), '-')) END
        FROM pg_constraint k JOIN s ON s.oid = k.connamespace
        LEFT JOIN pg_class t ON t.oid = k.conrelid LEFT JOIN pg_type ty ON ty.oid = k.contypid

@@ -236,6 +236,8 @@ export interface FreezeState {
   unfencedSuperusers: string[];
   /** The database's comment before the freeze (the freeze record is kept there meanwhile). */
   previousComment?: string | null;
+  /** Random, per freeze: names this freeze's schema archive in a worker's work dir (absent from older records). */
+  token?: string;
   /** Set by the cleanup of a migration that ended and kept its fence on purpose (pgmove recover leaves it to pgmove unfreeze). */
   keptAtEnd?: string;
 }

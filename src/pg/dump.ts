@@ -24,13 +24,14 @@ export async function workDir(migrationId: string): Promise<string> {
 
 /**
  * Offline with the source frozen, the schema cannot change between pre-data and post-data: pre-data
- * dumps both sections into this archive in the work dir, and post-data restores from it instead of
- * running pg_dump again (seconds with thousands of tables). Another worker (no such file) dumps.
+ * dumps both sections into one archive in the work dir, named after this freeze's token (recorded on
+ * the source), and post-data restores from it instead of running pg_dump again (seconds with thousands
+ * of tables). A file of an earlier freeze never matches; a worker without the file (another host)
+ * dumps post-data itself. Undefined: no reuse (online methods, no freeze, a freeze record without token).
  */
-export const SCHEMA_ARCHIVE = 'schema.dump';
-
-export function schemaDumpedOnce(spec: MigrationSpec): boolean {
-  return spec.method === 'dump' && spec.freezeSource;
+export function schemaArchiveName(spec: MigrationSpec, freeze: { migrationId?: string; token?: string } | undefined, migrationId: string): string | undefined {
+  if (spec.method !== 'dump' || !spec.freezeSource || !freeze?.token || freeze.migrationId !== migrationId) return undefined;
+  return `schema-${freeze.token.replace(/[^A-Za-z0-9-]/g, '')}.dump`;
 }
 
 /** Where workDir puts a migration's scratch files on this worker (not created). */

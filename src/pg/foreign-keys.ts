@@ -15,6 +15,8 @@ const PG_CONSTRAINT = 2606;
 /** SQLSTATE deadlock_detected: two sessions adding keys between the same two tables in opposite directions. */
 const DEADLOCK = '40P01';
 const DEADLOCK_RETRIES = 5;
+/** SQLSTATEs that say nothing about the keys: a cancel or shutdown (57), a connection failure (08). */
+const NOT_A_KEYS_FAULT = /^(57|08)/;
 /** Keys of small tables share a transaction (and a round trip) with up to this many others. */
 const KEYS_PER_TRANSACTION = 50;
 /** Below this size (both tables) a key's check is quick: it may share a transaction. */
@@ -126,10 +128,9 @@ function transactionsOf(keys: ForeignKey[]): ForeignKey[][] {
 }
 
 /**
- * Adds the keys over the given sessions. Each session takes a contiguous share of the keys (in TOC
- * order, i.e. by table), so that lanes rarely need the same tables. A deadlock (a partitioned table's
- * partitions are locked by the statement itself) is retried; any other failure names the key and the
- * server's reason, found by trying the failed transaction's keys one at a time.
+ * Adds the keys over the given sessions. A deadlock (a partitioned table's partitions are locked by the
+ * statement itself) is retried; any other failure names the key and the server's reason, found by
+ * trying the failed transaction's keys one at a time.
  */
 export async function addForeignKeys(sessions: Client[], keys: ForeignKey[], options: { signal?: AbortSignal; onAdded?: (count: number) => void } = {}): Promise<void> {
   let failed = false;
@@ -141,8 +142,10 @@ export async function addForeignKeys(sessions: Client[], keys: ForeignKey[], opt
         return;
       } catch (error) {
         await session.query('ROLLBACK').catch(() => undefined);
-        if ((error as { code?: string }).code === DEADLOCK && attempt < DEADLOCK_RETRIES) continue;
-        if (group.length > 1) {
+        const code = (error as { code?: string }).code;
+        if (code === DEADLOCK && attempt < DEADLOCK_RETRIES) continue;
+        // One key at a time names the failing key; not after a cancel or a lost connection (no key failed).
+        if (group.length > 1 && code !== undefined && !NOT_A_KEYS_FAULT.test(code)) {
           for (const key of group) await run(session, [key]);
           return;
         }
@@ -153,11 +156,16 @@ export async function addForeignKeys(sessions: Client[], keys: ForeignKey[], opt
       }
     }
   };
-  const share = Math.ceil(keys.length / Math.max(1, sessions.length));
+  // Keys between small tables: a contiguous share per session (by table, so lanes rarely need the same
+  // tables; a shared queue would make neighbouring groups wait for each other). Larger keys, whose
+  // checks take long, are then taken from a shared queue as sessions free up.
+  const small = keys.filter((k) => k.small);
+  const large = keys.filter((k) => !k.small);
+  const share = Math.ceil(small.length / Math.max(1, sessions.length));
   const lane = async (session: Client, index: number) => {
     await session.query(`SET search_path = ''; SET row_security = off; SET statement_timeout = 0; SET lock_timeout = 0`);
-    for (const group of transactionsOf(keys.slice(index * share, (index + 1) * share))) {
-      if (failed) return;
+    const groups = transactionsOf(small.slice(index * share, (index + 1) * share));
+    for (let group = groups.shift() ?? large.splice(0, 1); group.length > 0 && !failed; group = groups.shift() ?? large.splice(0, 1)) {
       options.signal?.throwIfAborted();
       await run(session, group);
     }

@@ -62,7 +62,10 @@ const CATALOG_CHECKS: Record<string, string> = {
   // contype 'n' (NOT NULL as a catalogued constraint) exists only from PG 18; attnotnull covers it.
   // One the server derived (for partitions) is named by the server, differently across versions: keyed by origin.
   constraint: `SELECT CASE WHEN k.conparentid = 0 THEN format('%s.%I', k.conrelid::regclass, k.conname)
-                          ELSE format('%s derived from %I to %s', k.conrelid::regclass, (SELECT p.conname FROM pg_constraint p WHERE p.oid = k.conparentid), k.confrelid::regclass) END AS key,
+                          ELSE format('%s derived from %I to %s', k.conrelid::regclass,
+                                      (WITH RECURSIVE up(oid, parent) AS (SELECT p.oid, p.conparentid FROM pg_constraint p WHERE p.oid = k.conparentid
+                                                                          UNION ALL SELECT p.oid, p.conparentid FROM pg_constraint p JOIN up ON p.oid = up.parent)
+                                       SELECT r.conname FROM up JOIN pg_constraint r ON r.oid = up.oid WHERE up.parent = 0), k.confrelid::regclass) END AS key,
                       k.contype::text AS value
                FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
                JOIN pg_namespace n ON n.oid = c.relnamespace

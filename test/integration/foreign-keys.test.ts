@@ -2,9 +2,10 @@
  * Foreign keys added by pgmove's own sessions in post-data (src/pg/foreign-keys.ts), PostgreSQL 15 → 18
  * offline: every shape of key of an ordinary table (composite, MATCH FULL, deferrable, NOT VALID,
  * self-referencing, two tables referencing each other, a quoted schema, a key to a partitioned table,
- * a key whose referenced index pg_restore builds) ends defined exactly as on the source, with its
- * comment; a key of a partitioned table stays with pg_restore; an event trigger that refuses ALTER
- * TABLE is created only after the keys. A key the target's rows violate fails with its name.
+ * a key to a table partitioned on two levels, a key whose referenced index pg_restore builds) ends
+ * defined exactly as on the source, with its comment; a key of a partitioned table stays with
+ * pg_restore; an event trigger that refuses ALTER TABLE is created only after the keys. A key the
+ * target's rows violate fails with its name.
  */
 import { readFileSync } from 'node:fs';
 import { Client } from 'pg';
@@ -50,14 +51,21 @@ const SCHEMA = `
   INSERT INTO public.measures SELECT g, DATE '2026-01-01' + g % 300 FROM generate_series(1, 300) g;
   CREATE TABLE public.measure_notes (id int PRIMARY KEY, m_id int, m_at date, FOREIGN KEY (m_id, m_at) REFERENCES public.measures (id, at));
   INSERT INTO public.measure_notes SELECT g, g, DATE '2026-01-01' + g % 300 FROM generate_series(1, 300) g;
+  CREATE TABLE public.levels (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+  CREATE TABLE public.levels_2026 PARTITION OF public.levels FOR VALUES FROM ('2026-01-01') TO ('2027-01-01') PARTITION BY RANGE (at);
+  CREATE TABLE public.levels_2026_h1 PARTITION OF public.levels_2026 FOR VALUES FROM ('2026-01-01') TO ('2026-07-01');
+  CREATE TABLE public.levels_2026_h2 PARTITION OF public.levels_2026 FOR VALUES FROM ('2026-07-01') TO ('2027-01-01');
+  INSERT INTO public.levels SELECT g, DATE '2026-01-01' + g FROM generate_series(1, 300) g;
+  CREATE TABLE public.level_notes (id int PRIMARY KEY, l_id int, l_at date, FOREIGN KEY (l_id, l_at) REFERENCES public.levels (id, at));
+  INSERT INTO public.level_notes SELECT g, g, DATE '2026-01-01' + g FROM generate_series(1, 300) g;
   CREATE TABLE public.parted_refs (id int, parent_id int REFERENCES public.parents (id), PRIMARY KEY (id)) PARTITION BY RANGE (id);
   CREATE TABLE public.parted_refs_1 PARTITION OF public.parted_refs FOR VALUES FROM (0) TO (1000);
   INSERT INTO public.parted_refs SELECT g, g FROM generate_series(1, 100) g;
   CREATE FUNCTION public.no_alter_table() RETURNS event_trigger LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION 'ALTER TABLE is not allowed here'; END$$;
   CREATE EVENT TRIGGER no_alter_table ON ddl_command_start WHEN TAG IN ('ALTER TABLE') EXECUTE FUNCTION public.no_alter_table();`;
 
-/** Keys pgmove adds itself: children ×2, tree, ping, pong, pairs, loose, clustered_ref, measure_notes (not parted_refs'). */
-const OWN_KEYS = 9;
+/** Keys pgmove adds itself: children ×2, tree, ping, pong, pairs, loose, clustered_ref, measure_notes, level_notes (not parted_refs'). */
+const OWN_KEYS = 10;
 
 /**
  * Every foreign key with its definition, validity and comment; those the server derives (for partitions)
@@ -68,9 +76,13 @@ async function foreignKeys(cluster: ClusterHandle, database: string): Promise<st
     cluster,
     database,
     `SET search_path = '';
-     SELECT format('%s on %s: %s valid=%s comment=%s', coalesce('derived from ' || p.conname, k.conname), k.conrelid::regclass, pg_get_constraintdef(k.oid), k.convalidated,
-                   obj_description(k.oid, 'pg_constraint')) AS d
-       FROM pg_constraint k LEFT JOIN pg_constraint p ON p.oid = k.conparentid WHERE k.contype = 'f' ORDER BY 1`,
+     SELECT format('%s on %s: %s valid=%s comment=%s', coalesce('derived from ' || root.conname || ' to ' || k.confrelid::regclass, k.conname), k.conrelid::regclass,
+                   pg_get_constraintdef(k.oid), k.convalidated, obj_description(k.oid, 'pg_constraint')) AS d
+       FROM pg_constraint k
+       LEFT JOIN LATERAL (WITH RECURSIVE up(oid, parent) AS (SELECT p.oid, p.conparentid FROM pg_constraint p WHERE p.oid = k.conparentid
+                                                             UNION ALL SELECT p.oid, p.conparentid FROM pg_constraint p JOIN up ON p.oid = up.parent)
+                          SELECT r.conname FROM up JOIN pg_constraint r ON r.oid = up.oid WHERE up.parent = 0) root ON true
+      WHERE k.contype = 'f' ORDER BY 1`,
   );
   return rows.map((r) => r.d);
 }
