@@ -152,7 +152,9 @@ export async function addForeignKeys(sessions: Client[], keys: ForeignKey[], opt
         failed = true;
         const key = group[0]!;
         const reason = error instanceof Error ? error.message : String(error);
-        throw new Error(`adding the foreign key ${key.name} of ${key.schema}.${key.table} on the target failed: ${reason}`, { cause: error });
+        // The server's SQLSTATE, detail and hint come along: a violated key (23503) is not retried (worker/classify-errors.ts).
+        const { detail, hint } = error as { detail?: string; hint?: string };
+        throw Object.assign(new Error(`adding the foreign key ${key.name} of ${key.schema}.${key.table} on the target failed: ${reason}`, { cause: error }), { code, detail, hint });
       }
     }
   };

@@ -14,6 +14,7 @@ import { runMigration } from '../helpers/migration';
 import { compareDatabases } from '../helpers/compare';
 import { addForeignKeys, splitAroundForeignKeys, type ForeignKey } from '../../src/pg/foreign-keys';
 import type { TocEntry } from '../../src/pg/dump';
+import { classifyActivityError } from '../../worker/classify-errors';
 
 const stack = new TestStack();
 let source: ClusterHandle;
@@ -135,9 +136,12 @@ test('a key the target\'s rows violate fails with the key\'s name and the server
   const session = new Client({ host: '127.0.0.1', port: target.port, user: target.superuser, password: target.superuserPassword, database: 'scratch' });
   await session.connect();
   try {
-    await expect(addForeignKeys([session], [key('b'), key('c')])).rejects.toThrow(
-      /adding the foreign key c_a of public\.c on the target failed: insert or update on table "c" violates foreign key constraint "c_a"/,
-    );
+    const failure = (await addForeignKeys([session], [key('b'), key('c')]).catch((error: unknown) => error)) as Error & { code?: string; detail?: string };
+    expect(failure.message).toMatch(/adding the foreign key c_a of public\.c on the target failed: insert or update on table "c" violates foreign key constraint "c_a"/);
+    // Carried for the worker's classification: a violated key is not retried.
+    expect(failure.code).toBe('23503');
+    expect(failure.detail).toMatch(/Key \(a_id\)=\(2\) is not present in table "a"/);
+    expect(classifyActivityError(failure)).toMatchObject({ nonRetryable: true });
   } finally {
     await session.end();
   }
