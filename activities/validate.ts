@@ -126,7 +126,9 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
     return { sequences, schemaDifferences, schemaObjectCount: sourceObjects.size, largeObjects, seconds: (Date.now() - restStarted) / 1000 };
   };
   const theRest = compareTheRest();
-  theRest.catch(() => undefined); // awaited below; a failing table loop must not leave it unhandled
+  // Awaited after the tables; a failure stops the table loop at its next batch instead of hours later.
+  let restFailed = false;
+  theRest.catch(() => (restFailed = true));
   // A lock on a table stops its count; the watch reports the blocker and, after timeouts.stall, cancels
   // the query (the attempt fails with the watch's error and is retried).
   const watch = new StallWatch({
@@ -143,7 +145,7 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
       watch.track('target', target);
       let inTransaction = 0;
       try {
-        for (let batch = nextBatch(queue); batch.length; batch = nextBatch(queue)) {
+        for (let batch = nextBatch(queue); batch.length && !restFailed; batch = nextBatch(queue)) {
           // A transaction keeps a lock on every table it read: renew it before the server's lock table fills.
           inTransaction += batch.length;
           if (inTransaction > TABLES_PER_TRANSACTION) {
