@@ -13,7 +13,7 @@ import type { CopyPlan, CopyTable, CopyUnit, CopyUnitResult } from '../src/model
 import { connect, connectionInfo, type ConnectionInfo } from '../src/pg/connect';
 import { countLargeObjects, listTables, type TableInfo } from '../src/pg/catalog';
 import { displayName, ident, qualified } from '../src/pg/sql';
-import { copyGroups, copySmallTables, copyTable, type CopyCounters } from '../src/pg/table-copy';
+import { copyGroups, copySmallTables, copyTable, isSmallWholeTable, type CopyCounters } from '../src/pg/table-copy';
 import { startHeartbeat } from '../src/heartbeat';
 import { StallWatch, stallTimeoutMs } from '../src/stall';
 import { tableChecksums, type SourceTableChecksum } from './validate';
@@ -204,7 +204,7 @@ export async function runUnit(
       progress.table = displayName(group[0]!);
       counters.rows = 0;
       counters.bytes = 0;
-      if (group.length === 1) {
+      if (!isSmallWholeTable(group[0]!, unit.range)) {
         await copyTable(source, target, group[0]!, unit.range, counters, signal);
         progress.completedTables.push({ table: progress.table, rows: counters.rows, bytes: counters.bytes });
       } else {

@@ -24,6 +24,7 @@ import { readDatabaseSettings, settingValueSql } from '../src/pg/database-settin
 import { startHeartbeat } from '../src/heartbeat';
 import { stallTimeoutMs, toolStallWatch, type StallWatch } from '../src/stall';
 import { activityLogger } from '../src/log';
+import { StepTimer } from '../src/step-timer';
 import type { SchemaPhaseInput } from './pre-data';
 import { pollUntil } from '../src/poll';
 
@@ -58,19 +59,13 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
     const schemaArchive = schemaArchiveName(spec, await withClient(source, 'source', readFreezeState), input.migrationId);
     const dumpedOnce = schemaArchive !== undefined && (await stat(join(dir, schemaArchive)).then((s) => s.isFile(), () => false));
     const archive = join(dir, dumpedOnce ? schemaArchive : 'post-data.dump');
-    let addedKeys = 0;
     // Seconds per step, in the log: where a slow post-data spends its time.
-    const steps: Record<string, number> = {};
-    let lapStart = Date.now();
-    const lap = (name: string) => {
-      steps[name] = (Date.now() - lapStart) / 1000;
-      lapStart = Date.now();
-    };
+    const timer = new StepTimer();
     if (!dumpedOnce) await dumpSection(input.binDir, source, spec, 'post-data', archive, hasLargeObjects, { signal, applicationName });
     // The logical method's own publications are on the source meanwhile: they are not the source's schema.
     const ownPublication = new RegExp(`\\b${replicationNames(input.migrationId).publication}(_u[0-9]+)?\\b`);
     const entries = (await listArchive(input.binDir, archive, 'post-data')).filter((e) => !ownPublication.test(e.line));
-    lap('dump');
+    timer.lap('dump');
     // Indexes and key constraints the offline copy built as each table finished (src/pg/table-indexes.ts).
     progress.step = 'finding the indexes built during the copy';
     const early = await withClient(source, 'source', (s) => withClient(target, 'target', (t) => builtEarly(entries, s, t)));
@@ -81,7 +76,7 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
       progress.step = 'comparing with the target';
       pending = await withClient(source, 'source', (s) => withClient(target, 'target', (t) => entriesMissingOnTarget(pending, s, t)));
     }
-    lap('compare');
+    timer.lap('compare');
     progress.step = 'building indexes and constraints';
     progress.total = pending.length;
     heartbeat.beat();
@@ -109,7 +104,7 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
     const keys = await withClient(source, 'source', (s) => foreignKeysOf(s, pending));
     const parts = splitAroundForeignKeys(pending, keys);
     await restore(parts.before, 'post-data');
-    lap('restore');
+    timer.lap('restore');
     const candidates = parts.keys.map((e) => keys.get(e.objectOid)!);
     const ready = await withClient(target, 'target', (t) => readyOnTarget(t, candidates));
     if (ready.size > 0) {
@@ -118,16 +113,15 @@ export async function postData(input: SchemaPhaseInput): Promise<{ objects: numb
         addForeignKeys(sessions, candidates.filter((k) => ready.has(k)), { signal, onAdded: (count) => (progress.done += count) }),
       );
     }
-    lap('foreignKeys');
+    timer.lap('foreignKeys');
     const left = new Set([...parts.after, ...parts.keys.filter((e) => !ready.has(keys.get(e.objectOid)!))]);
     progress.step = 'building what follows the foreign keys';
     await restore(pending.filter((e) => left.has(e)), 'post-data-after-keys');
-    addedKeys = ready.size;
-    lap('restoreAfterKeys');
+    timer.lap('restoreAfterKeys');
     progress.done = pending.length;
     const settings = await copyDatabaseSettings(source, target);
-    lap('settings');
-    log.info({ dumpedWithPreData: dumpedOnce, objects: pending.length, foreignKeysAdded: addedKeys, builtDuringCopy: early.size, skipped: entries.length - pending.length - early.size, settings, steps }, 'post-data applied');
+    timer.lap('settings');
+    log.info({ dumpedWithPreData: dumpedOnce, objects: pending.length, foreignKeysAdded: ready.size, builtDuringCopy: early.size, skipped: entries.length - pending.length - early.size, settings, steps: timer.seconds() }, 'post-data applied');
     return { objects: pending.length, skipped: entries.length - pending.length, seconds: (Date.now() - started) / 1000 };
   } catch (error) {
     throw guardFailure ?? watch.failure ?? error;

@@ -12,14 +12,13 @@ import type { TableValidation, ValidationReport } from '../src/model';
 import { connect, connectionInfo, withClient, type ConnectionInfo } from '../src/pg/connect';
 import { listSequences, listTables } from '../src/pg/catalog';
 import { displayName, literal, qualified, type TableName } from '../src/pg/sql';
-import { allSettledOrThrow, checksumsWith, nextBatch, sourceChecksums, withRowHashes, type SourceTableChecksum, type TableCheck } from '../src/pg/table-checksums';
-
-type Sums = Awaited<ReturnType<typeof checksumsWith>>;
+import { allSettledOrThrow, checksumsWith, nextBatch, sourceChecksums, withRowHashes, type SourceTableChecksum, type TableCheck, type TableSums } from '../src/pg/table-checksums';
 import { dropTableChecks, loadEqualTableChecks } from '../src/pg/table-checks-store';
 import { SCRATCH_SCHEMA } from '../src/pg/copy-plan-store';
 import { startHeartbeat } from '../src/heartbeat';
 import { StallWatch, stallTimeoutMs } from '../src/stall';
 import { activityLogger } from '../src/log';
+import { StepTimer } from '../src/step-timer';
 
 /** Output settings that make row text identical on both servers, whatever their defaults. */
 const NORMALIZE_OUTPUT = [
@@ -58,14 +57,9 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
   const sourceInfo = await connectionInfo(spec.source, 'source');
   const targetInfo = await connectionInfo(spec.target, 'target');
   // Seconds per step, in the log: where a slow validation spends its time.
-  const steps: Record<string, number> = {};
-  let lapStart = Date.now();
-  const lap = (name: string) => {
-    steps[name] = (Date.now() - lapStart) / 1000;
-    lapStart = Date.now();
-  };
+  const timer = new StepTimer();
   const allTables = await withClient(sourceInfo, 'source', (c) => listTables(c, spec));
-  lap('listTables');
+  timer.lap('listTables');
   // Keyed by the quoted name (display names can collide); figures recorded by older workers by display name.
   const atSnapshot = new Map((input.sourceTables ?? []).map((t) => [t.relation ?? t.table, t]));
   const snapshotFigures = (t: TableName) => atSnapshot.get(qualified(t)) ?? atSnapshot.get(displayName(t));
@@ -160,7 +154,7 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
           const bothSides = (hashes: (string | null)[]) => {
             const hashOf = new Map(unknown.map((t, i) => [t, hashes[i]!]));
             const rowHashOf = (t: (typeof batch)[number]) => (hashOf.has(t) ? hashOf.get(t)! : snapshotFigures(t)!.rowHash);
-            return allSettledOrThrow<[Sums, Sums]>([unknown.length === 0 ? Promise.resolve([]) : checksumsWith(source!, unknown, hashes), checksumsWith(target, batch, batch.map(rowHashOf))]);
+            return allSettledOrThrow<[TableSums, TableSums]>([unknown.length === 0 ? Promise.resolve([]) : checksumsWith(source!, unknown, hashes), checksumsWith(target, batch, batch.map(rowHashOf))]);
           };
           const {
             rowHashes: hashes,
@@ -196,12 +190,11 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
     watch.stop();
     heartbeat.stop();
   }
-  lap('tables');
+  timer.lap('tables');
   results.sort((a, b) => a.table.localeCompare(b.table));
 
   const { sequences, schemaDifferences, schemaObjectCount, largeObjects, seconds: restSeconds } = await theRest;
-  steps.sequencesSchemaLargeObjects = restSeconds;
-  lap('afterTables');
+  timer.lap('afterTables');
   const badTables = results.filter((r) => !r.ok);
   const badSequences = sequences.filter((s) => !s.ok);
   const ok = badTables.length === 0 && badSequences.length === 0 && schemaDifferences.length === 0 && largeObjects.ok;
@@ -215,7 +208,7 @@ export async function validate(input: ValidateInput): Promise<ValidationReport> 
         ...schemaDifferences.slice(0, 50).map((d) => `  ${d}`),
         ...(largeObjects.ok ? [] : [`  large objects: source ${largeObjects.source} / target ${largeObjects.target} (or contents differ)`]),
       ].join('\n');
-  log.info({ ok, tables: results.length, tablesComparedDuringCopy, badTables: badTables.length, steps }, 'validation finished');
+  log.info({ ok, tables: results.length, tablesComparedDuringCopy, badTables: badTables.length, steps: { ...timer.seconds(), sequencesSchemaLargeObjects: restSeconds } }, 'validation finished');
   // The report carries the comparisons now; a retry before this point still finds them.
   if (plainOffline) await withClient(targetInfo, 'target', (c) => dropTableChecks(c, migrationId));
   return { ok, ...reportedTables(results), tablesComparedDuringCopy, sequences, schemaDifferences, largeObjects, summary };

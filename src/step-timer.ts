@@ -1,7 +1,7 @@
 /**
  * The steps of a freeze window (the cutover's, the rollback's): the step running now, for heartbeat
  * details and the stall report, and how long each finished step took (name → ms since the previous
- * step ended), for the attempt's `steps` in the status.
+ * step ended), for the attempt's `steps` in the status. Post-data and validation log theirs with it.
  */
 export class StepTimer {
   readonly steps: Record<string, number> = {};
@@ -19,6 +19,18 @@ export class StepTimer {
   restart(): number {
     this.mark = Date.now();
     return this.mark;
+  }
+
+  /** Ends the step running since the last mark (for a phase that logs its steps at the end). */
+  lap(name: string): void {
+    const now = Date.now();
+    this.steps[name] = now - this.mark;
+    this.mark = now;
+  }
+
+  /** The finished steps in seconds (for logs). */
+  seconds(): Record<string, number> {
+    return Object.fromEntries(Object.entries(this.steps).map(([name, ms]) => [name, ms / 1000]));
   }
 
   async timed<T>(name: string, fn: () => Promise<T>): Promise<T> {

@@ -10,6 +10,7 @@
 import type { Client } from 'pg';
 import type { TocEntry } from './dump';
 import { withEmptySearchPath } from './table-indexes';
+import { SMALL_TABLE_BYTES } from './table-copy';
 
 const PG_CONSTRAINT = 2606;
 /** SQLSTATE deadlock_detected: two sessions adding keys between the same two tables in opposite directions. */
@@ -19,8 +20,6 @@ const DEADLOCK_RETRIES = 5;
 const NOT_A_KEYS_FAULT = /^(57|08)/;
 /** Keys of small tables share a transaction (and a round trip) with up to this many others. */
 const KEYS_PER_TRANSACTION = 50;
-/** Below this size (both tables) a key's check is quick: it may share a transaction. */
-const SMALL_TABLE_BYTES = 1 << 20;
 
 export interface ForeignKey {
   schema: string;
@@ -33,7 +32,7 @@ export interface ForeignKey {
   referencedTable: string;
   /** The referenced key's index, qualified and quoted: the key can be added once the target has it. */
   referencedIndex: string;
-  /** Both tables below SMALL_TABLE_BYTES on the source. */
+  /** Both tables below SMALL_TABLE_BYTES on the source: the key may share a transaction (a larger one commits alone, so a crash keeps every finished check). */
   small: boolean;
   ddl: string;
 }
@@ -116,14 +115,10 @@ export function foreignKeysSql(keys: ForeignKey[]): string {
   return `BEGIN; LOCK TABLE ${tables.map((t) => `ONLY ${t}`).join(', ')} IN SHARE ROW EXCLUSIVE MODE; ${keys.map((k) => `${k.ddl};`).join(' ')} COMMIT`;
 }
 
-/** Consecutive keys of small tables in groups of KEYS_PER_TRANSACTION; a key of a larger table alone (a crash keeps every finished check). */
+/** Keys of small tables in consecutive groups of KEYS_PER_TRANSACTION. */
 function transactionsOf(keys: ForeignKey[]): ForeignKey[][] {
   const groups: ForeignKey[][] = [];
-  for (const key of keys) {
-    const last = groups.at(-1);
-    if (key.small && last && last[0]!.small && last.length < KEYS_PER_TRANSACTION) last.push(key);
-    else groups.push([key]);
-  }
+  for (let start = 0; start < keys.length; start += KEYS_PER_TRANSACTION) groups.push(keys.slice(start, start + KEYS_PER_TRANSACTION));
   return groups;
 }
 

@@ -155,12 +155,15 @@ export async function probeRowHashes(source: Client, tables: TableName[], expres
   return decided;
 }
 
+/** Each table's row count and checksum (null: counts only), in the order asked. */
+export type TableSums = { rows: number; checksum: string | null }[];
+
 /**
  * Counts and checksums of the tables in one statement (the target side uses the source's row hashes);
  * `rowHashes[i]` null means count only. Inside a savepoint: a failing statement leaves the session's
  * transaction usable (withRowHashes then tries again with probed expressions).
  */
-export async function checksumsWith(client: Client, tables: TableName[], rowHashes: (string | null)[]): Promise<{ rows: number; checksum: string | null }[]> {
+export async function checksumsWith(client: Client, tables: TableName[], rowHashes: (string | null)[]): Promise<TableSums> {
   const sql = tables
     .map((table, i) => `SELECT ${i} AS i, count(*)::bigint AS rows, ${checksumExpression(rowHashes[i] ?? null)} AS checksum FROM ONLY ${qualified(table)} AS r`)
     .join('\nUNION ALL\n');
@@ -241,7 +244,7 @@ export async function checkTables(source: Client, target: Client, tables: TableN
   const queue = [...tables];
   for (let batch = nextBatch(queue); batch.length; batch = nextBatch(queue)) {
     const { result: [sourceSide, targetSide] } = await withRowHashes(source, batch, withChecksums, (hashes) =>
-      allSettledOrThrow<[Awaited<ReturnType<typeof checksumsWith>>, Awaited<ReturnType<typeof checksumsWith>>]>([checksumsWith(source, batch, hashes), checksumsWith(target, batch, hashes)]),
+      allSettledOrThrow<[TableSums, TableSums]>([checksumsWith(source, batch, hashes), checksumsWith(target, batch, hashes)]),
     );
     batch.forEach((table, i) => {
       const s = sourceSide[i]!;

@@ -10,6 +10,7 @@
 import type { Client } from 'pg';
 import type { TocEntry } from './dump';
 import { ident, literal, type TableName } from './sql';
+import { SMALL_TABLE_BYTES } from './table-copy';
 
 const PG_CLASS = 1259;
 const PG_CONSTRAINT = 2606;
@@ -106,8 +107,7 @@ export function buildIndexSql(index: EarlyIndex): string {
 
 const inTransaction = (statements: string[]) => `BEGIN; SET LOCAL search_path = ''; SET LOCAL default_tablespace = ''; ${statements.join(' ')} COMMIT`;
 
-/** Below this size a table's index builds share one transaction (and round trip) with other small tables'. */
-const SMALL_TABLE_BYTES = 1 << 20;
+/** Small tables whose index builds share one transaction (and round trip). */
 const SMALL_TABLES_PER_TRANSACTION = 25;
 
 /**
